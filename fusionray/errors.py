@@ -1,0 +1,45 @@
+"""One exception tree for fusionray.
+
+Every error is also the closest builtin, so callers that do not know fusionray can still catch
+it (`except OSError`). Messages name the bad value and, where there is a fixed set, the allowed
+ones. Only `fusionray.jobs` turns these into exit codes.
+"""
+
+from __future__ import annotations
+
+
+class FusionrayError(Exception):
+    """Base class of every error fusionray raises on purpose."""
+
+
+class ConfigError(FusionrayError, ValueError):
+    """A configuration value is unknown, out of range or inconsistent."""
+
+
+class MediaError(FusionrayError, OSError):
+    """A video or image cannot be read, decoded, encoded or written."""
+
+
+class FaceNotFoundError(FusionrayError, ValueError):
+    """A source image holds no detectable face."""
+
+
+class ModelError(FusionrayError, RuntimeError):
+    """A model cannot be fetched, verified, loaded, or does not match its contract."""
+
+
+class OutputError(FusionrayError, OSError):
+    """The output path cannot be written, or publishing the result failed."""
+
+
+class RenderError(FusionrayError, RuntimeError):
+    """A render failed after it started (a chunk failed every retry, the cluster went away)."""
+
+
+def choices_message(kind: str, value: object, allowed: "list[str] | tuple[str, ...]") -> str:
+    """Format the standard 'unknown value' sentence.
+
+    >>> choices_message("detector", "scrd", ["scrfd", "blazeface"])
+    "Unknown detector 'scrd'. Choose one of: scrfd, blazeface"
+    """
+    return f"Unknown {kind} {value!r}. Choose one of: {', '.join(allowed)}"

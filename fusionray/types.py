@@ -1,0 +1,150 @@
+"""Small frozen records shared by every stage, and the array aliases they use.
+
+Frames are numpy arrays in OpenCV's convention: `uint8`, shape `(H, W, 3)`, BGR channel order.
+Coordinates are float pixels in the frame, x to the right, y down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+FrameBGR = npt.NDArray[np.uint8]
+"""A decoded frame: uint8, shape (H, W, 3), BGR."""
+
+FloatArray = npt.NDArray[np.float32]
+
+KeypointLayout = Literal["arcface5", "blazeface6"]
+"""Order of a face's keypoints.
+
+- `arcface5`: left eye, right eye, nose, left mouth corner, right mouth corner (image left/right).
+- `blazeface6`: left eye, right eye, nose tip, mouth centre, left ear, right ear (image
+  left/right; BlazeFace's own order is subject-right first, which is image-left).
+"""
+
+KEYPOINT_COUNTS: dict[str, int] = {"arcface5": 5, "blazeface6": 6}
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face in one frame or image."""
+
+    bbox: FloatArray
+    """(4,) float32: x1, y1, x2, y2 in pixels."""
+    keypoints: FloatArray
+    """(N, 2) float32 pixel coordinates, N and order given by `layout`."""
+    score: float
+    """Detector confidence in [0, 1]."""
+    layout: KeypointLayout = "arcface5"
+
+    def __post_init__(self) -> None:
+        bbox = np.asarray(self.bbox, dtype=np.float32).reshape(-1)
+        keypoints = np.asarray(self.keypoints, dtype=np.float32)
+        if self.layout not in KEYPOINT_COUNTS:
+            raise ValueError(
+                f"Unknown keypoint layout {self.layout!r}. Choose one of: "
+                + ", ".join(KEYPOINT_COUNTS)
+            )
+        if bbox.shape != (4,):
+            raise ValueError(f"Face.bbox must have 4 values, got shape {bbox.shape}")
+        expected = (KEYPOINT_COUNTS[self.layout], 2)
+        if keypoints.shape != expected:
+            raise ValueError(
+                f"Face.keypoints for layout {self.layout} must be {expected}, got {keypoints.shape}"
+            )
+        object.__setattr__(self, "bbox", bbox)
+        object.__setattr__(self, "keypoints", keypoints)
+
+    @property
+    def area(self) -> float:
+        """Bounding-box area in square pixels."""
+        x1, y1, x2, y2 = (float(v) for v in self.bbox)
+        return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+
+@dataclass(frozen=True)
+class AudioStreamInfo:
+    """An audio stream of the input, copied to the output packet for packet."""
+
+    index: int
+    """Stream index in the input container."""
+    codec_name: str
+    packet_count: int
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the probe learnt about the input: exact, from packets, never from `stream.frames`."""
+
+    path: str
+    format_name: str
+    codec_name: str
+    width: int
+    """Coded frame width in pixels (before display rotation)."""
+    height: int
+    pix_fmt: str
+    time_base: Fraction
+    """Seconds per pts tick of the video stream."""
+    average_rate: Fraction
+    """Frames per second (average; the pts carry the exact timing)."""
+    frame_pts: tuple[int, ...]
+    """pts of every frame in presentation order; len == frame_count."""
+    keyframe_indices: tuple[int, ...]
+    """Presentation indices of keyframes, ascending; a decode may start at any of them."""
+    rotation: int = 0
+    """Display rotation in degrees counter-clockwise (FFmpeg display matrix), kept on output."""
+    audio_streams: tuple[AudioStreamInfo, ...] = ()
+    video_stream_index: int = 0
+    frame_durations: tuple[int, ...] = field(default=(), repr=False)
+    """Packet durations in pts ticks, presentation order (0 where the container has none)."""
+
+    @property
+    def frame_count(self) -> int:
+        return len(self.frame_pts)
+
+    @property
+    def duration_seconds(self) -> float:
+        if not self.frame_pts:
+            return 0.0
+        last = self.frame_durations[-1] if self.frame_durations else 0
+        ticks = self.frame_pts[-1] - self.frame_pts[0] + (last or 0)
+        return float(ticks * self.time_base)
+
+    def keyframe_at_or_before(self, frame_index: int) -> int:
+        """The presentation index of the last keyframe at or before `frame_index`."""
+        best = 0
+        for keyframe in self.keyframe_indices:
+            if keyframe > frame_index:
+                break
+            best = keyframe
+        return best
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A unit of work: owns frames [start, stop) and reads [read_start, read_stop)."""
+
+    index: int
+    start: int
+    stop: int
+    read_start: int
+    read_stop: int
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.read_start <= self.start < self.stop <= self.read_stop):
+            raise ValueError(
+                f"Chunk {self.index}: need 0 <= read_start <= start < stop <= read_stop, got "
+                f"read [{self.read_start}, {self.read_stop}) owned [{self.start}, {self.stop})"
+            )
+
+    @property
+    def owned_frames(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def read_frames(self) -> int:
+        return self.read_stop - self.read_start
