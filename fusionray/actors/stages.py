@@ -1,0 +1,190 @@
+"""What the actors do, as plain classes: no Ray here, so the same code runs in the sequential
+benchmark loop and in tests without a cluster.
+
+Frames are handled in display orientation: a frame is rotated by the video's display rotation
+before detection and swapping (np.rot90, lossless) and rotated back before encoding, so faces in
+phone footage stand upright for the detector and the coded frames keep their orientation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+from fusionray.config import RenderConfig
+from fusionray.faces.detect import build_detector
+from fusionray.faces.select import select_faces
+from fusionray.faces.table import faces_to_table, table_to_faces
+from fusionray.media.decode import decode_frames
+from fusionray.media.encode import build_encoder_settings, encode_segment_bytes
+from fusionray.swap.base import SourceIdentity
+from fusionray.swap.classic import build_swapper
+from fusionray.types import Chunk, Face, VideoInfo
+
+
+def to_display(frame: np.ndarray, rotation: int) -> np.ndarray:
+    """Rotate a coded frame (H, W, 3) counter-clockwise by `rotation` degrees for display."""
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(frame, turns)) if turns else frame
+
+
+def from_display(frame: np.ndarray, rotation: int) -> np.ndarray:
+    """Inverse of `to_display`."""
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(frame, -turns)) if turns else frame
+
+
+def thread_count(num_cpus: float) -> int:
+    """Inference/OpenCV threads for an actor that reserved `num_cpus` CPUs."""
+    return max(1, math.ceil(num_cpus))
+
+
+@dataclass(frozen=True)
+class DetectResult:
+    """Detections of a chunk's read range and what they cost."""
+
+    chunk_index: int
+    detections: pa.Table
+    """See `fusionray.faces.table.DETECTIONS_SCHEMA`; frames of the read range."""
+    frames: int
+    decode_seconds: float
+    detect_seconds: float
+    provider: str
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """An encoded segment of a chunk's owned frames and what it cost."""
+
+    chunk_index: int
+    segment: bytes
+    """A self-contained encoded segment (see `fusionray.media.encode`)."""
+    frames: int
+    faces_swapped: int
+    frames_with_faces: int
+    seconds: dict[str, float]
+    """Actor seconds per stage: detect_decode, detect, swap_decode, swap, encode."""
+    providers: tuple[str, ...]
+    """`engine:provider` of the detector and swapper that made this chunk."""
+
+
+class DetectStage:
+    """Decode a chunk's read range and detect every face in it."""
+
+    def __init__(self, config: RenderConfig, *, threads: int = 1) -> None:
+        cv2.setNumThreads(threads)
+        self.detector = build_detector(
+            config.detector.name,
+            model=config.detector.model,
+            score_threshold=config.detector.score_threshold,
+            nms_threshold=config.detector.nms_threshold,
+            providers=config.detector.providers,
+            threads=threads,
+            cache_dir=Path(config.models.cache_dir) if config.models.cache_dir else None,
+        )
+
+    def __call__(self, info: VideoInfo, chunk: Chunk) -> DetectResult:
+        faces_by_frame: dict[int, list[Face]] = {}
+        decode_seconds = detect_seconds = 0.0
+        frames = decode_frames(info, chunk.read_start, chunk.read_stop)
+        clock = time.perf_counter()
+        for frame_index, frame in frames:
+            now = time.perf_counter()
+            decode_seconds += now - clock
+            faces = self.detector.detect(to_display(frame, info.rotation))
+            if faces:
+                faces_by_frame[frame_index] = faces
+            clock = time.perf_counter()
+            detect_seconds += clock - now
+        return DetectResult(
+            chunk_index=chunk.index,
+            detections=faces_to_table(faces_by_frame),
+            frames=chunk.read_frames,
+            decode_seconds=decode_seconds,
+            detect_seconds=detect_seconds,
+            provider=f"{self.detector.name}:{self.detector.provider}",
+        )
+
+
+class SwapStage:
+    """Select faces, swap them into a chunk's owned frames and encode the segment."""
+
+    def __init__(self, config: RenderConfig, source: SourceIdentity, *, threads: int = 1) -> None:
+        cv2.setNumThreads(threads)
+        self.config = config
+        self.source = source
+        self.swapper = build_swapper(
+            config.swapper.name,
+            crop_size=config.swapper.crop_size,
+            mask_padding=config.swapper.mask_padding,
+            mask_blur=config.swapper.mask_blur,
+            colour_match=config.swapper.colour_match,
+            blend=config.swapper.blend,
+            blend_levels=config.swapper.blend_levels,
+        )
+
+    def __call__(self, info: VideoInfo, chunk: Chunk, detected: DetectResult) -> ChunkResult:
+        faces_by_frame = table_to_faces(detected.detections)
+        timings = {"decode": 0.0, "swap": 0.0, "encode": 0.0}
+        swapped = frames_with_faces = 0
+
+        def swapped_frames() -> Iterator[np.ndarray]:
+            nonlocal swapped, frames_with_faces
+            clock = time.perf_counter()
+            for frame_index, frame in decode_frames(info, chunk.start, chunk.stop):
+                now = time.perf_counter()
+                timings["decode"] += now - clock
+                targets = select_faces(faces_by_frame.get(frame_index, []), self.config.selection)
+                if targets:
+                    upright = to_display(frame, info.rotation)
+                    frame = from_display(self.swapper.swap(upright, targets, self.source),
+                                         info.rotation)
+                    swapped += len(targets)
+                    frames_with_faces += 1
+                clock = time.perf_counter()
+                timings["swap"] += clock - now
+                yield frame
+
+        settings = build_encoder_settings(
+            codec=self.config.encode.codec,
+            crf=self.config.encode.crf,
+            preset=self.config.encode.preset,
+            pix_fmt=self.config.encode.pix_fmt,
+            lossless=self.config.encode.lossless,
+            width=info.width,
+            height=info.height,
+        )
+        started = time.perf_counter()
+        segment = encode_segment_bytes(
+            swapped_frames(), pts=info.frame_pts[chunk.start:chunk.stop], info=info,
+            settings=settings,
+        )
+        # Encoding is interleaved with decode and swap (frames stream through the encoder), so
+        # its share is the total minus the time spent producing frames.
+        total = time.perf_counter() - started
+        timings["encode"] = max(0.0, total - timings["decode"] - timings["swap"])
+        return ChunkResult(
+            chunk_index=chunk.index,
+            segment=segment,
+            frames=chunk.owned_frames,
+            faces_swapped=swapped,
+            frames_with_faces=frames_with_faces,
+            seconds={
+                "detect_decode": detected.decode_seconds,
+                "detect": detected.detect_seconds,
+                "swap_decode": timings["decode"],
+                "swap": timings["swap"],
+                "encode": timings["encode"],
+            },
+            providers=(
+                detected.provider,
+                f"{self.swapper.name}:{getattr(self.swapper, 'provider', 'none')}",
+            ),
+        )

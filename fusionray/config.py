@@ -1,0 +1,404 @@
+"""Typed, validated configuration.
+
+The frozen dataclasses below are the truth: types, defaults and rules (`__post_init__`). Hydra
+needs mutable nodes to merge YAML and command-line overrides into, so `register_configs()`
+stores a mutable twin of each class (same fields, same types) in Hydra's ConfigStore: a typo in
+a key or a value of the wrong type fails at composition. `to_render_config()` then builds the
+frozen tree from the composed config, which runs every range check before Ray starts. Only
+frozen records travel to Ray workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_origin
+
+from fusionray.errors import ConfigError, choices_message
+
+DETECTORS = ("blazeface",)
+BLAZEFACE_MODELS = ("front", "back")
+SWAPPERS = ("classic",)
+BLENDS = ("laplacian", "alpha")
+SELECTIONS = ("one", "many")
+CODECS = ("libx264", "libx264rgb", "ffv1")
+PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+)
+PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p")
+PROVIDERS = ("tensorrt", "cuda", "rocm", "openvino", "coreml", "directml", "cpu")
+
+
+def _require(condition: bool, key: str, value: object, allowed: str) -> None:
+    if not condition:
+        raise ConfigError(f"Invalid {key}={value!r}: must be {allowed}")
+
+
+def _require_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(choices_message(key, value, allowed))
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Face detector settings (`conf/detector/*`)."""
+
+    name: str = "blazeface"
+    """Detector engine: blazeface (offline, from the npm package)."""
+    model: str = "back"
+    """BlazeFace variant: front (128 px input, close-up faces) or back (256 px, smaller faces)."""
+    score_threshold: float = 0.7
+    """Minimum detection confidence in [0, 1]."""
+    nms_threshold: float = 0.3
+    """IoU above which overlapping detections are merged, in (0, 1]."""
+    providers: tuple[str, ...] = ("cuda", "cpu")
+    """ONNX Runtime providers, tried in order."""
+
+    def __post_init__(self) -> None:
+        _require_choice("detector.name", self.name, DETECTORS)
+        _require_choice("detector.model", self.model, BLAZEFACE_MODELS)
+        _require(0.0 <= self.score_threshold <= 1.0, "detector.score_threshold",
+                 self.score_threshold, "in [0, 1]")
+        _require(0.0 < self.nms_threshold <= 1.0, "detector.nms_threshold",
+                 self.nms_threshold, "in (0, 1]")
+        _require(len(self.providers) > 0, "detector.providers", self.providers, "non-empty")
+        for provider in self.providers:
+            _require_choice("detector.providers entry", provider, PROVIDERS)
+
+
+@dataclass(frozen=True)
+class SwapperConfig:
+    """Face swapper and compositing settings (`conf/swapper/*`)."""
+
+    name: str = "classic"
+    """Swap engine: classic (aligned source crop, colour match, blend; no learned model)."""
+    crop_size: int = 256
+    """Side of the aligned face crop in pixels."""
+    mask_padding: float = 0.0
+    """Grow (>0) or shrink (<0) the face mask, as a fraction of the crop, in [-0.3, 0.3]."""
+    mask_blur: float = 0.3
+    """Feather of the mask edge as a fraction of the face size, in [0, 1]."""
+    colour_match: bool = True
+    """Match the source's colour to the target face in LAB before blending."""
+    blend: str = "laplacian"
+    """Compositing: laplacian (multi-band pyramid) or alpha."""
+    blend_levels: int = 5
+    """Pyramid levels for the laplacian blend, in [1, 8]."""
+
+    def __post_init__(self) -> None:
+        _require_choice("swapper.name", self.name, SWAPPERS)
+        _require(64 <= self.crop_size <= 1024, "swapper.crop_size", self.crop_size,
+                 "in [64, 1024]")
+        _require(-0.3 <= self.mask_padding <= 0.3, "swapper.mask_padding", self.mask_padding,
+                 "in [-0.3, 0.3]")
+        _require(0.0 <= self.mask_blur <= 1.0, "swapper.mask_blur", self.mask_blur, "in [0, 1]")
+        _require_choice("swapper.blend", self.blend, BLENDS)
+        _require(1 <= self.blend_levels <= 8, "swapper.blend_levels", self.blend_levels,
+                 "in [1, 8]")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Which detected faces get swapped."""
+
+    mode: str = "many"
+    """one (the largest face per frame) or many (every face)."""
+    min_face_size: int = 0
+    """Faces whose box is smaller than this many pixels on its shorter side are left alone."""
+
+    def __post_init__(self) -> None:
+        _require_choice("selection.mode", self.mode, SELECTIONS)
+        _require(self.min_face_size >= 0, "selection.min_face_size", self.min_face_size, ">= 0")
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Output video encoding (set by `conf/quality/*`)."""
+
+    codec: str = "libx264"
+    """libx264 (default), libx264rgb (lossless RGB) or ffv1 (lossless, .mkv output)."""
+    crf: int = 18
+    """x264 constant rate factor, 0 (lossless) to 51 (worst)."""
+    preset: str = "medium"
+    """x264 speed/size preset."""
+    pix_fmt: str = "yuv420p"
+    """Pixel format; odd frame sizes switch 4:2:0 to yuv444p (H.264 cannot code them)."""
+    lossless: bool = False
+    """Encode losslessly (libx264rgb qp 0, or ffv1): frames decode bit-exact."""
+
+    def __post_init__(self) -> None:
+        _require_choice("encode.codec", self.codec, CODECS)
+        _require(0 <= self.crf <= 51, "encode.crf", self.crf, "in [0, 51]")
+        _require_choice("encode.preset", self.preset, PRESETS)
+        _require_choice("encode.pix_fmt", self.pix_fmt, PIX_FMTS)
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    """How the video is cut into units of work."""
+
+    frames: int = 48
+    """Frames owned by each chunk (>= 1)."""
+    overlap: int = 4
+    """Extra frames read on each side of a chunk for temporal context (>= 0)."""
+
+    def __post_init__(self) -> None:
+        _require(self.frames >= 1, "chunk.frames", self.frames, ">= 1")
+        _require(self.overlap >= 0, "chunk.overlap", self.overlap, ">= 0")
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """One Ray actor pool."""
+
+    replicas: int = 1
+    """Number of actors; 0 = as many as the cluster's resources fit."""
+    num_cpus: float = 1.0
+    """CPUs reserved per actor (also its ONNX Runtime / OpenCV thread count, rounded up)."""
+    num_gpus: float = 0.0
+    """GPUs per actor; fractions (0.25, 0.5) let several actors share one card."""
+    max_restarts: int = 3
+    """How often Ray restarts a dead actor."""
+
+    def __post_init__(self) -> None:
+        _require(self.replicas >= 0, "replicas", self.replicas, ">= 0")
+        _require(self.num_cpus > 0, "num_cpus", self.num_cpus, "> 0")
+        _require(self.num_gpus >= 0, "num_gpus", self.num_gpus, ">= 0")
+        _require(self.num_gpus <= 1 or float(self.num_gpus).is_integer(), "num_gpus",
+                 self.num_gpus, "a fraction <= 1 or a whole number")
+        _require(self.max_restarts >= -1, "max_restarts", self.max_restarts, ">= -1")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where the job runs (`conf/cluster/*`)."""
+
+    address: str | None = None
+    """None: start a local Ray sized to this machine. 'auto' or 'ray://host:port': join one."""
+    num_cpus: int | None = None
+    """CPUs of the local Ray (None = all of this machine's)."""
+    num_gpus: int | None = None
+    """GPUs of the local Ray (None = detect)."""
+    max_chunks_in_flight: int = 4
+    """Chunks decoded/swapped at once; bounds memory, independent of video length."""
+    chunk_retries: int = 2
+    """Times a failed chunk is retried before the job stops."""
+    detect: PoolConfig = field(default_factory=PoolConfig)
+    swap: PoolConfig = field(default_factory=lambda: PoolConfig(replicas=0))
+
+    def __post_init__(self) -> None:
+        _require(self.max_chunks_in_flight >= 1, "cluster.max_chunks_in_flight",
+                 self.max_chunks_in_flight, ">= 1")
+        _require(self.chunk_retries >= 0, "cluster.chunk_retries", self.chunk_retries, ">= 0")
+        _require(self.num_cpus is None or self.num_cpus >= 1, "cluster.num_cpus",
+                 self.num_cpus, ">= 1 or null")
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Where models are cached."""
+
+    cache_dir: str | None = None
+    """Model cache folder (None = $FUSIONRAY_CACHE or ~/.cache/fusionray/models)."""
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Everything one render needs. Built once in the driver, shipped to actors as is."""
+
+    video: Any = None
+    """Input video path, or 'demo' for the built-in demo clip (`+video=...`)."""
+    source: Any = None
+    """Source face image path, or a list of paths whose faces are combined (`+source=...`)."""
+    output: str | None = None
+    """Output video path (default: `<hydra run dir>/<video name>.swapped.mp4`)."""
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    swapper: SwapperConfig = field(default_factory=SwapperConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    chunk: ChunkConfig = field(default_factory=ChunkConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    preview_frames: int = 4
+    """Frames shown in the before/after preview.png strip (0 = no preview)."""
+    progress: bool = True
+    """Show a progress bar (frames done, frames/s, ETA) on stderr."""
+    keep_work: bool = False
+    """Keep the work folder (segments) after a successful render."""
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.video, str) and self.video != "", "video", self.video,
+                 "a video path or 'demo' (pass +video=PATH)")
+        sources = self.source_paths
+        _require(all(isinstance(s, str) and s for s in sources), "source", self.source,
+                 "an image path or a list of image paths")
+        if self.video != "demo":
+            _require(len(sources) > 0, "source", self.source,
+                     "at least one image path (pass +source=PATH)")
+        _require(0 <= self.preview_frames <= 16, "preview_frames", self.preview_frames,
+                 "in [0, 16]")
+
+    @property
+    def source_paths(self) -> tuple[str, ...]:
+        """The source images as a tuple (empty for the demo's built-in source)."""
+        if self.source is None:
+            return ()
+        if isinstance(self.source, (list, tuple)):
+            return tuple(self.source)
+        return (self.source,)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hydra glue: mutable twins for composition, frozen objects for everything else.
+
+_TWINS: dict[type, type] = {}
+
+
+def _schema_type(annotation: Any) -> Any:
+    """Map a field annotation to one OmegaConf can type-check."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return str
+    if origin is tuple:
+        args = [a for a in get_args(annotation) if a is not Ellipsis]
+        return list[_schema_type(args[0])] if args else list[Any]  # type: ignore[misc]
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        inner = _schema_type(args[0]) if len(args) == 1 else Any
+        return typing.Optional[inner]  # noqa: UP045 - a runtime type object for OmegaConf
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        return mutable_twin(annotation)
+    return annotation
+
+
+def mutable_twin(cls: type) -> type:
+    """A non-frozen dataclass with the same fields, types and defaults as frozen `cls`."""
+    if cls in _TWINS:
+        return _TWINS[cls]
+    hints = typing.get_type_hints(cls)
+    specs = []
+    for item in dataclasses.fields(cls):
+        twin_type = _schema_type(hints[item.name])
+        if item.default is not dataclasses.MISSING:
+            default = item.default
+            if isinstance(default, tuple):
+                specs.append((item.name, twin_type,
+                              field(default_factory=lambda d=default: list(d))))
+            else:
+                specs.append((item.name, twin_type, field(default=default)))
+        else:
+            factory = item.default_factory
+            assert factory is not dataclasses.MISSING
+            value = factory()
+            if dataclasses.is_dataclass(value):
+                twin_cls = mutable_twin(type(value))
+                data = _as_plain(value)
+                specs.append((item.name, twin_type,
+                              field(default_factory=lambda t=twin_cls, d=data: t(**d))))
+            else:
+                specs.append((item.name, twin_type,
+                              field(default_factory=lambda v=value: _as_plain(v))))
+    twin = dataclasses.make_dataclass(cls.__name__ + "Schema", specs)
+    _TWINS[cls] = twin
+    return twin
+
+
+def _as_plain(value: Any) -> Any:
+    """Frozen dataclasses to dicts of twins' constructor arguments; tuples to lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _maybe_twin(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _maybe_twin(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return mutable_twin(type(value))(**_as_plain(value))
+    return _as_plain(value)
+
+
+def register_configs() -> None:
+    """Store the render schema in Hydra's ConfigStore as `render_schema`."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="render_schema", node=mutable_twin(RenderConfig))
+
+
+def from_mapping(cls: type, data: Mapping[str, Any], *, prefix: str = "") -> Any:
+    """Build frozen `cls` from plain data, recursing into nested config records.
+
+    Raises:
+        ConfigError: on an unknown key (naming it and the allowed ones) or a value that fails
+            the record's rules.
+    """
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        key = prefix + unknown[0]
+        raise ConfigError(f"Unknown config key {key!r}. Choose one of: "
+                          + ", ".join(prefix + n for n in names))
+    kwargs: dict[str, Any] = {}
+    for name in names:
+        if name not in data:
+            continue
+        value = data[name]
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation) and isinstance(value, Mapping):
+            value = from_mapping(annotation, value, prefix=f"{prefix}{name}.")
+        elif get_origin(annotation) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError as error:
+        if prefix and not str(error).startswith(("Invalid " + prefix, "Unknown " + prefix)):
+            raise ConfigError(str(error).replace("Invalid ", "Invalid " + prefix, 1)) from None
+        raise
+    except TypeError as error:
+        raise ConfigError(f"Bad config under {prefix or 'the root'}: {error}") from None
+
+
+def to_render_config(cfg: Any) -> RenderConfig:
+    """Convert a composed Hydra/OmegaConf config (or a plain dict) to a frozen RenderConfig."""
+    from omegaconf import DictConfig, OmegaConf
+
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    assert isinstance(data, dict)
+    data = {k: v for k, v in data.items() if k != "hydra"}
+    result = from_mapping(RenderConfig, data)
+    assert isinstance(result, RenderConfig)
+    return result
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a frozen config tree (tuples become lists)."""
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        return value
+
+    result = convert(config)
+    assert isinstance(result, dict)
+    return result
+
+
+def config_hash(config: RenderConfig) -> str:
+    """sha256 of the settings that change the rendered pixels (not paths, cluster or UI).
+
+    Two runs with the same hash over the same inputs produce the same frames, so a resumed job
+    may reuse finished segments only when the hash matches.
+    """
+    data = config_to_dict(config)
+    for key in ("output", "cluster", "progress", "keep_work", "preview_frames", "models"):
+        data.pop(key, None)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()

@@ -1,0 +1,48 @@
+"""run.json: what a render did, how long each stage took, and with which providers."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The record written beside every output as `<output stem>.run.json`."""
+
+    fusionray_version: str
+    config_hash: str
+    """sha256 of the pixel-affecting settings and inputs (see `config_hash`)."""
+    input: str
+    sources: list[str]
+    output: str
+    frames: int
+    chunks: int
+    faces_swapped: int
+    frames_with_faces: int
+    wall_seconds: float
+    frames_per_second: float
+    stage_seconds: dict[str, float]
+    """Driver stages are wall seconds; actor stages are summed over chunks (actor seconds)."""
+    providers: list[str]
+    """`engine:provider` of every model session used, e.g. `blazeface:CPUExecutionProvider`."""
+    actors: dict[str, int]
+    nodes: int
+    """Distinct Ray nodes that ran actors."""
+    ray_address: str
+    quality: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to `path` through a temporary file and a rename."""
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, path)
+
+
+def write_summary(path: Path, summary: RunSummary) -> None:
+    write_json_atomic(path, asdict(summary))
