@@ -8,8 +8,8 @@ Usage (from the repository root, with nothing but python3 >= 3.10 installed):
 
 The environment lives in `.venv/` (or `$FUSIONRAY_VENV`). It is built from
 `requirements/lock.txt` with `pip install --require-hashes --no-deps`, so it holds exactly the
-locked packages, and is rebuilt only when the lock or `pyproject.toml` change (a stamp file
-records their hash). Standard library only: this runs before any dependency exists.
+locked packages, and is rebuilt only when the lock or the `[project]` table of
+`pyproject.toml` change (a stamp file records their hash). Standard library only: this runs before any dependency exists.
 """
 
 from __future__ import annotations
@@ -39,9 +39,12 @@ def venv_python(env_dir: Path) -> Path:
 
 
 def lock_digest() -> str:
-    digest = hashlib.sha256()
-    for path in (LOCK, ROOT / "pyproject.toml"):
-        digest.update(path.read_bytes())
+    """Hash of what the environment is built from: the lock and the project's entry points."""
+    digest = hashlib.sha256(LOCK.read_bytes())
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    # Only the [project] table changes what the editable install provides; tool settings
+    # (pytest, ruff, mypy) must not force a rebuild.
+    digest.update(pyproject.split("[project]", 1)[-1].split("\n[tool.", 1)[0].encode())
     return digest.hexdigest()
 
 

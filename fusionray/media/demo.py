@@ -60,18 +60,28 @@ def camera_matrix(t: float, *, world_size: int) -> np.ndarray:
     return matrix
 
 
-def render_demo_frames() -> list[np.ndarray]:
-    """The demo's frames: BGR uint8, each (DEMO_HEIGHT, DEMO_WIDTH, 3)."""
+def render_demo_frames(seconds: float = DEMO_SECONDS) -> list[np.ndarray]:
+    """The demo's frames: BGR uint8, each (DEMO_HEIGHT, DEMO_WIDTH, 3).
+
+    A longer `seconds` spreads the same camera path over more frames (for benchmarks).
+    """
     from skimage import data
 
     world = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
     world = cv2.resize(world, (1024, 1024), interpolation=cv2.INTER_CUBIC)
-    count = round(DEMO_FPS * DEMO_SECONDS)
+    count = max(2, round(DEMO_FPS * seconds))
     frames = []
     for index in range(count):
         matrix = camera_matrix(index / (count - 1), world_size=world.shape[0])
-        frames.append(cv2.warpAffine(world, matrix, (DEMO_WIDTH, DEMO_HEIGHT),
-                                     flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT))
+        frames.append(
+            cv2.warpAffine(
+                world,
+                matrix,
+                (DEMO_WIDTH, DEMO_HEIGHT),
+                flags=cv2.INTER_CUBIC,
+                borderMode=cv2.BORDER_REFLECT,
+            )
+        )
     return frames
 
 
@@ -79,8 +89,12 @@ def render_demo_audio(seconds: float) -> np.ndarray:
     """A soft chord progression: float32 (2, samples) in [-1, 1], 48 kHz stereo."""
     samples = int(seconds * AUDIO_RATE)
     t = np.arange(samples, dtype=np.float64) / AUDIO_RATE
-    chords = [(261.63, 329.63, 392.00), (220.00, 261.63, 329.63),
-              (174.61, 220.00, 261.63), (196.00, 246.94, 293.66)]
+    chords = [
+        (261.63, 329.63, 392.00),
+        (220.00, 261.63, 329.63),
+        (174.61, 220.00, 261.63),
+        (196.00, 246.94, 293.66),
+    ]
     segment = max(1, samples // len(chords))
     signal = np.zeros(samples)
     for i, chord in enumerate(chords):
@@ -94,9 +108,9 @@ def render_demo_audio(seconds: float) -> np.ndarray:
     return np.stack([left, right]).astype(np.float32)
 
 
-def write_demo_clip(path: Path) -> Path:
+def write_demo_clip(path: Path, *, seconds: float = DEMO_SECONDS) -> Path:
     """Encode the demo to `path` (H.264 + AAC in MP4), atomically."""
-    frames = render_demo_frames()
+    frames = render_demo_frames(seconds)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}.mp4")
     try:
@@ -114,7 +128,7 @@ def write_demo_clip(path: Path) -> Path:
             pcm = render_demo_audio(len(frames) / DEMO_FPS)
             step = 1024
             for offset in range(0, pcm.shape[1], step):
-                block = np.ascontiguousarray(pcm[:, offset:offset + step])
+                block = np.ascontiguousarray(pcm[:, offset : offset + step])
                 audio_frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
                 audio_frame.sample_rate = AUDIO_RATE
                 audio_frame.pts = offset

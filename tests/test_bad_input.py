@@ -1,0 +1,106 @@
+"""Bad input: a one-line error naming the problem and the path, a non-zero exit, the input
+untouched and nothing at the output path. Each case fails before Ray starts."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from fusionray.media.demo import demo_source_image_path
+from tests.clips import write_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_render(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fusionray.jobs.render", *args, "progress=false",
+         f"hydra.run.dir={tmp_path / 'hydra'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+
+
+def write_audio_only(path: Path) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=48000, layout="mono")
+        for index in range(20):
+            samples = np.zeros((1, 1024), np.float32)
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 48000, index * 1024, Fraction(1, 48000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def blank_image(path: Path) -> Path:
+    cv2.imwrite(str(path), np.full((256, 256, 3), 128, np.uint8))
+    return path
+
+
+def _case(tmp_path: Path, name: str) -> tuple[list[str], str, Path]:
+    """(arguments, expected message fragment, the path the message must name)."""
+    good_video = tmp_path / "good.mp4"
+    face = str(demo_source_image_path())
+    output = tmp_path / "out" / "result.mp4"
+    if name == "missing-video":
+        path = tmp_path / "nope.mp4"
+        return [f"+video={path}", f"+source={face}", f"output={output}"], "not found", path
+    if name == "not-a-video":
+        path = tmp_path / "random.mp4"
+        path.write_bytes(np.random.default_rng(0).bytes(50_000))
+        return [f"+video={path}", f"+source={face}", f"output={output}"], "video", path
+    if name == "no-video-stream":
+        path = write_audio_only(tmp_path / "sound.m4a")
+        return [f"+video={path}", f"+source={face}", f"output={output}"], "No video stream", path
+    write_clip(good_video, frames=10)
+    if name == "source-without-face":
+        path = blank_image(tmp_path / "wall.png")
+        return [f"+video={good_video}", f"+source={path}", f"output={output}"], "No face", path
+    if name == "missing-source":
+        path = tmp_path / "ghost.jpg"
+        return [f"+video={good_video}", f"+source={path}", f"output={output}"], "not found", path
+    if name == "unwritable-output-folder":
+        blocker = tmp_path / "blocker"
+        blocker.write_text("a file where a folder should be")
+        path = blocker / "renders"
+        output = path / "result.mp4"
+        return ([f"+video={good_video}", f"+source={face}", f"output={output}"],
+                "not writable", path)
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["missing-video", "not-a-video", "no-video-stream", "source-without-face", "missing-source",
+     "unwritable-output-folder"],
+)
+def test_bad_input_fails_cleanly(tmp_path: Path, name: str) -> None:
+    args, fragment, named = _case(tmp_path, name)
+    inputs = {p: hashlib.sha256(p.read_bytes()).hexdigest()
+              for p in tmp_path.iterdir() if p.is_file()}
+    result = run_render(tmp_path, *args)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("fusionray: error:")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert fragment.lower() in lines[0].lower() and str(named) in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+    for path, digest in inputs.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    output = Path(next(a for a in args if a.startswith("output=")).split("=", 1)[1])
+    assert not output.exists()
+    leftovers = list(output.parent.glob("*")) if output.parent.is_dir() else []
+    assert leftovers == []
+
+
+def test_config_error_exits_before_ray(tmp_path: Path) -> None:
+    result = run_render(tmp_path, "+video=demo", "encode.crf=99")
+    assert result.returncode == 2
+    assert "fusionray: error: Invalid encode.crf=99: must be in [0, 51]" in result.stderr
