@@ -1,0 +1,363 @@
+"""Assemble encoded segments and the source audio into the output video, atomically.
+
+Video packets are copied from the segments in chunk order with their pts (the source's); every
+audio packet of every source audio stream is copied as is. Packets of all streams are merged by
+decode time as they are read, so memory stays flat whatever the video length. The file is
+written under a temporary name beside the output, re-probed and checked, and only then renamed
+onto the output path: that path holds a complete, verified file or nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+
+from fusionray.errors import MediaError, OutputError, choices_message
+from fusionray.media.probe import open_input, probe_video
+from fusionray.types import VideoInfo
+
+OUTPUT_FORMATS: dict[str, str] = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+"""Output container by file extension."""
+# Container tags the muxer writes itself; copying the source's would be stale or refused.
+_MUXER_OWNED_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder"})
+_STREAM_TAGS = ("language", "title", "handler_name")
+
+
+@dataclass(frozen=True)
+class AssembleReport:
+    """What `assemble_video` published."""
+
+    output_path: str
+    frame_count: int
+    duration_seconds: float
+    """Video duration: last pts minus first pts plus the last frame's duration."""
+    byte_size: int
+    audio_packets_copied: int
+    """Audio packets copied over all audio streams."""
+    dts_adjusted_packets: int
+    """Video packets whose dts was raised at a segment join to keep dts strictly increasing."""
+    start_shift_seconds: float = 0.0
+    """How much later every stream starts than in the source: 0 except for Matroska output of a
+    source whose audio starts before 0 (AAC priming in MP4); Matroska cannot store negative
+    times, so its muxer shifts all streams alike, keeping audio/video sync."""
+
+
+def assemble_video(
+    info: VideoInfo,
+    segment_paths: Sequence[str | os.PathLike[str]],
+    output_path: str | os.PathLike[str],
+    *,
+    metadata: Mapping[str, str] | None = None,
+) -> AssembleReport:
+    """Remux `segment_paths` in order plus the source audio of `info.path` into `output_path`.
+
+    Args:
+        info: Probe result of the source video; the segments together must hold exactly its
+            frames, in order, with its pts.
+        segment_paths: Segment files from `encode_segment`, in chunk order, all encoded with the
+            same settings.
+        output_path: Final file; the extension picks the container (.mp4, .mov, .mkv).
+        metadata: Container tags to write (e.g. {"comment": "..."}), over the source's tags.
+            MP4/MOV keep only the standard keys (title, comment, artist, ...).
+
+    Returns:
+        A report of the published file.
+
+    Raises:
+        OutputError: Unsupported extension, output equal to the input, or the output folder
+            cannot be written.
+        MediaError: A segment is unreadable or does not match the others, the frames or pts do
+            not match the source, or the written file fails verification.
+    """
+    output_path = Path(output_path)
+    format_name = OUTPUT_FORMATS.get(output_path.suffix.lower())
+    if format_name is None:
+        raise OutputError(
+            choices_message("output extension", output_path.suffix, tuple(OUTPUT_FORMATS))
+            + f" (output {str(output_path)!r})"
+        )
+    if not segment_paths:
+        raise MediaError(f"No segments to assemble for {str(output_path)!r}")
+    if output_path.exists() and output_path.resolve() == Path(info.path).resolve():
+        raise OutputError(f"Output path is the input video: {str(output_path)!r}")
+    if not output_path.parent.is_dir():
+        raise OutputError(f"Output folder does not exist: {str(output_path.parent)!r}")
+
+    temporary_path = output_path.with_name(
+        f".{output_path.stem}.partial-{os.getpid()}{output_path.suffix}"
+    )
+    try:
+        audio_packets, dts_adjusted = _write(
+            info, [Path(p) for p in segment_paths], temporary_path, format_name, metadata or {}
+        )
+        written, start_shift = _verify(info, temporary_path, output_path, format_name)
+        os.replace(temporary_path, output_path)
+    except BaseException:
+        temporary_path.unlink(missing_ok=True)
+        raise
+    return AssembleReport(
+        output_path=str(output_path),
+        frame_count=written.frame_count,
+        duration_seconds=written.duration_seconds,
+        byte_size=output_path.stat().st_size,
+        audio_packets_copied=audio_packets,
+        dts_adjusted_packets=dts_adjusted,
+        start_shift_seconds=float(start_shift),
+    )
+
+
+def _write(
+    info: VideoInfo,
+    segment_paths: list[Path],
+    temporary_path: Path,
+    format_name: str,
+    metadata: Mapping[str, str],
+) -> tuple[int, int]:
+    """Mux everything into `temporary_path`; returns (audio packets, dts-adjusted packets)."""
+    with _open_segment(segment_paths[0]) as first_segment:
+        template_stream = first_segment.streams.video[0]
+        reference = _CodecSignature.of(template_stream)
+    join_stats = _JoinStats()
+    with ExitStack() as stack:
+        try:
+            output = stack.enter_context(av.open(str(temporary_path), "w", format=format_name))
+        except (av.error.FFmpegError, OSError) as error:
+            raise OutputError(
+                f"Cannot write output file {str(temporary_path)!r} ({error})"
+            ) from error
+
+        with open_input(info.path) as source:
+            for key, value in source.metadata.items():
+                if key not in _MUXER_OWNED_TAGS:
+                    output.metadata[key] = value
+        output.metadata.update(metadata)
+
+        first_segment = stack.enter_context(_open_segment(segment_paths[0]))
+        out_video = output.add_stream_from_template(first_segment.streams.video[0])
+        out_video.time_base = first_segment.streams.video[0].time_base
+        if info.rotation and hasattr(out_video, "set_display_rotation"):
+            # PyAV >= 18 only; older PyAV cannot write the display matrix.
+            out_video.set_display_rotation(info.rotation)
+
+        streams: list[Iterator[_Timed]] = [
+            _segment_video_packets(info, segment_paths, reference, out_video, join_stats)
+        ]
+        for audio_info in info.audio_streams:
+            # One demuxer per audio stream: each yields its packets in time order, and merging
+            # sorted iterators needs no buffering.
+            source = stack.enter_context(open_input(info.path))
+            in_audio = source.streams[audio_info.index]
+            out_audio = output.add_stream_from_template(in_audio)
+            out_audio.time_base = in_audio.time_base
+            for key, value in in_audio.metadata.items():
+                if key in _STREAM_TAGS:
+                    out_audio.metadata[key] = value
+            out_audio.disposition = in_audio.disposition
+            streams.append(_timed(_data_packets(source.demux(in_audio)), out_audio))
+
+        audio_packets = 0
+        try:
+            for _, packet, out_stream in heapq.merge(*streams, key=lambda item: item[0]):
+                packet.stream = out_stream
+                output.mux(packet)
+                if out_stream is not out_video:
+                    audio_packets += 1
+        except av.error.FFmpegError as error:
+            raise MediaError(f"Cannot write {str(temporary_path)!r} ({error})") from error
+    return audio_packets, join_stats.dts_adjusted
+
+
+_Timed = tuple[Fraction, av.Packet, av.stream.Stream]
+"""A packet, its decode time in seconds and the output stream it goes to."""
+
+
+@dataclass
+class _JoinStats:
+    dts_adjusted: int = 0
+
+
+@dataclass(frozen=True)
+class _CodecSignature:
+    """What must be equal between segments for their packets to form one stream."""
+
+    codec_name: str
+    width: int
+    height: int
+    pix_fmt: str
+    time_base: Fraction
+    extradata: bytes
+
+    @classmethod
+    def of(cls, stream: av.stream.Stream) -> _CodecSignature:
+        context = stream.codec_context
+        return cls(
+            codec_name=context.name,
+            width=getattr(context, "width", 0),
+            height=getattr(context, "height", 0),
+            pix_fmt=getattr(context, "pix_fmt", None) or "",
+            time_base=Fraction(stream.time_base or 0),
+            extradata=bytes(context.extradata or b""),
+        )
+
+    def differences(self, other: _CodecSignature) -> str:
+        names = [
+            name
+            for name in ("codec_name", "width", "height", "pix_fmt", "time_base", "extradata")
+            if getattr(self, name) != getattr(other, name)
+        ]
+        return ", ".join(
+            f"{name} {getattr(other, name)!r} vs {getattr(self, name)!r}"
+            if name != "extradata"
+            else "codec extradata (SPS/PPS) differs"
+            for name in names
+        )
+
+
+def _segment_video_packets(
+    info: VideoInfo,
+    segment_paths: list[Path],
+    reference: _CodecSignature,
+    out_stream: av.stream.Stream,
+    join_stats: _JoinStats,
+) -> Iterator[_Timed]:
+    """Video packets of all segments in order, with dts strictly increasing across joins.
+
+    Each segment starts a fresh x264 encoder, which gives its first packets dts below the first
+    pts (by the B-frame reorder delay, extrapolated from the following frames' pts). In CFR this
+    lands after the previous segment's last dts, but in VFR, when the frames after a join are
+    spaced wider than those before it, the new dts can fall at or below the previous one, which
+    MP4 rejects. Raising such a dts to previous + 1 tick is always possible (the segment's first
+    pts is later than any earlier frame, and its leading packets all have pts >= that) and
+    changes nothing a decoder uses: decode order is the packet order.
+    """
+    durations = dict(zip(info.frame_pts, info.frame_durations, strict=False))
+    time_base = reference.time_base
+    frame_number = 0
+    last_dts: int | None = None
+    for path in segment_paths:
+        with _open_segment(path) as segment:
+            stream = segment.streams.video[0]
+            signature = _CodecSignature.of(stream)
+            if signature != reference:
+                raise MediaError(
+                    f"Segment {str(path)!r} was encoded differently from "
+                    f"{str(segment_paths[0])!r} ({reference.differences(signature)}); "
+                    "all segments of a video need the same encoder settings"
+                )
+            if (signature.width, signature.height) != (info.width, info.height):
+                raise MediaError(
+                    f"Segment {str(path)!r} is {signature.width}x{signature.height}, "
+                    f"the source {info.path!r} is {info.width}x{info.height}"
+                )
+            segment_frames = 0
+            try:
+                for packet in _data_packets(segment.demux(stream)):
+                    if packet.pts is None:
+                        raise MediaError(f"Packet without pts in segment {str(path)!r}")
+                    # Give every packet the source frame's duration: MP4 takes the last
+                    # frame's duration from it, and with it the video's duration.
+                    source_ticks = packet.pts * time_base / info.time_base
+                    duration = durations.get(int(source_ticks), 0)
+                    if duration and source_ticks.denominator == 1:
+                        packet.duration = int(duration * info.time_base / time_base)
+                    dts = packet.dts if packet.dts is not None else packet.pts
+                    if last_dts is not None and dts <= last_dts:
+                        dts = last_dts + 1
+                        join_stats.dts_adjusted += 1
+                    packet.dts = dts
+                    last_dts = dts
+                    frame_number += 1
+                    segment_frames += 1
+                    yield dts * time_base, packet, out_stream
+            except av.error.FFmpegError as error:
+                raise MediaError(f"Cannot read segment {str(path)!r} ({error})") from error
+            if segment_frames == 0:
+                raise MediaError(f"Segment {str(path)!r} holds no video frames")
+    if frame_number != info.frame_count:
+        raise MediaError(
+            f"Segments hold {frame_number} frames but {info.path!r} has {info.frame_count}"
+        )
+
+
+def _timed(packets: Iterator[av.Packet], out_stream: av.stream.Stream) -> Iterator[_Timed]:
+    """Pair source packets with their decode time in seconds (pts when dts is unknown)."""
+    last = Fraction(0)
+    for packet in packets:
+        timestamp = packet.dts if packet.dts is not None else packet.pts
+        if timestamp is not None and packet.time_base is not None:
+            last = timestamp * Fraction(packet.time_base)
+        yield last, packet, out_stream
+
+
+def _data_packets(packets: Iterator[av.Packet]) -> Iterator[av.Packet]:
+    """Skip the empty packets PyAV's demuxer yields to flush decoders at end of stream."""
+    for packet in packets:
+        if packet.size:
+            yield packet
+
+
+def _open_segment(path: Path) -> av.container.InputContainer:
+    if not path.is_file():
+        raise MediaError(f"Segment not found: {str(path)!r}")
+    try:
+        return av.open(str(path), "r")
+    except av.error.FFmpegError as error:
+        raise MediaError(f"Not a readable segment: {str(path)!r} ({error})") from error
+
+
+def _verify(
+    info: VideoInfo, written_path: Path, output_path: Path, format_name: str
+) -> tuple[VideoInfo, Fraction]:
+    """Re-probe the written file and check it against the source (invariants 1 and 2).
+
+    Returns:
+        The probe of the written file and the uniform start shift in seconds (see
+        `AssembleReport.start_shift_seconds`).
+    """
+    where = f"assembled {str(output_path)!r}"
+    try:
+        written = probe_video(written_path)
+    except MediaError as error:
+        raise MediaError(f"Verification of {where} failed: {error}") from error
+    if written.frame_count != info.frame_count:
+        raise MediaError(
+            f"Verification of {where} failed: {written.frame_count} frames, "
+            f"source has {info.frame_count}"
+        )
+    # Compare in seconds. Where the output's time base cannot hold the source's ticks exactly
+    # (Matroska counts milliseconds) allow the muxer's rounding, half a tick.
+    exact = (info.time_base / written.time_base).denominator == 1
+    tolerance = Fraction(0) if exact else written.time_base / 2
+    start_shift = Fraction(0)
+    if format_name == "matroska":
+        start_shift = written.frame_pts[0] * written.time_base - info.frame_pts[0] * info.time_base
+    pairs = zip(info.frame_pts, written.frame_pts, strict=True)
+    for index, (source_pts, written_pts) in enumerate(pairs):
+        offset = abs(source_pts * info.time_base + start_shift - written_pts * written.time_base)
+        if offset > tolerance:
+            raise MediaError(
+                f"Verification of {where} failed: frame {index} is at "
+                f"{float(written_pts * written.time_base):.6f} s, source at "
+                f"{float(source_pts * info.time_base):.6f} s"
+            )
+    source_counts = [a.packet_count for a in info.audio_streams]
+    written_counts = [a.packet_count for a in written.audio_streams]
+    if source_counts != written_counts:
+        raise MediaError(
+            f"Verification of {where} failed: audio packets {written_counts}, "
+            f"source has {source_counts}"
+        )
+    if written.rotation != info.rotation and hasattr(av.VideoStream, "set_display_rotation"):
+        raise MediaError(
+            f"Verification of {where} failed: rotation {written.rotation}, "
+            f"source has {info.rotation}"
+        )
+    return written, start_shift

@@ -1,0 +1,161 @@
+"""Probe a video: exact frame count, per-frame pts and keyframes, read from demuxed packets.
+
+`stream.frames` comes from the container header and is 0 in Matroska and wrong in some MP4s, so
+the probe demuxes every video packet once (no decoding beyond the first frame). For a 1-hour
+1080p file this reads the whole file but only parses packet headers: seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+
+from fusionray.errors import MediaError
+from fusionray.types import AudioStreamInfo, VideoInfo
+
+# Demuxers FFmpeg picks for single pictures: a still image is not a video, even though FFmpeg
+# will happily present it as a one-frame stream.
+_STILL_IMAGE_FORMATS = ("image2", "image2pipe")
+_STILL_IMAGE_FORMAT_SUFFIX = "_pipe"
+
+
+def open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    """Open `path` for demuxing, turning FFmpeg's errors into one-line `MediaError`s."""
+    path_text = os.fspath(path)
+    if not Path(path_text).is_file():
+        raise MediaError(f"Input video not found: {path_text!r}")
+    try:
+        return av.open(path_text, mode="r")
+    except av.error.FFmpegError as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise MediaError(f"Not a readable video file: {path_text!r} ({reason})") from error
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+    """Read everything the render needs to know about a video, exactly.
+
+    Args:
+        path: A local video file (mp4, mov, mkv, webm, nut, ...).
+
+    Returns:
+        A `VideoInfo` whose `frame_pts` holds one pts per frame in presentation order, in units of
+        `time_base` seconds, and whose `keyframe_indices` are presentation indices.
+
+    Raises:
+        MediaError: The file is missing, unreadable, a still image, has no video stream, or
+            holds no decodable frame.
+    """
+    path_text = os.fspath(path)
+    with open_input(path_text) as container:
+        format_name = container.format.name
+        if not container.streams.video:
+            raise MediaError(f"No video stream in {path_text!r}")
+        video = container.streams.video[0]
+        codec_name = video.codec_context.name
+        if format_name in _STILL_IMAGE_FORMATS or format_name.endswith(_STILL_IMAGE_FORMAT_SUFFIX):
+            raise MediaError(
+                f"{path_text!r} is a still image ({codec_name}), not a video; "
+                "pass it as a source image instead"
+            )
+        if video.time_base is None:
+            raise MediaError(f"Video stream of {path_text!r} has no time base")
+        time_base = Fraction(video.time_base)
+
+        audio_streams = list(container.streams.audio)
+        audio_packet_counts = {stream.index: 0 for stream in audio_streams}
+        audio_codec_names = {stream.index: stream.codec_context.name for stream in audio_streams}
+        # (pts, duration, is_keyframe) of every video packet, in decode order.
+        video_packets: list[tuple[int, int, bool]] = []
+        try:
+            for packet in container.demux(video, *audio_streams):
+                if packet.size == 0:  # demuxer flush packets carry no data and no pts
+                    continue
+                if packet.stream.index != video.index:
+                    audio_packet_counts[packet.stream.index] += 1
+                    continue
+                pts = packet.pts if packet.pts is not None else packet.dts
+                if pts is None:
+                    raise MediaError(
+                        f"Video packet without timestamps in {path_text!r}: frame-accurate "
+                        "access needs a container with pts (remux it to mp4 or mkv)"
+                    )
+                video_packets.append((pts, packet.duration or 0, bool(packet.is_keyframe)))
+        except av.error.FFmpegError as error:
+            raise MediaError(f"Not a readable video file: {path_text!r} ({error})") from error
+
+        if not video_packets:
+            raise MediaError(f"No decodable video frames in {path_text!r}")
+        video_packets.sort(key=lambda entry: entry[0])
+        frame_pts = tuple(entry[0] for entry in video_packets)
+        for previous, current in itertools.pairwise(frame_pts):
+            if current == previous:
+                raise MediaError(
+                    f"Two video frames share pts {current} in {path_text!r}; frames cannot be "
+                    "addressed exactly"
+                )
+        keyframe_indices = tuple(i for i, entry in enumerate(video_packets) if entry[2])
+        if not keyframe_indices or keyframe_indices[0] != 0:
+            # Decoding from the very start always works (the decoder skips what it cannot
+            # reconstruct), so index 0 is a valid entry point even without a keyframe flag.
+            keyframe_indices = (0, *keyframe_indices)
+
+        # Read while `container` is open: PyAV stream objects are invalid after close.
+        # A fresh open rather than a seek back to 0: seeking before the first index entry fails in
+        # some demuxers, and this costs one header parse.
+        with open_input(path_text) as first_frame_container:
+            rotation = _first_frame_rotation(
+                first_frame_container, first_frame_container.streams.video[0], path_text
+            )
+
+        return VideoInfo(
+            path=path_text,
+            format_name=format_name,
+            codec_name=codec_name,
+            width=video.codec_context.width,
+            height=video.codec_context.height,
+            pix_fmt=video.codec_context.pix_fmt or "",
+            time_base=time_base,
+            average_rate=_average_rate(video, frame_pts, time_base),
+            frame_pts=frame_pts,
+            keyframe_indices=keyframe_indices,
+            rotation=rotation,
+            audio_streams=tuple(
+                AudioStreamInfo(
+                    index=index, codec_name=audio_codec_names[index], packet_count=count
+                )
+                for index, count in audio_packet_counts.items()
+            ),
+            video_stream_index=video.index,
+            frame_durations=tuple(entry[1] for entry in video_packets),
+        )
+
+
+def _first_frame_rotation(
+    container: av.container.InputContainer, video: av.VideoStream, path_text: str
+) -> int:
+    """Decode the first frame: proves the stream decodes and reads its display rotation."""
+    try:
+        for frame in container.decode(video):
+            # FFmpeg reports counter-clockwise degrees in (-180, 180]; store 0..359 so equal
+            # rotations compare equal.
+            return round(getattr(frame, "rotation", 0) or 0) % 360
+    except av.error.FFmpegError as error:
+        raise MediaError(f"Cannot decode video of {path_text!r} ({error})") from error
+    raise MediaError(f"No decodable video frames in {path_text!r}")
+
+
+def _average_rate(
+    video: av.VideoStream, frame_pts: tuple[int, ...], time_base: Fraction
+) -> Fraction:
+    """Frames per second: the container's average, else FFmpeg's guess, else from the pts."""
+    for rate in (video.average_rate, video.guessed_rate):
+        if rate:
+            return Fraction(rate)
+    if len(frame_pts) > 1 and frame_pts[-1] > frame_pts[0]:
+        return (len(frame_pts) - 1) / ((frame_pts[-1] - frame_pts[0]) * time_base)
+    return Fraction(25)  # a single frame has no rate; 25 fps is only used to pace an encoder
