@@ -11,6 +11,7 @@ frozen records travel to Ray workers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import types
@@ -281,14 +282,14 @@ def mutable_twin(cls: type) -> type:
     if cls in _TWINS:
         return _TWINS[cls]
     hints = typing.get_type_hints(cls)
-    specs = []
+    specs: list[tuple[str, Any, Any]] = []
     for item in dataclasses.fields(cls):
         twin_type = _schema_type(hints[item.name])
         if item.default is not dataclasses.MISSING:
             default = item.default
             if isinstance(default, tuple):
                 specs.append((item.name, twin_type,
-                              field(default_factory=lambda d=default: list(d))))
+                              field(default_factory=functools.partial(list, default))))
             else:
                 specs.append((item.name, twin_type, field(default=default)))
         else:
@@ -299,10 +300,10 @@ def mutable_twin(cls: type) -> type:
                 twin_cls = mutable_twin(type(value))
                 data = _as_plain(value)
                 specs.append((item.name, twin_type,
-                              field(default_factory=lambda t=twin_cls, d=data: t(**d))))
+                              field(default_factory=functools.partial(twin_cls, **data))))
             else:
                 specs.append((item.name, twin_type,
-                              field(default_factory=lambda v=value: _as_plain(v))))
+                              field(default_factory=functools.partial(_as_plain, value))))
     twin = dataclasses.make_dataclass(cls.__name__ + "Schema", specs)
     _TWINS[cls] = twin
     return twin
@@ -350,7 +351,8 @@ def from_mapping(cls: type, data: Mapping[str, Any], *, prefix: str = "") -> Any
             continue
         value = data[name]
         annotation = hints[name]
-        if dataclasses.is_dataclass(annotation) and isinstance(value, Mapping):
+        if isinstance(annotation, type) and dataclasses.is_dataclass(annotation) \
+                and isinstance(value, Mapping):
             value = from_mapping(annotation, value, prefix=f"{prefix}{name}.")
         elif get_origin(annotation) is tuple and isinstance(value, list):
             value = tuple(value)
@@ -369,9 +371,9 @@ def to_render_config(cfg: Any) -> RenderConfig:
     """Convert a composed Hydra/OmegaConf config (or a plain dict) to a frozen RenderConfig."""
     from omegaconf import DictConfig, OmegaConf
 
-    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    assert isinstance(data, dict)
-    data = {k: v for k, v in data.items() if k != "hydra"}
+    raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    assert isinstance(raw, dict)
+    data = {str(k): v for k, v in raw.items() if k != "hydra"}
     result = from_mapping(RenderConfig, data)
     assert isinstance(result, RenderConfig)
     return result
