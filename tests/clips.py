@@ -8,6 +8,7 @@ predict and B-frames to use.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -152,3 +153,27 @@ def write_clip(
                 container.mux(stream.encode(audio_frame))
             container.mux(stream.encode(None))
     return path
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def audio_packet_payloads(path: str | os.PathLike[str]) -> list[list[bytes]]:
+    """Payload bytes of every audio packet, one list per audio stream, in stream order."""
+    with av.open(str(path)) as container:
+        streams = list(container.streams.audio)
+        payloads: list[list[bytes]] = [[] for _ in streams]
+        position = {stream.index: number for number, stream in enumerate(streams)}
+        if streams:
+            for packet in container.demux(*streams):
+                if packet.size:
+                    payloads[position[packet.stream.index]].append(bytes(packet))
+    return payloads
+
+
+def psnr(a: FrameBGR, b: FrameBGR) -> float:
+    """Peak signal-to-noise ratio of two uint8 frames in dB (inf when equal)."""
+    error = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if error == 0 else float(10 * np.log10(255.0**2 / error))
