@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def test_probe_constant_rate_mp4(tmp_path: Path) -> None:
 def test_probe_vfr_keeps_every_pts(tmp_path: Path) -> None:
     info = probe_video(write_clip(tmp_path / "vfr.mp4", frames=20, vfr=True))
     seconds = [pts * info.time_base for pts in info.frame_pts]
-    deltas_ms = [(b - a) * 1000 for a, b in zip(seconds, seconds[1:], strict=False)]
+    deltas_ms = [(b - a) * 1000 for a, b in itertools.pairwise(seconds)]
     assert deltas_ms == [VFR_DELTAS_MS[i % len(VFR_DELTAS_MS)] for i in range(19)]
 
 
