@@ -1,0 +1,149 @@
+"""ONNX Runtime sessions: the only place fusionray imports onnxruntime.
+
+Providers are asked for by short name, tried in order, and skipped with a logged reason when the
+installed onnxruntime lacks them or they fail to start (no device); CPU is always the last resort.
+The provider actually used is returned so the run summary can report it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from fusionray.errors import ConfigError, ModelError, choices_message
+from fusionray.models.catalog import ModelSpec
+
+log = logging.getLogger(__name__)
+
+PROVIDER_NAMES: dict[str, str] = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+"""Short provider names accepted in config, and the ORT provider each one means."""
+
+CPU_PROVIDER = PROVIDER_NAMES["cpu"]
+
+
+def resolve_provider_names(providers: Sequence[str]) -> list[str]:
+    """Map short names to ORT provider names, in order, without duplicates.
+
+    Raises:
+        ConfigError: a name is not one of `PROVIDER_NAMES`.
+    """
+    resolved: list[str] = []
+    for short in providers:
+        if short not in PROVIDER_NAMES:
+            raise ConfigError(choices_message("execution provider", short, list(PROVIDER_NAMES)))
+        if PROVIDER_NAMES[short] not in resolved:
+            resolved.append(PROVIDER_NAMES[short])
+    return resolved
+
+
+def _session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    # Fixed thread counts and sequential execution make CPU results reproducible run to run and
+    # keep several actors on one node from oversubscribing its cores.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Converted graphs (e.g. BlazeFace) carry unused initializers; ORT warns about each one.
+    options.log_severity_level = 3
+    return options
+
+
+def _provider_options(provider: str, cache_dir: Path | None) -> dict[str, Any]:
+    if provider == "TensorrtExecutionProvider" and cache_dir is not None:
+        # Building a TensorRT engine takes minutes; cache it beside the models.
+        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir)}
+    return {}
+
+
+def create_session(
+    model: Path | bytes,
+    *,
+    providers: Sequence[str] = ("cpu",),
+    threads: int = 1,
+    engine_cache_dir: Path | None = None,
+) -> tuple[ort.InferenceSession, str]:
+    """Open an ONNX model on the first provider in `providers` that works.
+
+    Args:
+        model: path of the .onnx file, or its bytes.
+        providers: short names, tried in order (see `PROVIDER_NAMES`); CPU is appended if absent.
+        threads: intra-op CPU threads (>= 1).
+        engine_cache_dir: where TensorRT may cache built engines.
+
+    Returns:
+        The session and the ORT name of the provider it runs on, e.g. `CPUExecutionProvider`.
+
+    Raises:
+        ConfigError: unknown provider name or `threads` < 1.
+        ModelError: the model cannot be loaded even on CPU.
+    """
+    if threads < 1:
+        raise ConfigError(f"Invalid threads={threads!r}: must be >= 1")
+    wanted = resolve_provider_names(providers)
+    if CPU_PROVIDER not in wanted:
+        wanted.append(CPU_PROVIDER)
+    available = set(ort.get_available_providers())
+    source = str(model) if isinstance(model, Path) else model
+    for provider in wanted:
+        if provider not in available:
+            log.info("Skipping %s: not available in this onnxruntime build", provider)
+            continue
+        chain: list[Any] = [(provider, _provider_options(provider, engine_cache_dir))]
+        if provider != CPU_PROVIDER:
+            chain.append(CPU_PROVIDER)
+        try:
+            session = ort.InferenceSession(
+                source, sess_options=_session_options(threads), providers=chain
+            )
+        except Exception as error:  # ORT raises bare RuntimeError/Fail subclasses.
+            if provider == CPU_PROVIDER:
+                raise ModelError(f"Cannot load model {_describe(model)}: {error}") from error
+            log.warning("Skipping %s: it failed to start (%s)", provider, error)
+            continue
+        used = session.get_providers()[0]
+        if used != provider:
+            # ORT silently falls back when a device is missing (e.g. CUDA without a GPU).
+            log.warning("Skipping %s: it did not initialise (no usable device?)", provider)
+            continue
+        return session, used
+    raise ModelError(f"Cannot load model {_describe(model)}: no provider could run it")
+
+
+def check_contract(session: ort.InferenceSession, spec: ModelSpec) -> None:
+    """Fail clearly when a loaded graph does not have the inputs and outputs `spec` promises.
+
+    Raises:
+        ModelError: names, ranks or fixed dimensions differ.
+    """
+    for kind, declared, actual in (
+        ("input", spec.inputs, session.get_inputs()),
+        ("output", spec.outputs, session.get_outputs()),
+    ):
+        got = [(node.name, tuple(node.shape)) for node in actual]
+        want = [(tensor.name, tensor.shape) for tensor in declared]
+        if [name for name, _ in got] != [name for name, _ in want] or any(
+            len(g) != len(w) or any(isinstance(a, int) and isinstance(b, int) and a != b
+                                    for a, b in zip(g, w, strict=True))
+            for (_, g), (_, w) in zip(got, want, strict=True)
+        ):
+            raise ModelError(
+                f"Model {spec.name} does not match its contract: {kind}s are {got}, "
+                f"expected {want}. Is the file the right model?"
+            )
+
+
+def _describe(model: Path | bytes) -> str:
+    return str(model) if isinstance(model, Path) else f"<{len(model)} bytes>"
