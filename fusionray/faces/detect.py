@@ -1,0 +1,75 @@
+"""The face-detector interface and its factory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from fusionray.errors import ConfigError, choices_message
+from fusionray.types import Face
+
+DETECTOR_NAMES = ("blazeface",)
+"""Detectors `build_detector` knows (scrfd joins when its weights are catalogued)."""
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Finds faces in BGR frames. Implementations set up their model once, in `__init__`."""
+
+    name: str
+    """Engine name, e.g. `blazeface`."""
+    provider: str
+    """ONNX Runtime provider actually used, e.g. `CPUExecutionProvider`."""
+
+    def detect(self, frame_bgr: np.ndarray) -> list[Face]:
+        """Faces in one (H, W, 3) uint8 BGR frame, frame pixels, best first."""
+        ...
+
+    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
+        """`detect` for each frame, in order."""
+        ...
+
+
+def build_detector(
+    name: str,
+    *,
+    model: str = "back",
+    score_threshold: float = 0.7,
+    nms_threshold: float = 0.3,
+    providers: Sequence[str] = ("cpu",),
+    threads: int = 1,
+    cache_dir: Path | None = None,
+    tiles: int = 1,
+) -> Detector:
+    """Create a detector by name.
+
+    Args:
+        name: engine; one of `DETECTOR_NAMES`.
+        model: engine variant (BlazeFace: `front` or `back`).
+        score_threshold: minimum confidence in [0, 1].
+        nms_threshold: IoU above which detections merge.
+        providers: ONNX Runtime providers by short name, tried in order.
+        threads: CPU inference threads.
+        cache_dir: model cache folder (default: the user cache).
+        tiles: extra tiled passes for small faces (1 = off).
+
+    Raises:
+        ConfigError: unknown name or bad option.
+        ModelError: the model cannot be fetched or loaded.
+    """
+    if name == "blazeface":
+        from fusionray.faces.blazeface import BlazeFaceDetector
+
+        return BlazeFaceDetector(
+            model=model,
+            score_threshold=score_threshold,
+            nms_threshold=nms_threshold,
+            providers=providers,
+            threads=threads,
+            cache_dir=cache_dir,
+            tiles=tiles,
+        )
+    raise ConfigError(choices_message("detector", name, DETECTOR_NAMES))
