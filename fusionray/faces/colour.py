@@ -1,0 +1,66 @@
+"""Colour transfer between face regions. Pure."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from fusionray.types import FrameBGR
+
+STD_RATIO_LIMITS = (0.5, 2.0)
+"""Clamp of the per-channel std ratio: a flat source region must not be blown into noise."""
+
+
+def _weighted_stats(
+    lab: npt.NDArray[np.float32], weights: npt.NDArray[np.float32]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    total = float(weights.sum())
+    flat = lab.reshape(-1, 3).astype(np.float64)
+    w = weights.reshape(-1, 1).astype(np.float64)
+    mean = (flat * w).sum(axis=0) / total
+    variance = (((flat - mean) ** 2) * w).sum(axis=0) / total
+    return mean, np.sqrt(variance)
+
+
+def to_lab(image_bgr: FrameBGR) -> npt.NDArray[np.float32]:
+    """uint8 BGR -> float32 CIE LAB (L in [0, 100], a and b about [-127, 127])."""
+    lab = cv2.cvtColor(image_bgr.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)
+    return np.asarray(lab, dtype=np.float32)
+
+
+def match_colour_lab(
+    source_bgr: FrameBGR, target_bgr: FrameBGR, mask: npt.ArrayLike
+) -> FrameBGR:
+    """Give `source_bgr` the colour statistics of `target_bgr` (Reinhard transfer in LAB).
+
+    Means and standard deviations of each LAB channel are computed over the mask's weighted
+    pixels of each image (both images share the mask, e.g. a warped face mask over an ROI);
+    the source is then shifted and scaled per channel to the target's statistics. Float LAB is
+    used, not OpenCV's 8-bit LAB, to avoid quantising the chroma channels.
+
+    Args:
+        source_bgr: (H, W, 3) uint8, the image to recolour.
+        target_bgr: (H, W, 3) uint8, the colour reference.
+        mask: (H, W) weights in [0, 1].
+
+    Returns:
+        (H, W, 3) uint8 BGR: the recoloured source (every pixel transformed, not only the mask).
+        The source unchanged when the mask is empty.
+    """
+    if source_bgr.shape != target_bgr.shape:
+        raise ValueError(f"source {source_bgr.shape} and target {target_bgr.shape} differ in shape")
+    weights = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
+    if weights.shape != source_bgr.shape[:2]:
+        raise ValueError(f"mask {weights.shape} does not match the images {source_bgr.shape[:2]}")
+    if float(weights.sum()) < 1.0:
+        return source_bgr.copy()
+    source_lab = to_lab(source_bgr)
+    target_lab = to_lab(target_bgr)
+    source_mean, source_std = _weighted_stats(source_lab, weights)
+    target_mean, target_std = _weighted_stats(target_lab, weights)
+    ratio = np.clip(target_std / np.maximum(source_std, 1e-6), *STD_RATIO_LIMITS)
+    matched = (source_lab - source_mean) * ratio + target_mean
+    matched[..., 0] = np.clip(matched[..., 0], 0.0, 100.0)
+    bgr = cv2.cvtColor(matched.astype(np.float32), cv2.COLOR_LAB2BGR)
+    return np.clip(np.rint(bgr * 255.0), 0, 255).astype(np.uint8)
