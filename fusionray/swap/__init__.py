@@ -1,0 +1,1 @@
+"""Swap engines: classic (offline) now; inswapper when its weights are catalogued."""

@@ -1,0 +1,185 @@
+"""The classic swap engine: no learned swapper, runs anywhere.
+
+The aligned source crop is warped onto each target face by the similarity that maps the
+target's keypoints to the template, colour-matched to the target in LAB under a feathered face
+mask, and blended (multi-band or alpha). Everything is deterministic CPU code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from fusionray.errors import ConfigError, FaceNotFoundError, choices_message
+from fusionray.faces.align import align_face, face_to_template_matrix
+from fusionray.faces.blend import alpha_blend, laplacian_blend
+from fusionray.faces.colour import match_colour_lab
+from fusionray.faces.mask import build_face_mask
+from fusionray.swap.base import SourceIdentity, Swapper
+from fusionray.types import Face, FrameBGR
+
+SWAPPER_NAMES = ("classic",)
+"""Engines `build_swapper` knows (inswapper joins when its weights are catalogued)."""
+BLEND_MODES = ("laplacian", "alpha")
+
+MASK_SUPPORT = 1e-3
+"""Mask weight below which a pixel counts as outside the face."""
+
+
+class ClassicSwapper:
+    """Aligned-crop face swap with LAB colour matching and multi-band blending."""
+
+    name = "classic"
+
+    def __init__(
+        self,
+        *,
+        crop_size: int = 256,
+        mask_padding: float = 0.0,
+        mask_blur: float = 0.3,
+        colour_match: bool = True,
+        blend: Literal["laplacian", "alpha"] | str = "laplacian",
+        blend_levels: int = 5,
+    ) -> None:
+        """Check the options and build the template-space mask once.
+
+        Args:
+            crop_size: side of the aligned crop in pixels, in [64, 1024].
+            mask_padding: grow/shrink the mask, fraction of the crop (see `build_face_mask`).
+            mask_blur: mask feather, fraction of the face size.
+            colour_match: recolour the source to the target face in LAB.
+            blend: `laplacian` (multi-band) or `alpha`.
+            blend_levels: pyramid levels for `laplacian`, in [1, 8].
+
+        Raises:
+            ConfigError: an option is unknown or out of range.
+        """
+        if not 64 <= crop_size <= 1024:
+            raise ConfigError(f"Invalid crop_size={crop_size!r}: must be in [64, 1024]")
+        if blend not in BLEND_MODES:
+            raise ConfigError(choices_message("blend", blend, BLEND_MODES))
+        if not 1 <= blend_levels <= 8:
+            raise ConfigError(f"Invalid blend_levels={blend_levels!r}: must be in [1, 8]")
+        self.crop_size = crop_size
+        self.colour_match = colour_match
+        self.blend = blend
+        self.blend_levels = blend_levels
+        self.mask = build_face_mask(crop_size, padding=mask_padding, blur=mask_blur)
+
+    def prepare_source(
+        self, images: Sequence[np.ndarray], faces: Sequence[Face]
+    ) -> SourceIdentity:
+        """Align the chosen face of each source image and combine the crops.
+
+        Several images are combined by the per-pixel mean of their aligned crops (float, then
+        rounded). Alignment puts eyes, nose and mouth at the same pixels, so the mean is a
+        sharp-featured average that smooths out noise and one-off lighting; photos with very
+        different expressions or poses blur it, so pass well-matched, frontal photos.
+
+        Args:
+            images: source images, (H, W, 3) uint8 BGR each.
+            faces: the face to use in each image (same order and length).
+
+        Raises:
+            FaceNotFoundError: no images or faces were given.
+            ValueError: `images` and `faces` differ in length.
+        """
+        if not images or not faces:
+            raise FaceNotFoundError("No source face given: need at least one image with a face")
+        if len(images) != len(faces):
+            raise ValueError(f"Got {len(images)} source images but {len(faces)} faces")
+        crops = [
+            align_face(np.asarray(image), face, self.crop_size)[0].astype(np.float32)
+            for image, face in zip(images, faces, strict=True)
+        ]
+        mean = np.clip(np.rint(np.mean(crops, axis=0)), 0, 255).astype(np.uint8)
+        return SourceIdentity(crop=mean, crop_size=self.crop_size, image_count=len(crops))
+
+    def swap(
+        self, frame_bgr: np.ndarray, faces: Sequence[Face], source: SourceIdentity
+    ) -> FrameBGR:
+        """Swap every face in `faces`, in order; returns a new frame.
+
+        Only each face's region of interest (the bounding box of the warped crop, clipped to the
+        frame) is read and written: warping the whole frame per face would cost O(frame) per
+        face for a change covering a few percent of it.
+
+        Args:
+            frame_bgr: (H, W, 3) uint8 BGR; not modified.
+            faces: target faces in frame pixels.
+            source: from `prepare_source` with the same crop size.
+
+        Raises:
+            ConfigError: the source was prepared for another crop size or has no crop.
+        """
+        if source.crop is None or source.crop_size != self.crop_size:
+            raise ConfigError(
+                f"Source identity has crop size {source.crop_size} "
+                f"({'no crop' if source.crop is None else 'with crop'}); "
+                f"the classic swapper needs a {self.crop_size} px crop"
+            )
+        output = np.array(frame_bgr, dtype=np.uint8, copy=True)
+        for face in faces:
+            self._swap_one(output, face, source.crop)
+        return output
+
+    def _swap_one(self, output: FrameBGR, face: Face, source_crop: FrameBGR) -> None:
+        height, width = output.shape[:2]
+        size = self.crop_size
+        to_crop = face_to_template_matrix(face, size)
+        to_frame = cv2.invertAffineTransform(to_crop)
+        corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
+        projected = corners @ to_frame.T
+        x0 = max(int(np.floor(projected[:, 0].min())), 0)
+        y0 = max(int(np.floor(projected[:, 1].min())), 0)
+        x1 = min(int(np.ceil(projected[:, 0].max())) + 1, width)
+        y1 = min(int(np.ceil(projected[:, 1].max())) + 1, height)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return  # The face lies outside the frame.
+        to_roi = to_frame.copy()
+        to_roi[:, 2] -= (x0, y0)
+        roi_size = (x1 - x0, y1 - y0)
+        background = output[y0:y1, x0:x1].copy()
+        mask = cv2.warpAffine(
+            self.mask, to_roi, roi_size, flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+        )
+        warped = np.asarray(
+            cv2.warpAffine(
+                source_crop, to_roi, roi_size, flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            ),
+            dtype=np.uint8,
+        )
+        if self.colour_match:
+            warped = match_colour_lab(warped, background, mask)
+        # Outside the mask the foreground is the background itself, so the blend's coarse bands
+        # cannot carry the source's hair or backdrop past the face edge.
+        foreground = np.where((mask > MASK_SUPPORT)[..., None], warped, background)
+        if self.blend == "laplacian":
+            blended = laplacian_blend(foreground, background, mask, levels=self.blend_levels)
+        else:
+            blended = alpha_blend(foreground, background, mask)
+        output[y0:y1, x0:x1] = blended
+
+
+def build_swapper(name: str, **options: object) -> Swapper:
+    """Create a swap engine by name.
+
+    Args:
+        name: one of `SWAPPER_NAMES`.
+        **options: the engine's keyword options (`ClassicSwapper`: crop_size, mask_padding,
+            mask_blur, colour_match, blend, blend_levels).
+
+    Raises:
+        ConfigError: unknown name or option.
+    """
+    if name == "classic":
+        try:
+            return ClassicSwapper(**options)  # type: ignore[arg-type]
+        except TypeError as error:
+            raise ConfigError(f"Bad option for the classic swapper: {error}") from error
+    raise ConfigError(choices_message("swapper", name, SWAPPER_NAMES))
