@@ -101,6 +101,13 @@ class VideoInfo:
     video_stream_index: int = 0
     frame_durations: tuple[int, ...] = field(default=(), repr=False)
     """Packet durations in pts ticks, presentation order (0 where the container has none)."""
+    colorspace: int = 2
+    """YUV matrix of the source (FFmpeg AVColorSpace: 1 BT.709, 5/6 BT.601, 9 BT.2020,
+    2 unspecified). Decoding converts with it and encoding must use the same one."""
+    color_primaries: int = 2
+    """FFmpeg AVColorPrimaries of the source (2 unspecified); tagged on the output."""
+    color_trc: int = 2
+    """FFmpeg AVColorTransferCharacteristic of the source (2 unspecified); tagged on the output."""
 
     @property
     def frame_count(self) -> int:

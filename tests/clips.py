@@ -94,6 +94,7 @@ def write_clip(
     gop: int = 12,
     bframes: int = 2,
     audio_streams: int = 1,
+    colorspace: int | None = None,
 ) -> Path:
     """Write a tiny test video and return its path.
 
@@ -111,6 +112,7 @@ def write_clip(
         gop: Keyframe interval in frames.
         bframes: Maximum consecutive B-frames (x264 only).
         audio_streams: How many audio streams when `audio` (each a different pitch).
+        colorspace: FFmpeg AVColorSpace to convert with and tag (1 = BT.709); None: untagged.
     """
     path = Path(path)
     pts, time_base = frame_pts_for(frames, fps=fps, vfr=vfr)
@@ -126,6 +128,8 @@ def write_clip(
         video.codec_context.options = options
         if rotation:
             video.set_display_rotation(rotation)
+        if colorspace is not None:
+            video.codec_context.colorspace = colorspace
         audio_outputs = []
         if audio:
             for stream_number in range(audio_streams):
@@ -136,6 +140,8 @@ def write_clip(
             frame = av.VideoFrame.from_ndarray(
                 make_frame(index, width=width, height=height), format="bgr24"
             )
+            if colorspace is not None:
+                frame = frame.reformat(format=pix_fmt, dst_colorspace=colorspace)
             frame.pts = frame_pts
             frame.time_base = time_base
             container.mux(video.encode(frame))

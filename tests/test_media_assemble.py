@@ -141,6 +141,19 @@ def test_lossy_round_trip_quality(tmp_path: Path) -> None:
     assert min(scores) > 35, scores
 
 
+def test_bt709_source_keeps_its_colours(tmp_path: Path) -> None:
+    # Decoding converts with the source's BT.709 matrix. The output must be coded with the same
+    # matrix AND tagged with it: untagged HD is shown as BT.709 by some players and BT.601 by
+    # others. (A BGR round-trip alone cannot see a wrong tag: both ends would agree on 601.)
+    info = probe_video(write_clip(tmp_path / "in.mp4", frames=10, colorspace=1))
+    assert info.colorspace == 1
+    segments = render_segments(info, tmp_path / "work", settings_for(info), chunk_frames=5)
+    written = probe_video(assemble_video(info, segments, tmp_path / "out.mp4").output_path)
+    assert (written.colorspace, written.color_primaries) == (1, info.color_primaries)
+    scores = [psnr(a, b) for a, b in zip(all_frames(info), all_frames(written), strict=True)]
+    assert float(np.mean(scores)) > 35, scores
+
+
 def test_vfr_segment_joins_keep_dts_increasing(tmp_path: Path) -> None:
     # x264 starts each segment's dts below its first pts by the reorder delay measured on the
     # FOLLOWING frames; where frames widen after a join, that dts falls at or below the previous

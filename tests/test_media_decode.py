@@ -83,7 +83,9 @@ def test_missing_frames_raise_naming_range_and_path(tmp_path: Path) -> None:
     info = probe_video(path)
     # Pretend the probe saw a frame the file does not hold (as after a truncated copy).
     step = info.frame_pts[1] - info.frame_pts[0]
-    bogus = type(info)(**{**info.__dict__, "frame_pts": (*info.frame_pts, info.frame_pts[-1] + step)})
+    bogus = type(info)(
+        **{**info.__dict__, "frame_pts": (*info.frame_pts, info.frame_pts[-1] + step)}
+    )
     with pytest.raises(MediaError, match=r"Frames \[10, 11\) missing .*clip\.mp4"):
         list(decode_frames(bogus, 8, 11))
 

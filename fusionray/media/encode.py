@@ -56,6 +56,7 @@ _FULL_CHROMA = {
     "yuv422p10le": "yuv444p10le",
 }
 SEGMENT_FORMAT = "mp4"
+_UNSPECIFIED = 2  # FFmpeg's AVCOL_SPC_UNSPECIFIED
 DEFAULT_ENCODER_THREADS = 4
 """x264 is deterministic for a FIXED thread count (its `deterministic` option is on by default),
 but the bitstream depends on the count, so it is pinned instead of `auto` (= core count)."""
@@ -269,6 +270,15 @@ def _encode_into(
             stream.codec_context.time_base = time_base
             stream.codec_context.thread_count = settings.threads
             stream.codec_context.options = dict(settings.options)
+            # Tag the source's colour description, and convert BGR to YUV with the source's
+            # matrix: decoding used it (PyAV honours the frame's tag), so the round trip is
+            # neutral and players interpret the output like the input.
+            stream.codec_context.color_primaries = info.color_primaries
+            stream.codec_context.color_trc = info.color_trc
+            yuv = settings.pix_fmt.startswith("yuv")
+            if yuv:
+                stream.codec_context.colorspace = info.colorspace
+            matrix = info.colorspace if yuv and info.colorspace != _UNSPECIFIED else None
             count = 0
             for frame_array in frames:
                 if count == len(pts):
@@ -279,6 +289,8 @@ def _encode_into(
                         f"{frame_array.shape}, expected uint8 {expected_shape}"
                     )
                 frame = av.VideoFrame.from_ndarray(frame_array, format="bgr24")
+                if matrix is not None:
+                    frame = frame.reformat(format=settings.pix_fmt, dst_colorspace=matrix)
                 frame.pts = int(pts[count])
                 frame.time_base = time_base
                 container.mux(stream.encode(frame))

@@ -108,7 +108,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         # A fresh open rather than a seek back to 0: seeking before the first index entry fails in
         # some demuxers, and this costs one header parse.
         with open_input(path_text) as first_frame_container:
-            rotation = _first_frame_rotation(
+            rotation, colorspace, color_primaries, color_trc = _first_frame_facts(
                 first_frame_container, first_frame_container.streams.video[0], path_text
             )
 
@@ -132,18 +132,31 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             ),
             video_stream_index=video.index,
             frame_durations=tuple(entry[1] for entry in video_packets),
+            colorspace=colorspace,
+            color_primaries=color_primaries,
+            color_trc=color_trc,
         )
 
 
-def _first_frame_rotation(
+def _first_frame_facts(
     container: av.container.InputContainer, video: av.VideoStream, path_text: str
-) -> int:
-    """Decode the first frame: proves the stream decodes and reads its display rotation."""
+) -> tuple[int, int, int, int]:
+    """Decode the first frame: proves the stream decodes, and reads what only frames carry.
+
+    Returns:
+        (rotation in degrees 0..359, colorspace, color_primaries, color_trc).
+    """
     try:
         for frame in container.decode(video):
             # FFmpeg reports counter-clockwise degrees in (-180, 180]; store 0..359 so equal
             # rotations compare equal.
-            return round(getattr(frame, "rotation", 0) or 0) % 360
+            rotation = round(getattr(frame, "rotation", 0) or 0) % 360
+            return (
+                rotation,
+                int(frame.colorspace),
+                int(frame.color_primaries),
+                int(frame.color_trc),
+            )
     except av.error.FFmpegError as error:
         raise MediaError(f"Cannot decode video of {path_text!r} ({error})") from error
     raise MediaError(f"No decodable video frames in {path_text!r}")
