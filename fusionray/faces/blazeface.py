@@ -266,8 +266,8 @@ class BlazeFaceDetector:
     Minimum face size, measured on the astronaut pasted into a 1280×720 grey frame (score
     threshold 0.7; `tests/test_faces_blazeface.py` pins it): the back model at tiles=1 finds
     faces 40 px wide (about 3 % of the longer side, 8 px in its 256 px input) and misses 36 px;
-    tiles=2 (3 passes) reaches 28 px, tiles=3 (7 passes) 20 px. The front model needs about
-    100 px faces in the same frame even with tiles=2, so `back` is the video default.
+    tiles=2 (3 passes) reaches 28 px, tiles=3 (7 passes) 20 px. The front model misses a 100 px
+    face in the same frame at tiles=1 (tiles=2 finds it), so `back` is the video default.
     """
 
     name = "blazeface"
