@@ -118,7 +118,10 @@ class VideoReader:
                         raise MediaError(
                             f"Frames [{expected}, {index}) missing while decoding {range_text}"
                         )
-                    bgr = cast(FrameBGR, frame.to_ndarray(format="bgr24"))
+                    # PyAV 18's to_ndarray returns a view on a pooled buffer that a later
+                    # decode may overwrite (seen as non-deterministic encodes of frames kept
+                    # in a list); an owned copy (0.7 MB at 360p) makes each frame stable.
+                    bgr = cast(FrameBGR, np.array(frame.to_ndarray(format="bgr24"), copy=True))
                     yield index, bgr
                     expected += 1
                     if expected == stop:
