@@ -118,10 +118,8 @@ class VideoReader:
                         raise MediaError(
                             f"Frames [{expected}, {index}) missing while decoding {range_text}"
                         )
-                    # PyAV 18's to_ndarray returns a view on a pooled buffer that a later
-                    # decode may overwrite (seen as non-deterministic encodes of frames kept
-                    # in a list); an owned copy (0.7 MB at 360p) makes each frame stable.
-                    bgr = cast(FrameBGR, np.array(frame.to_ndarray(format="bgr24"), copy=True))
+                    # A view on the converted frame's plane, which it keeps alive: no copy.
+                    bgr = cast(FrameBGR, frame.to_ndarray(format="bgr24"))
                     yield index, bgr
                     expected += 1
                     if expected == stop:
