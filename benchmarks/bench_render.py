@@ -13,6 +13,7 @@ driver plus every process it started, sampled every 0.1 s). A benchmark, not a t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -49,10 +50,8 @@ class PeakMemory:
         me = psutil.Process()
         total = 0
         for process in [me, *me.children(recursive=True)]:
-            try:
+            with contextlib.suppress(psutil.Error):  # a process may exit while we look
                 total += process.memory_info().rss
-            except psutil.Error:
-                pass
         return total
 
     def _run(self) -> None:

@@ -36,7 +36,7 @@ class RenderError(FusionrayError, RuntimeError):
     """A render failed after it started (a chunk failed every retry, the cluster went away)."""
 
 
-def choices_message(kind: str, value: object, allowed: "list[str] | tuple[str, ...]") -> str:
+def choices_message(kind: str, value: object, allowed: list[str] | tuple[str, ...]) -> str:
     """Format the standard 'unknown value' sentence.
 
     >>> choices_message("detector", "scrd", ["scrfd", "blazeface"])

@@ -9,7 +9,8 @@ Usage (from the repository root, with nothing but python3 >= 3.10 installed):
 The environment lives in `.venv/` (or `$FUSIONRAY_VENV`). It is built from
 `requirements/lock.txt` with `pip install --require-hashes --no-deps`, so it holds exactly the
 locked packages, and is rebuilt only when the lock or the `[project]` table of
-`pyproject.toml` change (a stamp file records their hash). Standard library only: this runs before any dependency exists.
+`pyproject.toml` change (a stamp file records their hash). Standard library only: this runs
+before any dependency exists.
 """
 
 from __future__ import annotations

@@ -134,12 +134,12 @@ def start_pools(
     cluster = config.cluster
     source_ref = ray.put(source)
     detect = [
-        detect_cls.options(**_options(cluster.detect)).remote(  # type: ignore[attr-defined]
+        detect_cls.options(**_options(cluster.detect)).remote(
             config, thread_count(cluster.detect.num_cpus))
         for _ in range(sizes.detect)
     ]
     swap = [
-        swap_cls.options(**_options(cluster.swap)).remote(  # type: ignore[attr-defined]
+        swap_cls.options(**_options(cluster.swap)).remote(
             config, source_ref, thread_count(cluster.swap.num_cpus))
         for _ in range(sizes.swap)
     ]

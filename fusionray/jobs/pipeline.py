@@ -152,13 +152,12 @@ def start_ray(config: RenderConfig) -> bool:
     if ray.is_initialized():
         return False
     address = config.cluster.address or os.environ.get("RAY_ADDRESS")
-    common = {"include_dashboard": False, "logging_level": logging.WARNING,
-              "log_to_driver": True}
     if address:
-        ray.init(address=address, **common)
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     else:
         ray.init(num_cpus=config.cluster.num_cpus or os.cpu_count() or 1,
-                 num_gpus=config.cluster.num_gpus, **common)
+                 num_gpus=config.cluster.num_gpus, include_dashboard=False,
+                 logging_level=logging.WARNING)
     return True
 
 
@@ -245,7 +244,7 @@ def run_chunks(
                                  "config_hash": digest})
                 totals.add(result)
                 progress.update(result.frames)
-    _write_manifest(work / "manifest.parquet", sorted(manifest, key=lambda r: int(r["chunk"])))
+    _write_manifest(work / "manifest.parquet", sorted(manifest, key=lambda r: str(r["segment"])))
     return [segments[chunk.index] for chunk in chunks], totals
 
 

@@ -8,6 +8,7 @@ The provider actually used is returned so the run summary can report it.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,19 @@ PROVIDER_NAMES: dict[str, str] = {
 """Short provider names accepted in config, and the ORT provider each one means."""
 
 CPU_PROVIDER = PROVIDER_NAMES["cpu"]
+
+_NVIDIA_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def nvidia_device_visible() -> bool:
+    """Whether an NVIDIA driver and device are present (and not hidden by CUDA_VISIBLE_DEVICES).
+
+    onnxruntime-gpu lists CUDA as available on any Linux x86_64 machine; trying it without a
+    device prints a multi-line library error before falling back, so look first.
+    """
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 def resolve_provider_names(providers: Sequence[str]) -> list[str]:
@@ -100,6 +114,9 @@ def create_session(
     for provider in wanted:
         if provider not in available:
             log.info("Skipping %s: not available in this onnxruntime build", provider)
+            continue
+        if provider in _NVIDIA_PROVIDERS and not nvidia_device_visible():
+            log.info("Skipping %s: no NVIDIA GPU visible on this machine", provider)
             continue
         chain: list[Any] = [(provider, _provider_options(provider, engine_cache_dir))]
         if provider != CPU_PROVIDER:

@@ -1,0 +1,25 @@
+"""Suite-wide marker policy.
+
+- `slow`: skipped by default so the default suite stays short on a 2-core machine; CI sets
+  FUSIONRAY_SLOW=1 (see .ci/run) and runs them too. `-m slow` also selects them.
+- `gpu`: skipped unless FUSIONRAY_REQUIRE_GPU=1, which makes them run and fail loudly when no
+  GPU is there.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    run_slow = os.environ.get("FUSIONRAY_SLOW") == "1" or "slow" in (config.option.markexpr or "")
+    run_gpu = os.environ.get("FUSIONRAY_REQUIRE_GPU") == "1"
+    skip_slow = pytest.mark.skip(reason="slow: set FUSIONRAY_SLOW=1 (CI does) or pass -m slow")
+    skip_gpu = pytest.mark.skip(reason="gpu: set FUSIONRAY_REQUIRE_GPU=1 on a GPU machine")
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not run_gpu:
+            item.add_marker(skip_gpu)
