@@ -43,11 +43,16 @@ class DetectActor:
 class SwapActor:
     """Ray actor: decode a chunk's owned frames, swap, composite and encode a segment."""
 
-    def __init__(self, config: RenderConfig, source: SourceIdentity, threads: int) -> None:
-        self.stage = SwapStage(config, source, threads=threads)
+    def __init__(self, config: RenderConfig, threads: int) -> None:
+        self.stage = SwapStage(config, threads=threads)
 
-    def render(self, info: VideoInfo, chunk: Chunk, detected: DetectResult) -> ChunkResult:
-        return self.stage(info, chunk, detected)
+    def render(
+        self, info: VideoInfo, chunk: Chunk, detected: DetectResult, source: SourceIdentity
+    ) -> ChunkResult:
+        # The source identity comes with each call (an ObjectRef the driver holds, read
+        # zero-copy from the node's object store) rather than with the constructor, so a
+        # restarted actor never depends on a constructor argument that went out of scope.
+        return self.stage(info, chunk, detected, source)
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -125,14 +130,11 @@ def _options(pool: PoolConfig) -> dict[str, Any]:
     }
 
 
-def start_pools(
-    config: RenderConfig, source: SourceIdentity, sizes: PoolSizes
-) -> tuple[ActorPool, ActorPool]:
+def start_pools(config: RenderConfig, sizes: PoolSizes) -> tuple[ActorPool, ActorPool]:
     """Create the detect and swap actors (Ray must be initialised)."""
     detect_cls = ray.remote(DetectActor)
     swap_cls = ray.remote(SwapActor)
     cluster = config.cluster
-    source_ref = ray.put(source)
     detect = [
         detect_cls.options(**_options(cluster.detect)).remote(
             config, thread_count(cluster.detect.num_cpus))
@@ -140,7 +142,7 @@ def start_pools(
     ]
     swap = [
         swap_cls.options(**_options(cluster.swap)).remote(
-            config, source_ref, thread_count(cluster.swap.num_cpus))
+            config, thread_count(cluster.swap.num_cpus))
         for _ in range(sizes.swap)
     ]
     return ActorPool(detect), ActorPool(swap)

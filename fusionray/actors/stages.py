@@ -116,10 +116,9 @@ class DetectStage:
 class SwapStage:
     """Select faces, swap them into a chunk's owned frames and encode the segment."""
 
-    def __init__(self, config: RenderConfig, source: SourceIdentity, *, threads: int = 1) -> None:
+    def __init__(self, config: RenderConfig, *, threads: int = 1) -> None:
         cv2.setNumThreads(threads)
         self.config = config
-        self.source = source
         self.swapper = build_swapper(
             config.swapper.name,
             crop_size=config.swapper.crop_size,
@@ -130,7 +129,9 @@ class SwapStage:
             blend_levels=config.swapper.blend_levels,
         )
 
-    def __call__(self, info: VideoInfo, chunk: Chunk, detected: DetectResult) -> ChunkResult:
+    def __call__(
+        self, info: VideoInfo, chunk: Chunk, detected: DetectResult, source: SourceIdentity
+    ) -> ChunkResult:
         faces_by_frame = table_to_faces(detected.detections)
         timings = {"decode": 0.0, "swap": 0.0, "encode": 0.0}
         swapped = frames_with_faces = 0
@@ -144,7 +145,7 @@ class SwapStage:
                 targets = select_faces(faces_by_frame.get(frame_index, []), self.config.selection)
                 if targets:
                     upright = to_display(frame, info.rotation)
-                    frame = from_display(self.swapper.swap(upright, targets, self.source),
+                    frame = from_display(self.swapper.swap(upright, targets, source),
                                          info.rotation)
                     swapped += len(targets)
                     frames_with_faces += 1

@@ -195,6 +195,7 @@ def run_chunks(
     swap_pool: ActorPool,
     work: Path,
     digest: str,
+    source: ray.ObjectRef,
 ) -> tuple[list[Path], ChunkTotals]:
     """Schedule every chunk with at most `max_chunks_in_flight` in progress; write segments.
 
@@ -213,7 +214,8 @@ def run_chunks(
                 chunk, attempt = pending.popleft()
                 detect_index, swap_index = detect_pool.pick(), swap_pool.pick()
                 detected = detect_pool.actors[detect_index].detect.remote(info, chunk)
-                rendered = swap_pool.actors[swap_index].render.remote(info, chunk, detected)
+                rendered = swap_pool.actors[swap_index].render.remote(info, chunk, detected,
+                                                                     source)
                 detect_pool.load[detect_index] += 1
                 swap_pool.load[swap_index] += 1
                 in_flight[rendered] = (chunk, attempt, detect_index, swap_index)
@@ -311,7 +313,7 @@ def render(
     started_ray = start_ray(config)
     try:
         sizes = resolve_pool_sizes(config.cluster, ray.cluster_resources())
-        detect_pool, swap_pool = start_pools(config, source, sizes)
+        detect_pool, swap_pool = start_pools(config, sizes)
         nodes = set(ray.get([a.node_id.remote() for a in detect_pool.actors + swap_pool.actors]))
         stages["ray_start"] = time.perf_counter() - clock
         address = ray.get_runtime_context().gcs_address
@@ -319,7 +321,7 @@ def render(
         paths.work.mkdir(parents=True, exist_ok=True)
         clock = time.perf_counter()
         segments, totals = run_chunks(
-            config, info, chunks, detect_pool, swap_pool, paths.work, digest)
+            config, info, chunks, detect_pool, swap_pool, paths.work, digest, ray.put(source))
         stages["chunks_wall"] = time.perf_counter() - clock
     finally:
         if started_ray:
