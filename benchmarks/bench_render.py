@@ -25,8 +25,8 @@ from pathlib import Path
 import psutil
 from hydra import compose, initialize_config_dir
 
+from fusionray.actors.stages import detector_from_config, swapper_from_config
 from fusionray.config import RenderConfig, register_configs, to_render_config
-from fusionray.faces.detect import build_detector
 from fusionray.faces.select import select_faces
 from fusionray.jobs.pipeline import build_source_identity, render
 from fusionray.media.assemble import assemble_video
@@ -34,7 +34,6 @@ from fusionray.media.decode import decode_frames
 from fusionray.media.demo import demo_source_image_path, write_demo_clip
 from fusionray.media.encode import build_encoder_settings, encode_segment
 from fusionray.media.probe import probe_video
-from fusionray.swap.classic import build_swapper
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,17 +71,9 @@ def sequential(config: RenderConfig, video: Path, output: Path) -> dict[str, flo
     """Decode, detect, swap and encode frame by frame in this process."""
     stages = dict.fromkeys(("decode", "detect", "swap", "encode", "assemble"), 0.0)
     info = probe_video(video)
-    detector = build_detector(config.detector.name, model=config.detector.model,
-                              score_threshold=config.detector.score_threshold,
-                              nms_threshold=config.detector.nms_threshold,
-                              providers=config.detector.providers, threads=os.cpu_count() or 1,
-                              cache_dir=None)
+    detector = detector_from_config(config, threads=os.cpu_count() or 1)
     source, _ = build_source_identity(config, [demo_source_image_path()], detector)
-    swapper = build_swapper(config.swapper.name, crop_size=config.swapper.crop_size,
-                            mask_padding=config.swapper.mask_padding,
-                            mask_blur=config.swapper.mask_blur,
-                            colour_match=config.swapper.colour_match, blend=config.swapper.blend,
-                            blend_levels=config.swapper.blend_levels)
+    swapper = swapper_from_config(config)
     settings = build_encoder_settings(codec=config.encode.codec, crf=config.encode.crf,
                                       preset=config.encode.preset, pix_fmt=config.encode.pix_fmt,
                                       lossless=config.encode.lossless, width=info.width,

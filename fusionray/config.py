@@ -59,9 +59,12 @@ class DetectorConfig:
     """IoU above which overlapping detections are merged, in (0, 1]."""
     providers: tuple[str, ...] = ("cuda", "cpu")
     """ONNX Runtime providers, tried in order."""
+    tiles: int = 1
+    """Extra detection pass on a tiles x tiles grid for small faces (1 = off), in [1, 4]."""
 
     def __post_init__(self) -> None:
         _require_choice("detector.name", self.name, DETECTORS)
+        _require(1 <= self.tiles <= 4, "detector.tiles", self.tiles, "in [1, 4]")
         _require_choice("detector.model", self.model, BLAZEFACE_MODELS)
         _require(0.0 <= self.score_threshold <= 1.0, "detector.score_threshold",
                  self.score_threshold, "in [0, 1]")

@@ -19,12 +19,12 @@ import numpy as np
 import pyarrow as pa
 
 from fusionray.config import RenderConfig
-from fusionray.faces.detect import build_detector
+from fusionray.faces.detect import Detector, build_detector
 from fusionray.faces.select import select_faces
 from fusionray.faces.table import faces_to_table, table_to_faces
 from fusionray.media.decode import decode_frames
 from fusionray.media.encode import build_encoder_settings, encode_segment_bytes
-from fusionray.swap.base import SourceIdentity
+from fusionray.swap.base import SourceIdentity, Swapper
 from fusionray.swap.classic import build_swapper
 from fusionray.types import Chunk, Face, VideoInfo
 
@@ -39,6 +39,35 @@ def from_display(frame: np.ndarray, rotation: int) -> np.ndarray:
     """Inverse of `to_display`."""
     turns = round(rotation / 90) % 4
     return np.ascontiguousarray(np.rot90(frame, -turns)) if turns else frame
+
+
+def detector_from_config(config: RenderConfig, *, threads: int) -> Detector:
+    """The detector the config asks for, with `threads` CPU inference threads."""
+    settings = config.detector
+    return build_detector(
+        settings.name,
+        model=settings.model,
+        score_threshold=settings.score_threshold,
+        nms_threshold=settings.nms_threshold,
+        providers=settings.providers,
+        threads=threads,
+        cache_dir=Path(config.models.cache_dir) if config.models.cache_dir else None,
+        tiles=settings.tiles,
+    )
+
+
+def swapper_from_config(config: RenderConfig) -> Swapper:
+    """The swap engine the config asks for."""
+    settings = config.swapper
+    return build_swapper(
+        settings.name,
+        crop_size=settings.crop_size,
+        mask_padding=settings.mask_padding,
+        mask_blur=settings.mask_blur,
+        colour_match=settings.colour_match,
+        blend=settings.blend,
+        blend_levels=settings.blend_levels,
+    )
 
 
 def thread_count(num_cpus: float) -> int:
@@ -80,15 +109,7 @@ class DetectStage:
 
     def __init__(self, config: RenderConfig, *, threads: int = 1) -> None:
         cv2.setNumThreads(threads)
-        self.detector = build_detector(
-            config.detector.name,
-            model=config.detector.model,
-            score_threshold=config.detector.score_threshold,
-            nms_threshold=config.detector.nms_threshold,
-            providers=config.detector.providers,
-            threads=threads,
-            cache_dir=Path(config.models.cache_dir) if config.models.cache_dir else None,
-        )
+        self.detector = detector_from_config(config, threads=threads)
 
     def __call__(self, info: VideoInfo, chunk: Chunk) -> DetectResult:
         faces_by_frame: dict[int, list[Face]] = {}
@@ -119,15 +140,7 @@ class SwapStage:
     def __init__(self, config: RenderConfig, *, threads: int = 1) -> None:
         cv2.setNumThreads(threads)
         self.config = config
-        self.swapper = build_swapper(
-            config.swapper.name,
-            crop_size=config.swapper.crop_size,
-            mask_padding=config.swapper.mask_padding,
-            mask_blur=config.swapper.mask_blur,
-            colour_match=config.swapper.colour_match,
-            blend=config.swapper.blend,
-            blend_levels=config.swapper.blend_levels,
-        )
+        self.swapper = swapper_from_config(config)
 
     def __call__(
         self, info: VideoInfo, chunk: Chunk, detected: DetectResult, source: SourceIdentity

@@ -25,10 +25,15 @@ from tqdm import tqdm
 
 from fusionray import __version__
 from fusionray.actors.pools import ActorPool, resolve_pool_sizes, start_pools
-from fusionray.actors.stages import ChunkResult, to_display
+from fusionray.actors.stages import (
+    ChunkResult,
+    detector_from_config,
+    swapper_from_config,
+    to_display,
+)
 from fusionray.config import RenderConfig, config_hash
 from fusionray.errors import FaceNotFoundError, MediaError, OutputError, RenderError
-from fusionray.faces.detect import Detector, build_detector
+from fusionray.faces.detect import Detector
 from fusionray.media.assemble import assemble_video
 from fusionray.media.decode import decode_frames, read_image_bgr
 from fusionray.media.demo import demo_source_image_path, ensure_demo_clip
@@ -37,7 +42,6 @@ from fusionray.media.probe import probe_video
 from fusionray.report.preview import build_preview, preview_indices
 from fusionray.report.summary import RunSummary, write_summary
 from fusionray.swap.base import SourceIdentity
-from fusionray.swap.classic import build_swapper
 from fusionray.types import Chunk, VideoInfo
 
 log = logging.getLogger("fusionray")
@@ -131,16 +135,7 @@ def build_source_identity(
             notes.append(f"source image '{path}' has {len(found)} faces; used the largest")
         images.append(image)
         faces.append(largest)
-    swapper = build_swapper(
-        config.swapper.name,
-        crop_size=config.swapper.crop_size,
-        mask_padding=config.swapper.mask_padding,
-        mask_blur=config.swapper.mask_blur,
-        colour_match=config.swapper.colour_match,
-        blend=config.swapper.blend,
-        blend_levels=config.swapper.blend_levels,
-    )
-    return swapper.prepare_source(images, faces), notes
+    return swapper_from_config(config).prepare_source(images, faces), notes
 
 
 def start_ray(config: RenderConfig) -> bool:
@@ -296,12 +291,7 @@ def render(
     check_output(paths, video)
 
     clock = time.perf_counter()
-    detector = build_detector(
-        config.detector.name, model=config.detector.model,
-        score_threshold=config.detector.score_threshold,
-        nms_threshold=config.detector.nms_threshold, providers=config.detector.providers,
-        threads=1, cache_dir=Path(config.models.cache_dir) if config.models.cache_dir else None,
-    )
+    detector = detector_from_config(config, threads=1)
     source, notes = build_source_identity(config, sources, detector)
     stages["source_identity"] = time.perf_counter() - clock
 
