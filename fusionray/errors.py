@@ -32,6 +32,10 @@ class OutputError(FusionrayError, OSError):
     """The output path cannot be written, or publishing the result failed."""
 
 
+class ClusterError(FusionrayError, ConnectionError):
+    """The configured Ray cluster cannot be reached or joined."""
+
+
 class RenderError(FusionrayError, RuntimeError):
     """A render failed after it started (a chunk failed every retry, the cluster went away)."""
 

@@ -104,3 +104,13 @@ def test_config_error_exits_before_ray(tmp_path: Path) -> None:
     result = run_render(tmp_path, "+video=demo", "encode.crf=99")
     assert result.returncode == 2
     assert "fusionray: error: Invalid encode.crf=99: must be in [0, 51]" in result.stderr
+
+
+def test_no_running_cluster_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `auto` with no Ray running here (and no RAY_ADDRESS) must fail fast and clearly.
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    result = run_render(tmp_path, "+video=demo", "cluster.address=auto",
+                        f"output={tmp_path / 'out.mp4'}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "fusionray: error: Cannot join the Ray cluster at 'auto'" in result.stderr
+    assert not (tmp_path / "out.mp4").exists()

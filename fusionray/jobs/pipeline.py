@@ -32,7 +32,13 @@ from fusionray.actors.stages import (
     to_display,
 )
 from fusionray.config import RenderConfig, config_hash
-from fusionray.errors import FaceNotFoundError, MediaError, OutputError, RenderError
+from fusionray.errors import (
+    ClusterError,
+    FaceNotFoundError,
+    MediaError,
+    OutputError,
+    RenderError,
+)
 from fusionray.faces.detect import Detector
 from fusionray.media.assemble import assemble_video
 from fusionray.media.decode import decode_frames, read_image_bgr
@@ -148,7 +154,14 @@ def start_ray(config: RenderConfig) -> bool:
         return False
     address = config.cluster.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ClusterError(
+                f"Cannot join the Ray cluster at {address!r}: {first_line} "
+                "(start one with `ray start --head`, or drop cluster.address to run locally)"
+            ) from None
     else:
         ray.init(num_cpus=config.cluster.num_cpus or os.cpu_count() or 1,
                  num_gpus=config.cluster.num_gpus, include_dashboard=False,
