@@ -168,7 +168,7 @@ class TemporalConfig:
     """Track, fill gaps, drop one-frame detections and smooth; false = raw per-frame faces."""
     radius: int = 4
     """Frames on each side that the smoother sees (its support), in [0, chunk.overlap]."""
-    strength: float = 8.0
+    strength: float = 5.0
     """Measurement-to-motion noise ratio of the constant-velocity smoother (>= 0, 0 = off);
     higher is steadier but lags more behind accelerating faces."""
     max_gap: int = 2
