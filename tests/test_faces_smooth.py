@@ -176,7 +176,7 @@ def test_stabilize_is_the_same_for_every_chunking(chunk_frames: int) -> None:
 
 def test_stabilize_refuses_a_read_range_shorter_than_the_reach() -> None:
     detections = noisy_track_detections(20)
-    with pytest.raises(ValueError, match="chunk.overlap must be >= 4"):
+    with pytest.raises(ValueError, match=r"chunk\.overlap must be >= 4"):
         stabilize_faces(detections, owned=range(8, 10), read=range(6, 12), frame_count=20,
                         settings=TemporalConfig(radius=4))
 
@@ -229,7 +229,7 @@ def test_composed_config_rejects_a_radius_beyond_the_overlap() -> None:
      ("iou_threshold", 0.0), ("max_embedding_distance", 3.0)],
 )
 def test_temporal_values_out_of_range(override: str, message: object) -> None:
-    with pytest.raises(ConfigError, match=f"temporal.{override}"):
+    with pytest.raises(ConfigError, match=rf"temporal\.{override}"):
         TemporalConfig(**{override: message})
 
 
