@@ -157,6 +157,55 @@ class ChunkConfig:
 
 
 @dataclass(frozen=True)
+class TemporalConfig:
+    """Tracking and landmark smoothing across frames (`fusionray.faces.temporal`).
+
+    Every frame's faces are computed from the detections of the frames within `reach` of it,
+    so `reach` must not exceed `chunk.overlap`: then no chunking can change a frame's result.
+    """
+
+    enabled: bool = True
+    """Track, fill gaps, drop one-frame detections and smooth; false = raw per-frame faces."""
+    radius: int = 4
+    """Frames on each side that the smoother sees (its support), in [0, chunk.overlap]."""
+    strength: float = 5.0
+    """Measurement-to-motion noise ratio of the constant-velocity smoother (>= 0, 0 = off);
+    higher is steadier but lags more behind accelerating faces."""
+    max_gap: int = 2
+    """Longest run of missed frames inside a track that is filled by interpolation, in
+    [0, chunk.overlap]."""
+    min_track_frames: int = 2
+    """Tracks with fewer detections near a frame are false positives and dropped, in
+    [1, chunk.overlap + 1]."""
+    iou_threshold: float = 0.3
+    """Minimum box IoU (against the track's predicted box) to link a face to a track, (0, 1]."""
+    max_embedding_distance: float = 0.6
+    """Largest cosine distance between face embeddings to link them, when both have one, (0, 2]."""
+    smooth_scores: bool = True
+    """Smooth the detection confidence (soft masks weight by it) with the landmark filter."""
+    smooth_embeddings: bool = True
+    """Average a track's face embeddings over the radius (steadier `reference` selection)."""
+
+    def __post_init__(self) -> None:
+        _require(self.radius >= 0, "temporal.radius", self.radius, ">= 0")
+        _require(self.strength >= 0.0, "temporal.strength", self.strength, ">= 0")
+        _require(self.max_gap >= 0, "temporal.max_gap", self.max_gap, ">= 0")
+        _require(self.min_track_frames >= 1, "temporal.min_track_frames",
+                 self.min_track_frames, ">= 1")
+        _require(0.0 < self.iou_threshold <= 1.0, "temporal.iou_threshold",
+                 self.iou_threshold, "in (0, 1]")
+        _require(0.0 < self.max_embedding_distance <= 2.0, "temporal.max_embedding_distance",
+                 self.max_embedding_distance, "in (0, 2]")
+
+    @property
+    def reach(self) -> int:
+        """Frames on each side of a frame whose detections can change its result (0 if off)."""
+        if not self.enabled:
+            return 0
+        return max(self.radius, self.max_gap, self.min_track_frames - 1)
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     """One Ray actor pool."""
 
@@ -226,6 +275,7 @@ class RenderConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     preview_frames: int = 4
@@ -246,6 +296,29 @@ class RenderConfig:
                      "at least one image path (pass +source=PATH)")
         _require(0 <= self.preview_frames <= 16, "preview_frames", self.preview_frames,
                  "in [0, 16]")
+        self._check_temporal_fits_overlap()
+
+    def _check_temporal_fits_overlap(self) -> None:
+        """Each frame's faces come from the frames within `temporal.reach` of it; a chunk reads
+        only `chunk.overlap` frames beyond the ones it owns, so a longer reach would make the
+        result depend on where the chunk boundaries fall."""
+        temporal, overlap = self.temporal, self.chunk.overlap
+        if not temporal.enabled:
+            return
+        for key, value, needed in (
+            ("temporal.radius", temporal.radius, temporal.radius),
+            ("temporal.max_gap", temporal.max_gap, temporal.max_gap),
+            ("temporal.min_track_frames", temporal.min_track_frames,
+             temporal.min_track_frames - 1),
+        ):
+            if needed > overlap:
+                limit = "chunk.overlap" if needed == value else "chunk.overlap + 1"
+                raise ConfigError(
+                    f"Invalid {key}={value!r}: must be <= {limit} (chunk.overlap={overlap}), "
+                    f"because a chunk reads only chunk.overlap frames beyond its own. Raise "
+                    f"chunk.overlap to at least {needed}, lower {key}, or set "
+                    f"temporal.enabled=false."
+                )
 
     @property
     def source_paths(self) -> tuple[str, ...]:

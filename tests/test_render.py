@@ -85,7 +85,7 @@ def test_render_keeps_frames_pts_and_audio(local_ray, tmp_path: Path, clip: dict
     output = tmp_path / "out" / "result.mp4"
     config = compose_config(
         f"+video={source}", f"+source={demo_source_image_path()}", f"output={output}",
-        "chunk.frames=7", "chunk.overlap=2", "progress=false", "preview_frames=2",
+        "chunk.frames=7", "chunk.overlap=4", "progress=false", "preview_frames=2",
     )
     summary = render(config, run_dir=tmp_path, config_yaml="x: 1\n")
     # Invariant 1: frame count, order and pts.

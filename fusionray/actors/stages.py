@@ -22,6 +22,7 @@ from fusionray.config import RenderConfig
 from fusionray.faces.detect import Detector, build_detector
 from fusionray.faces.select import select_faces
 from fusionray.faces.table import faces_to_table, table_to_faces
+from fusionray.faces.temporal import stabilize_faces
 from fusionray.media.decode import decode_frames
 from fusionray.media.encode import build_encoder_settings, encode_segment_bytes
 from fusionray.swap.base import SourceIdentity, Swapper
@@ -145,7 +146,15 @@ class SwapStage:
     def __call__(
         self, info: VideoInfo, chunk: Chunk, detected: DetectResult, source: SourceIdentity
     ) -> ChunkResult:
-        faces_by_frame = table_to_faces(detected.detections)
+        # Tracked and smoothed over the read range; each owned frame's faces depend only on
+        # the frames within temporal.reach <= chunk.overlap of it, so chunking cannot show.
+        faces_by_frame = stabilize_faces(
+            table_to_faces(detected.detections),
+            owned=range(chunk.start, chunk.stop),
+            read=range(chunk.read_start, chunk.read_stop),
+            frame_count=info.frame_count,
+            settings=self.config.temporal,
+        )
         timings = {"decode": 0.0, "swap": 0.0, "encode": 0.0}
         swapped = frames_with_faces = 0
 
