@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from types import FrameType
 from pathlib import Path
+from types import FrameType
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
