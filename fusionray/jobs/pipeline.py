@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -205,6 +206,19 @@ def describe(chunk: Chunk) -> str:
     return f"chunk {chunk.index} (frames {chunk.start}-{chunk.stop - 1})"
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line on why a chunk failed: the actor's own exception when Ray wraps one."""
+    cause = getattr(error, "cause", None)
+    if isinstance(error, ray.exceptions.RayTaskError) and isinstance(cause, BaseException):
+        error = cause
+    text = _ANSI.sub("", str(error)).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
 def record_segment(manifest: Manifest, chunk: Chunk, segment: bytes, **counts: Any) -> Path:
     """Write a finished segment into the work folder; disk trouble stops the job (RenderError)."""
     try:
@@ -223,7 +237,7 @@ def give_up_on_chunk(
     manifest: Manifest, totals: ChunkTotals,
 ) -> None:
     """A chunk failed every retry: stop naming it, or (passthrough) write it unswapped."""
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    reason = failure_reason(error)
     attempts = config.cluster.chunk_retries + 1
     message = f"{describe(chunk).capitalize()} failed after {attempts} attempts: {reason}"
     if config.on_chunk_error != "passthrough":
@@ -284,7 +298,7 @@ def run_chunks(
                 try:
                     result: ChunkResult = ray.get(ref)
                 except (ray.exceptions.RayError, MediaError) as error:
-                    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                    reason = failure_reason(error)
                     totals.failures.append(f"{describe(chunk)} attempt {attempt + 1}: {reason}")
                     if attempt < config.cluster.chunk_retries:
                         log.warning("%s failed, retrying: %s", describe(chunk), reason)
