@@ -10,6 +10,7 @@ can slow frames down, fail given chunks, and drop a marker file naming the worke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -262,10 +263,8 @@ def cli_command(clip: Path, output: Path, hydra_dir: Path) -> list[str]:
 
 def kill_group(process: subprocess.Popen[str]) -> None:
     """Remove whatever the test's own driver left behind (its session's processes)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.mark.ray
