@@ -16,7 +16,6 @@ Choices these tests pin:
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -107,7 +106,7 @@ def test_unusual_inputs_render_completely(
 @pytest.mark.ray
 def test_video_without_faces_is_unchanged(local_ray, tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "in.mp4", frames=12)
-    output, summary, run = render_clip(clip, tmp_path, "quality=lossless")
+    output, _summary, run = render_clip(clip, tmp_path, "quality=lossless")
     assert run["faces_swapped"] == 0 and run["frames_with_faces"] == 0
     assert any("no face found" in note for note in run["notes"])
     for ours, theirs in zip(decoded_frames(output), decoded_frames(clip), strict=True):
