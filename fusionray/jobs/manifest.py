@@ -158,13 +158,15 @@ class Manifest:
             manifest._clear_folder()
             return manifest
         planned = {chunk.index: chunk for chunk in chunks}
-        dropped = 0
+        dropped = retried = 0
         for row in recorded:
+            if row.passthrough:
+                retried += 1
+                continue
             chunk = planned.get(row.chunk)
             segment = work / row.segment
             valid = (
-                not row.passthrough
-                and chunk is not None
+                chunk is not None
                 and (chunk.start, chunk.stop) == (row.start, row.stop)
                 and segment.is_file()
                 and segment.stat().st_size == row.bytes
@@ -174,10 +176,12 @@ class Manifest:
                 manifest.rows[row.chunk] = row
             else:
                 dropped += 1
-        if manifest.rows or dropped:
+        if manifest.rows or dropped or retried:
             note = f"resumed from '{work}': {len(manifest.rows)} finished chunk(s) reused"
             if dropped:
                 note += f", {dropped} recorded chunk(s) failed verification and are re-rendered"
+            if retried:
+                note += f", {retried} chunk(s) written unswapped last time are tried again"
             manifest.notes.append(note)
             log.warning("%s", note)
         manifest._remove_unrecorded()

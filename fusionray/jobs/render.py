@@ -58,6 +58,9 @@ def main(cfg: DictConfig) -> None:
     except RenderInterrupted as error:
         print(f"fusionray: error: {error}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        print("fusionray: error: Interrupted before rendering started", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except RenderError as error:
         print(f"fusionray: error: {error}", file=sys.stderr)
         sys.exit(EXIT_RENDER_FAILED)
