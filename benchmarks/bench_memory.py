@@ -62,9 +62,11 @@ def write_720p_clip(path: Path, seconds: float) -> Path:
 
 def spilled_bytes() -> int:
     """Bytes Ray spilled from the object store in this session (0 when it never spilled)."""
+    import ray
     from ray._private.internal_api import memory_summary
 
-    summary = memory_summary(stats_only=True)
+    # The address explicitly: other Ray instances on the machine make `auto` ambiguous.
+    summary = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)
     match = re.search(r"Spilled (\d+) MiB", summary)
     return int(match.group(1)) * 1024 * 1024 if match else 0
 
