@@ -68,7 +68,8 @@ def spilled_bytes() -> int:
     # The address explicitly: other Ray instances on the machine make `auto` ambiguous.
     summary = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)
     match = re.search(r"Spilled (\d+) MiB", summary)
-    return int(match.group(1)) * 1024 * 1024 if match else 0
+    # Ray prints this line only when something spilled; under 1 MiB it reads "Spilled 0 MiB".
+    return max(1, int(match.group(1)) * 1024 * 1024) if match else 0
 
 
 def measure(video: Path, output: Path, overrides: list[str]) -> dict[str, object]:
