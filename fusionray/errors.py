@@ -40,6 +40,10 @@ class RenderError(FusionrayError, RuntimeError):
     """A render failed after it started (a chunk failed every retry, the cluster went away)."""
 
 
+class RenderInterrupted(RenderError):
+    """The job was interrupted (SIGINT, SIGTERM); finished chunks are kept for a rerun."""
+
+
 def choices_message(kind: str, value: object, allowed: list[str] | tuple[str, ...]) -> str:
     """Format the standard 'unknown value' sentence.
 

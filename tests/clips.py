@@ -183,3 +183,22 @@ def psnr(a: FrameBGR, b: FrameBGR) -> float:
     """Peak signal-to-noise ratio of two uint8 frames in dB (inf when equal)."""
     error = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if error == 0 else float(10 * np.log10(255.0**2 / error))
+
+
+def write_face_clip(path: str | os.PathLike[str], *, frames: int = 30) -> Path:
+    """A short clip of the demo's camera moving over a real face (640x360, 25 fps, AAC), so a
+    render has faces to swap. The camera path is spread over `frames` frames."""
+    from fusionray.media.demo import DEMO_FPS, render_demo_frames
+
+    path = Path(path)
+    images = render_demo_frames(frames / DEMO_FPS)[:frames]
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=DEMO_FPS)
+        video.width, video.height, video.pix_fmt = images[0].shape[1], images[0].shape[0], "yuv420p"
+        video.options = {"crf": "18", "preset": "veryfast", "g": "10", "threads": "1"}
+        for index, image in enumerate(images):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts = index
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+    return path

@@ -1,5 +1,9 @@
 """Bad input: a one-line error naming the problem and the path, a non-zero exit, the input
-untouched and nothing at the output path. Each case fails before Ray starts."""
+untouched and nothing at the output path. Each case fails before Ray starts.
+
+A truncated MP4 fails (it is not rendered in part): cut with its index at the end, it is not a
+readable file; cut with its index at the front (faststart), the index names frames the file no
+longer holds. Unusual inputs that do render are in `tests/test_input_corpus.py`."""
 
 from __future__ import annotations
 
@@ -40,6 +44,16 @@ def write_audio_only(path: Path) -> Path:
     return path
 
 
+def remux(source: Path, target: Path, **options: str) -> Path:
+    with av.open(str(source)) as inp, av.open(str(target), "w", options=options) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    return target
+
+
 def blank_image(path: Path) -> Path:
     cv2.imwrite(str(path), np.full((256, 256, 3), 128, np.uint8))
     return path
@@ -60,7 +74,23 @@ def _case(tmp_path: Path, name: str) -> tuple[list[str], str, Path]:
     if name == "no-video-stream":
         path = write_audio_only(tmp_path / "sound.m4a")
         return [f"+video={path}", f"+source={face}", f"output={output}"], "No video stream", path
+    if name == "zero-byte":
+        path = tmp_path / "empty.mp4"
+        path.write_bytes(b"")
+        return [f"+video={path}", f"+source={face}", f"output={output}"], "video", path
+    if name == "still-image":
+        path = blank_image(tmp_path / "picture.png")
+        return [f"+video={path}", f"+source={face}", f"output={output}"], "still image", path
     write_clip(good_video, frames=10)
+    if name in ("truncated-mp4", "truncated-faststart-mp4"):
+        full = write_clip(tmp_path / "full.mp4", frames=60)
+        if name == "truncated-faststart-mp4":
+            full = remux(full, tmp_path / "faststart.mp4", movflags="faststart")
+        data = full.read_bytes()
+        path = tmp_path / "cut.mp4"
+        path.write_bytes(data[: len(data) // 2])
+        fragment = "truncated" if "faststart" in name else "Not a readable video"
+        return [f"+video={path}", f"+source={face}", f"output={output}"], fragment, path
     if name == "source-without-face":
         path = blank_image(tmp_path / "wall.png")
         return [f"+video={good_video}", f"+source={path}", f"output={output}"], "No face", path
@@ -79,7 +109,8 @@ def _case(tmp_path: Path, name: str) -> tuple[list[str], str, Path]:
 
 @pytest.mark.parametrize(
     "name",
-    ["missing-video", "not-a-video", "no-video-stream", "source-without-face", "missing-source",
+    ["missing-video", "not-a-video", "zero-byte", "still-image", "truncated-mp4",
+     "truncated-faststart-mp4", "no-video-stream", "source-without-face", "missing-source",
      "unwritable-output-folder"],
 )
 def test_bad_input_fails_cleanly(tmp_path: Path, name: str) -> None:

@@ -8,7 +8,9 @@ phone footage stand upright for the detector and the coded frames keep their ori
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from fusionray.faces.select import select_faces
 from fusionray.faces.table import faces_to_table, table_to_faces
 from fusionray.faces.temporal import stabilize_faces
 from fusionray.media.decode import decode_frames
-from fusionray.media.encode import build_encoder_settings, encode_segment_bytes
+from fusionray.media.encode import EncoderSettings, build_encoder_settings, encode_segment_bytes
 from fusionray.swap.base import SourceIdentity, Swapper
 from fusionray.swap.classic import build_swapper
 from fusionray.types import Chunk, Face, VideoInfo
@@ -53,7 +55,9 @@ def detector_from_config(config: RenderConfig, *, threads: int) -> Detector:
         providers=settings.providers,
         threads=threads,
         cache_dir=Path(config.models.cache_dir) if config.models.cache_dir else None,
-        tiles=settings.tiles,
+        # tiles 0 (auto) is fixed per video by the job (`resolve_for_video`); where no video is
+        # known (a lone source image) one pass is the auto choice.
+        tiles=settings.tiles or 1,
     )
 
 
@@ -68,6 +72,48 @@ def swapper_from_config(config: RenderConfig) -> Swapper:
         colour_match=settings.colour_match,
         blend=settings.blend,
         blend_levels=settings.blend_levels,
+    )
+
+
+TEST_HOOKS_ENV = "FUSIONRAY_TEST_HOOKS"
+"""Test hook, for the fault-injection tests only: the path of a JSON file read at the start of
+every swap call. Keys: `frame_delay_seconds` (sleep per frame, so a fault lands mid-job),
+`fail_chunks` (chunk indices whose swap raises), `marker_dir` (a file `chunk-I-pid-P` is created
+there when chunk I starts in worker process P). Unset in production: then it costs one getenv."""
+
+
+def read_test_hooks() -> dict[str, object]:
+    """The fault-injection settings named by `FUSIONRAY_TEST_HOOKS` (empty when unset)."""
+    path = os.environ.get(TEST_HOOKS_ENV)
+    if not path:
+        return {}
+    try:
+        hooks = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return hooks if isinstance(hooks, dict) else {}
+
+
+def encoder_settings_for(config: RenderConfig, info: VideoInfo) -> EncoderSettings:
+    """The job's segment encoder settings for this video."""
+    return build_encoder_settings(
+        codec=config.encode.codec,
+        crf=config.encode.crf,
+        preset=config.encode.preset,
+        pix_fmt=config.encode.pix_fmt,
+        lossless=config.encode.lossless,
+        width=info.width,
+        height=info.height,
+    )
+
+
+def passthrough_segment(config: RenderConfig, info: VideoInfo, chunk: Chunk) -> bytes:
+    """A chunk's owned frames re-encoded unswapped, with the job's settings (on_chunk_error=
+    passthrough). Raises `MediaError` when the frames themselves cannot be decoded."""
+    return encode_segment_bytes(
+        (frame for _, frame in decode_frames(info, chunk.start, chunk.stop)),
+        pts=info.frame_pts[chunk.start:chunk.stop], info=info,
+        settings=encoder_settings_for(config, info),
     )
 
 
@@ -157,6 +203,16 @@ class SwapStage:
         )
         timings = {"decode": 0.0, "swap": 0.0, "encode": 0.0}
         swapped = frames_with_faces = 0
+        hooks = read_test_hooks()
+        if hooks:
+            frame_delay = float(hooks.get("frame_delay_seconds", 0.0))  # type: ignore[arg-type]
+            marker_dir = hooks.get("marker_dir")
+            if marker_dir:
+                Path(str(marker_dir), f"chunk-{chunk.index}-pid-{os.getpid()}").touch()
+            if chunk.index in (hooks.get("fail_chunks") or []):  # type: ignore[operator]
+                raise RuntimeError(f"test hook: chunk {chunk.index} fails")
+        else:
+            frame_delay = 0.0
 
         def swapped_frames() -> Iterator[np.ndarray]:
             nonlocal swapped, frames_with_faces
@@ -171,19 +227,13 @@ class SwapStage:
                                          info.rotation)
                     swapped += len(targets)
                     frames_with_faces += 1
+                if frame_delay:
+                    time.sleep(frame_delay)
                 clock = time.perf_counter()
                 timings["swap"] += clock - now
                 yield frame
 
-        settings = build_encoder_settings(
-            codec=self.config.encode.codec,
-            crf=self.config.encode.crf,
-            preset=self.config.encode.preset,
-            pix_fmt=self.config.encode.pix_fmt,
-            lossless=self.config.encode.lossless,
-            width=info.width,
-            height=info.height,
-        )
+        settings = encoder_settings_for(self.config, info)
         started = time.perf_counter()
         segment = encode_segment_bytes(
             swapped_frames(), pts=info.frame_pts[chunk.start:chunk.stop], info=info,

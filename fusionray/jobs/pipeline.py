@@ -10,36 +10,42 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import av
 import cv2
-import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 from tqdm import tqdm
 
 from fusionray import __version__
-from fusionray.actors.pools import ActorPool, resolve_pool_sizes, start_pools
+from fusionray.actors.pools import ActorPool, PoolSizes, resolve_pool_sizes, start_pools
 from fusionray.actors.stages import (
     ChunkResult,
     detector_from_config,
+    passthrough_segment,
     swapper_from_config,
     to_display,
 )
-from fusionray.config import RenderConfig, config_hash
+from fusionray.config import RenderConfig, config_hash, resolve_for_video
 from fusionray.errors import (
     ClusterError,
     FaceNotFoundError,
+    FusionrayError,
     MediaError,
     OutputError,
     RenderError,
+    RenderInterrupted,
 )
 from fusionray.faces.detect import Detector
+from fusionray.jobs.lock import OutputLock
+from fusionray.jobs.manifest import FinishedChunk, Manifest, input_identity
 from fusionray.media.assemble import assemble_video
 from fusionray.media.decode import decode_frames, read_image_bgr
 from fusionray.media.demo import demo_source_image_path, ensure_demo_clip
@@ -51,9 +57,6 @@ from fusionray.swap.base import SourceIdentity
 from fusionray.types import Chunk, VideoInfo
 
 log = logging.getLogger("fusionray")
-
-SEGMENT_SUFFIX = ".segment"
-
 
 @dataclass(frozen=True)
 class OutputPaths:
@@ -171,13 +174,17 @@ def start_ray(config: RenderConfig) -> bool:
 
 @dataclass
 class ChunkTotals:
-    """Sums over finished chunks."""
+    """Sums over finished chunks, and what happened to them."""
 
     frames: int = 0
     faces: int = 0
     frames_with_faces: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     providers: set[str] = field(default_factory=set)
+    reused: int = 0
+    rendered: int = 0
+    failures: list[str] = field(default_factory=list)
+    passthrough: list[dict[str, int]] = field(default_factory=list)
 
     def add(self, result: ChunkResult) -> None:
         self.frames += result.frames
@@ -186,13 +193,65 @@ class ChunkTotals:
         for stage, seconds in result.seconds.items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
         self.providers.update(result.providers)
+        self.rendered += 1
+
+    def add_reused(self, row: FinishedChunk) -> None:
+        self.frames += row.stop - row.start
+        self.faces += row.faces_swapped
+        self.frames_with_faces += row.frames_with_faces
+        self.reused += 1
 
 
-def _write_manifest(path: Path, rows: list[dict[str, object]]) -> None:
-    table = pa.Table.from_pylist(rows) if rows else pa.table({"chunk": pa.array([], pa.int32())})
-    partial = path.with_name(path.name + ".partial")
-    pq.write_table(table, partial)
-    os.replace(partial, path)
+def describe(chunk: Chunk) -> str:
+    return f"chunk {chunk.index} (frames {chunk.start}-{chunk.stop - 1})"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line on why a chunk failed: the actor's own exception when Ray wraps one."""
+    cause = getattr(error, "cause", None)
+    if isinstance(error, ray.exceptions.RayTaskError) and isinstance(cause, BaseException):
+        error = cause
+    text = _ANSI.sub("", str(error)).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def record_segment(manifest: Manifest, chunk: Chunk, segment: bytes, **counts: Any) -> Path:
+    """Write a finished segment into the work folder; disk trouble stops the job (RenderError)."""
+    try:
+        return manifest.record(chunk, segment, **counts)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        if not manifest.work.is_dir():
+            reason = "the work folder disappeared (was the output folder removed?)"
+        raise RenderError(
+            f"Cannot write the segment of {describe(chunk)} to '{manifest.work}': {reason}"
+        ) from error
+
+
+def give_up_on_chunk(
+    config: RenderConfig, info: VideoInfo, chunk: Chunk, error: BaseException,
+    manifest: Manifest, totals: ChunkTotals,
+) -> None:
+    """A chunk failed every retry: stop naming it, or (passthrough) write it unswapped."""
+    reason = failure_reason(error)
+    attempts = config.cluster.chunk_retries + 1
+    message = f"{describe(chunk).capitalize()} failed after {attempts} attempts: {reason}"
+    if config.on_chunk_error != "passthrough":
+        raise RenderError(message) from error
+    try:
+        segment = passthrough_segment(config, info, chunk)
+    except MediaError as media_error:
+        raise RenderError(f"{message}; writing it unswapped failed too: {media_error}") from error
+    record_segment(manifest, chunk, segment, faces_swapped=0, frames_with_faces=0,
+                   passthrough=True)
+    log.warning("%s; wrote its frames unswapped (on_chunk_error=passthrough)", message)
+    totals.passthrough.append({"chunk": chunk.index, "start": chunk.start, "stop": chunk.stop})
+    totals.frames += chunk.owned_frames
+    totals.rendered += 1
 
 
 def run_chunks(
@@ -201,22 +260,26 @@ def run_chunks(
     chunks: list[Chunk],
     detect_pool: ActorPool,
     swap_pool: ActorPool,
-    work: Path,
-    digest: str,
+    manifest: Manifest,
     source: ray.ObjectRef,
 ) -> tuple[list[Path], ChunkTotals]:
-    """Schedule every chunk with at most `max_chunks_in_flight` in progress; write segments.
+    """Render every chunk the manifest does not already hold, with at most
+    `max_chunks_in_flight` in progress; each finished segment is recorded as it lands.
 
     Completion order is free; the returned segment paths are in chunk order.
     """
     totals = ChunkTotals()
-    segments: dict[int, Path] = {}
-    manifest: list[dict[str, object]] = []
-    pending: deque[tuple[Chunk, int]] = deque((chunk, 0) for chunk in chunks)
+    pending: deque[tuple[Chunk, int]] = deque()
+    for chunk in chunks:
+        if chunk.index in manifest.rows:
+            totals.add_reused(manifest.rows[chunk.index])
+        else:
+            pending.append((chunk, 0))
     in_flight: dict[ray.ObjectRef, tuple[Chunk, int, int, int]] = {}
     limit = config.cluster.max_chunks_in_flight
-    with tqdm(total=info.frame_count, unit="frame", desc="fusionray", disable=not config.progress,
-              file=sys.stderr, dynamic_ncols=True, mininterval=0.5) as progress:
+    with tqdm(total=info.frame_count, initial=totals.frames, unit="frame", desc="fusionray",
+              disable=not config.progress, file=sys.stderr, dynamic_ncols=True,
+              mininterval=0.5) as progress:
         while pending or in_flight:
             while pending and len(in_flight) < limit:
                 chunk, attempt = pending.popleft()
@@ -235,27 +298,21 @@ def run_chunks(
                 try:
                     result: ChunkResult = ray.get(ref)
                 except (ray.exceptions.RayError, MediaError) as error:
+                    reason = failure_reason(error)
+                    totals.failures.append(f"{describe(chunk)} attempt {attempt + 1}: {reason}")
                     if attempt < config.cluster.chunk_retries:
-                        log.warning("chunk %d (frames %d-%d) failed, retrying: %s",
-                                    chunk.index, chunk.start, chunk.stop - 1, error)
+                        log.warning("%s failed, retrying: %s", describe(chunk), reason)
                         pending.appendleft((chunk, attempt + 1))
                         continue
-                    raise RenderError(
-                        f"Chunk {chunk.index} (frames {chunk.start}-{chunk.stop - 1}) failed "
-                        f"after {attempt + 1} attempts: {str(error).splitlines()[0]}"
-                    ) from error
-                path = work / f"chunk_{chunk.index:06d}{SEGMENT_SUFFIX}"
-                partial = path.with_name(path.name + ".partial")
-                partial.write_bytes(result.segment)
-                os.replace(partial, path)
-                segments[chunk.index] = path
-                manifest.append({"chunk": chunk.index, "start": chunk.start, "stop": chunk.stop,
-                                 "segment": path.name, "bytes": len(result.segment),
-                                 "config_hash": digest})
+                    give_up_on_chunk(config, info, chunk, error, manifest, totals)
+                    progress.update(chunk.owned_frames)
+                    continue
+                record_segment(manifest, chunk, result.segment,
+                               faces_swapped=result.faces_swapped,
+                               frames_with_faces=result.frames_with_faces)
                 totals.add(result)
                 progress.update(result.frames)
-    _write_manifest(work / "manifest.parquet", sorted(manifest, key=lambda r: str(r["segment"])))
-    return [segments[chunk.index] for chunk in chunks], totals
+    return [manifest.segment_path(chunk) for chunk in chunks], totals
 
 
 def write_preview(config: RenderConfig, info: VideoInfo, output: Path, target: Path) -> None:
@@ -276,6 +333,15 @@ def write_preview(config: RenderConfig, info: VideoInfo, output: Path, target: P
     os.replace(partial, target)
 
 
+def subtitle_stream_count(video: Path) -> int:
+    """Subtitle streams in the input (they are not copied to the output)."""
+    try:
+        with av.open(str(video)) as container:
+            return len(container.streams.subtitles)
+    except (av.error.FFmpegError, OSError):
+        return 0
+
+
 def render(
     config: RenderConfig,
     *,
@@ -285,11 +351,19 @@ def render(
 ) -> RunSummary:
     """Render one video end to end and return its summary.
 
+    A rerun of a failed or interrupted job (same config, same inputs, same output) reuses the
+    chunks its work folder holds; see `fusionray.jobs.manifest`.
+
     Args:
         config: the validated configuration.
         run_dir: folder for the default output (Hydra's run directory).
         config_yaml: the resolved config as YAML, saved beside the output.
         quality: name of the quality preset, for run.json.
+
+    Raises:
+        RenderInterrupted: SIGINT (or SIGTERM, via the CLI) during the job; the work folder is
+            kept for a rerun.
+        RenderError: a chunk failed every retry, or writing the result failed.
     """
     started = time.perf_counter()
     stages: dict[str, float] = {}
@@ -297,6 +371,7 @@ def render(
     video, sources = resolve_inputs(config)
     info = probe_video(video)
     stages["probe"] = time.perf_counter() - clock
+    config = resolve_for_video(config, info.width, info.height)
 
     paths = OutputPaths.for_video(
         Path(config.output).expanduser() if config.output else default_output(video, run_dir)
@@ -307,43 +382,50 @@ def render(
     detector = detector_from_config(config, threads=1)
     source, notes = build_source_identity(config, sources, detector)
     stages["source_identity"] = time.perf_counter() - clock
+    subtitles = subtitle_stream_count(video)
+    if subtitles:
+        notes.append(f"input has {subtitles} subtitle stream(s); subtitles are not copied to "
+                     "the output (video and every audio stream are)")
 
     chunks = plan_chunks(info.frame_count, chunk_frames=config.chunk.frames,
                          overlap=config.chunk.overlap)
     digest = config_hash(config)
 
-    clock = time.perf_counter()
-    started_ray = start_ray(config)
-    try:
-        sizes = resolve_pool_sizes(config.cluster, ray.cluster_resources())
-        detect_pool, swap_pool = start_pools(config, sizes)
-        nodes = set(ray.get([a.node_id.remote() for a in detect_pool.actors + swap_pool.actors]))
-        stages["ray_start"] = time.perf_counter() - clock
-        address = ray.get_runtime_context().gcs_address
+    with OutputLock(paths.video) as lock:
+        notes += lock.notes
+        manifest = Manifest.open(paths.work, config_hash=digest,
+                                 input_identity=input_identity(info, sources), chunks=chunks)
+        notes += manifest.notes
+        try:
+            segments, totals, sizes, nodes, address = _render_chunks(
+                config, info, chunks, manifest, source, stages)
+            clock = time.perf_counter()
+            _assemble(info, segments, paths, digest)
+            stages["assemble"] = time.perf_counter() - clock
+        except KeyboardInterrupt:
+            raise RenderInterrupted(
+                f"Interrupted; {len(manifest.rows)} finished chunk(s) of {len(chunks)} are kept "
+                f"in '{paths.work}': rerun the same command to resume"
+            ) from None
+        except FusionrayError as error:
+            if paths.work.is_dir() and manifest.rows:
+                error.args = (f"{error}; {len(manifest.rows)} finished chunk(s) are kept in "
+                              f"'{paths.work}': rerun the same command to resume",)
+            raise
 
-        paths.work.mkdir(parents=True, exist_ok=True)
+        paths.config.write_text(config_yaml)
         clock = time.perf_counter()
-        segments, totals = run_chunks(
-            config, info, chunks, detect_pool, swap_pool, paths.work, digest, ray.put(source))
-        stages["chunks_wall"] = time.perf_counter() - clock
-    finally:
-        if started_ray:
-            ray.shutdown()
+        if config.preview_frames:
+            write_preview(config, info, paths.video, paths.preview)
+        stages["preview"] = time.perf_counter() - clock
+        if not config.keep_work:
+            shutil.rmtree(paths.work, ignore_errors=True)
 
-    clock = time.perf_counter()
-    metadata = {"comment": f"altered by fusionray {__version__} (config {digest[:12]})",
-                "encoder": f"fusionray {__version__}"}
-    assemble_video(info, segments, paths.video, metadata=metadata)
-    stages["assemble"] = time.perf_counter() - clock
-
-    paths.config.write_text(config_yaml)
-    clock = time.perf_counter()
-    if config.preview_frames:
-        write_preview(config, info, paths.video, paths.preview)
-    stages["preview"] = time.perf_counter() - clock
-    if not config.keep_work:
-        shutil.rmtree(paths.work, ignore_errors=True)
-
+    if totals.frames_with_faces == 0:
+        notes.append("no face found in any frame; the output frames are the input frames")
+    if totals.passthrough:
+        notes.append(f"{len(totals.passthrough)} chunk(s) failed every retry and were written "
+                     "unswapped (on_chunk_error=passthrough); see passthrough_chunks")
     stages.update(totals.seconds)
     wall = time.perf_counter() - started
     summary = RunSummary(
@@ -365,7 +447,47 @@ def render(
         ray_address=str(address),
         quality=quality,
         notes=notes,
+        chunks_reused=totals.reused,
+        chunks_rendered=totals.rendered,
+        chunk_failures=totals.failures,
+        passthrough_chunks=totals.passthrough,
     )
     write_summary(paths.run_json, summary)
     return summary
 
+
+def _render_chunks(
+    config: RenderConfig, info: VideoInfo, chunks: list[Chunk], manifest: Manifest,
+    source: SourceIdentity, stages: dict[str, float],
+) -> tuple[list[Path], ChunkTotals, PoolSizes, set[str], str]:
+    """Start (or join) Ray, run the chunks the manifest lacks, and stop a Ray we started.
+
+    Returns:
+        Segment paths in chunk order, totals, pool sizes, node ids used, and the Ray address.
+    """
+    clock = time.perf_counter()
+    started_ray = start_ray(config)
+    try:
+        sizes = resolve_pool_sizes(config.cluster, ray.cluster_resources())
+        detect_pool, swap_pool = start_pools(config, sizes)
+        nodes = set(ray.get([a.node_id.remote() for a in detect_pool.actors + swap_pool.actors]))
+        stages["ray_start"] = time.perf_counter() - clock
+        address = str(ray.get_runtime_context().gcs_address)
+        clock = time.perf_counter()
+        segments, totals = run_chunks(
+            config, info, chunks, detect_pool, swap_pool, manifest, ray.put(source))
+        stages["chunks_wall"] = time.perf_counter() - clock
+    finally:
+        if started_ray:
+            ray.shutdown()
+    return segments, totals, sizes, nodes, address
+
+
+def _assemble(info: VideoInfo, segments: list[Path], paths: OutputPaths, digest: str) -> None:
+    """Publish the output; a failure here (disk full, folder gone) is a render failure."""
+    metadata = {"comment": f"altered by fusionray {__version__} (config {digest[:12]})",
+                "encoder": f"fusionray {__version__}"}
+    try:
+        assemble_video(info, segments, paths.video, metadata=metadata)
+    except (MediaError, OutputError) as error:
+        raise RenderError(f"Writing the output '{paths.video}' failed: {error}") from error

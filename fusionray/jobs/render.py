@@ -1,21 +1,25 @@
 """`python -m fusionray.jobs.render +video=PATH|demo +source=IMAGE [overrides]`.
 
 The one place that turns exceptions into exit codes: bad input or config -> 2, a render that
-failed after it started -> 1, both with a one-line message on stderr.
+failed after it started -> 1, interrupted (SIGINT, SIGTERM) -> 130, each with a one-line message
+on stderr. A failed or interrupted job keeps its finished chunks: rerunning the same command
+resumes.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from fusionray.config import register_configs, to_render_config
-from fusionray.errors import FusionrayError, RenderError
+from fusionray.errors import FusionrayError, RenderError, RenderInterrupted
 
 log = logging.getLogger("fusionray")
 
@@ -23,6 +27,13 @@ register_configs()
 
 EXIT_BAD_INPUT = 2
 EXIT_RENDER_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # `ray job stop` and schedulers send SIGTERM: unwind like Ctrl-C, so the lock is released
+    # and the work folder stays consistent for a rerun.
+    raise KeyboardInterrupt
 
 
 def _conf_dir() -> str:
@@ -35,6 +46,7 @@ def main(cfg: DictConfig) -> None:
     from fusionray.jobs.pipeline import render
 
     hydra_cfg = HydraConfig.get()
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         config = to_render_config(cfg)
         summary = render(
@@ -43,6 +55,12 @@ def main(cfg: DictConfig) -> None:
             config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
             quality=hydra_cfg.runtime.choices.get("quality"),
         )
+    except RenderInterrupted as error:
+        print(f"fusionray: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        print("fusionray: error: Interrupted before rendering started", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except RenderError as error:
         print(f"fusionray: error: {error}", file=sys.stderr)
         sys.exit(EXIT_RENDER_FAILED)

@@ -22,6 +22,8 @@ from fusionray.types import AudioStreamInfo, VideoInfo
 # will happily present it as a one-frame stream.
 _STILL_IMAGE_FORMATS = ("image2", "image2pipe")
 _STILL_IMAGE_FORMAT_SUFFIX = "_pipe"
+# Containers whose header counts every video sample, so a shortfall means a truncated file.
+_INDEXED_FORMATS = ("mov,mp4,m4a,3gp,3g2,mj2",)
 
 
 def open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
@@ -90,6 +92,15 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
 
         if not video_packets:
             raise MediaError(f"No decodable video frames in {path_text!r}")
+        indexed = video.frames if format_name in _INDEXED_FORMATS else 0
+        if indexed and len(video_packets) < indexed:
+            # An MP4/MOV index (moov at the front) outlives a cut-off download or copy; the
+            # demuxer then just stops early. Rendering the readable part would publish a video
+            # silently shorter than its source, so this is an error, not a warning.
+            raise MediaError(
+                f"{path_text!r} is truncated or damaged: its index lists {indexed} video frames "
+                f"but only {len(video_packets)} can be read"
+            )
         video_packets.sort(key=lambda entry: entry[0])
         frame_pts = tuple(entry[0] for entry in video_packets)
         for previous, current in itertools.pairwise(frame_pts):

@@ -35,6 +35,15 @@ class RunSummary:
     ray_address: str
     quality: str | None = None
     notes: list[str] = field(default_factory=list)
+    chunks_reused: int = 0
+    """Chunks taken from the work folder of an earlier, interrupted run of the same job."""
+    chunks_rendered: int = 0
+    """Chunks rendered by this run (including passthrough ones)."""
+    chunk_failures: list[str] = field(default_factory=list)
+    """Every failed chunk attempt (retried, or given up on), with its frame range and reason."""
+    passthrough_chunks: list[dict[str, int]] = field(default_factory=list)
+    """Chunks written unswapped after every retry failed (on_chunk_error=passthrough):
+    {"chunk", "start", "stop"} with frames [start, stop)."""
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -1,0 +1,243 @@
+"""The work folder's manifest: which chunks are finished, so a rerun renders only the rest.
+
+A job writes each finished chunk's segment into the work folder (`.NAME.fusionray-work/` beside
+the output) and then records it in `manifest.parquet`: owned frame range, segment file, byte
+size, sha256, and the job key it was made under (config hash plus the identity of the input
+video and the source images). Both writes go through a temporary name and a rename, so a job
+killed at any instant leaves a manifest that lists only segments that are complete on disk.
+
+On a rerun, a recorded chunk is reused only when its job key matches this job's, its range is
+the one this job's plan gives it, and its segment file still has the recorded sha256. A work
+folder made under a different key (changed config, changed input) is emptied first: stale
+segments are never mixed with new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fusionray.types import Chunk, VideoInfo
+
+log = logging.getLogger("fusionray")
+
+MANIFEST_NAME = "manifest.parquet"
+SEGMENT_SUFFIX = ".segment"
+
+MANIFEST_SCHEMA = pa.schema([
+    ("chunk", pa.int32()),
+    ("start", pa.int64()),
+    ("stop", pa.int64()),
+    ("segment", pa.string()),
+    ("bytes", pa.int64()),
+    ("sha256", pa.string()),
+    ("config_hash", pa.string()),
+    ("input_identity", pa.string()),
+    ("faces_swapped", pa.int64()),
+    ("frames_with_faces", pa.int64()),
+    ("passthrough", pa.bool_()),
+])
+"""One row per finished chunk. `passthrough` rows hold unswapped frames (on_chunk_error=
+passthrough) and are never reused: a rerun tries those chunks again."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_identity(info: VideoInfo, sources: list[Path]) -> str:
+    """A digest of what the job reads: the video's size, mtime and probe, and the sources' bytes.
+
+    Size and mtime catch a replaced file cheaply; the probe digest (frame pts, time base, size,
+    codec) catches a same-size rewrite that kept the mtime; source images are small, so their
+    content is hashed.
+    """
+    stat = os.stat(info.path)
+    probe = hashlib.sha256(json.dumps([
+        info.codec_name, info.width, info.height, info.pix_fmt, str(info.time_base),
+        list(info.frame_pts), list(info.keyframe_indices), info.rotation,
+    ]).encode()).hexdigest()
+    parts = {
+        "video": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "probe": probe},
+        "sources": [sha256_file(path) for path in sources],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary name and a rename (no torn files)."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with partial.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class FinishedChunk:
+    """A manifest row."""
+
+    chunk: int
+    start: int
+    stop: int
+    segment: str
+    """File name inside the work folder."""
+    bytes: int
+    sha256: str
+    config_hash: str
+    input_identity: str
+    faces_swapped: int = 0
+    frames_with_faces: int = 0
+    passthrough: bool = False
+
+
+@dataclass
+class Manifest:
+    """The manifest of one work folder, kept in memory and rewritten after every chunk."""
+
+    work: Path
+    config_hash: str
+    input_identity: str
+    rows: dict[int, FinishedChunk] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """What opening the work folder found (resumed, started clean and why), for run.json."""
+
+    @property
+    def path(self) -> Path:
+        return self.work / MANIFEST_NAME
+
+    @classmethod
+    def open(
+        cls, work: Path, *, config_hash: str, input_identity: str, chunks: list[Chunk]
+    ) -> Manifest:
+        """Open (or create) the work folder and keep the recorded chunks that are still valid.
+
+        Args:
+            work: the work folder; created if missing.
+            config_hash: this job's `config_hash`.
+            input_identity: this job's `input_identity`.
+            chunks: this job's plan; rows whose range differs from it are dropped.
+        """
+        manifest = cls(work=work, config_hash=config_hash, input_identity=input_identity)
+        work.mkdir(parents=True, exist_ok=True)
+        recorded = manifest._read()
+        if recorded is None:
+            manifest._clear_folder()
+            return manifest
+        stale = [row for row in recorded
+                 if (row.config_hash, row.input_identity) != (config_hash, input_identity)]
+        if stale:
+            reason = ("a different config" if stale[0].config_hash != config_hash
+                      else "a different input video or source image")
+            manifest.notes.append(
+                f"work folder '{work}' held {len(recorded)} segment(s) made with {reason} "
+                f"(config {stale[0].config_hash[:12]}); started clean"
+            )
+            log.warning("%s", manifest.notes[-1])
+            manifest._clear_folder()
+            return manifest
+        planned = {chunk.index: chunk for chunk in chunks}
+        dropped = retried = 0
+        for row in recorded:
+            if row.passthrough:
+                retried += 1
+                continue
+            chunk = planned.get(row.chunk)
+            segment = work / row.segment
+            valid = (
+                chunk is not None
+                and (chunk.start, chunk.stop) == (row.start, row.stop)
+                and segment.is_file()
+                and segment.stat().st_size == row.bytes
+                and sha256_file(segment) == row.sha256
+            )
+            if valid:
+                manifest.rows[row.chunk] = row
+            else:
+                dropped += 1
+        if manifest.rows or dropped or retried:
+            note = f"resumed from '{work}': {len(manifest.rows)} finished chunk(s) reused"
+            if dropped:
+                note += f", {dropped} recorded chunk(s) failed verification and are re-rendered"
+            if retried:
+                note += f", {retried} chunk(s) written unswapped last time are tried again"
+            manifest.notes.append(note)
+            log.warning("%s", note)
+        manifest._remove_unrecorded()
+        manifest._write()
+        return manifest
+
+    def segment_path(self, chunk: Chunk) -> Path:
+        return self.work / f"chunk_{chunk.index:06d}{SEGMENT_SUFFIX}"
+
+    def record(
+        self, chunk: Chunk, segment: bytes, *, faces_swapped: int, frames_with_faces: int,
+        passthrough: bool = False,
+    ) -> Path:
+        """Write a chunk's segment, then list it in the manifest (in that order)."""
+        path = self.segment_path(chunk)
+        write_file_atomic(path, segment)
+        self.rows[chunk.index] = FinishedChunk(
+            chunk=chunk.index, start=chunk.start, stop=chunk.stop, segment=path.name,
+            bytes=len(segment), sha256=sha256_bytes(segment), config_hash=self.config_hash,
+            input_identity=self.input_identity, faces_swapped=faces_swapped,
+            frames_with_faces=frames_with_faces, passthrough=passthrough,
+        )
+        self._write()
+        return path
+
+    def _read(self) -> list[FinishedChunk] | None:
+        if not self.path.is_file():
+            return None
+        try:
+            table = pq.read_table(self.path)
+        except (OSError, pa.ArrowInvalid) as error:
+            self.notes.append(f"unreadable manifest '{self.path}' ({error}); started clean")
+            return None
+        if not set(MANIFEST_SCHEMA.names) <= set(table.column_names):
+            self.notes.append(f"manifest '{self.path}' is from another version; started clean")
+            return None
+        return [FinishedChunk(**{name: row[name] for name in MANIFEST_SCHEMA.names})
+                for row in table.to_pylist()]
+
+    def _write(self) -> None:
+        rows = [self.rows[index].__dict__ for index in sorted(self.rows)]
+        table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+        partial = self.path.with_name(self.path.name + ".partial")
+        pq.write_table(table, partial)
+        os.replace(partial, self.path)
+
+    def _clear_folder(self) -> None:
+        for entry in self.work.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    def _remove_unrecorded(self) -> None:
+        """Delete segments the manifest does not vouch for (half-written or failed checks)."""
+        keep = {row.segment for row in self.rows.values()} | {MANIFEST_NAME}
+        for entry in self.work.iterdir():
+            if entry.name not in keep and entry.is_file():
+                entry.unlink()

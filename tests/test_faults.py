@@ -1,0 +1,393 @@
+"""Faults during a render, with real Ray processes on this machine: a killed actor, a removed
+node, an interrupted or killed driver, a chunk that always fails, two jobs on one output, the
+output folder removed, the disk full. Each run is compared with a fault-free run of the same
+config, losslessly encoded, so "the same output" means identical decoded frames.
+
+Faults are made to land mid-job with the test hook `FUSIONRAY_TEST_HOOKS` (see
+`fusionray.actors.stages.TEST_HOOKS_ENV`): a JSON file, read per chunk by the swap stage, that
+can slow frames down, fail given chunks, and drop a marker file naming the worker's pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from fusionray.actors.stages import TEST_HOOKS_ENV
+from fusionray.errors import OutputError, RenderError
+from fusionray.jobs.lock import lock_path_for
+from fusionray.jobs.manifest import MANIFEST_NAME
+from fusionray.jobs.pipeline import OutputPaths, render
+from fusionray.media.demo import demo_source_image_path
+from tests.clips import write_face_clip
+from tests.test_render import compose_config, decoded_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMES = 30
+CHUNK = 5
+CHUNKS = FRAMES // CHUNK
+COMMON = ("chunk.frames=5", "chunk.overlap=2", "quality=lossless", "progress=false",
+          "preview_frames=0", "cluster.chunk_retries=1")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="module")
+def clip(workdir: Path) -> Path:
+    return write_face_clip(workdir / "faces.mp4", frames=FRAMES)
+
+
+@pytest.fixture(scope="module")
+def hooks(workdir: Path):
+    """The hooks file; Ray is started after the variable is set, so its workers inherit it."""
+    path = workdir / "hooks.json"
+    path.write_text("{}")
+    os.environ[TEST_HOOKS_ENV] = str(path)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield path
+    ray.shutdown()
+    del os.environ[TEST_HOOKS_ENV]
+
+
+def set_hooks(path: Path, **values: object) -> None:
+    path.write_text(json.dumps(values))
+
+
+def config_for(clip: Path, output: Path, *extra: str):
+    return compose_config(f"+video={clip}", f"+source={demo_source_image_path()}",
+                          f"output={output}", *COMMON, *extra)
+
+
+@pytest.fixture(scope="module")
+def reference(hooks: Path, clip: Path, workdir: Path) -> list[np.ndarray]:
+    """Decoded frames of a fault-free run."""
+    output = workdir / "reference" / "out.mp4"
+    summary = render(config_for(clip, output), run_dir=workdir, config_yaml="x: 1\n")
+    assert summary.frames_with_faces >= FRAMES - 2 and summary.chunks == CHUNKS
+    return decoded_frames(output)
+
+
+def assert_same_frames(output: Path, reference: list[np.ndarray]) -> None:
+    frames = decoded_frames(output)
+    assert len(frames) == len(reference)
+    for index, (a, b) in enumerate(zip(frames, reference, strict=True)):
+        assert np.array_equal(a, b), f"frame {index} differs"
+
+
+def wait_for(condition, timeout: float = 120.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def manifest_rows(work: Path) -> int:
+    path = work / MANIFEST_NAME
+    return pq.read_table(path).num_rows if path.is_file() else 0
+
+
+@pytest.mark.ray
+def test_killed_actor_is_restarted_and_its_chunk_retried(
+    hooks: Path, clip: Path, reference: list[np.ndarray], tmp_path: Path
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    set_hooks(hooks, frame_delay_seconds=0.05, marker_dir=str(markers))
+    killed: list[int] = []
+
+    def kill_first_swap_worker() -> None:
+        # Chunk 1 (not 0): the job is well under way when its worker dies.
+        wait_for(lambda: any(m.name.startswith("chunk-1-") for m in markers.iterdir()),
+                 what="chunk 1 to start")
+        marker = next(m for m in markers.iterdir() if m.name.startswith("chunk-1-"))
+        pid = int(marker.name.rsplit("-", 1)[1])
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    killer = threading.Thread(target=kill_first_swap_worker, daemon=True)
+    killer.start()
+    try:
+        output = tmp_path / "out.mp4"
+        summary = render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
+    finally:
+        set_hooks(hooks)
+    killer.join(timeout=5)
+    assert killed, "the worker was never killed"
+    assert any(f.startswith("chunk 1 (frames 5-9) attempt 1") for f in summary.chunk_failures)
+    assert summary.chunks_rendered == CHUNKS
+    assert_same_frames(output, reference)
+
+
+@pytest.mark.ray
+def test_chunk_failing_every_retry_stops_naming_it_and_a_rerun_resumes(
+    hooks: Path, clip: Path, reference: list[np.ndarray], tmp_path: Path
+) -> None:
+    output = tmp_path / "out.mp4"
+    paths = OutputPaths.for_video(output)
+    set_hooks(hooks, fail_chunks=[3])
+    try:
+        with pytest.raises(RenderError, match=r"Chunk 3 \(frames 15-19\) failed after 2 "
+                                              r"attempts: .*test hook: chunk 3 fails"):
+            render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
+    finally:
+        set_hooks(hooks)
+    # Invariant 4: nothing at the output path, no leftovers but the kept work folder.
+    assert not output.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [paths.work.name]
+    finished = manifest_rows(paths.work)
+    assert 1 <= finished < CHUNKS
+
+    # A finished segment that no longer matches its checksum is not trusted.
+    segments = sorted(paths.work.glob("*.segment"))
+    segments[0].write_bytes(segments[0].read_bytes()[:-10] + b"0123456789")
+
+    summary = render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
+    assert summary.chunks_reused == finished - 1
+    assert summary.chunks_rendered == CHUNKS - finished + 1
+    assert any("failed verification" in note for note in summary.notes)
+    assert not paths.work.exists()
+    assert_same_frames(output, reference)
+
+
+@pytest.mark.ray
+def test_passthrough_writes_the_failed_chunk_unswapped(
+    hooks: Path, clip: Path, reference: list[np.ndarray], tmp_path: Path
+) -> None:
+    output = tmp_path / "out.mp4"
+    set_hooks(hooks, fail_chunks=[2])
+    try:
+        summary = render(config_for(clip, output, "on_chunk_error=passthrough"),
+                         run_dir=tmp_path, config_yaml="x: 1\n")
+    finally:
+        set_hooks(hooks)
+    assert summary.passthrough_chunks == [{"chunk": 2, "start": 10, "stop": 15}]
+    assert len(summary.chunk_failures) == 2  # both attempts are on record
+    run = json.loads(OutputPaths.for_video(output).run_json.read_text())
+    assert run["passthrough_chunks"] == summary.passthrough_chunks
+    assert any("unswapped" in note for note in run["notes"])
+    frames, original = decoded_frames(output), decoded_frames(clip)
+    for index in range(FRAMES):
+        expected = original[index] if 10 <= index < 15 else reference[index]
+        assert np.array_equal(frames[index], expected), f"frame {index}"
+
+
+@pytest.mark.ray
+def test_a_changed_config_never_reuses_stale_segments(
+    hooks: Path, clip: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "out.mp4"
+    work = OutputPaths.for_video(output).work
+    set_hooks(hooks, fail_chunks=[4])
+    try:
+        with pytest.raises(RenderError):
+            render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
+    finally:
+        set_hooks(hooks)
+    assert manifest_rows(work) >= 1
+    summary = render(config_for(clip, output, "swapper.mask_blur=0.2"), run_dir=tmp_path,
+                     config_yaml="x: 1\n")
+    assert summary.chunks_reused == 0 and summary.chunks_rendered == CHUNKS
+    assert any("different config" in note and "started clean" in note for note in summary.notes)
+
+
+@pytest.mark.ray
+def test_second_job_on_the_same_output_refuses_and_stale_locks_are_taken_over(
+    hooks: Path, clip: Path, tmp_path: Path
+) -> None:
+    import socket
+
+    output = tmp_path / "out.mp4"
+    lock = lock_path_for(output)
+    # A live job (this test process) holds the output.
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                "started": time.time()}))
+    with pytest.raises(OutputError, match=rf"being rendered by another fusionray job \(pid "
+                                          rf"{os.getpid()} on host"):
+        render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
+    assert not output.exists() and lock.exists()
+    # The same lock left by a process that is gone is stale.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock.write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname()}))
+    summary = render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
+    assert any("stale lock" in note and str(gone.pid) in note for note in summary.notes)
+    assert output.exists() and not lock.exists()
+
+
+@pytest.mark.ray
+def test_output_folder_removed_mid_job_is_a_clear_error(
+    hooks: Path, clip: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "renders"
+    output = folder / "out.mp4"
+    work = OutputPaths.for_video(output).work
+    set_hooks(hooks, frame_delay_seconds=0.05)
+    remover = threading.Thread(daemon=True, target=lambda: (
+        wait_for(lambda: manifest_rows(work) >= 1, what="a first finished chunk"),
+        shutil.rmtree(folder)))
+    remover.start()
+    try:
+        with pytest.raises(RenderError, match=r"Cannot write the segment of chunk \d+ \(frames "
+                                              r"\d+-\d+\) to .*the work folder disappeared"):
+            render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
+    finally:
+        set_hooks(hooks)
+    remover.join(timeout=5)
+    assert not output.exists()
+
+
+# --- the driver as a user runs it: a separate process -----------------------------------------
+
+def cli_command(clip: Path, output: Path, hydra_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "fusionray.jobs.render", f"+video={clip}",
+            f"+source={demo_source_image_path()}", f"output={output}", *COMMON,
+            "cluster.num_cpus=2", f"hydra.run.dir={hydra_dir}"]
+
+
+def kill_group(process: subprocess.Popen[str]) -> None:
+    """Remove whatever the test's own driver left behind (its session's processes)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_interrupted_driver_resumes_from_the_manifest(
+    hooks: Path, clip: Path, reference: list[np.ndarray], tmp_path: Path, sig: signal.Signals
+) -> None:
+    output = tmp_path / "out.mp4"
+    work = OutputPaths.for_video(output).work
+    slow_hooks = tmp_path / "slow.json"
+    set_hooks(slow_hooks, frame_delay_seconds=0.1)
+    env = {**os.environ, TEST_HOOKS_ENV: str(slow_hooks)}
+    command = cli_command(clip, output, tmp_path / "hydra")
+    driver = subprocess.Popen(command, cwd=ROOT, env=env, text=True, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: manifest_rows(work) >= 2 or driver.poll() is not None,
+                 what="two finished chunks")
+        assert driver.poll() is None, driver.communicate()[1][-2000:]
+        os.kill(driver.pid, sig)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        kill_group(driver)
+    finished = manifest_rows(work)
+    assert 2 <= finished < CHUNKS, "the job must stop part-way"
+    assert not output.exists()
+    if sig == signal.SIGINT:
+        assert driver.returncode == 130, stderr[-2000:]
+        assert f"finished chunk(s) of {CHUNKS} are kept in '{work}'" in stderr
+        assert not lock_path_for(output).exists()
+    else:
+        assert lock_path_for(output).exists()  # left behind by the killed driver
+
+    rerun = subprocess.run(command, cwd=ROOT, text=True, capture_output=True, timeout=300,
+                           start_new_session=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    run = json.loads(OutputPaths.for_video(output).run_json.read_text())
+    assert run["chunks_reused"] == finished
+    assert run["chunks_rendered"] == CHUNKS - finished
+    if sig == signal.SIGKILL:
+        assert any("stale lock" in note for note in run["notes"])
+    assert not work.exists() and not lock_path_for(output).exists()
+    assert_same_frames(output, reference)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_full_disk_is_a_clear_error_and_keeps_the_work_folder(
+    clip: Path, tmp_path: Path
+) -> None:
+    """A real full disk: a small tmpfs in a private mount namespace (needs `unshare`)."""
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--mount", "true"],
+            capture_output=True).returncode != 0:
+        pytest.skip("needs unshare with user and mount namespaces to mount a small tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    output = disk / "out.mp4"
+    work = OutputPaths.for_video(output).work
+    command = " ".join(f"'{part}'" for part in cli_command(clip, output, tmp_path / "hydra"))
+    # Room for the segments (about 2.4 MB in all) but not for a second copy in the output.
+    script = (f"mount -t tmpfs -o size=3m tmpfs '{disk}' && {command}; echo rc=$?; "
+              f"ls -a '{disk}'; ls '{work}'")
+    result = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                             script], cwd=ROOT, text=True, capture_output=True, timeout=300)
+    assert "rc=1" in result.stdout, result.stdout + result.stderr[-3000:]
+    error = [line for line in result.stderr.splitlines() if line.startswith("fusionray: error")]
+    assert len(error) == 1 and "No space left on device" in error[0], result.stderr[-3000:]
+    assert "rerun the same command to resume" in error[0]
+    listing = result.stdout.split("rc=1", 1)[1].split()
+    assert "out.mp4" not in listing and not any(".partial" in name for name in listing)
+    assert work.name in listing and MANIFEST_NAME in listing
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_node_removed_mid_job_finishes_on_the_remaining_nodes(
+    hooks: Path, clip: Path, reference: list[np.ndarray], tmp_path: Path
+) -> None:
+    import psutil
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()  # this test needs its own cluster; the module's Ray comes back after
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    set_hooks(hooks, frame_delay_seconds=0.1, marker_dir=str(markers))
+    # Head 1 CPU, two workers of 2: the pools (1 detect + 2 swap) still fit after losing one
+    # worker node, so Ray can restart its actors elsewhere.
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=2), cluster.add_node(num_cpus=2)]
+    removed: list[str] = []
+
+    def remove_a_busy_worker_node() -> None:
+        raylets = {node.all_processes["raylet"][0].process.pid: node for node in workers}
+        deadline = time.monotonic() + 120
+        while not removed and time.monotonic() < deadline:
+            for marker in list(markers.iterdir()):
+                pid = int(marker.name.rsplit("-", 1)[1])
+                try:
+                    parent = psutil.Process(pid).ppid()
+                except psutil.Error:
+                    continue
+                if parent in raylets and int(marker.name.split("-")[1]) >= 1:
+                    cluster.remove_node(raylets[parent])
+                    removed.append(marker.name)
+                    return
+            time.sleep(0.05)
+
+    try:
+        ray.init(address=cluster.address, logging_level="WARNING")
+        remover = threading.Thread(target=remove_a_busy_worker_node, daemon=True)
+        remover.start()
+        output = tmp_path / "out.mp4"
+        summary = render(config_for(clip, output, "cluster.swap.replicas=2"),
+                         run_dir=tmp_path, config_yaml="x: 1\n")
+        remover.join(timeout=5)
+    finally:
+        set_hooks(hooks)
+        ray.shutdown()
+        cluster.shutdown()
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    assert removed, "no chunk ran on a worker node"
+    assert summary.chunk_failures, "the removed node's chunks must have been retried"
+    assert_same_frames(output, reference)
