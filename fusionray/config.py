@@ -234,6 +234,12 @@ class RenderConfig:
     """Show a progress bar (frames done, frames/s, ETA) on stderr."""
     keep_work: bool = False
     """Keep the work folder (segments) after a successful render."""
+    provenance: bool = True
+    """Tag the output container as altered by fusionray (version, config hash); see
+    `fusionray.report.provenance`."""
+    export_faces: bool = True
+    """Write `<output stem>.faces.parquet` (per-frame detections and selection) beside the
+    output; see `fusionray.faces.tracks`."""
 
     def __post_init__(self) -> None:
         _require(isinstance(self.video, str) and self.video != "", "video", self.video,
@@ -403,7 +409,8 @@ def config_hash(config: RenderConfig) -> str:
     may reuse finished segments only when the hash matches.
     """
     data = config_to_dict(config)
-    for key in ("output", "cluster", "progress", "keep_work", "preview_frames", "models"):
+    for key in ("output", "cluster", "progress", "keep_work", "preview_frames", "models",
+                "provenance", "export_faces"):
         data.pop(key, None)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()

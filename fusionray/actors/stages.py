@@ -22,6 +22,7 @@ from fusionray.config import RenderConfig
 from fusionray.faces.detect import Detector, build_detector
 from fusionray.faces.select import select_faces
 from fusionray.faces.table import faces_to_table, table_to_faces
+from fusionray.faces.tracks import build_face_tracks
 from fusionray.media.decode import decode_frames
 from fusionray.media.encode import build_encoder_settings, encode_segment_bytes
 from fusionray.swap.base import SourceIdentity, Swapper
@@ -102,6 +103,8 @@ class ChunkResult:
     """Actor seconds per stage: detect_decode, detect, swap_decode, swap, encode."""
     providers: tuple[str, ...]
     """`engine:provider` of the detector and swapper that made this chunk."""
+    face_tracks: pa.Table | None = None
+    """Owned frames' faces and whether each was swapped (`fusionray.faces.tracks`)."""
 
 
 class DetectStage:
@@ -146,6 +149,7 @@ class SwapStage:
         self, info: VideoInfo, chunk: Chunk, detected: DetectResult, source: SourceIdentity
     ) -> ChunkResult:
         faces_by_frame = table_to_faces(detected.detections)
+        selected_by_frame: dict[int, list[Face]] = {}
         timings = {"decode": 0.0, "swap": 0.0, "encode": 0.0}
         swapped = frames_with_faces = 0
 
@@ -156,6 +160,7 @@ class SwapStage:
                 now = time.perf_counter()
                 timings["decode"] += now - clock
                 targets = select_faces(faces_by_frame.get(frame_index, []), self.config.selection)
+                selected_by_frame[frame_index] = targets
                 if targets:
                     upright = to_display(frame, info.rotation)
                     frame = from_display(self.swapper.swap(upright, targets, source),
@@ -201,4 +206,7 @@ class SwapStage:
                 detected.provider,
                 f"{self.swapper.name}:{getattr(self.swapper, 'provider', 'none')}",
             ),
+            face_tracks=build_face_tracks(faces_by_frame, selected_by_frame, info,
+                                          start=chunk.start, stop=chunk.stop)
+            if self.config.export_faces else None,
         )

@@ -40,12 +40,14 @@ from fusionray.errors import (
     RenderError,
 )
 from fusionray.faces.detect import Detector
+from fusionray.faces.tracks import concat_face_tracks
 from fusionray.media.assemble import assemble_video
 from fusionray.media.decode import decode_frames, read_image_bgr
 from fusionray.media.demo import demo_source_image_path, ensure_demo_clip
 from fusionray.media.plan import plan_chunks
 from fusionray.media.probe import probe_video
 from fusionray.report.preview import build_preview, preview_indices
+from fusionray.report.provenance import provenance_metadata
 from fusionray.report.summary import RunSummary, write_summary
 from fusionray.swap.base import SourceIdentity
 from fusionray.types import Chunk, VideoInfo
@@ -63,6 +65,8 @@ class OutputPaths:
     run_json: Path
     preview: Path
     config: Path
+    faces: Path
+    """Per-frame detections and selection (`fusionray.faces.tracks`)."""
     work: Path
     """Segments and manifest while the job runs (removed on success unless keep_work)."""
 
@@ -74,6 +78,7 @@ class OutputPaths:
             run_json=video.with_name(f"{stem}.run.json"),
             preview=video.with_name(f"{stem}.preview.png"),
             config=video.with_name(f"{stem}.config.yaml"),
+            faces=video.with_name(f"{stem}.faces.parquet"),
             work=video.with_name(f".{video.name}.fusionray-work"),
         )
 
@@ -178,6 +183,7 @@ class ChunkTotals:
     frames_with_faces: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     providers: set[str] = field(default_factory=set)
+    face_tracks: list[pa.Table] = field(default_factory=list)
 
     def add(self, result: ChunkResult) -> None:
         self.frames += result.frames
@@ -186,13 +192,19 @@ class ChunkTotals:
         for stage, seconds in result.seconds.items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
         self.providers.update(result.providers)
+        if result.face_tracks is not None:
+            self.face_tracks.append(result.face_tracks)
+
+
+def write_parquet_atomic(path: Path, table: pa.Table) -> None:
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    pq.write_table(table, partial)
+    os.replace(partial, path)
 
 
 def _write_manifest(path: Path, rows: list[dict[str, object]]) -> None:
     table = pa.Table.from_pylist(rows) if rows else pa.table({"chunk": pa.array([], pa.int32())})
-    partial = path.with_name(path.name + ".partial")
-    pq.write_table(table, partial)
-    os.replace(partial, path)
+    write_parquet_atomic(path, table)
 
 
 def run_chunks(
@@ -331,12 +343,13 @@ def render(
             ray.shutdown()
 
     clock = time.perf_counter()
-    metadata = {"comment": f"altered by fusionray {__version__} (config {digest[:12]})",
-                "encoder": f"fusionray {__version__}"}
+    metadata = provenance_metadata(__version__, digest) if config.provenance else {}
     assemble_video(info, segments, paths.video, metadata=metadata)
     stages["assemble"] = time.perf_counter() - clock
 
     paths.config.write_text(config_yaml)
+    if config.export_faces:
+        write_parquet_atomic(paths.faces, concat_face_tracks(totals.face_tracks, info))
     clock = time.perf_counter()
     if config.preview_frames:
         write_preview(config, info, paths.video, paths.preview)
