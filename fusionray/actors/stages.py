@@ -25,6 +25,7 @@ from fusionray.faces.table import faces_to_table, table_to_faces
 from fusionray.faces.tracks import build_face_tracks
 from fusionray.media.decode import decode_frames
 from fusionray.media.encode import build_encoder_settings, encode_segment_bytes
+from fusionray.media.storage import local_video_info
 from fusionray.swap.base import SourceIdentity, Swapper
 from fusionray.swap.classic import build_swapper
 from fusionray.types import Chunk, Face, VideoInfo
@@ -117,7 +118,7 @@ class DetectStage:
     def __call__(self, info: VideoInfo, chunk: Chunk) -> DetectResult:
         faces_by_frame: dict[int, list[Face]] = {}
         decode_seconds = detect_seconds = 0.0
-        frames = decode_frames(info, chunk.read_start, chunk.read_stop)
+        frames = decode_frames(local_video_info(info), chunk.read_start, chunk.read_stop)
         clock = time.perf_counter()
         for frame_index, frame in frames:
             now = time.perf_counter()
@@ -156,7 +157,8 @@ class SwapStage:
         def swapped_frames() -> Iterator[np.ndarray]:
             nonlocal swapped, frames_with_faces
             clock = time.perf_counter()
-            for frame_index, frame in decode_frames(info, chunk.start, chunk.stop):
+            for frame_index, frame in decode_frames(local_video_info(info), chunk.start,
+                                                    chunk.stop):
                 now = time.perf_counter()
                 timings["decode"] += now - clock
                 targets = select_faces(faces_by_frame.get(frame_index, []), self.config.selection)

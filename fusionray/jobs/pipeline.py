@@ -14,8 +14,9 @@ import shutil
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import cv2
 import pyarrow as pa
@@ -46,6 +47,14 @@ from fusionray.media.decode import decode_frames, read_image_bgr
 from fusionray.media.demo import demo_source_image_path, ensure_demo_clip
 from fusionray.media.plan import plan_chunks
 from fusionray.media.probe import probe_video
+from fusionray.media.storage import (
+    check_destination,
+    is_remote,
+    localise,
+    publish,
+    publish_all,
+    sibling,
+)
 from fusionray.report.preview import build_preview, preview_indices
 from fusionray.report.provenance import provenance_metadata
 from fusionray.report.summary import RunSummary, write_summary
@@ -84,14 +93,12 @@ class OutputPaths:
 
 
 def resolve_inputs(config: RenderConfig) -> tuple[Path, list[Path]]:
-    """The input video and source image paths; `demo` maps to the built-in demo."""
+    """Local paths of the input video and source images (URIs are downloaded to this node's
+    cache); `demo` maps to the built-in demo."""
+    sources = [localise(s) for s in config.source_paths]
     if config.video == "demo":
-        video = ensure_demo_clip()
-        sources = [Path(s) for s in config.source_paths] or [demo_source_image_path()]
-    else:
-        video = Path(config.video).expanduser()
-        sources = [Path(s).expanduser() for s in config.source_paths]
-    return video, sources
+        return ensure_demo_clip(), sources or [demo_source_image_path()]
+    return localise(config.video), sources
 
 
 def default_output(video: Path, run_dir: Path) -> Path:
@@ -310,10 +317,16 @@ def render(
     info = probe_video(video)
     stages["probe"] = time.perf_counter() - clock
 
-    paths = OutputPaths.for_video(
-        Path(config.output).expanduser() if config.output else default_output(video, run_dir)
-    )
+    destination = config.output if config.output and is_remote(config.output) else None
+    if destination:
+        check_destination(destination)
+        local_output = run_dir / PurePosixPath(urlsplit(destination).path).name
+    else:
+        local_output = localise(config.output) if config.output else default_output(video, run_dir)
+    paths = OutputPaths.for_video(local_output)
     check_output(paths, video)
+    # Actors on other nodes fetch a remote input themselves (once per node).
+    shared_info = replace(info, path=config.video) if is_remote(config.video) else info
 
     clock = time.perf_counter()
     detector = detector_from_config(config, threads=1)
@@ -336,7 +349,8 @@ def render(
         paths.work.mkdir(parents=True, exist_ok=True)
         clock = time.perf_counter()
         segments, totals = run_chunks(
-            config, info, chunks, detect_pool, swap_pool, paths.work, digest, ray.put(source))
+            config, shared_info, chunks, detect_pool, swap_pool, paths.work, digest,
+            ray.put(source))
         stages["chunks_wall"] = time.perf_counter() - clock
     finally:
         if started_ray:
@@ -364,7 +378,7 @@ def render(
         config_hash=digest,
         input=str(video),
         sources=[str(s) for s in sources],
-        output=str(paths.video),
+        output=destination or str(paths.video),
         frames=info.frame_count,
         chunks=len(chunks),
         faces_swapped=totals.faces,
@@ -380,5 +394,14 @@ def render(
         notes=notes,
     )
     write_summary(paths.run_json, summary)
+    if destination:
+        publish_outputs(paths, destination)
     return summary
+
+
+def publish_outputs(paths: OutputPaths, destination: str) -> None:
+    """Upload the video and its sidecars beside `destination`, the video last."""
+    sidecars = [paths.run_json, paths.preview, paths.config, paths.faces]
+    publish_all([(p, sibling(destination, p.name)) for p in sidecars])
+    publish(paths.video, destination)
 

@@ -22,6 +22,7 @@ endpoint as URI query options, e.g. `s3://shots/a.mp4?endpoint_override=host:900
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import uuid
@@ -33,6 +34,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from fusionray.errors import MediaError, OutputError
+from fusionray.types import VideoInfo
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs")
 """URI schemes that name shared storage (file:// is local)."""
@@ -109,6 +111,13 @@ def localise(location: str | os.PathLike[str], *, cache_dir: Path | None = None)
     return target
 
 
+def local_video_info(info: VideoInfo) -> VideoInfo:
+    """`info` with its path localised: actors on any node call this before decoding."""
+    if not is_uri(info.path):
+        return info
+    return dataclasses.replace(info, path=str(localise(info.path)))
+
+
 def check_destination(uri: str) -> None:
     """Fail early when the folder (or bucket) a remote output goes to cannot be reached.
 
@@ -127,10 +136,10 @@ def check_destination(uri: str) -> None:
                           f"{_first_line(error)}") from None
     # Object stores have no real folders: only the bucket must exist.
     bucket = PurePosixPath(path).parts[0] if PurePosixPath(path).parts else path
-    if info.type == pafs.FileType.NotFound and not isinstance(filesystem, pafs.S3FileSystem):
-        raise OutputError(f"Output folder does not exist: {uri!r}")
-    if isinstance(filesystem, pafs.S3FileSystem) and \
-            filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
+    if not _is_object_store(filesystem):
+        if info.type == pafs.FileType.NotFound:
+            raise OutputError(f"Output folder does not exist: {uri!r}")
+    elif filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
         raise OutputError(f"Output bucket {bucket!r} does not exist: {uri!r}")
 
 
@@ -147,7 +156,8 @@ def publish(local: Path, destination: str) -> None:
     final = PurePosixPath(path)
     temporary = str(final.with_name(f".{final.name}.partial-{uuid.uuid4().hex[:12]}"))
     try:
-        filesystem.create_dir(str(final.parent), recursive=True)
+        if not _is_object_store(filesystem):  # object stores have no folders to create
+            filesystem.create_dir(str(final.parent), recursive=True)
         with open(local, "rb") as source, filesystem.open_output_stream(temporary) as sink:
             _copy(source, sink)
         finalise(filesystem, temporary, path)
@@ -178,6 +188,10 @@ def sibling(uri: str, name: str) -> str:
     folder = PurePosixPath(parts.path).parent
     rebuilt = parts._replace(path=str(folder / name))
     return rebuilt.geturl()
+
+
+def _is_object_store(filesystem: pafs.FileSystem) -> bool:
+    return filesystem.type_name in ("s3", "gcs")
 
 
 def _copy(source: object, sink: object) -> None:
