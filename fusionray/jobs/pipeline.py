@@ -181,6 +181,12 @@ def start_ray(config: RenderConfig) -> bool:
     return True
 
 
+def ray_session_name() -> str | None:
+    """The connected Ray's session name (a new one each time a cluster starts)."""
+    node = getattr(ray._private.worker.global_worker, "node", None)
+    return getattr(node, "session_name", None)
+
+
 @dataclass
 class ChunkTotals:
     """Sums over finished chunks."""
@@ -345,6 +351,7 @@ def render(
         nodes = set(ray.get([a.node_id.remote() for a in detect_pool.actors + swap_pool.actors]))
         stages["ray_start"] = time.perf_counter() - clock
         address = ray.get_runtime_context().gcs_address
+        session = ray_session_name()
 
         paths.work.mkdir(parents=True, exist_ok=True)
         clock = time.perf_counter()
@@ -392,6 +399,7 @@ def render(
         ray_address=str(address),
         quality=quality,
         notes=notes,
+        ray_session=session,
     )
     write_summary(paths.run_json, summary)
     if destination:

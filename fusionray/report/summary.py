@@ -35,6 +35,8 @@ class RunSummary:
     ray_address: str
     quality: str | None = None
     notes: list[str] = field(default_factory=list)
+    ray_session: str | None = None
+    """Ray session name: equal across the jobs of a sweep that shared one Ray."""
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
