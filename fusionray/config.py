@@ -289,6 +289,12 @@ class RenderConfig:
     on_chunk_error: str = "fail"
     """A chunk that fails every retry: fail (stop, naming the chunk) or passthrough (write its
     frames unswapped and list it in run.json)."""
+    provenance: bool = True
+    """Tag the output container as altered by fusionray (version, config hash); see
+    `fusionray.report.provenance`."""
+    export_faces: bool = True
+    """Write `<output stem>.faces.parquet` (per-frame detections and selection) beside the
+    output; see `fusionray.faces.tracks`."""
 
     def __post_init__(self) -> None:
         _require(isinstance(self.video, str) and self.video != "", "video", self.video,
@@ -502,7 +508,7 @@ def config_hash(config: RenderConfig) -> str:
     """
     data = config_to_dict(config)
     for key in ("output", "cluster", "progress", "keep_work", "preview_frames", "models",
-                "on_chunk_error"):
+                "on_chunk_error", "provenance", "export_faces"):
         data.pop(key, None)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()

@@ -100,7 +100,8 @@ def test_render_keeps_frames_pts_and_audio(local_ray, tmp_path: Path, clip: dict
     assert not paths.work.exists()
     assert paths.preview.exists() and paths.config.exists()
     assert sorted(p.name for p in output.parent.iterdir()) == sorted(
-        [output.name, paths.run_json.name, paths.preview.name, paths.config.name])
+        [output.name, paths.run_json.name, paths.preview.name, paths.config.name,
+         paths.faces.name])
 
 
 @pytest.mark.ray

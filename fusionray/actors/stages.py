@@ -25,8 +25,10 @@ from fusionray.faces.detect import Detector, build_detector
 from fusionray.faces.select import select_faces
 from fusionray.faces.table import faces_to_table, table_to_faces
 from fusionray.faces.temporal import stabilize_faces
+from fusionray.faces.tracks import build_face_tracks
 from fusionray.media.decode import decode_frames
 from fusionray.media.encode import EncoderSettings, build_encoder_settings, encode_segment_bytes
+from fusionray.media.storage import local_video_info
 from fusionray.swap.base import SourceIdentity, Swapper
 from fusionray.swap.classic import build_swapper
 from fusionray.types import Chunk, Face, VideoInfo
@@ -111,7 +113,7 @@ def passthrough_segment(config: RenderConfig, info: VideoInfo, chunk: Chunk) -> 
     """A chunk's owned frames re-encoded unswapped, with the job's settings (on_chunk_error=
     passthrough). Raises `MediaError` when the frames themselves cannot be decoded."""
     return encode_segment_bytes(
-        (frame for _, frame in decode_frames(info, chunk.start, chunk.stop)),
+        (frame for _, frame in decode_frames(local_video_info(info), chunk.start, chunk.stop)),
         pts=info.frame_pts[chunk.start:chunk.stop], info=info,
         settings=encoder_settings_for(config, info),
     )
@@ -149,6 +151,8 @@ class ChunkResult:
     """Actor seconds per stage: detect_decode, detect, swap_decode, swap, encode."""
     providers: tuple[str, ...]
     """`engine:provider` of the detector and swapper that made this chunk."""
+    face_tracks: pa.Table | None = None
+    """Owned frames' faces and whether each was swapped (`fusionray.faces.tracks`)."""
 
 
 class DetectStage:
@@ -161,7 +165,7 @@ class DetectStage:
     def __call__(self, info: VideoInfo, chunk: Chunk) -> DetectResult:
         faces_by_frame: dict[int, list[Face]] = {}
         decode_seconds = detect_seconds = 0.0
-        frames = decode_frames(info, chunk.read_start, chunk.read_stop)
+        frames = decode_frames(local_video_info(info), chunk.read_start, chunk.read_stop)
         clock = time.perf_counter()
         for frame_index, frame in frames:
             now = time.perf_counter()
@@ -201,6 +205,7 @@ class SwapStage:
             frame_count=info.frame_count,
             settings=self.config.temporal,
         )
+        selected_by_frame: dict[int, list[Face]] = {}
         timings = {"decode": 0.0, "swap": 0.0, "encode": 0.0}
         swapped = frames_with_faces = 0
         hooks = read_test_hooks()
@@ -217,10 +222,12 @@ class SwapStage:
         def swapped_frames() -> Iterator[np.ndarray]:
             nonlocal swapped, frames_with_faces
             clock = time.perf_counter()
-            for frame_index, frame in decode_frames(info, chunk.start, chunk.stop):
+            for frame_index, frame in decode_frames(local_video_info(info), chunk.start,
+                                                    chunk.stop):
                 now = time.perf_counter()
                 timings["decode"] += now - clock
                 targets = select_faces(faces_by_frame.get(frame_index, []), self.config.selection)
+                selected_by_frame[frame_index] = targets
                 if targets:
                     upright = to_display(frame, info.rotation)
                     frame = from_display(self.swapper.swap(upright, targets, source),
@@ -260,4 +267,7 @@ class SwapStage:
                 detected.provider,
                 f"{self.swapper.name}:{getattr(self.swapper, 'provider', 'none')}",
             ),
+            face_tracks=build_face_tracks(faces_by_frame, selected_by_frame, info,
+                                          start=chunk.start, stop=chunk.stop)
+            if self.config.export_faces else None,
         )

@@ -15,12 +15,15 @@ import shutil
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import av
 import cv2
+import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 from tqdm import tqdm
 
@@ -44,6 +47,7 @@ from fusionray.errors import (
     RenderInterrupted,
 )
 from fusionray.faces.detect import Detector
+from fusionray.faces.tracks import concat_face_tracks
 from fusionray.jobs.lock import OutputLock
 from fusionray.jobs.manifest import FinishedChunk, Manifest, input_identity
 from fusionray.media.assemble import assemble_video
@@ -51,7 +55,16 @@ from fusionray.media.decode import decode_frames, read_image_bgr
 from fusionray.media.demo import demo_source_image_path, ensure_demo_clip
 from fusionray.media.plan import plan_chunks
 from fusionray.media.probe import probe_video
+from fusionray.media.storage import (
+    check_destination,
+    is_remote,
+    localise,
+    publish,
+    publish_all,
+    sibling,
+)
 from fusionray.report.preview import build_preview, preview_indices
+from fusionray.report.provenance import provenance_metadata
 from fusionray.report.summary import RunSummary, write_summary
 from fusionray.swap.base import SourceIdentity
 from fusionray.types import Chunk, VideoInfo
@@ -66,6 +79,8 @@ class OutputPaths:
     run_json: Path
     preview: Path
     config: Path
+    faces: Path
+    """Per-frame detections and selection (`fusionray.faces.tracks`)."""
     work: Path
     """Segments and manifest while the job runs (removed on success unless keep_work)."""
 
@@ -77,19 +92,18 @@ class OutputPaths:
             run_json=video.with_name(f"{stem}.run.json"),
             preview=video.with_name(f"{stem}.preview.png"),
             config=video.with_name(f"{stem}.config.yaml"),
+            faces=video.with_name(f"{stem}.faces.parquet"),
             work=video.with_name(f".{video.name}.fusionray-work"),
         )
 
 
 def resolve_inputs(config: RenderConfig) -> tuple[Path, list[Path]]:
-    """The input video and source image paths; `demo` maps to the built-in demo."""
+    """Local paths of the input video and source images (URIs are downloaded to this node's
+    cache); `demo` maps to the built-in demo."""
+    sources = [localise(s) for s in config.source_paths]
     if config.video == "demo":
-        video = ensure_demo_clip()
-        sources = [Path(s) for s in config.source_paths] or [demo_source_image_path()]
-    else:
-        video = Path(config.video).expanduser()
-        sources = [Path(s).expanduser() for s in config.source_paths]
-    return video, sources
+        return ensure_demo_clip(), sources or [demo_source_image_path()]
+    return localise(config.video), sources
 
 
 def default_output(video: Path, run_dir: Path) -> Path:
@@ -145,6 +159,23 @@ def build_source_identity(
         images.append(image)
         faces.append(largest)
     return swapper_from_config(config).prepare_source(images, faces), notes
+
+
+def ray_session_name() -> str | None:
+    """The connected Ray's session name (a new one each time a cluster starts)."""
+    node = getattr(ray._private.worker.global_worker, "node", None)
+    return getattr(node, "session_name", None)
+
+
+def write_parquet_atomic(path: Path, table: pa.Table) -> None:
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    pq.write_table(table, partial)
+    os.replace(partial, path)
+
+
+def chunk_faces_path(manifest: Manifest, chunk: Chunk) -> Path:
+    """Where a chunk's face-tracks table waits in the work folder (kept for resume)."""
+    return manifest.work / f"chunk_{chunk.index:06d}.faces.parquet"
 
 
 def start_ray(config: RenderConfig) -> bool:
@@ -307,6 +338,10 @@ def run_chunks(
                     give_up_on_chunk(config, info, chunk, error, manifest, totals)
                     progress.update(chunk.owned_frames)
                     continue
+                if result.face_tracks is not None:
+                    # Written before the segment is recorded, so a resumed job that reuses
+                    # the segment also finds its face tracks.
+                    write_parquet_atomic(chunk_faces_path(manifest, chunk), result.face_tracks)
                 record_segment(manifest, chunk, result.segment,
                                faces_swapped=result.faces_swapped,
                                frames_with_faces=result.frames_with_faces)
@@ -373,10 +408,16 @@ def render(
     stages["probe"] = time.perf_counter() - clock
     config = resolve_for_video(config, info.width, info.height)
 
-    paths = OutputPaths.for_video(
-        Path(config.output).expanduser() if config.output else default_output(video, run_dir)
-    )
+    destination = config.output if config.output and is_remote(config.output) else None
+    if destination:
+        check_destination(destination)
+        local_output = run_dir / PurePosixPath(urlsplit(destination).path).name
+    else:
+        local_output = localise(config.output) if config.output else default_output(video, run_dir)
+    paths = OutputPaths.for_video(local_output)
     check_output(paths, video)
+    # Actors on other nodes fetch a remote input themselves (once per node).
+    shared_info = replace(info, path=config.video) if is_remote(config.video) else info
 
     clock = time.perf_counter()
     detector = detector_from_config(config, threads=1)
@@ -397,10 +438,10 @@ def render(
                                  input_identity=input_identity(info, sources), chunks=chunks)
         notes += manifest.notes
         try:
-            segments, totals, sizes, nodes, address = _render_chunks(
-                config, info, chunks, manifest, source, stages)
+            segments, totals, sizes, nodes, address, session = _render_chunks(
+                config, shared_info, chunks, manifest, source, stages)
             clock = time.perf_counter()
-            _assemble(info, segments, paths, digest)
+            _assemble(info, segments, paths, digest if config.provenance else None)
             stages["assemble"] = time.perf_counter() - clock
         except KeyboardInterrupt:
             raise RenderInterrupted(
@@ -414,6 +455,10 @@ def render(
             raise
 
         paths.config.write_text(config_yaml)
+        if config.export_faces:
+            tables = [pq.read_table(p) for p in (chunk_faces_path(manifest, c) for c in chunks)
+                      if p.exists()]
+            write_parquet_atomic(paths.faces, concat_face_tracks(tables, info))
         clock = time.perf_counter()
         if config.preview_frames:
             write_preview(config, info, paths.video, paths.preview)
@@ -433,7 +478,7 @@ def render(
         config_hash=digest,
         input=str(video),
         sources=[str(s) for s in sources],
-        output=str(paths.video),
+        output=destination or str(paths.video),
         frames=info.frame_count,
         chunks=len(chunks),
         faces_swapped=totals.faces,
@@ -451,19 +496,30 @@ def render(
         chunks_rendered=totals.rendered,
         chunk_failures=totals.failures,
         passthrough_chunks=totals.passthrough,
+        ray_session=session,
     )
     write_summary(paths.run_json, summary)
+    if destination:
+        publish_outputs(paths, destination)
     return summary
+
+
+def publish_outputs(paths: OutputPaths, destination: str) -> None:
+    """Upload the video and its sidecars beside `destination`, the video last."""
+    sidecars = [paths.run_json, paths.preview, paths.config, paths.faces]
+    publish_all([(p, sibling(destination, p.name)) for p in sidecars if p.exists()])
+    publish(paths.video, destination)
 
 
 def _render_chunks(
     config: RenderConfig, info: VideoInfo, chunks: list[Chunk], manifest: Manifest,
     source: SourceIdentity, stages: dict[str, float],
-) -> tuple[list[Path], ChunkTotals, PoolSizes, set[str], str]:
+) -> tuple[list[Path], ChunkTotals, PoolSizes, set[str], str, str | None]:
     """Start (or join) Ray, run the chunks the manifest lacks, and stop a Ray we started.
 
     Returns:
-        Segment paths in chunk order, totals, pool sizes, node ids used, and the Ray address.
+        Segment paths in chunk order, totals, pool sizes, node ids used, the Ray address and
+        the Ray session name.
     """
     clock = time.perf_counter()
     started_ray = start_ray(config)
@@ -473,6 +529,7 @@ def _render_chunks(
         nodes = set(ray.get([a.node_id.remote() for a in detect_pool.actors + swap_pool.actors]))
         stages["ray_start"] = time.perf_counter() - clock
         address = str(ray.get_runtime_context().gcs_address)
+        session = ray_session_name()
         clock = time.perf_counter()
         segments, totals = run_chunks(
             config, info, chunks, detect_pool, swap_pool, manifest, ray.put(source))
@@ -480,13 +537,17 @@ def _render_chunks(
     finally:
         if started_ray:
             ray.shutdown()
-    return segments, totals, sizes, nodes, address
+    return segments, totals, sizes, nodes, address, session
 
 
-def _assemble(info: VideoInfo, segments: list[Path], paths: OutputPaths, digest: str) -> None:
-    """Publish the output; a failure here (disk full, folder gone) is a render failure."""
-    metadata = {"comment": f"altered by fusionray {__version__} (config {digest[:12]})",
-                "encoder": f"fusionray {__version__}"}
+def _assemble(
+    info: VideoInfo, segments: list[Path], paths: OutputPaths, digest: str | None
+) -> None:
+    """Publish the output; a failure here (disk full, folder gone) is a render failure.
+
+    `digest` None leaves out the provenance tags (`provenance=false`).
+    """
+    metadata = provenance_metadata(__version__, digest) if digest else {}
     try:
         assemble_video(info, segments, paths.video, metadata=metadata)
     except (MediaError, OutputError) as error:

@@ -1,5 +1,8 @@
 """`python -m fusionray.jobs.render +video=PATH|demo +source=IMAGE [overrides]`.
 
+With `-m` (a Hydra multirun sweep, e.g. `quality=draft,standard,master`) every job shares one
+Ray and the sweep folder gets a summary table and contact sheet (`fusionray.jobs.sweep`).
+
 The one place that turns exceptions into exit codes: bad input or config -> 2, a render that
 failed after it started -> 1, interrupted (SIGINT, SIGTERM) -> 130, each with a one-line message
 on stderr. A failed or interrupted job keeps its finished chunks: rerunning the same command
@@ -16,6 +19,7 @@ from types import FrameType
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from fusionray.config import register_configs, to_render_config
@@ -44,11 +48,14 @@ def _conf_dir() -> str:
 @hydra.main(version_base="1.3", config_path=_conf_dir(), config_name="config")
 def main(cfg: DictConfig) -> None:
     from fusionray.jobs.pipeline import render
+    from fusionray.jobs.sweep import keep_ray_for_sweep
 
     hydra_cfg = HydraConfig.get()
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         config = to_render_config(cfg)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            keep_ray_for_sweep(config)
         summary = render(
             config,
             run_dir=Path(hydra_cfg.runtime.output_dir),

@@ -44,6 +44,8 @@ class RunSummary:
     passthrough_chunks: list[dict[str, int]] = field(default_factory=list)
     """Chunks written unswapped after every retry failed (on_chunk_error=passthrough):
     {"chunk", "start", "stop"} with frames [start, stop)."""
+    ray_session: str | None = None
+    """Ray session name: equal across the jobs of a sweep that shared one Ray."""
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
