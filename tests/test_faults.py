@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FRAMES = 30
 CHUNK = 5
 CHUNKS = FRAMES // CHUNK
-COMMON = ("chunk.frames=5", "chunk.overlap=2", "quality=lossless", "progress=false",
+COMMON = ("chunk.frames=5", "chunk.overlap=4", "quality=lossless", "progress=false",
           "preview_frames=0", "cluster.chunk_retries=1")
 
 

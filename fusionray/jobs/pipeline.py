@@ -250,9 +250,17 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
-def record_segment(manifest: Manifest, chunk: Chunk, segment: bytes, **counts: Any) -> Path:
-    """Write a finished segment into the work folder; disk trouble stops the job (RenderError)."""
+def record_segment(
+    manifest: Manifest, chunk: Chunk, segment: bytes, *, faces: pa.Table | None = None,
+    **counts: Any,
+) -> Path:
+    """Write a finished segment (and its face tracks) into the work folder; disk trouble stops
+    the job (RenderError)."""
     try:
+        if faces is not None:
+            # Before the segment is recorded, so a resumed job that reuses the segment also
+            # finds its face tracks.
+            write_parquet_atomic(chunk_faces_path(manifest, chunk), faces)
         return manifest.record(chunk, segment, **counts)
     except OSError as error:
         reason = error.strerror or str(error)
@@ -338,11 +346,7 @@ def run_chunks(
                     give_up_on_chunk(config, info, chunk, error, manifest, totals)
                     progress.update(chunk.owned_frames)
                     continue
-                if result.face_tracks is not None:
-                    # Written before the segment is recorded, so a resumed job that reuses
-                    # the segment also finds its face tracks.
-                    write_parquet_atomic(chunk_faces_path(manifest, chunk), result.face_tracks)
-                record_segment(manifest, chunk, result.segment,
+                record_segment(manifest, chunk, result.segment, faces=result.face_tracks,
                                faces_swapped=result.faces_swapped,
                                frames_with_faces=result.frames_with_faces)
                 totals.add(result)
@@ -406,6 +410,9 @@ def render(
     video, sources = resolve_inputs(config)
     info = probe_video(video)
     stages["probe"] = time.perf_counter() - clock
+    # The hash is of the config as given: automatic choices (e.g. detector tiles) follow from
+    # it and the input, so the same command on the same input always has the same hash.
+    digest = config_hash(config)
     config = resolve_for_video(config, info.width, info.height)
 
     destination = config.output if config.output and is_remote(config.output) else None
@@ -430,7 +437,6 @@ def render(
 
     chunks = plan_chunks(info.frame_count, chunk_frames=config.chunk.frames,
                          overlap=config.chunk.overlap)
-    digest = config_hash(config)
 
     with OutputLock(paths.video) as lock:
         notes += lock.notes
