@@ -139,27 +139,49 @@ def create_session(
     raise ModelError(f"Cannot load model {_describe(model)}: no provider could run it")
 
 
-def check_contract(session: ort.InferenceSession, spec: ModelSpec) -> None:
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",
+               "tensor(double)": "float64", "tensor(int64)": "int64", "tensor(uint8)": "uint8"}
+
+
+def check_contract(
+    session: ort.InferenceSession, spec: ModelSpec, *, path: Path | str | None = None
+) -> None:
     """Fail clearly when a loaded graph does not have the inputs and outputs `spec` promises.
 
+    Names are compared where the catalogue fixes them; counts, ranks, fixed dimensions and
+    element types always.
+
     Raises:
-        ModelError: names, ranks or fixed dimensions differ.
+        ModelError: naming the file, what was expected and what was found.
     """
+    where = f" ({path})" if path is not None else ""
     for kind, declared, actual in (
         ("input", spec.inputs, session.get_inputs()),
         ("output", spec.outputs, session.get_outputs()),
     ):
-        got = [(node.name, tuple(node.shape)) for node in actual]
-        want = [(tensor.name, tensor.shape) for tensor in declared]
-        if [name for name, _ in got] != [name for name, _ in want] or any(
-            len(g) != len(w) or any(isinstance(a, int) and isinstance(b, int) and a != b
-                                    for a, b in zip(g, w, strict=True))
-            for (_, g), (_, w) in zip(got, want, strict=True)
+        got = [(node.name, tuple(node.shape), _ORT_DTYPES.get(node.type, node.type))
+               for node in actual]
+        want = [(tensor.name or "*", tensor.shape, tensor.dtype) for tensor in declared]
+        if len(got) != len(want) or any(
+            (w_name != "*" and g_name != w_name)
+            or len(g_shape) != len(w_shape)
+            or any(isinstance(a, int) and isinstance(b, int) and a != b
+                   for a, b in zip(g_shape, w_shape, strict=True))
+            or (g_type != w_type and {g_type, w_type} != {"float32", "float16"})
+            for (g_name, g_shape, g_type), (w_name, w_shape, w_type) in zip(got, want,
+                                                                            strict=True)
         ):
             raise ModelError(
-                f"Model {spec.name} does not match its contract: {kind}s are {got}, "
-                f"expected {want}. Is the file the right model?"
+                f"Model file{where} is not {spec.name}: its {kind}s are "
+                f"{_format_tensors(got)}, expected {_format_tensors(want)}. "
+                f"Pull it again (`fusionray models pull {spec.name}`) or import the right file."
             )
+
+
+def _format_tensors(tensors: Sequence[tuple[str, tuple[Any, ...], str]]) -> str:
+    return "[" + ", ".join(
+        f"{name} {list(shape)} {dtype}" for name, shape, dtype in tensors
+    ) + "]"
 
 
 def _describe(model: Path | bytes) -> str:
