@@ -55,12 +55,12 @@ def build_identity_swapper(*, swap_inputs: bool = False) -> bytes:
                   [emap], "identity_swapper")
 
 
-COLOUR_SCALE = 2.0
+COLOUR_SCALE = 5.0
 """Colour swapper: output channel c = clip(0.5 + COLOUR_SCALE · source[c]) everywhere."""
 
 
 def build_colour_swapper() -> bytes:
-    """inswapper contract; every output pixel of channel c (RGB) is 0.5 + 2·source[c].
+    """inswapper contract; every output pixel of channel c (RGB) is 0.5 + 5·source[c], clipped.
 
     The output colour is therefore a known function of the latent the swapper is given, which
     lets a test prove the latent is `normalise(embedding @ emap)`. The target is ignored.
