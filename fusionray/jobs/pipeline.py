@@ -14,7 +14,7 @@ import shutil
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -28,18 +28,21 @@ from fusionray.actors.pools import ActorPool, resolve_pool_sizes, start_pools
 from fusionray.actors.stages import (
     ChunkResult,
     detector_from_config,
+    embedder_from_config,
     swapper_from_config,
     to_display,
 )
 from fusionray.config import RenderConfig, config_hash
 from fusionray.errors import (
     ClusterError,
+    ConfigError,
     FaceNotFoundError,
     MediaError,
     OutputError,
     RenderError,
 )
 from fusionray.faces.detect import Detector
+from fusionray.faces.embed import average_identity
 from fusionray.media.assemble import assemble_video
 from fusionray.media.decode import decode_frames, read_image_bgr
 from fusionray.media.demo import demo_source_image_path, ensure_demo_clip
@@ -141,7 +144,48 @@ def build_source_identity(
             notes.append(f"source image '{path}' has {len(found)} faces; used the largest")
         images.append(image)
         faces.append(largest)
+    if config.swapper.name == "inswapper":
+        # Only the embedding travels to the swap actors: no need to load the swapper here.
+        embedder = embedder_from_config(config)
+        embeddings = [embedder.embed(image, [face])[0] for image, face in zip(images, faces,
+                                                                               strict=True)]
+        identity = SourceIdentity(crop=None, crop_size=128, image_count=len(embeddings),
+                                  embedding=average_identity(embeddings))
+        return identity, notes
     return swapper_from_config(config).prepare_source(images, faces), notes
+
+
+def attach_reference(
+    config: RenderConfig, identity: SourceIdentity, info: VideoInfo, detector: Detector
+) -> SourceIdentity:
+    """For `selection.mode=reference`, embed the reference face and attach it to the identity.
+
+    The reference is `selection.reference_image` or frame `selection.reference_frame` of the
+    input; `selection.reference_face` picks among its faces, largest first.
+
+    Raises:
+        FaceNotFoundError: the reference image/frame has no face at that index.
+        MediaError: the reference image is unreadable. ConfigError: frame out of range.
+    """
+    selection = config.selection
+    if selection.mode != "reference":
+        return identity
+    if selection.reference_image is not None:
+        where = f"reference image '{selection.reference_image}'"
+        image = read_image_bgr(Path(selection.reference_image).expanduser())
+    else:
+        index = int(selection.reference_frame or 0)
+        if index >= info.frame_count:
+            raise ConfigError(f"Invalid selection.reference_frame={index}: the video has "
+                              f"{info.frame_count} frames")
+        where = f"frame {index} of the input"
+        image = to_display(next(iter(decode_frames(info, index, index + 1)))[1], info.rotation)
+    faces = sorted(detector.detect(image), key=lambda face: face.area, reverse=True)
+    if len(faces) <= selection.reference_face:
+        raise FaceNotFoundError(f"No face number {selection.reference_face} in {where} "
+                                f"({len(faces)} faces found)")
+    embedding = embedder_from_config(config).embed(image, [faces[selection.reference_face]])[0]
+    return replace(identity, reference_embedding=embedding)
 
 
 def start_ray(config: RenderConfig) -> bool:
@@ -306,6 +350,7 @@ def render(
     clock = time.perf_counter()
     detector = detector_from_config(config, threads=1)
     source, notes = build_source_identity(config, sources, detector)
+    source = attach_reference(config, source, info, detector)
     stages["source_identity"] = time.perf_counter() - clock
 
     chunks = plan_chunks(info.frame_count, chunk_frames=config.chunk.frames,

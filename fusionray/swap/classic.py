@@ -19,8 +19,8 @@ from fusionray.faces.paste import MASK_SUPPORT, paste_crop
 from fusionray.swap.base import SourceIdentity, Swapper
 from fusionray.types import Face, FrameBGR
 
-SWAPPER_NAMES = ("classic",)
-"""Engines `build_swapper` knows (inswapper joins when its weights are catalogued)."""
+SWAPPER_NAMES = ("classic", "inswapper")
+"""Engines `build_swapper` knows."""
 BLEND_MODES = ("laplacian", "alpha")
 
 __all__ = ["BLEND_MODES", "MASK_SUPPORT", "SWAPPER_NAMES", "ClassicSwapper", "build_swapper"]
@@ -136,7 +136,7 @@ def build_swapper(name: str, **options: object) -> Swapper:
     Args:
         name: one of `SWAPPER_NAMES`.
         **options: the engine's keyword options (`ClassicSwapper`: crop_size, mask_padding,
-            mask_blur, colour_match, blend, blend_levels).
+            mask_blur, colour_match, blend, blend_levels; `InswapperSwapper`: see there).
 
     Raises:
         ConfigError: unknown name or option.
@@ -146,4 +146,11 @@ def build_swapper(name: str, **options: object) -> Swapper:
             return ClassicSwapper(**options)  # type: ignore[arg-type]
         except TypeError as error:
             raise ConfigError(f"Bad option for the classic swapper: {error}") from error
+    if name == "inswapper":
+        from fusionray.swap.inswapper import InswapperSwapper
+
+        try:
+            return InswapperSwapper(**options)  # type: ignore[arg-type]
+        except TypeError as error:
+            raise ConfigError(f"Bad option for the inswapper swapper: {error}") from error
     raise ConfigError(choices_message("swapper", name, SWAPPER_NAMES))
