@@ -1,5 +1,6 @@
 """The `fusionray` console script: a small dispatcher; each subcommand lives in its own module.
 
+    fusionray models ...      list, pull, verify, import model files (fusionray.cli_models)
     fusionray probe FILE      what the pipeline will see (fusionray.cli_probe)
 
 Renders are Hydra jobs: `python -m fusionray.jobs.render +video=... [overrides]`.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from fusionray import __version__, cli_probe
+from fusionray import __version__, cli_models, cli_probe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fusionray", description="Distributed face-swap video renderer (Ray, ONNX, PyAV).")
     parser.add_argument("--version", action="version", version=f"fusionray {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cli_models.add_parser(subparsers)
     cli_probe.add_parser(subparsers)
     return parser
 

@@ -22,11 +22,16 @@ from typing import Any, Literal, get_args, get_origin
 
 from fusionray.errors import ConfigError, choices_message
 
-DETECTORS = ("blazeface",)
+DETECTORS = ("blazeface", "scrfd")
 BLAZEFACE_MODELS = ("front", "back")
-SWAPPERS = ("classic",)
+SCRFD_MODELS = ("10g", "2.5g")
+DETECTOR_MODELS = {"blazeface": BLAZEFACE_MODELS, "scrfd": SCRFD_MODELS}
+SWAPPERS = ("classic", "inswapper")
+INSWAPPER_MODELS = ("inswapper_128",)
+RECOGNIZERS = ("arcface_w600k_r50",)
+ENHANCERS = ("none", "gfpgan_1.4")
 BLENDS = ("laplacian", "alpha")
-SELECTIONS = ("one", "many")
+SELECTIONS = ("one", "many", "reference")
 CHUNK_ERROR_POLICIES = ("fail", "passthrough")
 CODECS = ("libx264", "libx264rgb", "ffv1")
 PRESETS = (
@@ -51,9 +56,12 @@ class DetectorConfig:
     """Face detector settings (`conf/detector/*`)."""
 
     name: str = "blazeface"
-    """Detector engine: blazeface (offline, from the npm package)."""
+    """Detector engine: blazeface (offline, from the npm package) or scrfd (insightface)."""
     model: str = "back"
-    """BlazeFace variant: front (128 px input, close-up faces) or back (256 px, smaller faces)."""
+    """Variant. BlazeFace: front (128 px input, close-ups) or back (256 px, smaller faces).
+    SCRFD: 10g (accurate) or 2.5g (faster)."""
+    input_size: int = 640
+    """SCRFD network input side in pixels, a multiple of 32 in [128, 1280] (BlazeFace: unused)."""
     score_threshold: float = 0.7
     """Minimum detection confidence in [0, 1]."""
     nms_threshold: float = 0.3
@@ -67,7 +75,10 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         _require_choice("detector.name", self.name, DETECTORS)
         _require(0 <= self.tiles <= 4, "detector.tiles", self.tiles, "in [0, 4] (0 = auto)")
-        _require_choice("detector.model", self.model, BLAZEFACE_MODELS)
+        _require_choice(f"detector.model for {self.name}", self.model,
+                        DETECTOR_MODELS[self.name])
+        _require(self.input_size % 32 == 0 and 128 <= self.input_size <= 1280,
+                 "detector.input_size", self.input_size, "a multiple of 32 in [128, 1280]")
         _require(0.0 <= self.score_threshold <= 1.0, "detector.score_threshold",
                  self.score_threshold, "in [0, 1]")
         _require(0.0 < self.nms_threshold <= 1.0, "detector.nms_threshold",
@@ -82,9 +93,10 @@ class SwapperConfig:
     """Face swapper and compositing settings (`conf/swapper/*`)."""
 
     name: str = "classic"
-    """Swap engine: classic (aligned source crop, colour match, blend; no learned model)."""
+    """Swap engine: classic (aligned source crop, colour match, blend; no learned model) or
+    inswapper (insightface's learned swapper; needs its weights: `fusionray models pull`)."""
     crop_size: int = 256
-    """Side of the aligned face crop in pixels."""
+    """Side of the aligned face crop in pixels (classic; inswapper's crop is fixed at 128)."""
     mask_padding: float = 0.0
     """Grow (>0) or shrink (<0) the face mask, as a fraction of the crop, in [-0.3, 0.3]."""
     mask_blur: float = 0.3
@@ -95,9 +107,34 @@ class SwapperConfig:
     """Compositing: laplacian (multi-band pyramid) or alpha."""
     blend_levels: int = 5
     """Pyramid levels for the laplacian blend, in [1, 8]."""
+    model: str = "inswapper_128"
+    """inswapper weights: inswapper_128."""
+    fp16: bool = False
+    """Use the float16 export of the swapper (half the memory; for GPU providers)."""
+    recognizer: str = "arcface_w600k_r50"
+    """ArcFace model that embeds the source faces (inswapper) and reference faces (selection)."""
+    providers: tuple[str, ...] = ("cuda", "cpu")
+    """ONNX Runtime providers for the swapper, recognizer and enhancer, tried in order; leave
+    out cpu to make a machine without the listed providers an error instead of a fallback."""
+    soft_mask: bool = False
+    """Scale the face mask by the detection confidence (uncertain faces blend in partly)."""
+    enhancer: str = "none"
+    """Face enhancement after the swap: none or gfpgan_1.4 (inswapper only)."""
+    enhancer_blend: float = 0.8
+    """Weight of the enhanced face, in [0, 1]."""
 
     def __post_init__(self) -> None:
         _require_choice("swapper.name", self.name, SWAPPERS)
+        _require_choice("swapper.model", self.model, INSWAPPER_MODELS)
+        _require_choice("swapper.recognizer", self.recognizer, RECOGNIZERS)
+        _require_choice("swapper.enhancer", self.enhancer, ENHANCERS)
+        _require(0.0 <= self.enhancer_blend <= 1.0, "swapper.enhancer_blend",
+                 self.enhancer_blend, "in [0, 1]")
+        _require(self.enhancer == "none" or self.name == "inswapper", "swapper.enhancer",
+                 self.enhancer, "none with the classic engine (enhancement follows inswapper)")
+        _require(len(self.providers) > 0, "swapper.providers", self.providers, "non-empty")
+        for provider in self.providers:
+            _require_choice("swapper.providers entry", provider, PROVIDERS)
         _require(64 <= self.crop_size <= 1024, "swapper.crop_size", self.crop_size,
                  "in [64, 1024]")
         _require(-0.3 <= self.mask_padding <= 0.3, "swapper.mask_padding", self.mask_padding,
@@ -113,13 +150,46 @@ class SelectionConfig:
     """Which detected faces get swapped."""
 
     mode: str = "many"
-    """one (the largest face per frame) or many (every face)."""
+    """one (the largest face per frame), many (every face), or reference (faces whose identity
+    is within `reference_distance` of a reference face)."""
     min_face_size: int = 0
     """Faces whose box is smaller than this many pixels on its shorter side are left alone."""
+    reference_image: str | None = None
+    """reference mode: an image holding the face to look for (its largest face)."""
+    reference_frame: int | None = None
+    """reference mode: or a frame index of the input video holding it..."""
+    reference_face: int = 0
+    """...and which face of that frame/image, counted largest first (0 = largest)."""
+    reference_distance: float = 0.6
+    """reference mode: maximum cosine distance (1 − cosine similarity) of ArcFace embeddings,
+    in (0, 2]; about 0.6 separates different people, lower is stricter."""
+    max_yaw: float = 90.0
+    """Skip faces turned further than this many degrees left or right, in [0, 90] (90 = off)."""
+    max_pitch: float = 90.0
+    """Skip faces tilted further than this many degrees up or down, in [0, 90] (90 = off)."""
 
     def __post_init__(self) -> None:
         _require_choice("selection.mode", self.mode, SELECTIONS)
         _require(self.min_face_size >= 0, "selection.min_face_size", self.min_face_size, ">= 0")
+        _require(0.0 < self.reference_distance <= 2.0, "selection.reference_distance",
+                 self.reference_distance, "in (0, 2]")
+        _require(self.reference_face >= 0, "selection.reference_face", self.reference_face,
+                 ">= 0")
+        _require(self.reference_frame is None or self.reference_frame >= 0,
+                 "selection.reference_frame", self.reference_frame, ">= 0 or null")
+        for key, value in (("selection.max_yaw", self.max_yaw),
+                           ("selection.max_pitch", self.max_pitch)):
+            _require(0.0 <= value <= 90.0, key, value, "in [0, 90] degrees")
+        if self.mode == "reference":
+            _require((self.reference_image is None) != (self.reference_frame is None),
+                     "selection.reference_image/reference_frame",
+                     (self.reference_image, self.reference_frame),
+                     "exactly one of them set when selection.mode=reference")
+
+    @property
+    def needs_embeddings(self) -> bool:
+        """Whether detection must embed every face (reference selection)."""
+        return self.mode == "reference"
 
 
 @dataclass(frozen=True)
@@ -260,6 +330,10 @@ class ModelsConfig:
 
     cache_dir: str | None = None
     """Model cache folder (None = $FUSIONRAY_CACHE or ~/.cache/fusionray/models)."""
+    shared_dirs: tuple[str, ...] = ()
+    """Read-only model folders (NFS, a synced bucket) searched before the cache."""
+    offline: bool = False
+    """Never download models (also $FUSIONRAY_OFFLINE=1): use shared folders and the cache."""
 
 
 @dataclass(frozen=True)

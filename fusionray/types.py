@@ -40,6 +40,12 @@ class Face:
     score: float
     """Detector confidence in [0, 1]."""
     layout: KeypointLayout = "arcface5"
+    embedding: FloatArray | None = None
+    """(512,) float32 L2-normalised identity embedding, when a recognizer ran; else None."""
+    pose: tuple[float, float, float] | None = None
+    """Head pose (yaw, pitch, roll) in degrees estimated from the keypoints, or None.
+    Yaw > 0: the nose points towards image right; pitch > 0: it looks down; roll > 0: the head
+    tilts clockwise in the image."""
 
     def __post_init__(self) -> None:
         bbox = np.asarray(self.bbox, dtype=np.float32).reshape(-1)
@@ -58,6 +64,13 @@ class Face:
             )
         object.__setattr__(self, "bbox", bbox)
         object.__setattr__(self, "keypoints", keypoints)
+        if self.embedding is not None:
+            embedding = np.asarray(self.embedding, dtype=np.float32).reshape(-1)
+            if embedding.shape != (512,):
+                raise ValueError(f"Face.embedding must have 512 values, got {embedding.shape}")
+            object.__setattr__(self, "embedding", embedding)
+        if self.pose is not None:
+            object.__setattr__(self, "pose", tuple(float(v) for v in self.pose))
 
     @property
     def area(self) -> float:

@@ -60,5 +60,6 @@ def test_garbage_model_is_a_model_error() -> None:
 
 def test_contract_mismatch_is_reported() -> None:
     session, _ = create_session(_identity_model())
-    with pytest.raises(ModelError, match="does not match its contract"):
+    expected = r"is not blazeface_front: its inputs are \[x \[1, 4\] float32\], expected"
+    with pytest.raises(ModelError, match=expected):
         check_contract(session, get_model_spec("blazeface_front"))

@@ -22,6 +22,8 @@ import pyarrow as pa
 
 from fusionray.config import RenderConfig
 from fusionray.faces.detect import Detector, build_detector
+from fusionray.faces.embed import ArcFaceEmbedder
+from fusionray.faces.pose import with_pose
 from fusionray.faces.select import select_faces
 from fusionray.faces.table import faces_to_table, table_to_faces
 from fusionray.faces.temporal import stabilize_faces
@@ -29,6 +31,7 @@ from fusionray.faces.tracks import build_face_tracks
 from fusionray.media.decode import decode_frames
 from fusionray.media.encode import EncoderSettings, build_encoder_settings, encode_segment_bytes
 from fusionray.media.storage import local_video_info
+from fusionray.models.loader import ModelOptions
 from fusionray.swap.base import SourceIdentity, Swapper
 from fusionray.swap.classic import build_swapper
 from fusionray.types import Chunk, Face, VideoInfo
@@ -46,9 +49,23 @@ def from_display(frame: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frame, -turns)) if turns else frame
 
 
+def model_options_from_config(
+    config: RenderConfig, *, providers: tuple[str, ...], threads: int = 1
+) -> ModelOptions:
+    """Where the config keeps models, and how to run them."""
+    return ModelOptions(
+        providers=providers,
+        threads=threads,
+        cache_dir=Path(config.models.cache_dir) if config.models.cache_dir else None,
+        shared_dirs=tuple(Path(p) for p in config.models.shared_dirs) or None,
+        offline=True if config.models.offline else None,
+    )
+
+
 def detector_from_config(config: RenderConfig, *, threads: int) -> Detector:
     """The detector the config asks for, with `threads` CPU inference threads."""
     settings = config.detector
+    options = model_options_from_config(config, providers=settings.providers, threads=threads)
     return build_detector(
         settings.name,
         model=settings.model,
@@ -56,25 +73,40 @@ def detector_from_config(config: RenderConfig, *, threads: int) -> Detector:
         nms_threshold=settings.nms_threshold,
         providers=settings.providers,
         threads=threads,
-        cache_dir=Path(config.models.cache_dir) if config.models.cache_dir else None,
+        cache_dir=options.cache_dir,
         # tiles 0 (auto) is fixed per video by the job (`resolve_for_video`); where no video is
         # known (a lone source image) one pass is the auto choice.
         tiles=settings.tiles or 1,
+        input_size=settings.input_size,
+        shared_dirs=options.shared_dirs,
+        offline=options.offline,
     )
 
 
-def swapper_from_config(config: RenderConfig) -> Swapper:
+def embedder_from_config(config: RenderConfig, *, threads: int = 1) -> ArcFaceEmbedder:
+    """The ArcFace embedder for reference selection and inswapper sources."""
+    return ArcFaceEmbedder(model=config.swapper.recognizer, options=model_options_from_config(
+        config, providers=config.swapper.providers, threads=threads))
+
+
+def swapper_from_config(config: RenderConfig, *, threads: int = 1) -> Swapper:
     """The swap engine the config asks for."""
     settings = config.swapper
-    return build_swapper(
-        settings.name,
-        crop_size=settings.crop_size,
-        mask_padding=settings.mask_padding,
-        mask_blur=settings.mask_blur,
-        colour_match=settings.colour_match,
-        blend=settings.blend,
-        blend_levels=settings.blend_levels,
-    )
+    common = {"mask_padding": settings.mask_padding, "mask_blur": settings.mask_blur,
+              "colour_match": settings.colour_match, "blend": settings.blend,
+              "blend_levels": settings.blend_levels}
+    if settings.name == "inswapper":
+        return build_swapper(
+            "inswapper", **common,
+            model=settings.model + ("_fp16" if settings.fp16 else ""),
+            recognizer=settings.recognizer,
+            options=model_options_from_config(config, providers=settings.providers,
+                                              threads=threads),
+            soft_mask=settings.soft_mask,
+            enhancer=None if settings.enhancer == "none" else settings.enhancer,
+            enhancer_blend=settings.enhancer_blend,
+        )
+    return build_swapper(settings.name, crop_size=settings.crop_size, **common)
 
 
 TEST_HOOKS_ENV = "FUSIONRAY_TEST_HOOKS"
@@ -156,11 +188,21 @@ class ChunkResult:
 
 
 class DetectStage:
-    """Decode a chunk's read range and detect every face in it."""
+    """Decode a chunk's read range and detect every face in it (with pose, and embeddings
+    when the selection needs them)."""
 
     def __init__(self, config: RenderConfig, *, threads: int = 1) -> None:
         cv2.setNumThreads(threads)
         self.detector = detector_from_config(config, threads=threads)
+        self.embedder = (embedder_from_config(config, threads=threads)
+                         if config.selection.needs_embeddings else None)
+
+    def describe(self, frame: np.ndarray, faces: list[Face]) -> list[Face]:
+        """Add head pose to every face, and embeddings when an embedder is configured."""
+        faces = [with_pose(face) for face in faces]
+        if self.embedder is not None and faces:
+            faces = self.embedder.with_embeddings(frame, faces)
+        return faces
 
     def __call__(self, info: VideoInfo, chunk: Chunk) -> DetectResult:
         faces_by_frame: dict[int, list[Face]] = {}
@@ -170,7 +212,8 @@ class DetectStage:
         for frame_index, frame in frames:
             now = time.perf_counter()
             decode_seconds += now - clock
-            faces = self.detector.detect(to_display(frame, info.rotation))
+            upright = to_display(frame, info.rotation)
+            faces = self.describe(upright, self.detector.detect(upright))
             if faces:
                 faces_by_frame[frame_index] = faces
             clock = time.perf_counter()
@@ -191,7 +234,7 @@ class SwapStage:
     def __init__(self, config: RenderConfig, *, threads: int = 1) -> None:
         cv2.setNumThreads(threads)
         self.config = config
-        self.swapper = swapper_from_config(config)
+        self.swapper = swapper_from_config(config, threads=threads)
 
     def __call__(
         self, info: VideoInfo, chunk: Chunk, detected: DetectResult, source: SourceIdentity
@@ -226,7 +269,8 @@ class SwapStage:
                                                     chunk.stop):
                 now = time.perf_counter()
                 timings["decode"] += now - clock
-                targets = select_faces(faces_by_frame.get(frame_index, []), self.config.selection)
+                targets = select_faces(faces_by_frame.get(frame_index, []), self.config.selection,
+                                       reference=source.reference_embedding)
                 selected_by_frame[frame_index] = targets
                 if targets:
                     upright = to_display(frame, info.rotation)

@@ -111,7 +111,7 @@ def face_to_template_matrix(face: Face, crop_size: int) -> Float64Array:
 
 
 def align_face(
-    image: FrameBGR, face: Face, crop_size: int
+    image: FrameBGR, face: Face, crop_size: int, *, interpolation: int = cv2.INTER_LINEAR
 ) -> tuple[FrameBGR, Float64Array]:
     """Cut the face out of `image`, rotated and scaled onto the ArcFace template.
 
@@ -119,6 +119,8 @@ def align_face(
         image: (H, W, 3) uint8 BGR.
         face: a detection in `image`'s pixels.
         crop_size: side of the square crop, pixels.
+        interpolation: OpenCV resampling flag (the neural engine uses cubic: two bilinear
+            warps, there and back, blur a face to about 35 dB PSNR; two cubic ones keep 44 dB).
 
     Returns:
         crop (crop_size, crop_size, 3) uint8 BGR, and the (2, 3) matrix image -> crop.
@@ -127,7 +129,7 @@ def align_face(
     # Replicate the border: a face near the frame edge gets plausible colour rather than black
     # in the parts of the crop outside the frame (which would skew colour statistics).
     crop = cv2.warpAffine(
-        image, matrix, (crop_size, crop_size), flags=cv2.INTER_LINEAR,
+        image, matrix, (crop_size, crop_size), flags=interpolation,
         borderMode=cv2.BORDER_REPLICATE,
     )
     return np.asarray(crop, dtype=np.uint8), matrix

@@ -11,8 +11,8 @@ import numpy as np
 from fusionray.errors import ConfigError, choices_message
 from fusionray.types import Face
 
-DETECTOR_NAMES = ("blazeface",)
-"""Detectors `build_detector` knows (scrfd joins when its weights are catalogued)."""
+DETECTOR_NAMES = ("blazeface", "scrfd")
+"""Detectors `build_detector` knows."""
 
 
 @runtime_checkable
@@ -43,18 +43,23 @@ def build_detector(
     threads: int = 1,
     cache_dir: Path | None = None,
     tiles: int = 1,
+    input_size: int = 640,
+    shared_dirs: Sequence[Path] | None = None,
+    offline: bool | None = None,
 ) -> Detector:
     """Create a detector by name.
 
     Args:
         name: engine; one of `DETECTOR_NAMES`.
-        model: engine variant (BlazeFace: `front` or `back`).
+        model: engine variant (BlazeFace: `front` or `back`; SCRFD: `10g` or `2.5g`).
         score_threshold: minimum confidence in [0, 1].
         nms_threshold: IoU above which detections merge.
         providers: ONNX Runtime providers by short name, tried in order.
         threads: CPU inference threads.
         cache_dir: model cache folder (default: the user cache).
-        tiles: extra tiled passes for small faces (1 = off).
+        tiles: extra tiled passes for small faces (1 = off; BlazeFace).
+        input_size: SCRFD network input side in pixels.
+        shared_dirs, offline: model folders and download policy (SCRFD; see `ModelOptions`).
 
     Raises:
         ConfigError: unknown name or bad option.
@@ -71,5 +76,19 @@ def build_detector(
             threads=threads,
             cache_dir=cache_dir,
             tiles=tiles,
+        )
+    if name == "scrfd":
+        from fusionray.faces.scrfd import SCRFDDetector
+
+        return SCRFDDetector(
+            model=model,
+            input_size=input_size,
+            score_threshold=score_threshold,
+            nms_threshold=nms_threshold,
+            providers=providers,
+            threads=threads,
+            cache_dir=cache_dir,
+            shared_dirs=shared_dirs,
+            offline=offline,
         )
     raise ConfigError(choices_message("detector", name, DETECTOR_NAMES))

@@ -2,7 +2,9 @@
 
 Schema (one row per face): frame (int32, video frame index), face (int16, index within the
 frame, largest first), score (float32), bbox (fixed list<float32>[4]: x1, y1, x2, y2 pixels),
-keypoints (list<float32>: x0, y0, x1, y1, ... pixels), layout (string, see `KeypointLayout`).
+keypoints (list<float32>: x0, y0, x1, y1, ... pixels), layout (string, see `KeypointLayout`),
+embedding (list<float32>[512] or null: L2-normalised ArcFace embedding, when a recognizer ran),
+pose (fixed list<float32>[3] or null: yaw, pitch, roll in degrees).
 Coordinates are in display orientation (after the video's rotation is applied).
 """
 
@@ -23,6 +25,8 @@ DETECTIONS_SCHEMA = pa.schema(
         pa.field("bbox", pa.list_(pa.float32(), 4)),
         pa.field("keypoints", pa.list_(pa.float32())),
         pa.field("layout", pa.string()),
+        pa.field("embedding", pa.list_(pa.float32(), 512)),
+        pa.field("pose", pa.list_(pa.float32(), 3)),
     ]
 )
 
@@ -38,6 +42,9 @@ def faces_to_table(faces_by_frame: Mapping[int, Sequence[Face]]) -> pa.Table:
             columns["bbox"].append(face.bbox.astype(np.float32).tolist())
             columns["keypoints"].append(face.keypoints.astype(np.float32).reshape(-1).tolist())
             columns["layout"].append(face.layout)
+            columns["embedding"].append(
+                None if face.embedding is None else face.embedding.astype(np.float32).tolist())
+            columns["pose"].append(None if face.pose is None else list(face.pose))
     return pa.table(columns, schema=DETECTIONS_SCHEMA)
 
 
@@ -45,15 +52,17 @@ def table_to_faces(table: pa.Table) -> dict[int, list[Face]]:
     """Inverse of `faces_to_table`; frames with no face are absent from the dict."""
     result: dict[int, list[Face]] = {}
     rows = table.to_pydict()
-    for frame, score, bbox, keypoints, layout in zip(
+    for frame, score, bbox, keypoints, layout, embedding, pose in zip(
         rows["frame"], rows["score"], rows["bbox"], rows["keypoints"], rows["layout"],
-        strict=True,
+        rows["embedding"], rows["pose"], strict=True,
     ):
         face = Face(
             bbox=np.asarray(bbox, dtype=np.float32),
             keypoints=np.asarray(keypoints, dtype=np.float32).reshape(-1, 2),
             score=float(score),
             layout=layout,
+            embedding=None if embedding is None else np.asarray(embedding, dtype=np.float32),
+            pose=None if pose is None else (float(pose[0]), float(pose[1]), float(pose[2])),
         )
         result.setdefault(int(frame), []).append(face)
     return result

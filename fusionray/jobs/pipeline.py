@@ -32,6 +32,7 @@ from fusionray.actors.pools import ActorPool, PoolSizes, resolve_pool_sizes, sta
 from fusionray.actors.stages import (
     ChunkResult,
     detector_from_config,
+    embedder_from_config,
     passthrough_segment,
     swapper_from_config,
     to_display,
@@ -39,6 +40,7 @@ from fusionray.actors.stages import (
 from fusionray.config import RenderConfig, config_hash, resolve_for_video
 from fusionray.errors import (
     ClusterError,
+    ConfigError,
     FaceNotFoundError,
     FusionrayError,
     MediaError,
@@ -47,6 +49,7 @@ from fusionray.errors import (
     RenderInterrupted,
 )
 from fusionray.faces.detect import Detector
+from fusionray.faces.embed import average_identity
 from fusionray.faces.tracks import concat_face_tracks
 from fusionray.jobs.lock import OutputLock
 from fusionray.jobs.manifest import FinishedChunk, Manifest, input_identity
@@ -158,6 +161,14 @@ def build_source_identity(
             notes.append(f"source image '{path}' has {len(found)} faces; used the largest")
         images.append(image)
         faces.append(largest)
+    if config.swapper.name == "inswapper":
+        # Only the embedding travels to the swap actors: no need to load the swapper here.
+        embedder = embedder_from_config(config)
+        embeddings = [embedder.embed(image, [face])[0] for image, face in zip(images, faces,
+                                                                               strict=True)]
+        identity = SourceIdentity(crop=None, crop_size=128, image_count=len(embeddings),
+                                  embedding=average_identity(embeddings))
+        return identity, notes
     return swapper_from_config(config).prepare_source(images, faces), notes
 
 
@@ -176,6 +187,39 @@ def write_parquet_atomic(path: Path, table: pa.Table) -> None:
 def chunk_faces_path(manifest: Manifest, chunk: Chunk) -> Path:
     """Where a chunk's face-tracks table waits in the work folder (kept for resume)."""
     return manifest.work / f"chunk_{chunk.index:06d}.faces.parquet"
+
+
+def attach_reference(
+    config: RenderConfig, identity: SourceIdentity, info: VideoInfo, detector: Detector
+) -> SourceIdentity:
+    """For `selection.mode=reference`, embed the reference face and attach it to the identity.
+
+    The reference is `selection.reference_image` or frame `selection.reference_frame` of the
+    input; `selection.reference_face` picks among its faces, largest first.
+
+    Raises:
+        FaceNotFoundError: the reference image/frame has no face at that index.
+        MediaError: the reference image is unreadable. ConfigError: frame out of range.
+    """
+    selection = config.selection
+    if selection.mode != "reference":
+        return identity
+    if selection.reference_image is not None:
+        where = f"reference image '{selection.reference_image}'"
+        image = read_image_bgr(Path(selection.reference_image).expanduser())
+    else:
+        index = int(selection.reference_frame or 0)
+        if index >= info.frame_count:
+            raise ConfigError(f"Invalid selection.reference_frame={index}: the video has "
+                              f"{info.frame_count} frames")
+        where = f"frame {index} of the input"
+        image = to_display(next(iter(decode_frames(info, index, index + 1)))[1], info.rotation)
+    faces = sorted(detector.detect(image), key=lambda face: face.area, reverse=True)
+    if len(faces) <= selection.reference_face:
+        raise FaceNotFoundError(f"No face number {selection.reference_face} in {where} "
+                                f"({len(faces)} faces found)")
+    embedding = embedder_from_config(config).embed(image, [faces[selection.reference_face]])[0]
+    return replace(identity, reference_embedding=embedding)
 
 
 def start_ray(config: RenderConfig) -> bool:
@@ -429,6 +473,7 @@ def render(
     clock = time.perf_counter()
     detector = detector_from_config(config, threads=1)
     source, notes = build_source_identity(config, sources, detector)
+    source = attach_reference(config, source, info, detector)
     stages["source_identity"] = time.perf_counter() - clock
     subtitles = subtitle_stream_count(video)
     if subtitles:

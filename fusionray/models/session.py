@@ -88,6 +88,7 @@ def create_session(
     providers: Sequence[str] = ("cpu",),
     threads: int = 1,
     engine_cache_dir: Path | None = None,
+    fallback_to_cpu: bool = True,
 ) -> tuple[ort.InferenceSession, str]:
     """Open an ONNX model on the first provider in `providers` that works.
 
@@ -96,27 +97,34 @@ def create_session(
         providers: short names, tried in order (see `PROVIDER_NAMES`); CPU is appended if absent.
         threads: intra-op CPU threads (>= 1).
         engine_cache_dir: where TensorRT may cache built engines.
+        fallback_to_cpu: append CPU as the last resort when the list lacks it. False: when
+            none of the listed providers can run here, fail with a ConfigError that says which
+            are available (the user asked for, say, only `tensorrt`).
 
     Returns:
         The session and the ORT name of the provider it runs on, e.g. `CPUExecutionProvider`.
 
     Raises:
-        ConfigError: unknown provider name or `threads` < 1.
+        ConfigError: unknown provider name, `threads` < 1, or (without CPU fallback) no listed
+            provider can run here.
         ModelError: the model cannot be loaded even on CPU.
     """
     if threads < 1:
         raise ConfigError(f"Invalid threads={threads!r}: must be >= 1")
     wanted = resolve_provider_names(providers)
-    if CPU_PROVIDER not in wanted:
+    if CPU_PROVIDER not in wanted and fallback_to_cpu:
         wanted.append(CPU_PROVIDER)
     available = set(ort.get_available_providers())
     source = str(model) if isinstance(model, Path) else model
+    reasons: list[str] = []
     for provider in wanted:
         if provider not in available:
             log.info("Skipping %s: not available in this onnxruntime build", provider)
+            reasons.append(f"{provider}: not available in this onnxruntime build")
             continue
         if provider in _NVIDIA_PROVIDERS and not nvidia_device_visible():
             log.info("Skipping %s: no NVIDIA GPU visible on this machine", provider)
+            reasons.append(f"{provider}: no NVIDIA GPU visible on this machine")
             continue
         chain: list[Any] = [(provider, _provider_options(provider, engine_cache_dir))]
         if provider != CPU_PROVIDER:
@@ -129,37 +137,68 @@ def create_session(
             if provider == CPU_PROVIDER:
                 raise ModelError(f"Cannot load model {_describe(model)}: {error}") from error
             log.warning("Skipping %s: it failed to start (%s)", provider, error)
+            reasons.append(f"{provider}: failed to start ({error})")
             continue
         used = session.get_providers()[0]
         if used != provider:
             # ORT silently falls back when a device is missing (e.g. CUDA without a GPU).
             log.warning("Skipping %s: it did not initialise (no usable device?)", provider)
+            reasons.append(f"{provider}: did not initialise (no usable device?)")
             continue
         return session, used
+    if not fallback_to_cpu:
+        usable = [short for short, name in PROVIDER_NAMES.items() if name in available]
+        raise ConfigError(
+            f"None of the providers {list(providers)} can run {_describe(model)} here: "
+            + "; ".join(reasons) + ". Pick another provider (this onnxruntime has: "
+            + ", ".join(usable) + "), or add cpu to the list as a fallback"
+        )
     raise ModelError(f"Cannot load model {_describe(model)}: no provider could run it")
 
 
-def check_contract(session: ort.InferenceSession, spec: ModelSpec) -> None:
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",
+               "tensor(double)": "float64", "tensor(int64)": "int64", "tensor(uint8)": "uint8"}
+
+
+def check_contract(
+    session: ort.InferenceSession, spec: ModelSpec, *, path: Path | str | None = None
+) -> None:
     """Fail clearly when a loaded graph does not have the inputs and outputs `spec` promises.
 
+    Names are compared where the catalogue fixes them; counts, ranks, fixed dimensions and
+    element types always.
+
     Raises:
-        ModelError: names, ranks or fixed dimensions differ.
+        ModelError: naming the file, what was expected and what was found.
     """
+    where = f" ({path})" if path is not None else ""
     for kind, declared, actual in (
         ("input", spec.inputs, session.get_inputs()),
         ("output", spec.outputs, session.get_outputs()),
     ):
-        got = [(node.name, tuple(node.shape)) for node in actual]
-        want = [(tensor.name, tensor.shape) for tensor in declared]
-        if [name for name, _ in got] != [name for name, _ in want] or any(
-            len(g) != len(w) or any(isinstance(a, int) and isinstance(b, int) and a != b
-                                    for a, b in zip(g, w, strict=True))
-            for (_, g), (_, w) in zip(got, want, strict=True)
+        got = [(node.name, tuple(node.shape), _ORT_DTYPES.get(node.type, node.type))
+               for node in actual]
+        want = [(tensor.name or "*", tensor.shape, tensor.dtype) for tensor in declared]
+        if len(got) != len(want) or any(
+            (w_name != "*" and g_name != w_name)
+            or len(g_shape) != len(w_shape)
+            or any(isinstance(a, int) and isinstance(b, int) and a != b
+                   for a, b in zip(g_shape, w_shape, strict=True))
+            or (g_type != w_type and {g_type, w_type} != {"float32", "float16"})
+            for (g_name, g_shape, g_type), (w_name, w_shape, w_type) in zip(got, want,
+                                                                            strict=True)
         ):
             raise ModelError(
-                f"Model {spec.name} does not match its contract: {kind}s are {got}, "
-                f"expected {want}. Is the file the right model?"
+                f"Model file{where} is not {spec.name}: its {kind}s are "
+                f"{_format_tensors(got)}, expected {_format_tensors(want)}. "
+                f"Pull it again (`fusionray models pull {spec.name}`) or import the right file."
             )
+
+
+def _format_tensors(tensors: Sequence[tuple[str, tuple[Any, ...], str]]) -> str:
+    return "[" + ", ".join(
+        f"{name} {list(shape)} {dtype}" for name, shape, dtype in tensors
+    ) + "]"
 
 
 def _describe(model: Path | bytes) -> str:

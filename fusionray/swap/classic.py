@@ -10,23 +10,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import cv2
 import numpy as np
 
 from fusionray.errors import ConfigError, FaceNotFoundError, choices_message
 from fusionray.faces.align import align_face, face_to_template_matrix
-from fusionray.faces.blend import alpha_blend, laplacian_blend
-from fusionray.faces.colour import match_colour_lab
 from fusionray.faces.mask import build_face_mask
+from fusionray.faces.paste import MASK_SUPPORT, paste_crop
 from fusionray.swap.base import SourceIdentity, Swapper
 from fusionray.types import Face, FrameBGR
 
-SWAPPER_NAMES = ("classic",)
-"""Engines `build_swapper` knows (inswapper joins when its weights are catalogued)."""
+SWAPPER_NAMES = ("classic", "inswapper")
+"""Engines `build_swapper` knows."""
 BLEND_MODES = ("laplacian", "alpha")
 
-MASK_SUPPORT = 1e-3
-"""Mask weight below which a pixel counts as outside the face."""
+__all__ = ["BLEND_MODES", "MASK_SUPPORT", "SWAPPER_NAMES", "ClassicSwapper", "build_swapper"]
 
 
 class ClassicSwapper:
@@ -127,43 +124,10 @@ class ClassicSwapper:
         return output
 
     def _swap_one(self, output: FrameBGR, face: Face, source_crop: FrameBGR) -> None:
-        height, width = output.shape[:2]
-        size = self.crop_size
-        to_crop = face_to_template_matrix(face, size)
-        to_frame = cv2.invertAffineTransform(to_crop)
-        corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
-        projected = corners @ to_frame.T
-        x0 = max(int(np.floor(projected[:, 0].min())), 0)
-        y0 = max(int(np.floor(projected[:, 1].min())), 0)
-        x1 = min(int(np.ceil(projected[:, 0].max())) + 1, width)
-        y1 = min(int(np.ceil(projected[:, 1].max())) + 1, height)
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            return  # The face lies outside the frame.
-        to_roi = to_frame.copy()
-        to_roi[:, 2] -= (x0, y0)
-        roi_size = (x1 - x0, y1 - y0)
-        background = output[y0:y1, x0:x1].copy()
-        mask = cv2.warpAffine(
-            self.mask, to_roi, roi_size, flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+        paste_crop(
+            output, source_crop, face_to_template_matrix(face, self.crop_size), self.mask,
+            colour_match=self.colour_match, blend=self.blend, blend_levels=self.blend_levels,
         )
-        warped = np.asarray(
-            cv2.warpAffine(
-                source_crop, to_roi, roi_size, flags=cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_REPLICATE,
-            ),
-            dtype=np.uint8,
-        )
-        if self.colour_match:
-            warped = match_colour_lab(warped, background, mask)
-        # Outside the mask the foreground is the background itself, so the blend's coarse bands
-        # cannot carry the source's hair or backdrop past the face edge.
-        foreground = np.where((mask > MASK_SUPPORT)[..., None], warped, background)
-        if self.blend == "laplacian":
-            blended = laplacian_blend(foreground, background, mask, levels=self.blend_levels)
-        else:
-            blended = alpha_blend(foreground, background, mask)
-        output[y0:y1, x0:x1] = blended
 
 
 def build_swapper(name: str, **options: object) -> Swapper:
@@ -172,7 +136,7 @@ def build_swapper(name: str, **options: object) -> Swapper:
     Args:
         name: one of `SWAPPER_NAMES`.
         **options: the engine's keyword options (`ClassicSwapper`: crop_size, mask_padding,
-            mask_blur, colour_match, blend, blend_levels).
+            mask_blur, colour_match, blend, blend_levels; `InswapperSwapper`: see there).
 
     Raises:
         ConfigError: unknown name or option.
@@ -182,4 +146,11 @@ def build_swapper(name: str, **options: object) -> Swapper:
             return ClassicSwapper(**options)  # type: ignore[arg-type]
         except TypeError as error:
             raise ConfigError(f"Bad option for the classic swapper: {error}") from error
+    if name == "inswapper":
+        from fusionray.swap.inswapper import InswapperSwapper
+
+        try:
+            return InswapperSwapper(**options)  # type: ignore[arg-type]
+        except TypeError as error:
+            raise ConfigError(f"Bad option for the inswapper swapper: {error}") from error
     raise ConfigError(choices_message("swapper", name, SWAPPER_NAMES))
