@@ -23,7 +23,7 @@ from typing import Any, Literal, get_args, get_origin
 from fusionray.errors import ConfigError, choices_message
 
 DETECTORS = ("blazeface", "scrfd")
-BLAZEFACE_MODELS = ("front", "back")
+BLAZEFACE_MODELS = ("auto", "front", "back")
 SCRFD_MODELS = ("10g", "2.5g")
 DETECTOR_MODELS = {"blazeface": BLAZEFACE_MODELS, "scrfd": SCRFD_MODELS}
 SWAPPERS = ("classic", "inswapper")
@@ -57,11 +57,20 @@ class DetectorConfig:
 
     name: str = "blazeface"
     """Detector engine: blazeface (offline, from the npm package) or scrfd (insightface)."""
-    model: str = "back"
-    """Variant. BlazeFace: front (128 px input, close-ups) or back (256 px, smaller faces).
-    SCRFD: 10g (accurate) or 2.5g (faster)."""
+    model: str = "auto"
+    """Variant. BlazeFace: front (128 px input, close-ups), back (256 px, smaller faces) or auto
+    (front when `input_size` <= 320, else back). SCRFD: 10g (accurate) or 2.5g (faster)."""
     input_size: int = 640
-    """SCRFD network input side in pixels, a multiple of 32 in [128, 1280] (BlazeFace: unused)."""
+    """Detector input side in pixels, a multiple of 32 in [128, 1280]: SCRFD's network input;
+    for BlazeFace with `model: auto` it picks the variant. Quality presets set this key, so one
+    preset works with every detector."""
+
+    @property
+    def variant(self) -> str:
+        """The model variant to load, with `auto` resolved."""
+        if self.name == "blazeface" and self.model == "auto":
+            return "front" if self.input_size <= 320 else "back"
+        return self.model
     score_threshold: float = 0.7
     """Minimum detection confidence in [0, 1]."""
     nms_threshold: float = 0.3

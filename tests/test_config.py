@@ -42,7 +42,9 @@ def test_presets_change_what_they_say() -> None:
                                for q in ("draft", "standard", "master"))
     assert draft.encode.crf > standard.encode.crf > master.encode.crf
     assert draft.swapper.blend == "alpha" and standard.swapper.blend == "laplacian"
-    assert draft.detector.model == "front"
+    assert draft.detector.variant == "front" and standard.detector.variant == "back"
+    scrfd_draft = _compose("+video=demo", "detector=scrfd", "quality=draft")
+    assert scrfd_draft.detector.variant == "10g" and scrfd_draft.detector.input_size == 320
     assert _compose("+video=demo", "quality=lossless").encode.lossless
 
 

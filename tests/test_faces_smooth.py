@@ -14,7 +14,7 @@ from fusionray.faces.smooth import smooth_at, smooth_track_face, smooth_trajecto
 from fusionray.faces.temporal import stabilize_faces
 from fusionray.faces.track import Track
 from fusionray.report.jitter import landmark_error, landmark_jitter
-from tests.test_faces_track import EmbeddedFace, face_at
+from tests.test_faces_track import EmbeddedFace, embed, face_at
 
 
 def constant_velocity_path(frames: int = 30) -> np.ndarray:
@@ -99,7 +99,7 @@ def test_smooth_track_face_smooths_box_keypoints_score_and_embedding() -> None:
             bbox=face_at(4.0 * f).bbox + rng.normal(0, 1, 4).astype(np.float32),
             keypoints=face_at(4.0 * f).keypoints + rng.normal(0, 1, (6, 2)).astype(np.float32),
             score=0.8 + 0.1 * (-1) ** f, layout="blazeface6",
-            embedding=np.array([1.0, 0.1 * (-1) ** f], np.float32),
+            embedding=embed([1.0, 0.1 * (-1) ** f]),
         )
         for f in frames
     )

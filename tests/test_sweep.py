@@ -68,7 +68,7 @@ def test_presets_differ_in_every_quality_knob() -> None:
     configs = [compose_config("+video=demo", f"quality={p}")
                for p in ("draft", "standard", "master")]
     for read in (
-        lambda c: (c.detector.model, c.detector.tiles),
+        lambda c: (c.detector.variant, c.detector.tiles),
         lambda c: (c.swapper.mask_padding, c.swapper.mask_blur),
         lambda c: c.swapper.colour_match,
         lambda c: (c.swapper.blend, c.swapper.blend_levels),

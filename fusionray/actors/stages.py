@@ -68,7 +68,7 @@ def detector_from_config(config: RenderConfig, *, threads: int) -> Detector:
     options = model_options_from_config(config, providers=settings.providers, threads=threads)
     return build_detector(
         settings.name,
-        model=settings.model,
+        model=settings.variant,
         score_threshold=settings.score_threshold,
         nms_threshold=settings.nms_threshold,
         providers=settings.providers,
