@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+import ray
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -23,3 +25,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not run_gpu:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray per test module (the pipeline reuses an initialised Ray); a Ray that is
+    already running (another fixture's) is reused and left running."""
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    if started_here:
+        ray.shutdown()

@@ -22,7 +22,6 @@ import av
 import cv2
 import numpy as np
 import pytest
-import ray
 
 from fusionray.jobs.pipeline import OutputPaths, render
 from fusionray.media.demo import demo_source_image_path
@@ -30,13 +29,6 @@ from fusionray.media.probe import probe_video
 from tests.clips import sha256_file, write_clip
 from tests.faces_fixtures import astronaut_bgr, astronaut_on_canvas
 from tests.test_render import audio_payloads, compose_config, decoded_frames, video_pts_seconds
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
 
 
 def add_subtitles(clip: Path, output: Path) -> Path:

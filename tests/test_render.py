@@ -59,13 +59,6 @@ def decoded_frames(path: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module; the pipeline reuses an initialised Ray."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
-
 
 @pytest.mark.ray
 @pytest.mark.parametrize(

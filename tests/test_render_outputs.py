@@ -10,7 +10,6 @@ import av
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import ray
 
 from fusionray import __version__
 from fusionray.config import config_hash
@@ -21,13 +20,6 @@ from fusionray.media.probe import probe_video
 from fusionray.report.provenance import read_provenance
 from tests.clips import write_clip
 from tests.test_render import compose_config
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.ray
