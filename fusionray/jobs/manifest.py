@@ -236,8 +236,14 @@ class Manifest:
                 entry.unlink()
 
     def _remove_unrecorded(self) -> None:
-        """Delete segments the manifest does not vouch for (half-written or failed checks)."""
-        keep = {row.segment for row in self.rows.values()} | {MANIFEST_NAME}
+        """Delete segments the manifest does not vouch for (half-written or failed checks).
+
+        A recorded segment's companions (`chunk_000003.faces.parquet` beside
+        `chunk_000003.segment`) stay with it.
+        """
+        stems = {row.segment.split(".", 1)[0] for row in self.rows.values()}
         for entry in self.work.iterdir():
-            if entry.name not in keep and entry.is_file():
+            if entry.name == MANIFEST_NAME or not entry.is_file():
+                continue
+            if entry.name.split(".", 1)[0] not in stems:
                 entry.unlink()

@@ -1,0 +1,66 @@
+"""The work-folder manifest on its own (no Ray): what a reopened folder keeps and what it drops.
+
+The end-to-end resume behaviour (a killed driver, a rerun) is in `test_faults.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fusionray.jobs.manifest import Manifest
+from fusionray.media.plan import plan_chunks
+
+CHUNKS = plan_chunks(30, chunk_frames=10, overlap=2)
+
+
+def open_manifest(work: Path, config_hash: str = "c1", input_identity: str = "i1") -> Manifest:
+    return Manifest.open(work, config_hash=config_hash, input_identity=input_identity,
+                         chunks=CHUNKS)
+
+
+def record(manifest: Manifest, index: int, payload: bytes) -> Path:
+    return manifest.record(CHUNKS[index], payload, faces_swapped=1, frames_with_faces=1)
+
+
+def test_reopening_keeps_recorded_segments_and_their_companion_files(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    manifest = open_manifest(work)
+    segment = record(manifest, 0, b"segment zero")
+    tracks = segment.with_name("chunk_000000.faces.parquet")
+    tracks.write_bytes(b"tracks of chunk zero")
+    unrecorded = work / "chunk_000001.segment"  # written, but the driver died before recording
+    unrecorded.write_bytes(b"half")
+    orphan_tracks = work / "chunk_000001.faces.parquet"
+    orphan_tracks.write_bytes(b"tracks of chunk one")
+
+    reopened = open_manifest(work)
+
+    assert sorted(reopened.rows) == [0]
+    assert segment.read_bytes() == b"segment zero"
+    assert tracks.read_bytes() == b"tracks of chunk zero"
+    assert not unrecorded.exists() and not orphan_tracks.exists()
+    assert any("1 finished chunk(s) reused" in note for note in reopened.notes)
+
+
+def test_a_segment_whose_bytes_changed_is_dropped_and_rendered_again(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    manifest = open_manifest(work)
+    record(manifest, 0, b"segment zero")
+    record(manifest, 1, b"segment one").write_bytes(b"segment 1!!")  # same size, other bytes
+
+    reopened = open_manifest(work)
+
+    assert sorted(reopened.rows) == [0]
+    assert not (work / "chunk_000001.segment").exists()
+    assert any("1 recorded chunk(s) failed verification" in note for note in reopened.notes)
+
+
+def test_a_different_config_starts_the_folder_clean(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    record(open_manifest(work), 0, b"segment zero")
+
+    reopened = open_manifest(work, config_hash="c2")
+
+    assert reopened.rows == {}
+    assert list(work.iterdir()) == []
+    assert any("a different config" in note for note in reopened.notes)
