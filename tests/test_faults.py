@@ -74,10 +74,14 @@ def config_for(clip: Path, output: Path, *extra: str):
                           f"output={output}", *COMMON, *extra)
 
 
+def reference_output(workdir: Path) -> Path:
+    return workdir / "reference" / "out.mp4"
+
+
 @pytest.fixture(scope="module")
 def reference(hooks: Path, clip: Path, workdir: Path) -> list[np.ndarray]:
     """Decoded frames of a fault-free run."""
-    output = workdir / "reference" / "out.mp4"
+    output = reference_output(workdir)
     summary = render(config_for(clip, output), run_dir=workdir, config_yaml="x: 1\n")
     assert summary.frames_with_faces >= FRAMES - 2 and summary.chunks == CHUNKS
     return decoded_frames(output)
@@ -271,12 +275,16 @@ def kill_group(process: subprocess.Popen[str]) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_interrupted_driver_resumes_from_the_manifest(
-    hooks: Path, clip: Path, reference: list[np.ndarray], tmp_path: Path, sig: signal.Signals
+    hooks: Path, clip: Path, reference: list[np.ndarray], workdir: Path, tmp_path: Path,
+    sig: signal.Signals,
 ) -> None:
     output = tmp_path / "out.mp4"
     work = OutputPaths.for_video(output).work
     slow_hooks = tmp_path / "slow.json"
-    set_hooks(slow_hooks, frame_delay_seconds=0.1)
+    # 0.3 s a frame keeps the job running for tens of seconds after the second chunk lands, so
+    # the signal arrives mid-job even when this process is starved of CPU by the Ray workers
+    # (with 0.1 s, a CI run once saw the job finish before the signal).
+    set_hooks(slow_hooks, frame_delay_seconds=0.3)
     env = {**os.environ, TEST_HOOKS_ENV: str(slow_hooks)}
     command = cli_command(clip, output, tmp_path / "hydra")
     driver = subprocess.Popen(command, cwd=ROOT, env=env, text=True, start_new_session=True,
@@ -290,7 +298,9 @@ def test_interrupted_driver_resumes_from_the_manifest(
     finally:
         kill_group(driver)
     finished = manifest_rows(work)
-    assert 2 <= finished < CHUNKS, "the job must stop part-way"
+    assert 2 <= finished < CHUNKS, (
+        f"the job must stop part-way: {finished} of {CHUNKS} chunks recorded, exit "
+        f"{driver.returncode}, stderr: {stderr[-1500:]}")
     assert not output.exists()
     if sig == signal.SIGINT:
         assert driver.returncode == 130, stderr[-2000:]
@@ -309,6 +319,10 @@ def test_interrupted_driver_resumes_from_the_manifest(
         assert any("stale lock" in note for note in run["notes"])
     assert not work.exists() and not lock_path_for(output).exists()
     assert_same_frames(output, reference)
+    # The reused chunks' face tracks survive the resume: every chunk contributes rows.
+    reference_faces = OutputPaths.for_video(reference_output(workdir)).faces
+    assert sorted(set(pq.read_table(OutputPaths.for_video(output).faces)["frame"].to_pylist())) \
+        == sorted(set(pq.read_table(reference_faces)["frame"].to_pylist()))
 
 
 @pytest.mark.ray
