@@ -91,7 +91,7 @@ def main(argv: list[str]) -> int:
         steps = [[str(python), "-m", "fusionray.jobs.render", "+video=demo", *rest]]
     else:
         steps = [
-            [str(python), "-m", "ruff", "check", "fusionray", "tests", "benchmarks", "scripts"],
+            [str(python), "-m", "ruff", "check", "."],
             [str(python), "-m", "mypy"],
             [str(python), "-m", "pytest", *rest],
         ]
