@@ -24,6 +24,7 @@ import itertools
 import numpy as np
 import numpy.typing as npt
 
+from fusionray.faces.pose import estimate_head_pose
 from fusionray.faces.track import Track, face_embedding
 from fusionray.types import Face
 
@@ -168,7 +169,8 @@ def smooth_track_face(
             mean of the detected faces' embeddings within the radius.
 
     Returns:
-        A copy of the track's face in `frame_index` with smoothed fields.
+        A copy of the track's face in `frame_index` with smoothed fields (its pose, when it
+        has one, re-estimated from the smoothed keypoints).
     """
     face = track.face_at(frame_index)
     if face is None:
@@ -186,12 +188,14 @@ def smooth_track_face(
         for f in window
     ])
     smoothed = smooth_at(rows, centre, strength=strength, weights=weights)
-    changes: dict[str, object] = {
-        "bbox": smoothed[:4].astype(np.float32),
-        "keypoints": smoothed[4:4 + keypoint_count].astype(np.float32).reshape(-1, 2),
-    }
+    keypoints = smoothed[4:4 + keypoint_count].astype(np.float32).reshape(-1, 2)
+    changes: dict[str, object] = {"bbox": smoothed[:4].astype(np.float32), "keypoints": keypoints}
     if smooth_scores:
         changes["score"] = float(np.clip(smoothed[-1], 0.0, 1.0))
+    if face.pose is not None:
+        # Re-estimated from the smoothed keypoints, so the pose the selection's yaw and pitch
+        # limits see (and the face-tracks export writes) is as steady as the landmarks.
+        changes["pose"] = estimate_head_pose(keypoints, face.layout)
     if smooth_embeddings and face_embedding(face) is not None:
         embeddings = [e for e in map(face_embedding, window) if e is not None]
         mean = np.stack(embeddings).astype(np.float64).sum(axis=0)
