@@ -50,7 +50,7 @@ from fusionray.errors import (
 )
 from fusionray.faces.detect import Detector
 from fusionray.faces.embed import average_identity
-from fusionray.faces.tracks import concat_face_tracks
+from fusionray.faces.tracks import assign_track_ids, concat_face_tracks
 from fusionray.jobs.lock import OutputLock
 from fusionray.jobs.manifest import FinishedChunk, Manifest, input_identity
 from fusionray.media.assemble import assemble_video
@@ -509,7 +509,10 @@ def render(
         if config.export_faces:
             tables = [pq.read_table(p) for p in (chunk_faces_path(manifest, c) for c in chunks)
                       if p.exists()]
-            write_parquet_atomic(paths.faces, concat_face_tracks(tables, info))
+            tracks = assign_track_ids(concat_face_tracks(tables, info),
+                                      iou_threshold=config.temporal.iou_threshold,
+                                      max_gap=config.temporal.max_gap)
+            write_parquet_atomic(paths.faces, tracks)
         clock = time.perf_counter()
         if config.preview_frames:
             write_preview(config, info, paths.video, paths.preview)
