@@ -33,7 +33,12 @@ def test_the_required_groups_exist() -> None:
     [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))],
 )
 def test_every_option_of_every_group_composes(group: str, option: str) -> None:
-    config = _compose("+video=demo", f"{group}={option}")
+    if group == "quality_engine":  # chosen as `${quality}_${swapper}`, never by hand
+        quality, swapper = option.split("_", 1)
+        overrides = [f"quality={quality}", f"swapper={swapper}"]
+    else:
+        overrides = [f"{group}={option}"]
+    config = _compose("+video=demo", *overrides)
     assert isinstance(config, RenderConfig)
 
 
@@ -46,6 +51,20 @@ def test_presets_change_what_they_say() -> None:
     scrfd_draft = _compose("+video=demo", "detector=scrfd", "quality=draft")
     assert scrfd_draft.detector.variant == "10g" and scrfd_draft.detector.input_size == 320
     assert _compose("+video=demo", "quality=lossless").encode.lossless
+
+
+@pytest.mark.parametrize("swapper", ["classic", "inswapper"])
+@pytest.mark.parametrize("quality", ["draft", "standard", "master", "lossless"])
+def test_only_master_with_the_learned_engine_enhances(quality: str, swapper: str) -> None:
+    config = _compose("+video=demo", f"quality={quality}", f"swapper={swapper}")
+    expected = "gfpgan_1.4" if (quality, swapper) == ("master", "inswapper") else "none"
+    assert config.swapper.enhancer == expected
+
+
+def test_the_command_line_turns_the_master_enhancer_off() -> None:
+    config = _compose("+video=demo", "quality=master", "swapper=inswapper",
+                      "swapper.enhancer=none")
+    assert config.swapper.enhancer == "none" and config.swapper.crop_size == 384
 
 
 def test_video_and_sources_from_plus_overrides() -> None:
