@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -143,13 +144,57 @@ def _ray_running_here() -> bool:
     return any("gcs_server" in (p.info["name"] or "") for p in psutil.process_iter(["name"]))
 
 
-@pytest.mark.skipif(_ray_running_here(), reason="a Ray instance runs on this machine: "
-                    "`auto` would join it (Ray finds it by process scan)")
 def test_no_running_cluster_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # `auto` with no Ray running here (and no RAY_ADDRESS) must fail fast and clearly.
+    if _ray_running_here():  # checked now, not at collection: other tests start Rays
+        pytest.skip("a Ray instance runs on this machine: `auto` would join it (Ray finds it "
+                    "by process scan)")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     result = run_render(tmp_path, "+video=demo", "cluster.address=auto",
                         f"output={tmp_path / 'out.mp4'}")
     assert result.returncode == 2, result.stderr[-2000:]
     assert "fusionray: error: Cannot join the Ray cluster at 'auto'" in result.stderr
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_missing_model_fails_before_ray(tmp_path: Path) -> None:
+    """`quality=master` with the learned engine needs GFPGAN; offline and not cached, that is
+    one line naming the model and the cache, before any actor tries to load it."""
+    import tests.onnx_fixtures as fx
+    from fusionray.models.store import import_model
+
+    cache = tmp_path / "models"
+    for name, data in (("inswapper_128", fx.build_identity_swapper()),
+                       ("arcface_w600k_r50", fx.build_arcface_fixture())):
+        (tmp_path / f"{name}.onnx").write_bytes(data)
+        import_model(name, tmp_path / f"{name}.onnx", cache_dir=cache)
+    output = tmp_path / "out" / "demo.mp4"
+    result = run_render(tmp_path, "+video=demo", "quality=master", "swapper=inswapper",
+                        "swapper.providers=[cpu]", f"models.cache_dir={cache}",
+                        "models.offline=true", f"output={output}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("fusionray: error:")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert "'gfpgan_1.4' is not in the cache" in lines[0] and str(cache) in lines[0]
+    assert "fusionray models pull gfpgan_1.4" in lines[0]
+    assert "Traceback" not in result.stderr and "SwapActor" not in result.stderr
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_unreachable_cluster_address_is_one_line_at_once(tmp_path: Path, scheme: str) -> None:
+    """An explicit address nothing listens on: Ray itself would retry for minutes."""
+    from tests.s3server import free_port
+
+    address = f"{scheme}127.0.0.1:{free_port()}"
+    output = tmp_path / "out.mp4"
+    started = time.monotonic()
+    result = run_render(tmp_path, "+video=demo", f"cluster.address={address}",
+                        f"output={output}")
+    seconds = time.monotonic() - started
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("fusionray: error:")]
+    assert len(lines) == 1 and f"Cannot join the Ray cluster at '{address}'" in lines[0], (
+        result.stderr[-2000:])
+    assert "Traceback" not in result.stderr and not output.exists()
+    assert seconds < 60, f"took {seconds:.0f} s"

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
@@ -59,7 +60,7 @@ def hooks(workdir: Path):
     path = workdir / "hooks.json"
     path.write_text("{}")
     os.environ[TEST_HOOKS_ENV] = str(path)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield path
     ray.shutdown()
     del os.environ[TEST_HOOKS_ENV]
@@ -103,8 +104,14 @@ def wait_for(condition, timeout: float = 120.0, what: str = "condition") -> None
 
 
 def manifest_rows(work: Path) -> int:
+    """Rows in the manifest a running job may be replacing right now: read as bytes in one go
+    (`pq.read_table(path)` takes the size from a stat and can then read the newer file)."""
     path = work / MANIFEST_NAME
-    return pq.read_table(path).num_rows if path.is_file() else 0
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    return pq.read_table(pa.BufferReader(data)).num_rows
 
 
 @pytest.mark.ray
@@ -168,6 +175,23 @@ def test_chunk_failing_every_retry_stops_naming_it_and_a_rerun_resumes(
     assert any("failed verification" in note for note in summary.notes)
     assert not paths.work.exists()
     assert_same_frames(output, reference)
+
+
+@pytest.mark.ray
+def test_an_actor_that_cannot_start_is_one_line(hooks: Path, clip: Path, tmp_path: Path) -> None:
+    """A swap actor whose constructor raises (a GPU provider that fails on one node, a model
+    missing from a node's cache): the job stops with the constructor's own message."""
+    output = tmp_path / "out.mp4"
+    set_hooks(hooks, fail_swap_start=True)
+    try:
+        with pytest.raises(RenderError) as caught:
+            render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
+    finally:
+        set_hooks(hooks)
+    message = str(caught.value)
+    assert message == ("A render actor could not start: test hook: the swap stage cannot "
+                       "start"), message
+    assert list(tmp_path.iterdir()) == []  # no output, no work folder, no lock
 
 
 @pytest.mark.ray
@@ -401,7 +425,7 @@ def test_node_removed_mid_job_finishes_on_the_remaining_nodes(
         set_hooks(hooks)
         ray.shutdown()
         cluster.shutdown()
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     assert removed, "no chunk ran on a worker node"
     assert summary.chunk_failures, "the removed node's chunks must have been retried"
     assert_same_frames(output, reference)

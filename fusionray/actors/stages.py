@@ -89,6 +89,21 @@ def embedder_from_config(config: RenderConfig, *, threads: int = 1) -> ArcFaceEm
         config, providers=config.swapper.providers, threads=threads))
 
 
+def swap_model_names(config: RenderConfig) -> tuple[str, ...]:
+    """The model files the swap actors load (catalogue names; none for the classic engine).
+
+    The driver fetches or locates them before Ray starts (`fusionray.jobs.pipeline`), so a
+    missing model is one clear error up front instead of every swap actor failing to start.
+    """
+    settings = config.swapper
+    if settings.name != "inswapper":
+        return ()
+    names = [settings.model + ("_fp16" if settings.fp16 else "")]
+    if settings.enhancer != "none":
+        names.append(settings.enhancer)
+    return tuple(names)
+
+
 def swapper_from_config(config: RenderConfig, *, threads: int = 1) -> Swapper:
     """The swap engine the config asks for."""
     settings = config.swapper
@@ -98,7 +113,7 @@ def swapper_from_config(config: RenderConfig, *, threads: int = 1) -> Swapper:
     if settings.name == "inswapper":
         return build_swapper(
             "inswapper", **common,
-            model=settings.model + ("_fp16" if settings.fp16 else ""),
+            model=swap_model_names(config)[0],
             recognizer=settings.recognizer,
             options=model_options_from_config(config, providers=settings.providers,
                                               threads=threads),
@@ -111,7 +126,8 @@ def swapper_from_config(config: RenderConfig, *, threads: int = 1) -> Swapper:
 
 TEST_HOOKS_ENV = "FUSIONRAY_TEST_HOOKS"
 """Test hook, for the fault-injection tests only: the path of a JSON file read at the start of
-every swap call. Keys: `frame_delay_seconds` (sleep per frame, so a fault lands mid-job),
+every swap call and when a swap stage starts. Keys: `frame_delay_seconds` (sleep per frame, so
+a fault lands mid-job), `fail_swap_start` (the swap stage's constructor raises),
 `fail_chunks` (chunk indices whose swap raises), `marker_dir` (a file `chunk-I-pid-P` is created
 there when chunk I starts in worker process P). Unset in production: then it costs one getenv."""
 
@@ -234,6 +250,8 @@ class SwapStage:
     def __init__(self, config: RenderConfig, *, threads: int = 1) -> None:
         cv2.setNumThreads(threads)
         self.config = config
+        if read_test_hooks().get("fail_swap_start"):
+            raise RuntimeError("test hook: the swap stage cannot start")
         self.swapper = swapper_from_config(config, threads=threads)
 
     def __call__(

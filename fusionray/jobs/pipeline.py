@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 from collections import deque
@@ -33,7 +34,9 @@ from fusionray.actors.stages import (
     ChunkResult,
     detector_from_config,
     embedder_from_config,
+    model_options_from_config,
     passthrough_segment,
+    swap_model_names,
     swapper_from_config,
     to_display,
 )
@@ -66,6 +69,7 @@ from fusionray.media.storage import (
     publish_all,
     sibling,
 )
+from fusionray.models.store import ensure_model
 from fusionray.report.preview import build_preview, preview_indices
 from fusionray.report.provenance import provenance_metadata
 from fusionray.report.summary import RunSummary, write_summary
@@ -222,6 +226,31 @@ def attach_reference(
     return replace(identity, reference_embedding=embedding)
 
 
+def check_reachable(address: str, timeout_seconds: float = 10.0) -> None:
+    """Fail fast when nothing accepts connections at an explicit `host:port` Ray address.
+
+    `ray.init` retries an unreachable GCS for minutes before it gives up; a render node told
+    the wrong address should hear so at once. `auto` (found by Ray itself) is not checked.
+
+    Raises:
+        ClusterError: the address names a host and port that refuse or do not answer.
+    """
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_seconds):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ClusterError(
+            f"Cannot join the Ray cluster at {address!r}: nothing answers at {host}:{port} "
+            f"({reason}) (start one with `ray start --head`, or drop cluster.address to run "
+            "locally)"
+        ) from None
+
+
 def start_ray(config: RenderConfig) -> bool:
     """Join the configured cluster, or start a local Ray sized to this machine.
 
@@ -232,6 +261,7 @@ def start_ray(config: RenderConfig) -> bool:
         return False
     address = config.cluster.address or os.environ.get("RAY_ADDRESS")
     if address:
+        check_reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as error:
@@ -241,10 +271,37 @@ def start_ray(config: RenderConfig) -> bool:
                 "(start one with `ray start --head`, or drop cluster.address to run locally)"
             ) from None
     else:
-        ray.init(num_cpus=config.cluster.num_cpus or os.cpu_count() or 1,
+        # address="local": a Ray of this job's own even where another job's Ray or a
+        # `ray start` node already runs on this machine (plain ray.init() would join that one,
+        # or refuse because num_cpus was given).
+        ray.init(address="local", num_cpus=config.cluster.num_cpus or os.cpu_count() or 1,
                  num_gpus=config.cluster.num_gpus, include_dashboard=False,
                  logging_level=logging.WARNING)
     return True
+
+
+def ensure_swap_models(config: RenderConfig) -> None:
+    """Locate (or fetch) the swap actors' model files before Ray starts.
+
+    A missing model is then one clear error (ModelError) instead of every actor failing to
+    start, and a download happens once here rather than in every actor at the same time.
+    Nodes of a cluster without a shared model folder still fetch their own copies.
+    """
+    options = model_options_from_config(config, providers=config.swapper.providers)
+    for name in swap_model_names(config):
+        ensure_model(name, cache_dir=options.cache_dir, shared_dirs=options.shared_dirs,
+                     offline=options.offline)
+
+
+def actor_start_failure(error: ray.exceptions.RayActorError) -> str:
+    """The reason an actor's constructor raised, as one line (the exception's own message,
+    without Ray's traceback and colour codes)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    reasons = [line.strip() for line in text.splitlines()
+               if line.strip() and not line[:1].isspace() and ": " in line]
+    reason = reasons[-1] if reasons else type(error).__name__
+    # "fusionray.errors.ModelError: Model ..." -> "Model ..."
+    return re.sub(r"^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception): ", "", reason)
 
 
 @dataclass
@@ -475,6 +532,9 @@ def render(
     source, notes = build_source_identity(config, sources, detector)
     source = attach_reference(config, source, info, detector)
     stages["source_identity"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    ensure_swap_models(config)
+    stages["models"] = time.perf_counter() - clock
     subtitles = subtitle_stream_count(video)
     if subtitles:
         notes.append(f"input has {subtitles} subtitle stream(s); subtitles are not copied to "
@@ -495,12 +555,17 @@ def render(
             _assemble(info, segments, paths, digest if config.provenance else None)
             stages["assemble"] = time.perf_counter() - clock
         except KeyboardInterrupt:
+            if not manifest.rows:
+                shutil.rmtree(paths.work, ignore_errors=True)  # nothing worth resuming
+                raise RenderInterrupted("Interrupted before any chunk finished") from None
             raise RenderInterrupted(
                 f"Interrupted; {len(manifest.rows)} finished chunk(s) of {len(chunks)} are kept "
                 f"in '{paths.work}': rerun the same command to resume"
             ) from None
         except FusionrayError as error:
-            if paths.work.is_dir() and manifest.rows:
+            if not manifest.rows:
+                shutil.rmtree(paths.work, ignore_errors=True)  # nothing worth resuming
+            elif paths.work.is_dir():
                 error.args = (f"{error}; {len(manifest.rows)} finished chunk(s) are kept in "
                               f"'{paths.work}': rerun the same command to resume",)
             raise
@@ -580,7 +645,12 @@ def _render_chunks(
     try:
         sizes = resolve_pool_sizes(config.cluster, ray.cluster_resources())
         detect_pool, swap_pool = start_pools(config, sizes)
-        nodes = set(ray.get([a.node_id.remote() for a in detect_pool.actors + swap_pool.actors]))
+        try:
+            nodes = set(ray.get([a.node_id.remote()
+                                 for a in detect_pool.actors + swap_pool.actors]))
+        except ray.exceptions.RayActorError as error:
+            raise RenderError(f"A render actor could not start: {actor_start_failure(error)}"
+                              ) from None
         stages["ray_start"] = time.perf_counter() - clock
         address = str(ray.get_runtime_context().gcs_address)
         session = ray_session_name()
