@@ -88,7 +88,8 @@ def measure(video: Path, output: Path, overrides: list[str]) -> dict[str, object
             f"+video={video}", f"+source={demo_source_image_path()}", f"output={output}",
             "progress=false", "preview_frames=0", *overrides])
     config = to_render_config(cfg)
-    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+             logging_level="WARNING")
     try:
         with PeakMemory() as memory:
             started = time.perf_counter()

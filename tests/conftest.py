@@ -33,7 +33,7 @@ def local_ray() -> Iterator[None]:
     already running (another fixture's) is reused and left running."""
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     if started_here:
         ray.shutdown()

@@ -129,7 +129,7 @@ def test_ray_render_is_chunk_invariant(tmp_path: Path) -> None:
     clip = write_moving_face_clip(tmp_path / "face60.mp4", frames=60)
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
         results = {}
         for chunk_frames in (60, 1, 3, 7, 50):

@@ -116,14 +116,24 @@ def test_dockerfile_installs_the_lock_exactly_on_a_cuda_runtime() -> None:
 
 @pytest.fixture
 def ray_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], int]]:
-    """`ray start --head --block` on 127.0.0.1 with unique ports and a fresh auth token;
-    stopped by its process id. Yields the dashboard address, the client environment and the
-    GCS port."""
+    """`ray start --head --block` on 127.0.0.1 with unique ports, its own temp dir and a fresh
+    auth token; stopped by its process id. Yields the dashboard address, the client
+    environment and the GCS port."""
+    temp_dir = Path("/tmp") / f"fr6-ray-{uuid.uuid4().hex[:8]}"
+    with running_head(tmp_path, temp_dir) as head:
+        yield head
+
+
+@contextlib.contextmanager
+def running_head(
+    tmp_path: Path, temp_dir: Path | None
+) -> Iterator[tuple[str, dict[str, str], int]]:
+    """A head node as in `ray_head`; `temp_dir=None` uses Ray's default one, where a node
+    announces itself to every plain `ray.init()` on the machine (as a studio node's does)."""
     ports = {name: free_port() for name in (
         "port", "dashboard-port", "ray-client-server-port", "node-manager-port",
         "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
         "metrics-export-port", "runtime-env-agent-port")}
-    temp_dir = Path("/tmp") / f"fr6-ray-{uuid.uuid4().hex[:8]}"
     bin_dir = Path(sys.executable).parent
     # Ray enables token authentication for new clusters: give head and clients one token.
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -132,7 +142,8 @@ def ray_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], int]]:
     env.pop("RAY_ADDRESS", None)
     command = [str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--num-cpus=2",
-               "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+               "--num-gpus=0", *([f"--temp-dir={temp_dir}"] if temp_dir else []),
+               "--disable-usage-stats",
                *(f"--{name}={port}" for name, port in ports.items())]
     log = open(tmp_path / "ray-head.log", "wb")  # noqa: SIM115 - closed below
     head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -161,7 +172,8 @@ def ray_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], int]]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(head.pid, signal.SIGKILL)
         log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.ray
@@ -189,3 +201,24 @@ def test_ray_job_submit_renders_the_demo(ray_head: tuple[str, dict[str, str], in
     # this machine's own interface address even when told 127.0.0.1, so compare the GCS port.
     assert run["ray_address"].rsplit(":", 1)[1] == str(gcs_port)
     print(f"ray job submit: {seconds:.1f} s, {run['frames_per_second']} frames/s")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_local_render_beside_a_running_ray_node_uses_its_own_ray(tmp_path: Path) -> None:
+    """A workstation that is also a Ray node (`ray start --head`, default temp dir): a render
+    without cluster.address starts its own Ray instead of joining or tripping over that one."""
+    with running_head(tmp_path, None) as (_, _, gcs_port):
+        # The user's own shell: none of the head's settings.
+        client_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        output = tmp_path / "local" / "demo.mp4"
+        result = subprocess.run(
+            [sys.executable, "-m", "fusionray.jobs.render", "+video=demo", f"output={output}",
+             "progress=false", "preview_frames=0", "quality=draft", "cluster.num_cpus=2",
+             f"hydra.run.dir={tmp_path / 'hydra'}"],
+            cwd=ROOT, capture_output=True, text=True, env=client_env, timeout=600,
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads(output.with_name("demo.run.json").read_text())
+    assert run["frames"] == 100
+    assert run["ray_address"].rsplit(":", 1)[1] != str(gcs_port)

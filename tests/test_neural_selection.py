@@ -139,7 +139,7 @@ def test_render_through_the_neural_path(fixture_cache: Path, tmp_path: Path) -> 
         f"models.cache_dir={fixture_cache}", "models.offline=true",
         "selection.mode=reference", "selection.reference_frame=0", "selection.max_yaw=60",
     )
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
         summary = render(config, run_dir=tmp_path, config_yaml="x: 1\n")
     finally:
