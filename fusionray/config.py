@@ -354,7 +354,8 @@ class RenderConfig:
     source: Any = None
     """Source face image path, or a list of paths whose faces are combined (`+source=...`)."""
     output: str | None = None
-    """Output video path (default: `<hydra run dir>/<video name>.swapped.mp4`)."""
+    """Output video path (default: `<hydra run dir>/<video name>.swapped.mp4`, or .mov/.mkv
+    for such an input)."""
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     swapper: SwapperConfig = field(default_factory=SwapperConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)

@@ -166,6 +166,31 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def add_subtitles(clip: Path, output: Path) -> Path:
+    """Remux `clip` into Matroska with one SubRip subtitle stream (read from an .srt) added."""
+    srt = output.with_suffix(".srt")
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,300\nline one\n\n"
+                   "2\n00:00:00,400 --> 00:00:00,700\nline two\n")
+    with av.open(str(clip)) as source, av.open(str(srt)) as subtitles, \
+            av.open(str(output), "w") as target:
+        inputs = [*source.streams, subtitles.streams[0]]
+        streams = {id(s): target.add_stream_from_template(s) for s in inputs}
+        for container in (source, subtitles):
+            for packet in container.demux():
+                if packet.size:
+                    packet.stream = streams[id(packet.stream)]
+                    target.mux(packet)
+    return output
+
+
+def subtitle_packets(path: str | os.PathLike[str]) -> list[tuple[bytes, float, float]]:
+    """(payload, start s, duration s) of every packet of the first subtitle stream."""
+    with av.open(str(path)) as container:
+        stream = container.streams.subtitles[0]
+        return [(bytes(p), float(p.pts * p.time_base), float((p.duration or 0) * p.time_base))
+                for p in container.demux(stream) if p.size]
+
+
 def audio_packet_payloads(path: str | os.PathLike[str]) -> list[list[bytes]]:
     """Payload bytes of every audio packet, one list per audio stream, in stream order."""
     with av.open(str(path)) as container:

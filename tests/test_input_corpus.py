@@ -26,26 +26,9 @@ import pytest
 from fusionray.jobs.pipeline import OutputPaths, render
 from fusionray.media.demo import demo_source_image_path
 from fusionray.media.probe import probe_video
-from tests.clips import sha256_file, write_clip
+from tests.clips import add_subtitles, sha256_file, subtitle_packets, write_clip
 from tests.faces_fixtures import astronaut_bgr, astronaut_on_canvas
 from tests.test_render import audio_payloads, compose_config, decoded_frames, video_pts_seconds
-
-
-def add_subtitles(clip: Path, output: Path) -> Path:
-    """Remux `clip` into Matroska with one SubRip subtitle stream (read from an .srt) added."""
-    srt = output.with_suffix(".srt")
-    srt.write_text("1\n00:00:00,000 --> 00:00:00,300\nline one\n\n"
-                   "2\n00:00:00,400 --> 00:00:00,700\nline two\n")
-    with av.open(str(clip)) as source, av.open(str(srt)) as subtitles, \
-            av.open(str(output), "w") as target:
-        inputs = [*source.streams, subtitles.streams[0]]
-        streams = {id(s): target.add_stream_from_template(s) for s in inputs}
-        for container in (source, subtitles):
-            for packet in container.demux():
-                if packet.size:
-                    packet.stream = streams[id(packet.stream)]
-                    target.mux(packet)
-    return output
 
 
 def render_clip(clip: Path, tmp_path: Path, *overrides: str):
@@ -88,11 +71,24 @@ def test_unusual_inputs_render_completely(
     assert sha256_file(path) == before
     if name == "10-bit":
         assert source.pix_fmt == "yuv420p10le" and written.pix_fmt == "yuv420p"
-    if name == "two-audio-and-subtitles":
+    if name == "two-audio-and-subtitles":  # into an .mp4, which cannot hold SubRip
         assert len(written.audio_streams) == 2
-        assert any("subtitle" in note for note in run["notes"])
+        assert any("(subrip) cannot be stored in .mp4" in note for note in run["notes"])
         with av.open(str(output)) as container:
             assert not container.streams.subtitles
+
+
+@pytest.mark.ray
+def test_subtitles_survive_a_render_to_mkv(local_ray, tmp_path: Path) -> None:
+    clip = add_subtitles(write_clip(tmp_path / "in.mp4", frames=10, audio_streams=2),
+                         tmp_path / "in.mkv")
+    output = tmp_path / "out" / "result.mkv"
+    config = compose_config(f"+video={clip}", f"+source={demo_source_image_path()}",
+                            f"output={output}", "progress=false", "preview_frames=0")
+    render(config, run_dir=tmp_path, config_yaml="x: 1\n")
+    assert subtitle_packets(output)[0][0] == b"line one"
+    assert [p[0] for p in subtitle_packets(output)] == [p[0] for p in subtitle_packets(clip)]
+    assert audio_payloads(output) == audio_payloads(clip)
 
 
 @pytest.mark.ray

@@ -21,7 +21,15 @@ from fusionray.media.encode import EncoderSettings, build_encoder_settings, enco
 from fusionray.media.plan import plan_chunks
 from fusionray.media.probe import probe_video
 from fusionray.types import VideoInfo
-from tests.clips import audio_packet_payloads, psnr, read_frame_counter, sha256_file, write_clip
+from tests.clips import (
+    add_subtitles,
+    audio_packet_payloads,
+    psnr,
+    read_frame_counter,
+    sha256_file,
+    subtitle_packets,
+    write_clip,
+)
 
 
 def settings_for(info: VideoInfo, *, lossless: bool = False, **changes) -> EncoderSettings:
@@ -187,6 +195,32 @@ def test_other_output_containers(tmp_path: Path, extension: str) -> None:
     shift = Fraction(report.start_shift_seconds) if extension == ".mkv" else Fraction(0)
     for expected, got in zip(seconds(info), seconds(written), strict=True):
         assert abs(expected + shift - got) <= Fraction(1, 2000)
+
+
+@pytest.mark.parametrize(("extension", "copied"), [(".mkv", True), (".mp4", False)])
+def test_subtitles_are_copied_where_the_container_holds_them(
+    tmp_path: Path, extension: str, copied: bool
+) -> None:
+    source = add_subtitles(write_clip(tmp_path / "clip.mp4", frames=20), tmp_path / "in.mkv")
+    info = probe_video(source)
+    segments = render_segments(info, tmp_path / "work", settings_for(info), chunk_frames=6)
+    report = assemble_video(info, segments, tmp_path / f"out{extension}")
+    assert audio_packet_payloads(report.output_path) == audio_packet_payloads(source)
+    if copied:
+        assert (report.subtitle_streams_copied, report.subtitle_streams_dropped) == (1, ())
+        expected = subtitle_packets(source)
+        assert [p[0] for p in expected] == [b"line one", b"line two"]
+        shift = report.start_shift_seconds
+        for (payload, start, duration), (want, want_start, want_duration) in zip(
+                subtitle_packets(report.output_path), expected, strict=True):
+            assert payload == want
+            assert abs(start - shift - want_start) < 1e-3
+            assert abs(duration - want_duration) < 1e-3
+    else:  # MP4 stores only mov_text: SubRip is reported, not silently lost
+        assert (report.subtitle_streams_copied, report.subtitle_streams_dropped) == (
+            0, ("subrip",))
+        with av.open(report.output_path) as container:
+            assert not container.streams.subtitles
 
 
 # --- failures leave nothing at the output path (invariant 4) ---------------------------------

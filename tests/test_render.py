@@ -176,3 +176,14 @@ def test_demo_command_end_to_end(tmp_path: Path) -> None:
     assert run["frames_per_second"] > 0 and run["wall_seconds"] > 0
     assert paths.preview.exists() and paths.config.exists()
     assert "wrote" in result.stdout
+
+
+@pytest.mark.parametrize(("video", "expected"), [
+    ("/shots/a.mp4", "a.swapped.mp4"), ("/shots/b.MKV", "b.swapped.mkv"),
+    ("/shots/c.mov", "c.swapped.mov"), ("/shots/d.avi", "d.swapped.mp4"),
+    ("/shots/e.webm", "e.swapped.mp4"),
+])
+def test_default_output_keeps_a_container_fusionray_writes(video: str, expected: str) -> None:
+    from fusionray.jobs.pipeline import default_output
+
+    assert default_output(Path(video), Path("/runs/1")) == Path("/runs/1") / expected

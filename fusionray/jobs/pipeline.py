@@ -21,7 +21,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-import av
 import cv2
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -114,7 +113,10 @@ def resolve_inputs(config: RenderConfig) -> tuple[Path, list[Path]]:
 
 
 def default_output(video: Path, run_dir: Path) -> Path:
-    return run_dir / f"{video.stem}.swapped.mp4"
+    """`<run dir>/<video name>.swapped<ext>`: the input's container where fusionray writes it
+    (an .mkv keeps its subtitle streams), else .mp4."""
+    extension = video.suffix.lower() if video.suffix.lower() in (".mp4", ".mov", ".mkv") else ".mp4"
+    return run_dir / f"{video.stem}.swapped{extension}"
 
 
 def check_output(paths: OutputPaths, video: Path) -> None:
@@ -473,15 +475,6 @@ def write_preview(config: RenderConfig, info: VideoInfo, output: Path, target: P
     os.replace(partial, target)
 
 
-def subtitle_stream_count(video: Path) -> int:
-    """Subtitle streams in the input (they are not copied to the output)."""
-    try:
-        with av.open(str(video)) as container:
-            return len(container.streams.subtitles)
-    except (av.error.FFmpegError, OSError):
-        return 0
-
-
 def render(
     config: RenderConfig,
     *,
@@ -535,10 +528,6 @@ def render(
     clock = time.perf_counter()
     ensure_swap_models(config)
     stages["models"] = time.perf_counter() - clock
-    subtitles = subtitle_stream_count(video)
-    if subtitles:
-        notes.append(f"input has {subtitles} subtitle stream(s); subtitles are not copied to "
-                     "the output (video and every audio stream are)")
 
     chunks = plan_chunks(info.frame_count, chunk_frames=config.chunk.frames,
                          overlap=config.chunk.overlap)
@@ -552,7 +541,7 @@ def render(
             segments, totals, sizes, nodes, address, session = _render_chunks(
                 config, shared_info, chunks, manifest, source, stages)
             clock = time.perf_counter()
-            _assemble(info, segments, paths, digest if config.provenance else None)
+            notes += _assemble(info, segments, paths, digest if config.provenance else None)
             stages["assemble"] = time.perf_counter() - clock
         except KeyboardInterrupt:
             if not manifest.rows:
@@ -666,13 +655,21 @@ def _render_chunks(
 
 def _assemble(
     info: VideoInfo, segments: list[Path], paths: OutputPaths, digest: str | None
-) -> None:
+) -> list[str]:
     """Publish the output; a failure here (disk full, folder gone) is a render failure.
 
     `digest` None leaves out the provenance tags (`provenance=false`).
+
+    Returns:
+        Notes for run.json (subtitle streams the output container cannot hold).
     """
     metadata = provenance_metadata(__version__, digest) if digest else {}
     try:
-        assemble_video(info, segments, paths.video, metadata=metadata)
+        report = assemble_video(info, segments, paths.video, metadata=metadata)
     except (MediaError, OutputError) as error:
         raise RenderError(f"Writing the output '{paths.video}' failed: {error}") from error
+    if not report.subtitle_streams_dropped:
+        return []
+    return [f"{len(report.subtitle_streams_dropped)} subtitle stream(s) "
+            f"({', '.join(report.subtitle_streams_dropped)}) cannot be stored in "
+            f"{paths.video.suffix} and were not copied; an .mkv output keeps them"]

@@ -1,8 +1,9 @@
 """Assemble encoded segments and the source audio into the output video, atomically.
 
 Video packets are copied from the segments in chunk order with their pts (the source's); every
-audio packet of every source audio stream is copied as is. Packets of all streams are merged by
-decode time as they are read, so memory stays flat whatever the video length. The file is
+audio packet of every source audio stream is copied as is, and so is every packet of the
+subtitle streams the output container can hold (`SUBTITLE_CODECS`). Packets of all streams are
+merged by decode time as they are read, so memory stays flat whatever the video length. The file is
 written under a temporary name beside the output, re-probed and checked, and only then renamed
 onto the output path: that path holds a complete, verified file or nothing.
 """
@@ -29,6 +30,13 @@ OUTPUT_FORMATS: dict[str, str] = {".mp4": "mp4", ".mov": "mov", ".mkv": "matrosk
 # Container tags the muxer writes itself; copying the source's would be stale or refused.
 _MUXER_OWNED_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder"})
 _STREAM_TAGS = ("language", "title", "handler_name")
+SUBTITLE_CODECS: dict[str, frozenset[str]] = {
+    "mp4": frozenset({"mov_text"}),
+    "mov": frozenset({"mov_text"}),
+    "matroska": frozenset({"subrip", "ass", "ssa", "webvtt", "text", "dvd_subtitle",
+                           "dvb_subtitle", "hdmv_pgs_subtitle"}),
+}
+"""Subtitle codecs each output container stores as they are (copied without re-encoding)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,9 @@ class AssembleReport:
     """How much later every stream starts than in the source: 0 except for Matroska output of a
     source whose audio starts before 0 (AAC priming in MP4); Matroska cannot store negative
     times, so its muxer shifts all streams alike, keeping audio/video sync."""
+    subtitle_streams_copied: int = 0
+    subtitle_streams_dropped: tuple[str, ...] = ()
+    """Codec names of the source subtitle streams the output container cannot hold."""
 
 
 def assemble_video(
@@ -95,7 +106,7 @@ def assemble_video(
         f".{output_path.stem}.partial-{os.getpid()}{output_path.suffix}"
     )
     try:
-        audio_packets, dts_adjusted = _write(
+        audio_packets, dts_adjusted, subtitles = _write(
             info, [Path(p) for p in segment_paths], temporary_path, format_name, metadata or {}
         )
         written, start_shift = _verify(info, temporary_path, output_path, format_name)
@@ -111,6 +122,8 @@ def assemble_video(
         audio_packets_copied=audio_packets,
         dts_adjusted_packets=dts_adjusted,
         start_shift_seconds=float(start_shift),
+        subtitle_streams_copied=len(subtitles.copied),
+        subtitle_streams_dropped=tuple(subtitles.dropped),
     )
 
 
@@ -120,8 +133,9 @@ def _write(
     temporary_path: Path,
     format_name: str,
     metadata: Mapping[str, str],
-) -> tuple[int, int]:
-    """Mux everything into `temporary_path`; returns (audio packets, dts-adjusted packets)."""
+) -> tuple[int, int, _SubtitlePlan]:
+    """Mux everything into `temporary_path`; returns (audio packets, dts-adjusted packets,
+    which subtitle streams went in)."""
     with _open_segment(segment_paths[0]) as first_segment:
         template_stream = first_segment.streams.video[0]
         reference = _CodecSignature.of(template_stream)
@@ -150,6 +164,7 @@ def _write(
         streams: list[Iterator[_Timed]] = [
             _segment_video_packets(info, segment_paths, reference, out_video, join_stats)
         ]
+        audio_outputs: set[int] = set()  # id() of the output audio streams
         for audio_info in info.audio_streams:
             # One demuxer per audio stream: each yields its packets in time order, and merging
             # sorted iterators needs no buffering.
@@ -161,18 +176,57 @@ def _write(
                 if key in _STREAM_TAGS:
                     out_audio.metadata[key] = value
             out_audio.disposition = in_audio.disposition
+            audio_outputs.add(id(out_audio))
             streams.append(_timed(_data_packets(source.demux(in_audio)), out_audio))
+
+        with open_input(info.path) as source:
+            subtitles = _SubtitlePlan.of(source, format_name)
+        for index in subtitles.copied:
+            source = stack.enter_context(open_input(info.path))
+            in_subtitle = source.streams[index]
+            out_subtitle = output.add_stream_from_template(in_subtitle)
+            out_subtitle.time_base = in_subtitle.time_base
+            for key, value in in_subtitle.metadata.items():
+                if key in _STREAM_TAGS:
+                    out_subtitle.metadata[key] = value
+            out_subtitle.disposition = in_subtitle.disposition
+            streams.append(_timed(_data_packets(source.demux(in_subtitle)), out_subtitle))
 
         audio_packets = 0
         try:
             for _, packet, out_stream in heapq.merge(*streams, key=lambda item: item[0]):
                 packet.stream = out_stream
                 output.mux(packet)
-                if out_stream is not out_video:
+                if id(out_stream) in audio_outputs:
                     audio_packets += 1
         except av.error.FFmpegError as error:
             raise MediaError(f"Cannot write {str(temporary_path)!r} ({error})") from error
-    return audio_packets, join_stats.dts_adjusted
+    return audio_packets, join_stats.dts_adjusted, subtitles
+
+
+def _codec_id_name(stream: av.stream.Stream) -> str:
+    """FFmpeg's name of the stream's codec id (`subrip`), not of its decoder (`srt`)."""
+    return str(stream.codec_context.codec.canonical_name)
+
+
+@dataclass(frozen=True)
+class _SubtitlePlan:
+    """The source's subtitle streams: those the output container holds, and those it cannot."""
+
+    copied: tuple[int, ...]
+    """Stream indices in the source."""
+    dropped: tuple[str, ...]
+    """Codec names."""
+
+    @classmethod
+    def of(cls, source: av.container.InputContainer, format_name: str) -> _SubtitlePlan:
+        allowed = SUBTITLE_CODECS.get(format_name, frozenset())
+        streams = list(source.streams.subtitles)
+        return cls(
+            copied=tuple(s.index for s in streams if _codec_id_name(s) in allowed),
+            dropped=tuple(_codec_id_name(s) for s in streams
+                          if _codec_id_name(s) not in allowed),
+        )
 
 
 _Timed = tuple[Fraction, av.Packet, av.stream.Stream]
