@@ -55,7 +55,7 @@ from fusionray.faces.embed import average_identity
 from fusionray.faces.tracks import assign_track_ids, concat_face_tracks
 from fusionray.jobs.lock import OutputLock
 from fusionray.jobs.manifest import FinishedChunk, Manifest, input_identity
-from fusionray.media.assemble import assemble_video
+from fusionray.media.assemble import OUTPUT_FORMATS, assemble_video
 from fusionray.media.decode import decode_frames, read_image_bgr
 from fusionray.media.demo import demo_source_image_path, ensure_demo_clip
 from fusionray.media.plan import plan_chunks
@@ -115,7 +115,7 @@ def resolve_inputs(config: RenderConfig) -> tuple[Path, list[Path]]:
 def default_output(video: Path, run_dir: Path) -> Path:
     """`<run dir>/<video name>.swapped<ext>`: the input's container where fusionray writes it
     (an .mkv keeps its subtitle streams), else .mp4."""
-    extension = video.suffix.lower() if video.suffix.lower() in (".mp4", ".mov", ".mkv") else ".mp4"
+    extension = video.suffix.lower() if video.suffix.lower() in OUTPUT_FORMATS else ".mp4"
     return run_dir / f"{video.stem}.swapped{extension}"
 
 
@@ -126,10 +126,10 @@ def check_output(paths: OutputPaths, video: Path) -> None:
         OutputError: the output is the input, its folder cannot be created, or is not writable.
     """
     target = paths.video
-    if target.suffix.lower() not in (".mp4", ".mov", ".mkv"):
+    if target.suffix.lower() not in OUTPUT_FORMATS:
         raise OutputError(
             f"Unsupported output extension {target.suffix!r} for '{target}'. "
-            "Choose one of: .mp4, .mov, .mkv"
+            f"Choose one of: {', '.join(OUTPUT_FORMATS)}"
         )
     if target.exists() and video.exists() and target.resolve() == video.resolve():
         raise OutputError(f"Output path is the input video: '{target}'")
@@ -228,6 +228,9 @@ def attach_reference(
     return replace(identity, reference_embedding=embedding)
 
 
+_CLUSTER_HINT = "(start one with `ray start --head`, or drop cluster.address to run locally)"
+
+
 def check_reachable(address: str, timeout_seconds: float = 10.0) -> None:
     """Fail fast when nothing accepts connections at an explicit `host:port` Ray address.
 
@@ -248,8 +251,7 @@ def check_reachable(address: str, timeout_seconds: float = 10.0) -> None:
         reason = error.strerror or type(error).__name__
         raise ClusterError(
             f"Cannot join the Ray cluster at {address!r}: nothing answers at {host}:{port} "
-            f"({reason}) (start one with `ray start --head`, or drop cluster.address to run "
-            "locally)"
+            f"({reason}) {_CLUSTER_HINT}"
         ) from None
 
 
@@ -269,8 +271,7 @@ def start_ray(config: RenderConfig) -> bool:
         except (ConnectionError, RuntimeError, ValueError) as error:
             first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise ClusterError(
-                f"Cannot join the Ray cluster at {address!r}: {first_line} "
-                "(start one with `ray start --head`, or drop cluster.address to run locally)"
+                f"Cannot join the Ray cluster at {address!r}: {first_line} {_CLUSTER_HINT}"
             ) from None
     else:
         # address="local": a Ray of this job's own even where another job's Ray or a

@@ -123,7 +123,7 @@ def assemble_video(
         dts_adjusted_packets=dts_adjusted,
         start_shift_seconds=float(start_shift),
         subtitle_streams_copied=len(subtitles.copied),
-        subtitle_streams_dropped=tuple(subtitles.dropped),
+        subtitle_streams_dropped=subtitles.dropped,
     )
 
 
@@ -152,6 +152,7 @@ def _write(
             for key, value in source.metadata.items():
                 if key not in _MUXER_OWNED_TAGS:
                     output.metadata[key] = value
+            subtitles = _SubtitlePlan.of(source, format_name)
         output.metadata.update(metadata)
 
         first_segment = stack.enter_context(_open_segment(segment_paths[0]))
@@ -166,31 +167,11 @@ def _write(
         ]
         audio_outputs: set[int] = set()  # id() of the output audio streams
         for audio_info in info.audio_streams:
-            # One demuxer per audio stream: each yields its packets in time order, and merging
-            # sorted iterators needs no buffering.
-            source = stack.enter_context(open_input(info.path))
-            in_audio = source.streams[audio_info.index]
-            out_audio = output.add_stream_from_template(in_audio)
-            out_audio.time_base = in_audio.time_base
-            for key, value in in_audio.metadata.items():
-                if key in _STREAM_TAGS:
-                    out_audio.metadata[key] = value
-            out_audio.disposition = in_audio.disposition
+            out_audio, packets = _copy_stream(stack, output, info.path, audio_info.index)
             audio_outputs.add(id(out_audio))
-            streams.append(_timed(_data_packets(source.demux(in_audio)), out_audio))
-
-        with open_input(info.path) as source:
-            subtitles = _SubtitlePlan.of(source, format_name)
+            streams.append(packets)
         for index in subtitles.copied:
-            source = stack.enter_context(open_input(info.path))
-            in_subtitle = source.streams[index]
-            out_subtitle = output.add_stream_from_template(in_subtitle)
-            out_subtitle.time_base = in_subtitle.time_base
-            for key, value in in_subtitle.metadata.items():
-                if key in _STREAM_TAGS:
-                    out_subtitle.metadata[key] = value
-            out_subtitle.disposition = in_subtitle.disposition
-            streams.append(_timed(_data_packets(source.demux(in_subtitle)), out_subtitle))
+            streams.append(_copy_stream(stack, output, info.path, index)[1])
 
         audio_packets = 0
         try:
@@ -207,6 +188,27 @@ def _write(
 def _codec_id_name(stream: av.stream.Stream) -> str:
     """FFmpeg's name of the stream's codec id (`subrip`), not of its decoder (`srt`)."""
     return str(stream.codec_context.codec.canonical_name)
+
+
+def _copy_stream(
+    stack: ExitStack, output: av.container.OutputContainer, source_path: str, index: int
+) -> tuple[av.stream.Stream, Iterator[_Timed]]:
+    """Add a copy of source stream `index` (codec, time base, tags, disposition) to `output`.
+
+    Returns:
+        The output stream and the source's packets for it, timed for merging. Each copied
+        stream gets a demuxer of its own: each yields its packets in time order, and merging
+        sorted iterators needs no buffering.
+    """
+    source = stack.enter_context(open_input(source_path))
+    in_stream = source.streams[index]
+    out_stream = output.add_stream_from_template(in_stream)
+    out_stream.time_base = in_stream.time_base
+    for key, value in in_stream.metadata.items():
+        if key in _STREAM_TAGS:
+            out_stream.metadata[key] = value
+    out_stream.disposition = in_stream.disposition
+    return out_stream, _timed(_data_packets(source.demux(in_stream)), out_stream)
 
 
 @dataclass(frozen=True)
