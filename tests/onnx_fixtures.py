@@ -8,11 +8,26 @@ a test can predict the result. They say nothing about swap quality and are never
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from fusionray.models.store import import_model
+
 OPSET = 17
+
+
+def import_fixtures(folder: Path, **models: bytes) -> Path:
+    """Import fixture graphs (catalogue name -> ONNX bytes) through the real `import` path
+    into the model cache `folder/cache`, and return that cache folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in models.items():
+        file = folder / f"{name}.fixture.onnx"
+        file.write_bytes(data)
+        import_model(name, file, cache_dir=folder / "cache")
+    return folder / "cache"
 
 
 def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],

@@ -161,13 +161,9 @@ def test_missing_model_fails_before_ray(tmp_path: Path) -> None:
     """`quality=master` with the learned engine needs GFPGAN; offline and not cached, that is
     one line naming the model and the cache, before any actor tries to load it."""
     import tests.onnx_fixtures as fx
-    from fusionray.models.store import import_model
 
-    cache = tmp_path / "models"
-    for name, data in (("inswapper_128", fx.build_identity_swapper()),
-                       ("arcface_w600k_r50", fx.build_arcface_fixture())):
-        (tmp_path / f"{name}.onnx").write_bytes(data)
-        import_model(name, tmp_path / f"{name}.onnx", cache_dir=cache)
+    cache = fx.import_fixtures(tmp_path / "models", inswapper_128=fx.build_identity_swapper(),
+                               arcface_w600k_r50=fx.build_arcface_fixture())
     output = tmp_path / "out" / "demo.mp4"
     result = run_render(tmp_path, "+video=demo", "quality=master", "swapper=inswapper",
                         "swapper.providers=[cpu]", f"models.cache_dir={cache}",

@@ -23,7 +23,6 @@ from fusionray.faces.embed import ArcFaceEmbedder, average_identity, normalise_e
 from fusionray.faces.enhance import FaceEnhancer
 from fusionray.faces.scrfd import SCRFDDetector, letterbox
 from fusionray.models.loader import ModelOptions, ModelRunner
-from fusionray.models.store import import_model
 from fusionray.swap.base import SourceIdentity
 from fusionray.swap.inswapper import InswapperSwapper, load_emap, source_latent
 from fusionray.types import Face
@@ -32,13 +31,8 @@ from tests.faces_fixtures import astronaut_bgr, blazeface, psnr, tom_hanks_bgr
 
 
 def _cache(folder: Path, **models: bytes) -> ModelOptions:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, data in models.items():
-        file = folder / f"{name}.fixture.onnx"
-        file.write_bytes(data)
-        import_model(name, file, cache_dir=folder / "cache")
-    return ModelOptions(providers=("cpu",), cache_dir=folder / "cache", shared_dirs=(),
-                        offline=True)
+    return ModelOptions(providers=("cpu",), cache_dir=fx.import_fixtures(folder, **models),
+                        shared_dirs=(), offline=True)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from fusionray.faces.pose import MEAN_FACE_ARCFACE5, estimate_head_pose, rotatio
 from fusionray.faces.select import select_faces
 from fusionray.faces.table import faces_to_table, table_to_faces
 from fusionray.jobs.pipeline import OutputPaths, render
-from fusionray.models.store import import_model
 from fusionray.types import Face
 from tests import onnx_fixtures as fx
 from tests.faces_fixtures import astronaut_bgr, blazeface, psnr
@@ -119,12 +118,9 @@ def test_new_groups_compose() -> None:
 
 @pytest.fixture(scope="module")
 def fixture_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("neural_models")
-    for name, data in (("inswapper_128", fx.build_identity_swapper()),
-                       ("arcface_w600k_r50", fx.build_arcface_fixture())):
-        (folder / f"{name}.fixture.onnx").write_bytes(data)
-        import_model(name, folder / f"{name}.fixture.onnx", cache_dir=folder / "cache")
-    return folder / "cache"
+    return fx.import_fixtures(tmp_path_factory.mktemp("neural_models"),
+                              inswapper_128=fx.build_identity_swapper(),
+                              arcface_w600k_r50=fx.build_arcface_fixture())
 
 
 @pytest.mark.ray
