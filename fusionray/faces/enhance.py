@@ -7,6 +7,8 @@ feathered box mask whose weight is the blend factor (0 = off, 1 = the enhancer's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -74,19 +76,32 @@ class FaceEnhancer:
         self.provider = self.runner.provider
         self.crop_size = self.runner.spec.input_size
         self.mask = box_mask(self.crop_size)
-        self._input = np.zeros((1, 3, self.crop_size, self.crop_size), np.float32)
 
     def enhance(self, output: FrameBGR, face: Face) -> None:
         """Restore one face of `output` in place (no-op at blend 0)."""
-        if self.blend <= 0.0:
+        self.enhance_many(output, [face])
+
+    def enhance_many(self, output: FrameBGR, faces: Sequence[Face]) -> None:
+        """Restore every face of `output` in place (no-op at blend 0).
+
+        All crops are taken from `output` first and go through the model in one call where its
+        batch dimension is free (else one call per face); they are pasted back in order.
+        Thread-safe: no buffer is shared between calls.
+        """
+        if self.blend <= 0.0 or not faces:
             return
-        matrix = ffhq_matrix(face, self.crop_size)
-        crop = cv2.warpAffine(output, matrix, (self.crop_size, self.crop_size),
-                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        np.divide(crop[..., ::-1].transpose(2, 0, 1), 127.5, out=self._input[0])
-        self._input -= 1.0
-        restored = self.runner.run(self._input)[0][0]
-        rgb = (np.clip(restored, -1.0, 1.0) + 1.0) * 127.5
-        enhanced = np.rint(rgb.transpose(1, 2, 0)[..., ::-1]).astype(np.uint8)
-        paste_crop(output, np.ascontiguousarray(enhanced), matrix, self.mask,
-                   colour_match=False, blend="alpha", blend_levels=1, opacity=self.blend)
+        matrices = [ffhq_matrix(face, self.crop_size) for face in faces]
+        blob = np.empty((len(faces), 3, self.crop_size, self.crop_size), np.float32)
+        for index, matrix in enumerate(matrices):
+            crop = cv2.warpAffine(output, matrix, (self.crop_size, self.crop_size),
+                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            np.divide(crop[..., ::-1].transpose(2, 0, 1), 127.5, out=blob[index])
+        blob -= 1.0
+        step = len(faces) if self.runner.batchable else 1
+        restored = np.concatenate([self.runner.run(blob[start:start + step])[0]
+                                   for start in range(0, len(faces), step)])
+        for matrix, face_out in zip(matrices, restored, strict=True):
+            rgb = (np.clip(face_out, -1.0, 1.0) + 1.0) * 127.5
+            enhanced = np.rint(rgb.transpose(1, 2, 0)[..., ::-1]).astype(np.uint8)
+            paste_crop(output, np.ascontiguousarray(enhanced), matrix, self.mask,
+                       colour_match=False, blend="alpha", blend_levels=1, opacity=self.blend)

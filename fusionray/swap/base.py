@@ -1,12 +1,31 @@
-"""What every swap engine shares: the prepared source identity and the `Swapper` interface."""
+"""What every swap engine shares: the source identity, the per-face job record and the
+`Swapper` interface.
+
+A swap runs in three phases so that a pipeline can batch the model over faces of several frames
+and overlap the CPU phases with it on other threads:
+
+1. `prepare(frame_bgr, faces, source) -> list[FaceJob]`: CPU. Align each target face (the crop
+   the model reads and the frame -> crop matrix). Reads the frame, never writes it.
+2. `forward(jobs, source) -> list[FaceJob]`: the model. ONE batched call over jobs from any
+   number of frames (split to the engine's `max_batch`), returning the jobs in the same order
+   with `output` filled in. Touches no frame, so frames may be pasted meanwhile.
+3. `paste(frame_bgr, jobs) -> frame_bgr`: CPU (plus the enhancer model, where one is
+   configured). Composite every job's output into a copy of its frame.
+
+`swap(frame, faces, source)` is `paste(frame, forward(prepare(frame, faces, source), source))`.
+Each face is aligned from the frame as given, so overlapping faces all see the original pixels
+(not an earlier face's swap). All three phases are safe to call from several threads at once on
+one engine (no shared mutable buffers; ONNX Runtime sessions are thread-safe for `run`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 
 from fusionray.types import Face, FloatArray, FrameBGR
 
@@ -64,12 +83,72 @@ class SourceIdentity:
             object.__setattr__(self, "reference_embedding", reference)
 
 
+@dataclass(frozen=True)
+class FaceJob:
+    """One target face on its way through `prepare` -> `forward` -> `paste`.
+
+    Small and picklable (a 128 px job is about 100 KiB with its output), so a pipeline may queue
+    it between threads or processes. Arrays are made read-only: several phases share them.
+    """
+
+    face: Face
+    """The target face in frame pixels (after tracking and smoothing)."""
+    matrix: npt.NDArray[np.float64]
+    """(2, 3) float64 similarity mapping frame pixels to crop pixels (the alignment)."""
+    crop_size: int
+    """S, side of the aligned crop in pixels (128 for inswapper; the classic crop size)."""
+    crop: FrameBGR | None = None
+    """(S, S, 3) uint8 BGR target face aligned by `matrix`: what the model reads. None for
+    engines that do not read the target (classic)."""
+    output: FrameBGR | None = None
+    """(S, S, 3) uint8 BGR face to paste, aligned like `crop`; None until `forward`."""
+
+    def __post_init__(self) -> None:
+        matrix = np.array(self.matrix, dtype=np.float64)
+        if matrix.shape != (2, 3):
+            raise ValueError(f"FaceJob.matrix must be (2, 3), got {matrix.shape}")
+        matrix.setflags(write=False)
+        object.__setattr__(self, "matrix", matrix)
+        expected = (self.crop_size, self.crop_size, 3)
+        for field_name in ("crop", "output"):
+            value = getattr(self, field_name)
+            if value is None:
+                continue
+            array = np.asarray(value)
+            if array.dtype != np.uint8 or array.shape != expected:
+                raise ValueError(f"FaceJob.{field_name} must be uint8 {expected}, got "
+                                 f"{array.dtype} {array.shape}")
+            if array.flags.writeable:
+                array = array.copy()
+                array.setflags(write=False)
+            object.__setattr__(self, field_name, array)
+
+    def with_output(self, output: FrameBGR) -> FaceJob:
+        """This job with `output` set (what `forward` returns)."""
+        return replace(self, output=output)
+
+
+def require_outputs(jobs: Sequence[FaceJob]) -> None:
+    """Fail clearly when `paste` is given jobs that did not go through `forward`.
+
+    Raises:
+        ValueError: a job has no output (naming its position).
+    """
+    missing = [index for index, job in enumerate(jobs) if job.output is None]
+    if missing:
+        raise ValueError(f"paste() needs jobs with outputs (from forward()); jobs {missing} "
+                         "have none")
+
+
 @runtime_checkable
 class Swapper(Protocol):
     """Puts a source identity onto target faces. Models are loaded once, in `__init__`."""
 
     name: str
     """Engine name, e.g. `classic`."""
+    max_batch: int
+    """Most faces one model call takes (1 where the graph's batch is fixed); `forward` splits
+    longer job lists itself, so this only tells a pipeline how many faces to gather."""
 
     def prepare_source(
         self, images: Sequence[np.ndarray], faces: Sequence[Face]
@@ -77,8 +156,32 @@ class Swapper(Protocol):
         """Build the identity from source images (BGR uint8) and one chosen face in each."""
         ...
 
+    def prepare(
+        self, frame_bgr: np.ndarray, faces: Sequence[Face], source: SourceIdentity
+    ) -> list[FaceJob]:
+        """Align each face of one (H, W, 3) uint8 BGR frame; one job per face, in order.
+
+        Raises:
+            ConfigError: `source` was prepared by another engine (or crop size).
+        """
+        ...
+
+    def forward(self, jobs: Sequence[FaceJob], source: SourceIdentity) -> list[FaceJob]:
+        """Run the model over jobs from any number of frames; the same jobs, in order, with
+        `output` set. Batched up to `max_batch` faces per call."""
+        ...
+
+    def paste(self, frame_bgr: np.ndarray, jobs: Sequence[FaceJob]) -> FrameBGR:
+        """A new frame with every job's output composited, in order; `frame_bgr` untouched.
+
+        Raises:
+            ValueError: a job has no output.
+        """
+        ...
+
     def swap(
         self, frame_bgr: np.ndarray, faces: Sequence[Face], source: SourceIdentity
-    ) -> np.ndarray:
-        """A new frame with every face in `faces` swapped; `frame_bgr` is left untouched."""
+    ) -> FrameBGR:
+        """A new frame with every face in `faces` swapped; `frame_bgr` is left untouched.
+        Equal to `paste(frame_bgr, forward(prepare(frame_bgr, faces, source), source))`."""
         ...

@@ -16,7 +16,7 @@ from fusionray.errors import ConfigError, FaceNotFoundError, choices_message
 from fusionray.faces.align import align_face, face_to_template_matrix
 from fusionray.faces.mask import build_face_mask
 from fusionray.faces.paste import MASK_SUPPORT, paste_crop
-from fusionray.swap.base import SourceIdentity, Swapper
+from fusionray.swap.base import FaceJob, SourceIdentity, Swapper, require_outputs
 from fusionray.types import Face, FrameBGR
 
 SWAPPER_NAMES = ("classic", "inswapper")
@@ -30,6 +30,8 @@ class ClassicSwapper:
     """Aligned-crop face swap with LAB colour matching and multi-band blending."""
 
     name = "classic"
+    max_batch = 1_000_000
+    """No model: `forward` only attaches the source crop, so any number of faces is one call."""
 
     def __init__(
         self,
@@ -95,14 +97,63 @@ class ClassicSwapper:
         mean = np.clip(np.rint(np.mean(crops, axis=0)), 0, 255).astype(np.uint8)
         return SourceIdentity(crop=mean, crop_size=self.crop_size, image_count=len(crops))
 
-    def swap(
+    def _check_source(self, source: SourceIdentity) -> FrameBGR:
+        if source.crop is None or source.crop_size != self.crop_size:
+            raise ConfigError(
+                f"Source identity has crop size {source.crop_size} "
+                f"({'no crop' if source.crop is None else 'with crop'}); "
+                f"the classic swapper needs a {self.crop_size} px crop"
+            )
+        return source.crop
+
+    def prepare(
         self, frame_bgr: np.ndarray, faces: Sequence[Face], source: SourceIdentity
-    ) -> FrameBGR:
-        """Swap every face in `faces`, in order; returns a new frame.
+    ) -> list[FaceJob]:
+        """One job per face: the frame -> template similarity from its keypoints.
+
+        The classic engine never reads the target face's pixels for the swap itself (colour
+        matching reads the frame in `paste`), so the jobs carry no crop.
+
+        Args:
+            frame_bgr: (H, W, 3) uint8 BGR; only its shape matters here.
+            faces: target faces in frame pixels.
+            source: from `prepare_source` with the same crop size.
+
+        Raises:
+            ConfigError: the source was prepared for another crop size or has no crop.
+        """
+        self._check_source(source)
+        return [FaceJob(face=face, matrix=face_to_template_matrix(face, self.crop_size),
+                        crop_size=self.crop_size) for face in faces]
+
+    def forward(self, jobs: Sequence[FaceJob], source: SourceIdentity) -> list[FaceJob]:
+        """Every job's output is the (read-only, shared) aligned source crop."""
+        crop = self._check_source(source)
+        return [job.with_output(crop) for job in jobs]
+
+    def paste(self, frame_bgr: np.ndarray, jobs: Sequence[FaceJob]) -> FrameBGR:
+        """Colour-match and blend each job's output into a copy of the frame, in order.
 
         Only each face's region of interest (the bounding box of the warped crop, clipped to the
         frame) is read and written: warping the whole frame per face would cost O(frame) per
         face for a change covering a few percent of it.
+
+        Raises:
+            ValueError: a job has no output.
+        """
+        require_outputs(jobs)
+        output = np.array(frame_bgr, dtype=np.uint8, copy=True)
+        for job in jobs:
+            assert job.output is not None  # Checked above; narrows the type.
+            paste_crop(output, job.output, job.matrix, self.mask,
+                       colour_match=self.colour_match, blend=self.blend,
+                       blend_levels=self.blend_levels)
+        return output
+
+    def swap(
+        self, frame_bgr: np.ndarray, faces: Sequence[Face], source: SourceIdentity
+    ) -> FrameBGR:
+        """Swap every face in `faces`, in order; returns a new frame.
 
         Args:
             frame_bgr: (H, W, 3) uint8 BGR; not modified.
@@ -112,22 +163,7 @@ class ClassicSwapper:
         Raises:
             ConfigError: the source was prepared for another crop size or has no crop.
         """
-        if source.crop is None or source.crop_size != self.crop_size:
-            raise ConfigError(
-                f"Source identity has crop size {source.crop_size} "
-                f"({'no crop' if source.crop is None else 'with crop'}); "
-                f"the classic swapper needs a {self.crop_size} px crop"
-            )
-        output = np.array(frame_bgr, dtype=np.uint8, copy=True)
-        for face in faces:
-            self._swap_one(output, face, source.crop)
-        return output
-
-    def _swap_one(self, output: FrameBGR, face: Face, source_crop: FrameBGR) -> None:
-        paste_crop(
-            output, source_crop, face_to_template_matrix(face, self.crop_size), self.mask,
-            colour_match=self.colour_match, blend=self.blend, blend_levels=self.blend_levels,
-        )
+        return self.paste(frame_bgr, self.forward(self.prepare(frame_bgr, faces, source), source))
 
 
 def build_swapper(name: str, **options: object) -> Swapper:

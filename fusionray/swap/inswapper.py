@@ -26,7 +26,7 @@ from fusionray.faces.enhance import FaceEnhancer
 from fusionray.faces.mask import build_face_mask
 from fusionray.faces.paste import paste_crop
 from fusionray.models.loader import ModelOptions, ModelRunner
-from fusionray.swap.base import SourceIdentity
+from fusionray.swap.base import FaceJob, SourceIdentity, require_outputs
 from fusionray.types import Face, FloatArray, FrameBGR
 
 INSWAPPER_MODELS = ("inswapper_128", "inswapper_128_fp16")
@@ -68,10 +68,23 @@ def prepare_target(crop_bgr: np.ndarray, out: npt.NDArray[np.float32]) -> None:
     np.divide(np.asarray(crop_bgr)[..., ::-1].transpose(2, 0, 1), 255.0, out=out[0])
 
 
+def prepare_targets(crops_bgr: Sequence[np.ndarray]) -> npt.NDArray[np.float32]:
+    """(N, 128, 128, 3) uint8 BGR aligned crops -> (N, 3, 128, 128) float32 RGB / 255."""
+    blob = np.empty((len(crops_bgr), 3, CROP_SIZE, CROP_SIZE), np.float32)
+    for index, crop in enumerate(crops_bgr):
+        np.divide(np.asarray(crop)[..., ::-1].transpose(2, 0, 1), 255.0, out=blob[index])
+    return blob
+
+
 def output_to_bgr(output: np.ndarray) -> FrameBGR:
     """(1, 3, S, S) RGB in [0, 1] -> (S, S, 3) uint8 BGR: clip, × 255, round, channel swap."""
     rgb = np.clip(np.asarray(output, dtype=np.float32)[0], 0.0, 1.0) * 255.0
     return np.ascontiguousarray(np.rint(rgb.transpose(1, 2, 0)[..., ::-1]).astype(np.uint8))
+
+
+def outputs_to_bgr(outputs: np.ndarray) -> list[FrameBGR]:
+    """(N, 3, S, S) RGB in [0, 1] -> N (S, S, 3) uint8 BGR crops (see `output_to_bgr`)."""
+    return [output_to_bgr(outputs[index:index + 1]) for index in range(outputs.shape[0])]
 
 
 class InswapperSwapper:
@@ -93,6 +106,7 @@ class InswapperSwapper:
         soft_mask: bool = False,
         enhancer: str | None = None,
         enhancer_blend: float = 0.8,
+        max_batch: int = 8,
     ) -> None:
         """Open the swapper (and the enhancer, if any) once; the recognizer opens on demand.
 
@@ -107,6 +121,8 @@ class InswapperSwapper:
             soft_mask: scale the mask by the detection's confidence.
             enhancer: None, or an enhancer model (`gfpgan_1.4`).
             enhancer_blend: weight of the enhanced face, in [0, 1].
+            max_batch: most faces per swapper call, >= 1 (capped at 1 where the graph's
+                batch is fixed).
 
         Raises:
             ConfigError: bad option. ModelError: a model is missing, corrupt or wrong.
@@ -117,11 +133,14 @@ class InswapperSwapper:
             raise ConfigError(choices_message("blend", blend, BLEND_MODES))
         if not 1 <= blend_levels <= 8:
             raise ConfigError(f"Invalid blend_levels={blend_levels!r}: must be in [1, 8]")
+        if max_batch < 1:
+            raise ConfigError(f"Invalid max_batch={max_batch!r}: must be >= 1")
         self.options = options or ModelOptions()
         self.recognizer = recognizer
         self.runner = ModelRunner(model, self.options)
         self.provider = self.runner.provider
         self.emap = load_emap(self.runner.path)
+        self.max_batch = max_batch if self.runner.batchable else 1
         self.mask = build_face_mask(CROP_SIZE, padding=mask_padding, blur=mask_blur)
         self.colour_match = colour_match
         self.blend = blend
@@ -130,8 +149,6 @@ class InswapperSwapper:
         self.enhancer = (FaceEnhancer(model=enhancer, blend=enhancer_blend, options=self.options)
                          if enhancer else None)
         self._embedder: ArcFaceEmbedder | None = None
-        # Prebuilt input buffer: each face is written into it, no per-face allocation.
-        self._target = np.zeros((1, 3, CROP_SIZE, CROP_SIZE), np.float32)
         self._latent_cache: tuple[bytes, FloatArray] | None = None
 
     @property
@@ -173,23 +190,85 @@ class InswapperSwapper:
 
     def swap_crop(self, crop_bgr: np.ndarray, latent: FloatArray) -> FrameBGR:
         """Run the swapper on one 128 px aligned BGR crop; returns the swapped BGR crop."""
-        prepare_target(crop_bgr, self._target)
-        return output_to_bgr(self.runner.run(self._target, latent)[0])
+        target = np.empty((1, 3, CROP_SIZE, CROP_SIZE), np.float32)
+        prepare_target(crop_bgr, target)
+        return output_to_bgr(self.runner.run(target, latent)[0])
+
+    def prepare(
+        self, frame_bgr: np.ndarray, faces: Sequence[Face], source: SourceIdentity
+    ) -> list[FaceJob]:
+        """Align each face to the 128 px ArcFace template (bicubic); one job per face.
+
+        Args:
+            frame_bgr: (H, W, 3) uint8 BGR; read only.
+            faces: target faces in frame pixels.
+            source: checked here (it must carry an embedding) so a wrong source fails before
+                any model time is spent.
+
+        Raises:
+            ConfigError: the source has no embedding (prepared by the classic engine).
+        """
+        self.latent_for(source)
+        frame = np.asarray(frame_bgr)
+        jobs = []
+        for face in faces:
+            crop, to_crop = align_face(frame, face, CROP_SIZE, interpolation=cv2.INTER_CUBIC)
+            jobs.append(FaceJob(face=face, matrix=to_crop, crop_size=CROP_SIZE, crop=crop))
+        return jobs
+
+    def forward(self, jobs: Sequence[FaceJob], source: SourceIdentity) -> list[FaceJob]:
+        """Swap every job's crop; one model call per `max_batch` jobs, in order.
+
+        Jobs may come from any number of frames; they share the one source identity.
+
+        Raises:
+            ConfigError: the source has no embedding.
+            ValueError: a job has no crop (it was prepared by another engine).
+        """
+        if not jobs:
+            return []
+        latent = self.latent_for(source)
+        missing = [index for index, job in enumerate(jobs) if job.crop is None]
+        if missing or any(job.crop_size != CROP_SIZE for job in jobs):
+            raise ValueError(f"inswapper forward() needs {CROP_SIZE} px jobs with crops (from "
+                             f"its prepare()); jobs {missing} have no crop")
+        crops = [job.crop for job in jobs]
+        outputs: list[FrameBGR] = []
+        for start in range(0, len(crops), self.max_batch):
+            blob = prepare_targets(crops[start:start + self.max_batch])  # type: ignore[arg-type]
+            latents = np.repeat(latent, blob.shape[0], axis=0)
+            outputs += outputs_to_bgr(self.runner.run(blob, latents)[0])
+        return [job.with_output(output) for job, output in zip(jobs, outputs, strict=True)]
+
+    def paste(self, frame_bgr: np.ndarray, jobs: Sequence[FaceJob]) -> FrameBGR:
+        """Blend each job's swapped crop into a copy of the frame (bicubic warp, feathered
+        mask, optional colour match and confidence-scaled opacity), then enhance the faces.
+
+        The enhancer runs after every face of the frame is pasted, its faces batched where its
+        graph allows; it reads the pasted frame, as it did face by face before.
+
+        Raises:
+            ValueError: a job has no output.
+        """
+        require_outputs(jobs)
+        output = np.array(frame_bgr, dtype=np.uint8, copy=True)
+        for job in jobs:
+            assert job.output is not None  # Checked above; narrows the type.
+            paste_crop(output, job.output, job.matrix, self.mask, colour_match=self.colour_match,
+                       blend=self.blend, blend_levels=self.blend_levels,
+                       opacity=float(np.clip(job.face.score, 0.0, 1.0)) if self.soft_mask
+                       else 1.0,
+                       interpolation=cv2.INTER_CUBIC)
+        if self.enhancer is not None and jobs:
+            self.enhancer.enhance_many(output, [job.face for job in jobs])
+        return output
 
     def swap(
         self, frame_bgr: np.ndarray, faces: Sequence[Face], source: SourceIdentity
     ) -> FrameBGR:
-        """Swap every face in `faces`, in order; returns a new frame (the input is untouched)."""
-        latent = self.latent_for(source)
-        output = np.array(frame_bgr, dtype=np.uint8, copy=True)
-        for face in faces:
-            # Align from the output so overlapping faces see earlier swaps, as pasted.
-            crop, to_crop = align_face(output, face, CROP_SIZE, interpolation=cv2.INTER_CUBIC)
-            swapped = self.swap_crop(crop, latent)
-            paste_crop(output, swapped, to_crop, self.mask, colour_match=self.colour_match,
-                       blend=self.blend, blend_levels=self.blend_levels,
-                       opacity=float(np.clip(face.score, 0.0, 1.0)) if self.soft_mask else 1.0,
-                       interpolation=cv2.INTER_CUBIC)
-            if self.enhancer is not None:
-                self.enhancer.enhance(output, face)
-        return output
+        """Swap every face in `faces`, in order; returns a new frame (the input is untouched).
+
+        `paste(frame, forward(prepare(frame, faces, source), source))`: each face is aligned
+        from the frame as given, all faces go through the model together.
+        """
+        return self.paste(frame_bgr, self.forward(self.prepare(frame_bgr, faces, source), source))
