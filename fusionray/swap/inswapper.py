@@ -16,7 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import numpy.typing as npt
-import onnx
 from onnx import numpy_helper
 
 from fusionray.errors import ConfigError, FaceNotFoundError, ModelError, choices_message
@@ -25,7 +24,9 @@ from fusionray.faces.embed import ArcFaceEmbedder, average_identity
 from fusionray.faces.enhance import FaceEnhancer
 from fusionray.faces.mask import build_face_mask
 from fusionray.faces.paste import paste_crop
+from fusionray.models.batch import open_batched_runner
 from fusionray.models.loader import ModelOptions, ModelRunner
+from fusionray.models.onnx_file import OnnxFileParts
 from fusionray.swap.base import FaceJob, SourceIdentity, require_outputs
 from fusionray.types import Face, FloatArray, FrameBGR
 
@@ -37,18 +38,24 @@ BLEND_MODES = ("alpha", "laplacian")
 def load_emap(path: Path) -> FloatArray:
     """The inswapper graph's last initializer, the 512×512 identity map, as float32.
 
+    Only that tensor is parsed: the file is memory-mapped and the graph's fields are skipped
+    over by their lengths (`fusionray.models.onnx_file`), so the 554 MB graph is not parsed
+    into Python objects just to read 1 MiB of it.
+
     Raises:
-        ModelError: the file has no 512×512 last initializer (naming file, expected, found).
+        ModelError: the file is not ONNX, or has no 512×512 last initializer (naming file,
+            expected, found).
     """
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as error:  # onnx raises DecodeError and friends.
-        raise ModelError(f"Cannot read {path} as ONNX: {error}") from error
-    if not model.graph.initializer:
+    parts = OnnxFileParts(path)
+    last = parts.last_initializer
+    if last is None:
         raise ModelError(f"{path}: expected the 512x512 emap as the last initializer, found no "
                          "initializers")
-    last = model.graph.initializer[-1]
-    emap = numpy_helper.to_array(last).astype(np.float32)
+    try:
+        emap = numpy_helper.to_array(last, base_dir=str(Path(path).parent)).astype(np.float32)
+    except Exception as error:  # onnx raises ValueError/TypeError/OSError for bad tensors.
+        raise ModelError(f"{path}: cannot read its last initializer {last.name!r}: "
+                         f"{error}") from error
     if emap.shape != (512, 512):
         raise ModelError(f"{path}: expected the 512x512 emap as the last initializer, found "
                          f"{last.name!r} with shape {list(emap.shape)}")
@@ -137,10 +144,17 @@ class InswapperSwapper:
             raise ConfigError(f"Invalid max_batch={max_batch!r}: must be >= 1")
         self.options = options or ModelOptions()
         self.recognizer = recognizer
-        self.runner = ModelRunner(model, self.options)
+        notes: list[str] = []
+        if max_batch > 1:
+            self.runner, source_path, plan = open_batched_runner(model, self.options)
+            notes += [plan.note] if plan.note else []
+        else:
+            self.runner = ModelRunner(model, self.options)
+            source_path = self.runner.path
         self.provider = self.runner.provider
-        self.emap = load_emap(self.runner.path)
+        self.emap = load_emap(source_path)
         self.max_batch = max_batch if self.runner.batchable else 1
+        """Most faces per swapper call (1 where the graph's batch could not be freed)."""
         self.mask = build_face_mask(CROP_SIZE, padding=mask_padding, blur=mask_blur)
         self.colour_match = colour_match
         self.blend = blend
@@ -148,6 +162,9 @@ class InswapperSwapper:
         self.soft_mask = soft_mask
         self.enhancer = (FaceEnhancer(model=enhancer, blend=enhancer_blend, options=self.options)
                          if enhancer else None)
+        self.notes: tuple[str, ...] = tuple(notes) + (self.enhancer.notes if self.enhancer
+                                                      else ())
+        """What run.json should say about this engine (e.g. why its batch stays at 1)."""
         self._embedder: ArcFaceEmbedder | None = None
         self._latent_cache: tuple[bytes, FloatArray] | None = None
 
