@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fusionray.errors import ConfigError, ModelError
 from fusionray.faces.align import align_face, face_to_template_matrix
+from fusionray.faces.embed import ArcFaceEmbedder
 from fusionray.faces.enhance import FaceEnhancer
 from fusionray.faces.paste import paste_crop
 from fusionray.models import batch as batch_module
@@ -275,3 +276,29 @@ def test_face_job_validation(frames: list[tuple[np.ndarray, list[Face]]]) -> Non
                 output=np.zeros((128, 128, 3), np.float32))
     with pytest.raises(ConfigError, match="max_batch=0"):
         InswapperSwapper(max_batch=0)
+
+
+def test_arcface_embeds_faces_of_several_images_in_batches(
+    tmp_path: Path, frames: list[tuple[np.ndarray, list[Face]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    embedder = ArcFaceEmbedder(options=_options(
+        tmp_path, arcface_w600k_r50=fx.build_arcface_fixture()), max_batch=3)
+    assert embedder.max_batch == 3 and embedder.notes == ()
+    singles = [embedder.embed(frame, faces) for frame, faces in frames]
+    batch_sizes: list[int] = []
+    run = embedder.runner.run
+
+    def counting_run(*inputs: np.ndarray) -> list[np.ndarray]:
+        batch_sizes.append(inputs[0].shape[0])
+        return run(*inputs)
+
+    monkeypatch.setattr(embedder.runner, "run", counting_run)
+    items = [frames[0], (frames[1][0], []), frames[1], frames[2]]
+    together = embedder.embed_many(items)
+    assert batch_sizes == [3, 1]
+    assert [len(rows) for rows in together] == [1, 0, 1, 2]
+    for rows, expected in zip([together[0], together[2], together[3]], singles, strict=True):
+        np.testing.assert_allclose(rows, expected, atol=1e-5)  # Same faces, batched run.
+    np.testing.assert_allclose(np.linalg.norm(together[3], axis=1), 1.0, atol=1e-5)
+    assert embedder.embed_many([]) == []

@@ -2,7 +2,9 @@
 
 Contract (DESIGN.md): the face aligned to the ArcFace 112 template, RGB, (x − 127.5) / 127.5,
 NCHW; output [N, 512], which the caller L2-normalises. The batch dimension is free in the
-published export, so all faces of a call go through in one run.
+published export (an export with batch 1 gets it freed where its graph allows, see
+`fusionray.models.batch`), so the faces of a call, across any number of images, go through in
+as few runs as `max_batch` allows.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from dataclasses import replace
 import numpy as np
 import numpy.typing as npt
 
-from fusionray.errors import FaceNotFoundError
+from fusionray.errors import ConfigError, FaceNotFoundError
 from fusionray.faces.align import align_face
-from fusionray.models.loader import ModelOptions, ModelRunner
+from fusionray.models.batch import open_batched_runner
+from fusionray.models.loader import ModelOptions
 from fusionray.types import Face, FloatArray
 
 ARCFACE_SIZE = 112
@@ -60,22 +63,50 @@ class ArcFaceEmbedder:
     name = "arcface"
 
     def __init__(self, *, model: str = "arcface_w600k_r50",
-                 options: ModelOptions | None = None) -> None:
-        """Open the model once. Raises ModelError when it is missing, corrupt or wrong."""
-        self.runner = ModelRunner(model, options or ModelOptions())
+                 options: ModelOptions | None = None, max_batch: int = 32) -> None:
+        """Open the model once. Raises ModelError when it is missing, corrupt or wrong.
+
+        Args:
+            model: one of `RECOGNIZER_MODELS`.
+            options: providers, threads, model folders.
+            max_batch: most faces per model call (>= 1; 1 where the graph's batch is fixed).
+        """
+        if max_batch < 1:
+            raise ConfigError(f"Invalid max_batch={max_batch!r}: must be >= 1")
+        self.runner, _, plan = open_batched_runner(model, options or ModelOptions())
         self.provider = self.runner.provider
+        self.max_batch = max_batch if self.runner.batchable else 1
+        self.notes: tuple[str, ...] = (plan.note,) if plan.note else ()
+        """What run.json should say about the embedder (e.g. why its batch stays at 1)."""
 
     def embed(self, image_bgr: np.ndarray, faces: Sequence[Face]) -> FloatArray:
         """(N, 512) L2-normalised embeddings of `faces` in one (H, W, 3) uint8 BGR image."""
-        if not faces:
-            return np.zeros((0, 512), np.float32)
-        crops = [align_face(np.asarray(image_bgr), face, ARCFACE_SIZE)[0] for face in faces]
+        return self.embed_many([(image_bgr, faces)])[0]
+
+    def embed_many(
+        self, items: Sequence[tuple[np.ndarray, Sequence[Face]]]
+    ) -> list[FloatArray]:
+        """Embeddings of the faces of several images, batched across images.
+
+        Args:
+            items: (image, faces) pairs: (H, W, 3) uint8 BGR image and faces in its pixels.
+
+        Returns:
+            One (N_i, 512) float32 L2-normalised array per item, in order ((0, 512) for none).
+        """
+        crops = [align_face(np.asarray(image), face, ARCFACE_SIZE)[0]
+                 for image, faces in items for face in faces]
+        if not crops:
+            return [np.zeros((0, 512), np.float32) for _ in items]
         blob = prepare_arcface_blob(crops)
-        if self.runner.batchable:
-            raw = self.runner.run(blob)[0]
-        else:
-            raw = np.concatenate([self.runner.run(blob[i:i + 1])[0] for i in range(len(crops))])
-        return normalise_embeddings(raw)
+        raw = np.concatenate([self.runner.run(blob[start:start + self.max_batch])[0]
+                              for start in range(0, len(crops), self.max_batch)])
+        embeddings = normalise_embeddings(raw)
+        result, start = [], 0
+        for _, faces in items:
+            result.append(embeddings[start:start + len(faces)])
+            start += len(faces)
+        return result
 
     def with_embeddings(self, image_bgr: np.ndarray, faces: Sequence[Face]) -> list[Face]:
         """`faces` with their `embedding` filled in."""

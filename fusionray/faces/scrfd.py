@@ -162,6 +162,15 @@ class SCRFDDetector:
             for i in keep
         ]
 
-    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
-        """`detect` for each frame (SCRFD's exports fix the batch at 1)."""
+    max_batch = 1
+    """Frames per model call. insightface's det_10g / det_2.5g fix the input batch at 1 and
+    their outputs carry no batch axis ([anchors, k]; the catalogue contract), so declaring the
+    batch symbolic cannot free it: the rows of several frames would be indistinguishable."""
+
+    def detect_many(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
+        """`detect` for each (H, W, 3) uint8 BGR frame, in order (one call each: `max_batch`)."""
         return [self.detect(frame) for frame in frames]
+
+    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
+        """`detect_many` (the `Detector` interface's name for it)."""
+        return self.detect_many(frames)
