@@ -109,11 +109,19 @@ def plan_dynamic_batch(name: str, path: Path, *, cache_dir: Path, threads: int =
     return BatchPlan(path, batchable=False, note=note)
 
 
-def free_batch_dimension(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Copy of `model` with every graph input's and output's first dimension symbolic and the
-    recorded intermediate shapes dropped (they were inferred for batch 1)."""
-    rewritten = onnx.ModelProto()
-    rewritten.CopyFrom(model)
+def free_batch_dimension(model: onnx.ModelProto, *, copy: bool = True) -> onnx.ModelProto:
+    """`model` with every graph input's and output's first dimension symbolic and the recorded
+    intermediate shapes dropped (they were inferred for batch 1).
+
+    Args:
+        model: the graph.
+        copy: rewrite a copy (default); False rewrites `model` itself (no second copy of a
+            554 MB graph in memory).
+    """
+    rewritten = model
+    if copy:
+        rewritten = onnx.ModelProto()
+        rewritten.CopyFrom(model)
     graph = rewritten.graph
     initializers = {tensor.name for tensor in graph.initializer}
     for value in list(graph.input) + list(graph.output):
@@ -163,14 +171,13 @@ def _rewrite_and_check(name: str, path: Path, target: Path, *, threads: int) -> 
 
     log.info("Freeing the batch dimension of %s (once per model file; cached)", name)
     model = onnx.load(str(path))
-    rewritten = free_batch_dimension(model)
     tolerance = CHECK_TOLERANCE[_weights_type(model)]
-    del model
+    rewritten = free_batch_dimension(model, copy=False)
     feeds = _check_inputs(rewritten)
     if isinstance(feeds, str):
         return {"ok": False, "reason": f"cannot check a batch of 2: {feeds}"}
     data = rewritten.SerializeToString()
-    del rewritten
+    del rewritten, model
     try:
         session, _ = create_session(data, providers=("cpu",), threads=threads)
         batched = session.run(None, feeds)
