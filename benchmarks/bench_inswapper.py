@@ -79,11 +79,13 @@ def main() -> None:
             started = time.perf_counter()
             swapper.swap_crop(crop, latent)
             models.append(time.perf_counter() - started)
-        # The same swap with the model call replaced by a pass-through: align + paste-back.
-        swapper.swap_crop = lambda crop, latent: crop  # type: ignore[method-assign]
+        # The swap's CPU phases without the model call: align (prepare) + paste-back.
+        swapped = swapper.forward(swapper.prepare(frame, [face], source), source)
         for _ in range(20):
             started = time.perf_counter()
-            swapper.swap(frame, [face], source)
+            jobs = swapper.prepare(frame, [face], source)
+            swapper.paste(frame, [job.with_output(done.output) for job, done  # type: ignore[arg-type]
+                                  in zip(jobs, swapped, strict=True)])
             overheads.append(time.perf_counter() - started)
     print(f"stand-in {name}: built in {build_seconds:.1f} s, session opened in "
           f"{load_seconds:.1f} s on {swapper.provider} ({args.threads} threads)")
