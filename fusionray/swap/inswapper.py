@@ -6,6 +6,10 @@ template, RGB, / 255; `source` [1, 512] is `latent = normed_embedding @ emap`, t
 [1, 3, 128, 128] is RGB in [0, 1]: clip, × 255, to BGR. The swapped crop is pasted back over
 the face's region only (`fusionray.faces.paste`), through the feathered face mask, optionally
 colour-matched, multi-band blended, scaled by detection confidence and enhanced (GFPGAN).
+
+The published graph fixes the batch at 1; where its ops allow, `fusionray.models.batch` frees
+it (checked once with ONNX Runtime, cached in the model cache), and `forward` then runs up to
+`max_batch` faces, from any number of frames, as [N, 3, 128, 128] and [N, 512] in one call.
 """
 
 from __future__ import annotations
