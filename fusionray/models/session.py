@@ -261,6 +261,7 @@ def open_session(
         device = probe_device() if wants_gpu and driver else DevicePlan(
             device_id=None, reason="no NVIDIA GPU visible on this machine")
     facts = SessionFacts(available=available, device=device, driver_present=driver)
+    library_failure = None
     if wants_gpu and device.device_id is not None and driver:
         library_failure = load_gpu_libraries()
         if library_failure:
@@ -302,7 +303,8 @@ def open_session(
         used = session.get_providers()[0]
         if used != attempt.provider:
             # ORT silently falls back when a device is missing (e.g. CUDA without a GPU).
-            reason = "did not initialise (no usable device?)"
+            reason = "did not initialise (" + (
+                _clip(library_failure) if library_failure else "no usable device?") + ")"
             log.warning("Skipping %s: it %s", attempt.provider, reason)
             reported.append((attempt.provider, reason))
             reasons.append(f"{attempt.provider}: {reason}")
@@ -547,8 +549,11 @@ class SessionRunner:
 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
-    line = text[0] if text else type(error).__name__
-    return line if len(line) <= 200 else line[:197] + "..."
+    return _clip(text[0] if text else type(error).__name__)
+
+
+def _clip(line: str, limit: int = 200) -> str:
+    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",
