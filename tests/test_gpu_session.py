@@ -179,6 +179,33 @@ def test_failed_tensorrt_build_leaves_no_folder(tmp_path: Path) -> None:
     assert [p.name for p in final.parent.iterdir() if not p.name.endswith(".lock")] == []
 
 
+def test_model_runner_caches_engines_in_the_default_model_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """models.cache_dir null (the default) still gives TensorRT its cache folder."""
+    from fusionray.models.loader import ModelOptions, ModelRunner
+    from tests.onnx_fixtures import build_identity_swapper, import_fixtures
+
+    cache = import_fixtures(tmp_path, inswapper_128_fp16=build_identity_swapper())
+    monkeypatch.setenv("FUSIONRAY_CACHE", str(cache))
+    seen: dict[str, Any] = {}
+    real = session_module.open_session
+
+    def spy(model: Any, **kwargs: Any) -> OpenedSession:
+        seen.update(kwargs)
+        return real(model, **kwargs)
+
+    monkeypatch.setattr("fusionray.models.loader.open_session", spy)
+    runner = ModelRunner("inswapper_128_fp16", ModelOptions(providers=("tensorrt", "cuda", "cpu"),
+                                                            shared_dirs=(), offline=True))
+    assert seen["engine_root"] == cache / "tensorrt"
+    assert seen["fp16"] is True  # The fp16 export asks for fp16 engines.
+    if not session_module.nvidia_device_visible():
+        assert runner.provider == CPU  # No GPU here: plainly CPU, nothing to report.
+    target = np.random.default_rng(0).random((1, 3, 128, 128), dtype=np.float32)
+    source = np.ones((1, 512), np.float32)
+    assert len(runner.run(target, source, outputs=[0])) == 1
+
+
 def test_label_lists_fallbacks_and_placement() -> None:
     session = open_session(_conv_model(), providers=("cpu",)).session
     opened = OpenedSession(session=session, provider=CUDA, device=DevicePlan(device_id=0),

@@ -79,9 +79,10 @@ class ModelRunner:
         if self._runner.device_resident:
             log.info("%s: device-resident IO binding on %s", name, self.opened.provider)
 
-    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        """Run on positional inputs (graph input order); returns the outputs in graph order."""
-        return self._runner.run(*inputs)
+    def run(self, *inputs: np.ndarray, outputs: Sequence[int] | None = None) -> list[np.ndarray]:
+        """Run on positional inputs (graph input order); returns the outputs in graph order,
+        or only those at the indices `outputs` (the rest are not copied off the GPU)."""
+        return self._runner.run(*inputs, outputs=outputs)
 
 
 def open_models(names: Sequence[str], options: ModelOptions) -> dict[str, ModelRunner]:

@@ -478,7 +478,8 @@ class SessionRunner:
     one host-to-device copy, no allocation) and the outputs are bound once to device buffers;
     a call copies to the host only the outputs asked for. Buffers are kept per input shape
     for the few most recent shapes (a batched model sees the full batch and a remainder). On
-    any other provider a call is a plain `session.run`.
+    any other provider a call is a plain `session.run`. Output shapes must follow from the
+    input shapes (true of every catalogued model: no data-dependent outputs such as NMS).
     """
 
     opened: OpenedSession
