@@ -16,8 +16,10 @@ from ray.cluster_utils import Cluster
 
 from fusionray.config import GpuConfig
 from fusionray.models.device import (
+    NO_DEVICE_HIDDEN,
     NO_DEVICE_NOT_ASSIGNED,
     GpuCard,
+    gpu_isolation_options,
     plan_device,
     probe_assignment,
 )
@@ -68,8 +70,8 @@ def gpu_cluster() -> Iterator[Cluster]:
     cluster.shutdown()
 
 
-def _reports(num_gpus: float, count: int) -> list[dict[str, Any]]:
-    actor = ray.remote(Probe).options(num_cpus=0, num_gpus=num_gpus)
+def _reports(num_gpus: float, count: int, **options: Any) -> list[dict[str, Any]]:
+    actor = ray.remote(Probe).options(num_cpus=0, num_gpus=num_gpus, **options)
     actors = [actor.remote() for _ in range(count)]
     reports = ray.get([a.report.remote() for a in actors])
     for a in actors:
@@ -106,3 +108,13 @@ def test_actor_without_gpu_never_plans_cuda(gpu_cluster: Cluster) -> None:
     assert report["reason"] == NO_DEVICE_NOT_ASSIGNED
     assert report["chain"] == [(CPU, {})]
     assert report["session"] == CPU
+
+
+def test_isolation_hides_every_card_from_a_zero_gpu_actor(gpu_cluster: Cluster) -> None:
+    assert gpu_isolation_options(0.5) == {}
+    (report,) = _reports(0, 1, **gpu_isolation_options(0))
+    assert report["visible"] == ""
+    assert report["reason"] == NO_DEVICE_HIDDEN and report["chain"] == [(CPU, {})]
+    # A GPU actor's own assignment is untouched.
+    (gpu,) = _reports(1, 1, **gpu_isolation_options(1))
+    assert gpu["visible"] == str(gpu["card"])

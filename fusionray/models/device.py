@@ -219,3 +219,16 @@ def probe_device() -> DevicePlan:
             assignment.in_ray_worker and not assignment.gpu_ids):
         return plan_device(assignment, ())  # No GPU either way: no need to ask the driver.
     return plan_device(assignment, probe_cards())
+
+
+def gpu_isolation_options(num_gpus: float) -> dict[str, object]:
+    """Extra Ray actor options that hide every GPU from an actor reserving none (pure).
+
+    Ray 2.60 leaves `CUDA_VISIBLE_DEVICES` alone for such actors, and importing
+    onnxruntime-gpu already registers its CUDA provider (which initialises the CUDA driver).
+    An empty `CUDA_VISIBLE_DEVICES` makes the process see no card at all, the way Ray used
+    to; `plan_device` then says `NO_DEVICE_HIDDEN`. Merge into `.options(...)` of the pool.
+    """
+    if num_gpus > 0:
+        return {}
+    return {"runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}}
