@@ -450,6 +450,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_table(render_results, args.frames, sampler))
     print()
     print(stage_table(render_results))
+    mean, peak, memory = sampler.summary("model")
+    if mean is not None:
+        notes.append(f"model phase GPU utilisation: mean {mean:.0f} %, max {peak:.0f} %, "
+                     f"memory max {memory:.0f} MiB")
     for note in notes:
         print(f"- {note}")
     print(f"- total {budget.total - budget.left():.0f} s of the {budget.total:.0f} s budget")
