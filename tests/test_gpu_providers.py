@@ -174,7 +174,7 @@ def test_cuda_options_follow_the_device_and_fraction() -> None:
     assert name == CUDA
     assert options == {
         "device_id": "0", "arena_extend_strategy": "kSameAsRequested",
-        "cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": "0",
+        "cudnn_conv_algo_search": "EXHAUSTIVE",
         "gpu_mem_limit": str(int(141 * 1024 * 0.5 * 0.8) * 2**20),
     }
     device_1 = replace(GPU0, device_id=1, card=H200_B, fraction=1.0)

@@ -195,9 +195,6 @@ def cuda_options(device: DevicePlan, settings: GpuConfig) -> dict[str, str]:
                                   "next_power_of_two": "kNextPowerOfTwo"}[
                                       settings.arena_extend_strategy],
         "cudnn_conv_algo_search": settings.cudnn_conv_algo_search.upper(),
-        # Inputs are copied in on the session's own stream, so a call never waits on another
-        # session's work queued on the legacy default stream.
-        "do_copy_in_default_stream": "0",
     }
     limit = memory_limit_bytes(device, limit_mb=settings.memory_limit_mb,
                                usable=settings.memory_usable)
