@@ -345,6 +345,69 @@ class ModelsConfig:
     """Never download models (also $FUSIONRAY_OFFLINE=1): use shared folders and the cache."""
 
 
+ARENA_STRATEGIES = ("same_as_requested", "next_power_of_two")
+CONV_ALGO_SEARCHES = ("exhaustive", "heuristic", "default")
+DECODE_DEVICES = ("auto", "cpu", "nvdec")
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    """How ONNX Runtime sessions use a GPU (`gpu:` in conf/config.yaml); see
+    `fusionray.models.providers`. Which GPU, and how much of it, comes from Ray."""
+
+    memory_limit_mb: int = 0
+    """Cap of each session's CUDA memory arena in MiB; 0 = the actor's GPU fraction x the card's
+    memory x `memory_usable`."""
+    memory_usable: float = 0.8
+    """Share of an actor's slice of the card its arenas may take, in (0, 1]; the rest is for
+    the CUDA context, cuDNN and TensorRT workspaces, which live outside the arena."""
+    arena_extend_strategy: str = "same_as_requested"
+    """How an arena grows: same_as_requested (only what is asked; actors sharing a card stay
+    small) or next_power_of_two (ORT's default: fewer, larger allocations)."""
+    cudnn_conv_algo_search: str = "exhaustive"
+    """cuDNN convolution algorithm search: exhaustive (fastest kernels, slower first call per
+    shape), heuristic or default."""
+    engine_cache: bool = True
+    """Keep TensorRT engines and timing caches in the model cache (`<cache>/tensorrt`)."""
+    tensorrt_fp16: bool = False
+    """Build every TensorRT engine with fp16 kernels; the swapper's fp16 export (`swapper.fp16`)
+    always is."""
+    tensorrt_batch_opt: int = 8
+    """Batch size a TensorRT engine is tuned for (models with a dynamic batch dimension)."""
+    tensorrt_batch_max: int = 32
+    """Largest batch a TensorRT engine accepts, >= tensorrt_batch_opt."""
+    tensorrt_workspace_mb: int = 0
+    """TensorRT builder workspace in MiB; 0 = TensorRT's default."""
+    tensorrt_builder_level: int = 3
+    """TensorRT builder optimisation level in [0, 5]: lower builds faster, higher may run faster."""
+    require_all_nodes: bool = False
+    """Fail instead of placing any graph node on the CPU provider when a GPU provider is used
+    (ORT `session.disable_cpu_ep_fallback`). Off: such nodes are reported in run.json."""
+    decode: str = "auto"
+    """Video decoding: auto (NVDEC where PyAV's build and an assigned GPU offer it, else CPU),
+    cpu, or nvdec (fail when NVDEC cannot be used)."""
+
+    def __post_init__(self) -> None:
+        _require(self.memory_limit_mb >= 0, "gpu.memory_limit_mb", self.memory_limit_mb,
+                 ">= 0 (0 = from the actor's GPU fraction)")
+        _require(0.0 < self.memory_usable <= 1.0, "gpu.memory_usable", self.memory_usable,
+                 "in (0, 1]")
+        _require_choice("gpu.arena_extend_strategy", self.arena_extend_strategy,
+                        ARENA_STRATEGIES)
+        _require_choice("gpu.cudnn_conv_algo_search", self.cudnn_conv_algo_search,
+                        CONV_ALGO_SEARCHES)
+        _require(1 <= self.tensorrt_batch_opt <= 1024, "gpu.tensorrt_batch_opt",
+                 self.tensorrt_batch_opt, "in [1, 1024]")
+        _require(self.tensorrt_batch_opt <= self.tensorrt_batch_max <= 1024,
+                 "gpu.tensorrt_batch_max", self.tensorrt_batch_max,
+                 f"in [gpu.tensorrt_batch_opt={self.tensorrt_batch_opt}, 1024]")
+        _require(self.tensorrt_workspace_mb >= 0, "gpu.tensorrt_workspace_mb",
+                 self.tensorrt_workspace_mb, ">= 0 (0 = TensorRT's default)")
+        _require(0 <= self.tensorrt_builder_level <= 5, "gpu.tensorrt_builder_level",
+                 self.tensorrt_builder_level, "in [0, 5]")
+        _require_choice("gpu.decode", self.decode, DECODE_DEVICES)
+
+
 @dataclass(frozen=True)
 class RenderConfig:
     """Everything one render needs. Built once in the driver, shipped to actors as is."""
@@ -379,6 +442,8 @@ class RenderConfig:
     export_faces: bool = True
     """Write `<output stem>.faces.parquet` (per-frame detections and selection) beside the
     output; see `fusionray.faces.tracks`."""
+    gpu: GpuConfig = field(default_factory=GpuConfig)
+    """GPU use of the ONNX Runtime sessions and the decoder (`fusionray.models.providers`)."""
 
     def __post_init__(self) -> None:
         _require(isinstance(self.video, str) and self.video != "", "video", self.video,

@@ -21,9 +21,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip_slow = pytest.mark.skip(reason="slow: set FUSIONRAY_SLOW=1 (CI does) or pass -m slow")
     skip_gpu = pytest.mark.skip(reason="gpu: set FUSIONRAY_REQUIRE_GPU=1 on a GPU machine")
     for item in items:
-        if "slow" in item.keywords and not run_slow:
+        if item.get_closest_marker("slow") and not run_slow:
             item.add_marker(skip_slow)
-        if "gpu" in item.keywords and not run_gpu:
+        if item.get_closest_marker("gpu") and not run_gpu:
             item.add_marker(skip_gpu)
 
 

@@ -59,6 +59,7 @@ def model_options_from_config(
         cache_dir=Path(config.models.cache_dir) if config.models.cache_dir else None,
         shared_dirs=tuple(Path(p) for p in config.models.shared_dirs) or None,
         offline=True if config.models.offline else None,
+        gpu=config.gpu,
     )
 
 

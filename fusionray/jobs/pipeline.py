@@ -68,6 +68,7 @@ from fusionray.media.storage import (
     publish_all,
     sibling,
 )
+from fusionray.models.providers import driver_config
 from fusionray.models.store import ensure_model
 from fusionray.report.preview import build_preview, preview_indices
 from fusionray.report.provenance import provenance_metadata
@@ -522,9 +523,9 @@ def render(
     shared_info = replace(info, path=config.video) if is_remote(config.video) else info
 
     clock = time.perf_counter()
-    detector = detector_from_config(config, threads=1)
-    source, notes = build_source_identity(config, sources, detector)
-    source = attach_reference(config, source, info, detector)
+    detector = detector_from_config(driver_config(config), threads=1)  # Never a GPU here.
+    source, notes = build_source_identity(driver_config(config), sources, detector)
+    source = attach_reference(driver_config(config), source, info, detector)
     stages["source_identity"] = time.perf_counter() - clock
     clock = time.perf_counter()
     ensure_swap_models(config)

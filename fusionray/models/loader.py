@@ -1,28 +1,26 @@
 """Open a catalogued model: locate (or fetch) the verified file, start a session, check it.
 
 `ModelRunner` is what the face engines call per face or per batch: output names resolved once,
-and on GPU providers an IO binding built once so each call only copies the input in and the
-output out (no per-call allocation or name lookups).
+and on GPU providers device-resident inputs and outputs kept across calls
+(`fusionray.models.session.SessionRunner`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from fusionray.config import GpuConfig
 from fusionray.models.catalog import ModelSpec, get_model_spec
-from fusionray.models.session import check_contract, create_session
-from fusionray.models.store import ensure_model
+from fusionray.models.providers import wants_fp16_engines
+from fusionray.models.session import SessionRunner, check_contract, open_session
+from fusionray.models.store import default_cache_dir, ensure_model
 
 log = logging.getLogger(__name__)
-
-_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider")
-_NUMPY_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 @dataclass(frozen=True)
@@ -40,6 +38,8 @@ class ModelOptions:
     """Read-only model folders searched first (None: `$FUSIONRAY_SHARED_MODELS`)."""
     offline: bool | None = None
     """Never download (None: `$FUSIONRAY_OFFLINE`)."""
+    gpu: GpuConfig = field(default_factory=GpuConfig)
+    """How sessions use the GPU this process was given (`gpu:` in the config)."""
 
 
 class ModelRunner:
@@ -64,42 +64,33 @@ class ModelRunner:
         self.path: Path = path if path is not None else ensure_model(
             name, cache_dir=options.cache_dir, shared_dirs=options.shared_dirs,
             offline=options.offline)
-        self.session, self.provider = create_session(
+        cache = options.cache_dir or default_cache_dir()
+        self.opened = open_session(
             self.path, providers=options.providers, threads=options.threads,
-            engine_cache_dir=(options.cache_dir / "tensorrt") if options.cache_dir else None,
+            gpu=options.gpu, engine_root=cache / "tensorrt",
+            fp16=wants_fp16_engines(name, options.gpu),
             fallback_to_cpu="cpu" in options.providers,
         )
+        self.session = self.opened.session
+        self.provider: str = self.opened.label
+        """The provider it runs on, with what did not go as configured (run.json lists it)."""
         check_contract(self.session, self.spec, path=self.path)
-        inputs = self.session.get_inputs()
-        self.input_names = [node.name for node in inputs]
-        self.input_dtypes = [_NUMPY_DTYPES.get(node.type, np.float32) for node in inputs]
-        self.input_shapes = [tuple(node.shape) for node in inputs]
-        self.output_names = [node.name for node in self.session.get_outputs()]
+        self._runner = SessionRunner(self.opened)
+        self.input_names = self._runner.input_names
+        self.input_dtypes = self._runner.input_dtypes
+        self.input_shapes = [tuple(node.shape) for node in self.session.get_inputs()]
+        self.output_names = self._runner.output_names
         self.batchable = not isinstance(self.input_shapes[0][0], int)
         """True when the first input's batch dimension is free (several faces per call)."""
-        self._binding: Any = None
-        if self.provider in _GPU_PROVIDERS:
-            self._binding = self.session.io_binding()
-            log.info("%s: IO binding on %s", name, self.provider)
+        self.max_batch: int | None = self.opened.max_batch
+        """Largest batch one call may take (a TensorRT engine's profile); None = unbounded."""
+        if self._runner.device_resident:
+            log.info("%s: device-resident IO binding on %s", name, self.opened.provider)
 
-    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        """Run on positional inputs (graph input order); returns the outputs in graph order."""
-        feeds: Mapping[str, np.ndarray] = {
-            name: np.ascontiguousarray(array, dtype=dtype)
-            for name, array, dtype in zip(self.input_names, inputs, self.input_dtypes,
-                                          strict=True)
-        }
-        if self._binding is None:
-            return list(self.session.run(self.output_names, dict(feeds)))
-        binding = self._binding
-        binding.clear_binding_inputs()
-        binding.clear_binding_outputs()
-        for name, array in feeds.items():
-            binding.bind_cpu_input(name, array)
-        for name in self.output_names:
-            binding.bind_output(name, "cpu")
-        self.session.run_with_iobinding(binding)
-        return list(binding.copy_outputs_to_cpu())
+    def run(self, *inputs: np.ndarray, outputs: Sequence[int] | None = None) -> list[np.ndarray]:
+        """Run on positional inputs (graph input order); returns the outputs in graph order,
+        or only those at the indices `outputs` (the rest are not copied off the GPU)."""
+        return self._runner.run(*inputs, outputs=outputs)
 
 
 def open_models(names: Sequence[str], options: ModelOptions) -> dict[str, ModelRunner]:

@@ -1,39 +1,71 @@
 """ONNX Runtime sessions: the only place fusionray imports onnxruntime.
 
-Providers are asked for by short name, tried in order, and skipped with a logged reason when the
-installed onnxruntime lacks them or they fail to start (no device); CPU is always the last resort.
-The provider actually used is returned so the run summary can report it.
+`open_session` tries the provider chains that `fusionray.models.providers` plans (TensorRT ->
+CUDA -> CPU, on the GPU Ray assigned to this process, with a memory cap from its share of the
+card) and returns an `OpenedSession` that says what it runs on and what did not go as asked:
+a provider that failed to start, nodes that a GPU provider left to another one. Its `label`
+is what run.json lists, so a GPU session that fell back to CPU is never silent.
+
+TensorRT engines are built into a private folder under a lock and published by an atomic
+rename into the keyed cache folder (`EngineCacheKey`), so no process ever reads an engine
+another one is still writing.
+
+`SessionRunner` runs a session with minimal per-call work: on a GPU, inputs live in device
+buffers refreshed in place and outputs are bound once to device buffers, copied to the host
+only when read; on CPU it is a plain `session.run`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import io
+import json
 import logging
 import os
-from collections.abc import Sequence
+import shutil
+import socket
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnxruntime as ort
 
-from fusionray.errors import ConfigError, ModelError, choices_message
+from fusionray.config import GpuConfig
+from fusionray.errors import ConfigError, ModelError
 from fusionray.models.catalog import ModelSpec
+from fusionray.models.device import DevicePlan, probe_device
+from fusionray.models.providers import (
+    CPU,
+    NVIDIA_PROVIDERS,
+    PROVIDER_NAMES,
+    TENSORRT,
+    Attempt,
+    EngineCacheKey,
+    SessionFacts,
+    plan_provider_attempts,
+    resolve_provider_names,
+)
 
 log = logging.getLogger(__name__)
 
-PROVIDER_NAMES: dict[str, str] = {
-    "tensorrt": "TensorrtExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "rocm": "ROCMExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-    "coreml": "CoreMLExecutionProvider",
-    "directml": "DmlExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
-"""Short provider names accepted in config, and the ORT provider each one means."""
+__all__ = ["CPU_PROVIDER", "PROVIDER_NAMES", "OpenedSession", "SessionRunner", "check_contract",
+           "create_session", "describe_node_placement", "nvidia_device_visible", "open_session",
+           "resolve_provider_names"]
 
-CPU_PROVIDER = PROVIDER_NAMES["cpu"]
+CPU_PROVIDER = CPU
 
-_NVIDIA_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+ENGINE_READY = "fusionray-engine.json"
+"""Marker written last into a TensorRT cache folder before it is published."""
+
+ENGINE_LOCK_TIMEOUT_SECONDS = 1800.0
+"""How long a process waits for another one building the same engine before building its own
+into a private folder (TensorRT builds of large graphs take minutes)."""
 
 
 def nvidia_device_visible() -> bool:
@@ -47,22 +79,40 @@ def nvidia_device_visible() -> bool:
     return Path("/proc/driver/nvidia").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
 
 
-def resolve_provider_names(providers: Sequence[str]) -> list[str]:
-    """Map short names to ORT provider names, in order, without duplicates.
+@dataclass(frozen=True)
+class OpenedSession:
+    """A session and an honest account of where it runs."""
 
-    Raises:
-        ConfigError: a name is not one of `PROVIDER_NAMES`.
-    """
-    resolved: list[str] = []
-    for short in providers:
-        if short not in PROVIDER_NAMES:
-            raise ConfigError(choices_message("execution provider", short, list(PROVIDER_NAMES)))
-        if PROVIDER_NAMES[short] not in resolved:
-            resolved.append(PROVIDER_NAMES[short])
-    return resolved
+    session: ort.InferenceSession
+    provider: str
+    """ORT name of the provider the session was opened for, e.g. `CUDAExecutionProvider`."""
+    device: DevicePlan
+    """The GPU plan of this process (device_id None: CPU only)."""
+    failed: tuple[tuple[str, str], ...] = ()
+    """(provider, reason) for providers that were tried, or that the process was meant to have
+    (a GPU present but none assigned), and did not run the session."""
+    node_placement: str | None = None
+    """e.g. `3 of 412 nodes on CPUExecutionProvider (Shape x2, Gather)`; None when every node
+    is on `provider` (or the build cannot tell)."""
+    engine_folder: Path | None = None
+    """TensorRT: the published engine cache folder in use."""
+    max_batch: int | None = None
+    """TensorRT with a dynamic batch: the largest batch its engine takes (the profile max)."""
+
+    @property
+    def label(self) -> str:
+        """What run.json shows: the provider, and what did not go as configured."""
+        notes = [f"{name}: {reason}" for name, reason in self.failed]
+        if self.node_placement:
+            notes.append(self.node_placement)
+        return f"{self.provider} ({'; '.join(notes)})" if notes else self.provider
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.provider in NVIDIA_PROVIDERS
 
 
-def _session_options(threads: int) -> ort.SessionOptions:
+def _session_options(threads: int, *, strict_nodes: bool = False) -> ort.SessionOptions:
     options = ort.SessionOptions()
     # Fixed thread counts and sequential execution make CPU results reproducible run to run and
     # keep several actors on one node from oversubscribing its cores.
@@ -71,15 +121,216 @@ def _session_options(threads: int) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Converted graphs (e.g. BlazeFace) carry unused initializers; ORT warns about each one.
+    # That level also hides ORT's "nodes not assigned to the preferred execution provider"
+    # warning, so the placement is recorded and reported by fusionray instead.
     options.log_severity_level = 3
+    options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    if strict_nodes:
+        options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     return options
 
 
-def _provider_options(provider: str, cache_dir: Path | None) -> dict[str, Any]:
-    if provider == "TensorrtExecutionProvider" and cache_dir is not None:
-        # Building a TensorRT engine takes minutes; cache it beside the models.
-        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir)}
-    return {}
+def node_assignment(session: ort.InferenceSession) -> dict[str, list[str]] | None:
+    """Op types of the session's nodes per provider; None when this ORT cannot tell."""
+    getter = getattr(session, "get_provider_graph_assignment_info", None)
+    if getter is None:
+        return None
+    try:
+        subgraphs = getter()
+    except Exception:  # Older builds raise when recording was not switched on.
+        return None
+    placement: dict[str, list[str]] = {}
+    for subgraph in subgraphs:
+        placement.setdefault(subgraph.ep_name, []).extend(
+            node.op_type for node in subgraph.get_nodes())
+    return placement
+
+
+def describe_node_placement(placement: Mapping[str, Sequence[str]], provider: str) -> str | None:
+    """One line naming the nodes that are not on `provider`; None when all are (pure).
+
+    ORT deliberately keeps small shape computations (Shape, Gather on shapes) on CPU, so such
+    ops can appear here on a healthy GPU session; a Conv or Gemm here is a real problem.
+    """
+    total = sum(len(ops) for ops in placement.values())
+    if total == 0:
+        return None
+    parts = []
+    for name in sorted(placement, key=lambda n: (-len(placement[n]), n)):
+        if name == provider or not placement[name]:
+            continue
+        counts = Counter(placement[name]).most_common()
+        ops = ", ".join(f"{op} x{count}" if count > 1 else op for op, count in counts[:4])
+        more = f", +{len(counts) - 4} op types" if len(counts) > 4 else ""
+        parts.append(f"{len(placement[name])} of {total} nodes on {name} ({ops}{more})")
+    return "; ".join(parts) or None
+
+
+@functools.cache
+def load_gpu_libraries() -> str | None:
+    """Load the CUDA, cuDNN and TensorRT libraries from pip packages or the system, once per
+    process; returns what failed to load (None when all did)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.suppress(Exception):
+        ort.preload_dlls()
+    failures = [line for line in printed.getvalue().splitlines() if line.startswith("Failed")]
+    import ctypes
+
+    folders = []
+    with contextlib.suppress(ImportError):
+        import tensorrt_libs
+
+        folders.append(Path(tensorrt_libs.__file__).parent)
+    for library in ("libnvinfer.so.10", "libnvonnxparser.so.10"):
+        candidates = [str(folder / library) for folder in folders] + [library]
+        for candidate in candidates:
+            try:
+                ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
+                break
+            except OSError:
+                continue
+        else:
+            failures.append(f"Failed to load {library}")
+    return "; ".join(failures) or None
+
+
+def tensorrt_version() -> str:
+    """The TensorRT library version this process would load (e.g. `10.13.3`), or `unknown`."""
+    import ctypes
+
+    load_gpu_libraries()
+    try:
+        library = ctypes.CDLL("libnvinfer.so.10")
+        number = int(library.getInferLibVersion())
+    except (OSError, AttributeError):
+        return "unknown"
+    # TensorRT >= 10 encodes major*10000 + minor*100 + patch.
+    return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
+
+
+def file_digest(model: Path | bytes) -> str:
+    """sha256 hex digest of a model file (or of its bytes)."""
+    if isinstance(model, bytes):
+        return hashlib.sha256(model).hexdigest()
+    digest = hashlib.sha256()
+    with model.open("rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def open_session(
+    model: Path | bytes,
+    *,
+    providers: Sequence[str] = ("cpu",),
+    threads: int = 1,
+    gpu: GpuConfig | None = None,
+    engine_root: Path | None = None,
+    fp16: bool = False,
+    fallback_to_cpu: bool = True,
+    device: DevicePlan | None = None,
+) -> OpenedSession:
+    """Open an ONNX model on the first provider chain that works.
+
+    Args:
+        model: path of the .onnx file, or its bytes.
+        providers: short names, tried in order (see `PROVIDER_NAMES`).
+        threads: intra-op CPU threads (>= 1).
+        gpu: GPU settings (default: `GpuConfig()`).
+        engine_root: `<model cache>/tensorrt` (None: TensorRT engines are not cached).
+        fp16: build TensorRT engines with fp16 kernels.
+        fallback_to_cpu: append CPU as the last resort when the list lacks it. False: when
+            none of the listed providers can run here, fail with a ConfigError that says which
+            are available (the user asked for, say, only `tensorrt`).
+        device: the GPU plan (default: probed from Ray and the driver, only when a GPU
+            provider is listed).
+
+    Raises:
+        ConfigError: unknown provider name, `threads` < 1, or (without CPU fallback) no listed
+            provider can run here.
+        ModelError: the model cannot be loaded even on CPU.
+    """
+    if threads < 1:
+        raise ConfigError(f"Invalid threads={threads!r}: must be >= 1")
+    settings = gpu or GpuConfig()
+    wanted = resolve_provider_names(providers)
+    available = frozenset(ort.get_available_providers())
+    wants_gpu = any(p in available for p in wanted if p in NVIDIA_PROVIDERS)
+    driver = nvidia_device_visible()
+    if device is None:
+        device = probe_device() if wants_gpu and driver else DevicePlan(
+            device_id=None, reason="no NVIDIA GPU visible on this machine")
+    facts = SessionFacts(available=available, device=device, driver_present=driver)
+    library_failure = None
+    if wants_gpu and device.device_id is not None and driver:
+        library_failure = load_gpu_libraries()
+        if library_failure:
+            log.info("GPU libraries: %s", library_failure)
+        inputs: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+        key = None
+        if TENSORRT in wanted and TENSORRT in available:
+            # The TensorRT profile needs the graph's input shapes before the session opens.
+            inputs = tuple((i.name, tuple(i.shape))
+                           for i in _cpu_session(model, threads).get_inputs())
+            key = _engine_key(model, device)
+            if key is None and settings.engine_cache:
+                log.warning("TensorRT engine cache off for %s: the card's model is unknown "
+                            "(nvidia-smi did not answer)", _describe(model))
+        facts = SessionFacts(available=available, device=device, driver_present=driver,
+                             inputs=inputs, engine_key=key, engine_root=engine_root)
+    plan = plan_provider_attempts(providers, facts, settings, fp16=fp16,
+                                  fallback_to_cpu=fallback_to_cpu)
+    reported: list[tuple[str, str]] = []
+    for name, reason in plan.skipped:
+        log.info("Skipping %s: %s", name, reason)
+        # A GPU the machine has but this process was not given is worth saying in run.json;
+        # a provider this build or machine simply lacks is not.
+        if name in NVIDIA_PROVIDERS and driver and device.device_id is None:
+            reported.append((name, reason))
+    reasons = [f"{name}: {reason}" for name, reason in plan.skipped]
+    source = str(model) if isinstance(model, Path) else model
+    for attempt in plan.attempts:
+        try:
+            session, folder = _open_attempt(source, attempt, threads, settings)
+        except Exception as error:  # ORT raises bare RuntimeError/Fail subclasses.
+            if attempt.provider == CPU:
+                raise ModelError(f"Cannot load model {_describe(model)}: {error}") from error
+            reason = f"failed to start ({_first_line(error)})"
+            log.warning("Skipping %s: it %s", attempt.provider, reason)
+            reported.append((attempt.provider, reason))
+            reasons.append(f"{attempt.provider}: {reason}")
+            continue
+        used = session.get_providers()[0]
+        if used != attempt.provider:
+            # ORT silently falls back when a device is missing (e.g. CUDA without a GPU).
+            reason = "did not initialise (" + (
+                _clip(library_failure) if library_failure else "no usable device?") + ")"
+            log.warning("Skipping %s: it %s", attempt.provider, reason)
+            reported.append((attempt.provider, reason))
+            reasons.append(f"{attempt.provider}: {reason}")
+            continue
+        placement = node_assignment(session)
+        placed = describe_node_placement(placement, used) if placement else None
+        if placed:
+            log.warning("%s: %s", used, placed)
+        options = dict(attempt.chain[0][1])
+        max_batch = None
+        if used == TENSORRT and "trt_profile_max_shapes" in options:
+            max_batch = int(options["trt_profile_max_shapes"].split(":")[1].split("x")[0])
+        if used != CPU:
+            log.info("Opened %s on %s (device %s, options %s)", _describe(model), used,
+                     device.device_id, options)
+        return OpenedSession(session=session, provider=used, device=device,
+                             failed=tuple(reported), node_placement=placed,
+                             engine_folder=folder, max_batch=max_batch)
+    if not fallback_to_cpu:
+        usable = [short for short, name in PROVIDER_NAMES.items() if name in available]
+        raise ConfigError(
+            f"None of the providers {list(providers)} can run {_describe(model)} here: "
+            + "; ".join(reasons) + ". Pick another provider (this onnxruntime has: "
+            + ", ".join(usable) + "), or add cpu to the list as a fallback"
+        )
+    raise ModelError(f"Cannot load model {_describe(model)}: no provider could run it")
 
 
 def create_session(
@@ -90,70 +341,220 @@ def create_session(
     engine_cache_dir: Path | None = None,
     fallback_to_cpu: bool = True,
 ) -> tuple[ort.InferenceSession, str]:
-    """Open an ONNX model on the first provider in `providers` that works.
+    """`open_session` with default GPU settings, for callers that need only the session and
+    the ORT name of its provider (e.g. `CPUExecutionProvider`). See `open_session`."""
+    opened = open_session(model, providers=providers, threads=threads,
+                          engine_root=engine_cache_dir, fallback_to_cpu=fallback_to_cpu)
+    return opened.session, opened.provider
 
-    Args:
-        model: path of the .onnx file, or its bytes.
-        providers: short names, tried in order (see `PROVIDER_NAMES`); CPU is appended if absent.
-        threads: intra-op CPU threads (>= 1).
-        engine_cache_dir: where TensorRT may cache built engines.
-        fallback_to_cpu: append CPU as the last resort when the list lacks it. False: when
-            none of the listed providers can run here, fail with a ConfigError that says which
-            are available (the user asked for, say, only `tensorrt`).
 
-    Returns:
-        The session and the ORT name of the provider it runs on, e.g. `CPUExecutionProvider`.
-
-    Raises:
-        ConfigError: unknown provider name, `threads` < 1, or (without CPU fallback) no listed
-            provider can run here.
-        ModelError: the model cannot be loaded even on CPU.
-    """
-    if threads < 1:
-        raise ConfigError(f"Invalid threads={threads!r}: must be >= 1")
-    wanted = resolve_provider_names(providers)
-    if CPU_PROVIDER not in wanted and fallback_to_cpu:
-        wanted.append(CPU_PROVIDER)
-    available = set(ort.get_available_providers())
+def _cpu_session(model: Path | bytes, threads: int) -> ort.InferenceSession:
     source = str(model) if isinstance(model, Path) else model
-    reasons: list[str] = []
-    for provider in wanted:
-        if provider not in available:
-            log.info("Skipping %s: not available in this onnxruntime build", provider)
-            reasons.append(f"{provider}: not available in this onnxruntime build")
-            continue
-        if provider in _NVIDIA_PROVIDERS and not nvidia_device_visible():
-            log.info("Skipping %s: no NVIDIA GPU visible on this machine", provider)
-            reasons.append(f"{provider}: no NVIDIA GPU visible on this machine")
-            continue
-        chain: list[Any] = [(provider, _provider_options(provider, engine_cache_dir))]
-        if provider != CPU_PROVIDER:
-            chain.append(CPU_PROVIDER)
+    options = _session_options(threads)
+    # Only the input metadata is read; skip the graph optimisations.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=[CPU])
+    except Exception as error:
+        raise ModelError(f"Cannot load model {_describe(model)}: {error}") from error
+
+
+def _engine_key(model: Path | bytes, device: DevicePlan) -> EngineCacheKey | None:
+    if device.card is None:
+        return None  # Without the card's model and compute capability a key could collide.
+    return EngineCacheKey(
+        model_digest=file_digest(model), gpu_name=device.card.name,
+        compute_capability=device.card.compute_capability,
+        tensorrt_version=tensorrt_version(), ort_version=ort.__version__,
+        fp16=False, profile="")
+
+
+def _open_attempt(
+    source: str | bytes, attempt: Attempt, threads: int, settings: GpuConfig
+) -> tuple[ort.InferenceSession, Path | None]:
+    strict = settings.require_all_nodes and attempt.provider != CPU
+
+    def build(chain: Sequence[tuple[str, dict[str, str]]]) -> ort.InferenceSession:
+        return ort.InferenceSession(source, sess_options=_session_options(threads,
+                                                                          strict_nodes=strict),
+                                    providers=[(name, dict(opts)) for name, opts in chain])
+
+    folder = attempt.engine_folder
+    if attempt.provider != TENSORRT or folder is None:
+        return build(attempt.chain), None
+    if (folder / ENGINE_READY).is_file():
+        return build(attempt.chain), folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(folder.parent / f".{folder.name}.lock") as locked:
+        if locked and (folder / ENGINE_READY).is_file():
+            return build(attempt.chain), folder  # Built by another process while we waited.
+        private = folder.parent / f".{folder.name}.{socket.gethostname()}.{os.getpid()}.tmp"
+        shutil.rmtree(private, ignore_errors=True)
+        private.mkdir()
         try:
-            session = ort.InferenceSession(
-                source, sess_options=_session_options(threads), providers=chain
-            )
-        except Exception as error:  # ORT raises bare RuntimeError/Fail subclasses.
-            if provider == CPU_PROVIDER:
-                raise ModelError(f"Cannot load model {_describe(model)}: {error}") from error
-            log.warning("Skipping %s: it failed to start (%s)", provider, error)
-            reasons.append(f"{provider}: failed to start ({error})")
-            continue
-        used = session.get_providers()[0]
-        if used != provider:
-            # ORT silently falls back when a device is missing (e.g. CUDA without a GPU).
-            log.warning("Skipping %s: it did not initialise (no usable device?)", provider)
-            reasons.append(f"{provider}: did not initialise (no usable device?)")
-            continue
-        return session, used
-    if not fallback_to_cpu:
-        usable = [short for short, name in PROVIDER_NAMES.items() if name in available]
-        raise ConfigError(
-            f"None of the providers {list(providers)} can run {_describe(model)} here: "
-            + "; ".join(reasons) + ". Pick another provider (this onnxruntime has: "
-            + ", ".join(usable) + "), or add cpu to the list as a fallback"
-        )
-    raise ModelError(f"Cannot load model {_describe(model)}: no provider could run it")
+            # With explicit profiles (or a static graph) TensorRT builds while the session
+            # opens, so the engine and timing cache are complete when it returns.
+            started = time.perf_counter()
+            session = build(_with_cache_folder(attempt.chain, private))
+            (private / ENGINE_READY).write_text(json.dumps({
+                "built_seconds": round(time.perf_counter() - started, 1),
+                "host": socket.gethostname(), "pid": os.getpid(),
+                "options": attempt.chain[0][1]}, indent=1))
+            if not locked:
+                log.warning("TensorRT engine for %s built privately (another process held the "
+                            "cache lock too long); not published", folder.name)
+                return session, None
+            try:
+                os.rename(private, folder)  # Atomic: readers see all of it or nothing.
+            except OSError:
+                # Another node (no shared lock over NFS) published the same key first.
+                shutil.rmtree(private, ignore_errors=True)
+            del session
+        except BaseException:
+            shutil.rmtree(private, ignore_errors=True)
+            raise
+    # Reopen from the published folder (a deserialise, seconds): the live session then never
+    # refers to a folder that was renamed away.
+    return build(attempt.chain), folder
+
+
+def _with_cache_folder(
+    chain: Sequence[tuple[str, dict[str, str]]], folder: Path
+) -> list[tuple[str, dict[str, str]]]:
+    out = []
+    for name, options in chain:
+        if name == TENSORRT:
+            options = {**options, "trt_engine_cache_path": str(folder),
+                       "trt_timing_cache_path": str(folder)}
+        out.append((name, options))
+    return out
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path, timeout: float = ENGINE_LOCK_TIMEOUT_SECONDS) -> Iterator[bool]:
+    """Hold an exclusive advisory lock on `path`; yields False when it timed out (or this OS
+    has no flock), True when held."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: rename alone keeps readers safe.
+        yield False
+        return
+    with path.open("a") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    yield False
+                    return
+                time.sleep(0.5)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_NUMPY_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+                 "tensor(double)": np.float64, "tensor(int64)": np.int64,
+                 "tensor(uint8)": np.uint8, "tensor(int32)": np.int32}
+
+
+@dataclass
+class _Bound:
+    """Device buffers and a binding for one set of input shapes."""
+
+    binding: Any
+    inputs: list[ort.OrtValue]
+    outputs: list[ort.OrtValue]
+
+
+@dataclass
+class SessionRunner:
+    """Run one session call after call with as little per-call work as the provider allows.
+
+    On CUDA/TensorRT the inputs are device `OrtValue`s refreshed in place (`update_inplace`,
+    one host-to-device copy, no allocation) and the outputs are bound once to device buffers;
+    a call copies to the host only the outputs asked for. Buffers are kept per input shape
+    for the few most recent shapes (a batched model sees the full batch and a remainder). On
+    any other provider a call is a plain `session.run`. Output shapes must follow from the
+    input shapes (true of every catalogued model: no data-dependent outputs such as NMS).
+    """
+
+    opened: OpenedSession
+    shapes_kept: int = 4
+    """Distinct input-shape sets whose device buffers are kept (least recently used dropped)."""
+    _cache: OrderedDict[tuple[tuple[int, ...], ...], _Bound] = field(
+        default_factory=OrderedDict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        session = self.opened.session
+        inputs = session.get_inputs()
+        outputs = session.get_outputs()
+        self.input_names = [node.name for node in inputs]
+        self.input_dtypes = [_NUMPY_DTYPES.get(node.type, np.float32) for node in inputs]
+        self.output_names = [node.name for node in outputs]
+        self.output_dtypes = [_NUMPY_DTYPES.get(node.type, np.float32) for node in outputs]
+        self.device_resident = self.opened.on_gpu
+        self._device_id = self.opened.device.device_id or 0
+
+    def run(self, *inputs: np.ndarray, outputs: Sequence[int] | None = None) -> list[np.ndarray]:
+        """Run on positional inputs (graph input order).
+
+        Args:
+            inputs: one array per graph input, cast to its dtype.
+            outputs: indices of the outputs to return (default all), in graph order.
+        """
+        arrays = [np.ascontiguousarray(array, dtype=dtype)
+                  for array, dtype in zip(inputs, self.input_dtypes, strict=True)]
+        wanted = range(len(self.output_names)) if outputs is None else outputs
+        session = self.opened.session
+        if not self.device_resident:
+            names = [self.output_names[i] for i in wanted]
+            return list(session.run(names, dict(zip(self.input_names, arrays, strict=True))))
+        key = tuple(array.shape for array in arrays)
+        bound = self._cache.get(key)
+        if bound is None:
+            return self._first_run(key, arrays, wanted)
+        self._cache.move_to_end(key)
+        for value, array in zip(bound.inputs, arrays, strict=True):
+            value.update_inplace(array)
+        session.run_with_iobinding(bound.binding)
+        return [bound.outputs[i].numpy() for i in wanted]
+
+    def _first_run(self, key: tuple[tuple[int, ...], ...], arrays: Sequence[np.ndarray],
+                   wanted: Sequence[int]) -> list[np.ndarray]:
+        """Allocate device inputs for a new shape set, run once letting ORT allocate the
+        outputs on the device, then bind those output buffers for every later call."""
+        session = self.opened.session
+        device = self._device_id
+        values = [ort.OrtValue.ortvalue_from_shape_and_type(list(a.shape), a.dtype, "cuda",
+                                                            device) for a in arrays]
+        binding = session.io_binding()
+        for name, value, array in zip(self.input_names, values, arrays, strict=True):
+            value.update_inplace(array)
+            binding.bind_ortvalue_input(name, value)
+        for name in self.output_names:
+            binding.bind_output(name, "cuda", device)
+        session.run_with_iobinding(binding)
+        produced = list(binding.get_outputs())
+        binding.clear_binding_outputs()
+        for name, value in zip(self.output_names, produced, strict=True):
+            binding.bind_ortvalue_output(name, value)
+        self._cache[key] = _Bound(binding=binding, inputs=values, outputs=produced)
+        while len(self._cache) > self.shapes_kept:
+            self._cache.popitem(last=False)
+        return [produced[i].numpy() for i in wanted]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return _clip(text[0] if text else type(error).__name__)
+
+
+def _clip(line: str, limit: int = 200) -> str:
+    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",
