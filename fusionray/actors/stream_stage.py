@@ -13,6 +13,7 @@ raises, also when the caller stops early).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -107,7 +108,7 @@ def run_steps(
             put(target, _END)
         except _Stopped:
             pass
-        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+        except BaseException as error:
             errors.append(error)
             stop.set()
         finally:
@@ -125,10 +126,8 @@ def run_steps(
     for thread in threads:
         thread.start()
     try:
-        try:
+        with contextlib.suppress(_Stopped):
             yield from drain(queues[-1])
-        except _Stopped:
-            pass
         if errors:
             raise errors[0]
     finally:

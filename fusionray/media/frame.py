@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import av
 import cv2
@@ -188,16 +188,20 @@ def frame_matrix(frame: av.VideoFrame, layout: PixelLayout) -> YuvMatrix:
     return YuvMatrix(kr, kb, frame_range(frame) == RANGE_FULL, layout.bits)
 
 
-def working_frame(decoded: av.VideoFrame, pix_fmt: str) -> av.VideoFrame:
-    """The frame to render into, in the encoder's `pix_fmt`.
+def working_frame(decoded: av.VideoFrame, pix_fmt: str, *, writable: bool = True
+                  ) -> av.VideoFrame:
+    """The frame to render into (or, with `writable=False`, to encode untouched), in the
+    encoder's `pix_fmt`.
 
-    Same format: the decoded frame itself, made writable (FFmpeg copies its buffers only when
-    the decoder still references them, e.g. as a reference picture; writing into those would
-    corrupt later frames). Another format: one swscale conversion with accurate rounding, from
-    the frame's own matrix and range; a YUV target keeps them, an RGB target is full range.
+    Same format: the decoded frame itself, made writable when asked (FFmpeg copies its buffers
+    only when the decoder still references them, e.g. as a reference picture; writing into
+    those would corrupt later frames). Another format: one swscale conversion with accurate
+    rounding, from the frame's own matrix and range; a YUV target keeps them, an RGB target is
+    full range.
     """
     if decoded.format.name == pix_fmt:
-        decoded.make_writable()
+        if writable:
+            decoded.make_writable()
         return decoded
     target = pixel_layout(pix_fmt)
     source_range = frame_range(decoded)
@@ -231,7 +235,7 @@ class PlaneFrame:
     def _plane(self, index: int) -> npt.NDArray:
         plane = self.frame.planes[index]
         dtype = self.layout.dtype
-        rows = np.frombuffer(plane, dtype=dtype).reshape(plane.height,
+        rows = np.frombuffer(memoryview(plane), dtype=dtype).reshape(plane.height,
                                                          plane.line_size // dtype.itemsize)
         samples = plane.width * (self.layout.pixel_bytes if self.layout.kind != "yuv" else 1)
         return rows[:, :samples]
@@ -353,7 +357,7 @@ def small_bgr(frame: av.VideoFrame, longest_side: int) -> tuple[FrameBGR, float,
     converted = frame.reformat(width=small_w, height=small_h, format="bgr24",
                                interpolation=SWS_SHRINK,
                                src_color_range=frame_range(frame), dst_color_range=RANGE_FULL)
-    image = converted.to_ndarray(format="bgr24")
+    image = cast(FrameBGR, converted.to_ndarray(format="bgr24"))
     return image, width / small_w, height / small_h
 
 
@@ -388,11 +392,13 @@ further than the two templates below."""
 def face_footprint(face: Face) -> tuple[float, float, float, float]:
     """Frame pixels a swap of `face` may read or write: the union of the back-projected ArcFace
     crop (swap, paste, mask, blend) and FFHQ crop (enhancer), in float pixels."""
-    corners = np.array([[0, 0, 1], [1, 0, 1], [0, 1, 1], [1, 1, 1]], np.float64)
+    unit = np.array([[0, 0, 1], [1, 0, 1], [0, 1, 1], [1, 1, 1]], np.float64)
     points = []
-    for matrix in (face_to_template_matrix(face, 1), ffhq_matrix(face, 1)):
-        to_frame = cv2.invertAffineTransform(matrix)
-        points.append(corners @ to_frame.T)
+    # Both ArcFace template families (multiples of 112, and the 128 one) and FFHQ.
+    for matrix, size in ((face_to_template_matrix(face, 128), 128),
+                         (face_to_template_matrix(face, 112), 112), (ffhq_matrix(face, 512), 512)):
+        corners = unit * np.array([size, size, 1.0])
+        points.append(corners @ cv2.invertAffineTransform(matrix).T)
     stacked = np.concatenate(points)
     x0, y0 = stacked.min(axis=0)
     x1, y1 = stacked.max(axis=0)
