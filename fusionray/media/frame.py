@@ -11,12 +11,12 @@ back (`write_bgr_roi`): a pixel whose BGR value came back unchanged keeps its sa
 and a chroma sample changes only where a pixel of its 2x2 (4:2:0) or 2x1 (4:2:2) cell did. So
 everything outside the swapped faces comes back bit for bit, at any bit depth.
 
-Bit depth. Swap engines take uint8 BGR. For 10/12/16-bit YUV the region is converted in float64,
-rounded to uint8 for the engine, and what the engine changed is written back at the frame's
-own depth as `BGR(new) + r`, where `r` is the original pixel's rounding residual (the part of
-its value below one 8-bit step, clipped to +-0.5): untouched and partly blended pixels keep
-their full precision, and a replaced face carries 8-bit precision plus the original's sub-8-bit
-residual, which dithers it rather than banding it.
+Bit depth. Swap engines take uint8 BGR. For 10/12/16-bit YUV the region is converted in float64
+and rounded to uint8 for the engine; the pixels the engine changed are converted back from its
+uint8 result at the frame's own depth (so the swapped face has the engine's 8-bit precision,
+exactly represented), and every pixel it did not change keeps its full-precision samples.
+(Carrying the original's sub-8-bit residual into changed pixels was measured: no better on
+average, since how much of the original a blended pixel keeps is unknown.)
 
 Detector input. `small_bgr` has swscale produce a BGR image already at the detector's input
 size from the planes, instead of a full-size BGR frame that the detector then shrinks.
@@ -304,9 +304,9 @@ class PlaneFrame:
             target[changed] = bgr[changed]
             return count
         assert exact is not None
-        residual = np.clip(exact - original, -0.5, 0.5)
-        # The BGR change, zero where nothing changed; for the rest, new + residual - exact.
-        delta = np.where(changed[..., None], bgr + residual - exact, 0.0)
+        # The BGR change from the exact original, zero where nothing changed: changed pixels
+        # become exactly the engine's value, the rest keep their samples.
+        delta = np.where(changed[..., None], bgr - exact, 0.0)
         dy, dcb, dcr = self.matrix.delta_to_yuv(delta)
         peak = 2**self.layout.bits - 1
         luma = self.planes[0][y0:y1, x0:x1]
@@ -362,11 +362,12 @@ def small_bgr(frame: av.VideoFrame, longest_side: int) -> tuple[FrameBGR, float,
 
 
 def scale_face(face: Face, scale_x: float, scale_y: float) -> Face:
-    """`face` with its box and keypoints multiplied per axis (pixel-centre convention: a pixel
-    i of the small image covers [i, i + 1) of its axis, as OpenCV's resize maps them)."""
+    """`face` with its box and keypoints multiplied per axis: the same mapping the detectors
+    use from their resized input back to the frame, so a detection on a small image lands
+    where one on the full frame does (measured: within 0.1 px on a 1280 x 720 frame)."""
     factors = np.array([scale_x, scale_y], np.float32)
     bbox = (face.bbox.reshape(2, 2) * factors).reshape(4)
-    keypoints = (face.keypoints + 0.5) * factors - 0.5
+    keypoints = face.keypoints * factors
     return _moved(face, bbox, keypoints)
 
 
