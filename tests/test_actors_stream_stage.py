@@ -84,3 +84,15 @@ def test_a_caller_that_stops_early_leaves_no_thread() -> None:
     assert next(iterator) == 0
     iterator.close()
     assert running_steps() == []
+
+
+def test_busy_seconds_exclude_waiting_for_input() -> None:
+    def slow_source() -> Iterator[int]:
+        for item in range(5):
+            time.sleep(0.04)
+            yield item
+
+    clock = StepClock()
+    assert list(run_steps(slow_source(), [("double", double)], clock=clock)) == [0, 2, 4, 6, 8]
+    assert clock.seconds["source"] >= 0.15
+    assert clock.seconds["double"] < 0.05  # it waited about 0.2 s, but worked microseconds

@@ -136,10 +136,19 @@ class RenderStage:
         self.config = config
         if read_test_hooks().get("fail_swap_start"):
             raise RuntimeError("test hook: the swap stage cannot start")
-        self.finder = FaceFinder(config, threads=threads)
+        self.threads = threads
+        self._finder: FaceFinder | None = None
         self.swapper = swapper_from_config(config, threads=threads)
         self.phases = _Phases(self.swapper)
         self.queue_depth = queue_depth
+
+    @property
+    def finder(self) -> FaceFinder:
+        """The detector (and embedder), opened on first use: an actor that only renders chunks
+        a pre-pass detected never loads them."""
+        if self._finder is None:
+            self._finder = FaceFinder(self.config, threads=self.threads)
+        return self._finder
 
     def __call__(
         self, info: VideoInfo, chunk: Chunk, source: SourceIdentity,
@@ -174,6 +183,7 @@ class RenderStage:
         faces_by_frame: dict[int, list[Face]] = {}
         selected_by_frame: dict[int, list[Face]] = {}
         given = table_to_faces(detected.detections) if detected is not None else None
+        finder = self.finder if detected is None else None
         owned = range(chunk.start, chunk.stop)
 
         def decode() -> Iterator[_Frame]:
@@ -190,7 +200,8 @@ class RenderStage:
                 if given is not None:
                     frame.faces = list(given.get(frame.index, []))
                 else:
-                    frame.faces = self.finder.find(frame.decoded, info.rotation)
+                    assert finder is not None
+                    frame.faces = finder.find(frame.decoded, info.rotation)
                 if frame.index not in owned:
                     frame.decoded = None  # Read for its detections only.
                 yield frame

@@ -78,32 +78,39 @@ def run_steps(
             except queue.Full:
                 continue
 
-    def drain(origin: queue.Queue[Any]) -> Iterator[Any]:
+    def drain(origin: queue.Queue[Any], waited: list[float] | None = None) -> Iterator[Any]:
+        """Items of `origin` until its end marker; time spent waiting for them is added to
+        `waited[0]` (so a step's busy time excludes waiting for its input)."""
         while True:
             if stop.is_set():
                 raise _Stopped
+            started = time.perf_counter()
             try:
                 item = origin.get(timeout=_POLL_SECONDS)
             except queue.Empty:
                 continue
+            finally:
+                if waited is not None:
+                    waited[0] += time.perf_counter() - started
             if item is _END:
                 return
             yield item
 
-    def run(name: str, make_items: Callable[[], Iterable[Any]],
+    def run(name: str, make_items: Callable[[list[float]], Iterable[Any]],
             target: queue.Queue[Any]) -> None:
         iterator: Iterator[Any] = iter(())
+        waited = [0.0]
         try:
-            iterator = iter(make_items())
+            iterator = iter(make_items(waited))
             while True:
-                started = time.perf_counter()
+                started, waited[0] = time.perf_counter(), 0.0
                 try:
                     item = next(iterator)
                 except StopIteration:
                     break
                 finally:
                     if clock is not None:
-                        clock.add(name, time.perf_counter() - started)
+                        clock.add(name, time.perf_counter() - started - waited[0])
                 put(target, item)
             put(target, _END)
         except _Stopped:
@@ -116,12 +123,14 @@ def run_steps(
             if close is not None:
                 close()  # A generator step releases what it holds (files, decoders) here.
 
-    threads = [threading.Thread(target=run, args=("source", lambda: source, queues[0]),
+    threads = [threading.Thread(target=run, args=("source", lambda _: source, queues[0]),
                                 name="fusionray-source", daemon=True)]
     for index, (name, step) in enumerate(steps):
         # The step is started on its own thread, which then drains its input queue.
         threads.append(threading.Thread(
-            target=run, args=(name, lambda s=step, i=index: s(drain(queues[i])), queues[index + 1]),
+            target=run,
+            args=(name, lambda waited, s=step, i=index: s(drain(queues[i], waited)),
+                  queues[index + 1]),
             name=f"fusionray-{name}", daemon=True))
     for thread in threads:
         thread.start()
