@@ -160,7 +160,7 @@ class DisplayRegion:
     """(h, w, 3) uint8 BGR, display orientation; the engine draws on it."""
     original: FrameBGR
     """The region as read, coded orientation (what `write_region` compares against)."""
-    exact: npt.NDArray[np.float64] | None
+    exact: npt.NDArray[np.float32] | None
     """Float BGR the region was rounded from (see `PlaneFrame.read_bgr`)."""
 
 

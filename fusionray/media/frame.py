@@ -5,13 +5,14 @@ full-frame colour conversions (each rounding, FFmpeg's default one about half a 
 direction), up to two rotations, and copies, for a change that covers a few percent of the
 picture. Here a frame stays an `av.VideoFrame` in the encoder's pixel format (`PlaneFrame`).
 For each face region (`face_regions`) the planes are converted to BGR with the frame's own
-matrix (BT.601 / 709 / 2020 ...) and range (limited / full) in float64 (`roi_to_bgr`), the
-swap engine works on that small BGR image, and only the samples the swap changed are written
-back (`write_bgr_roi`): a pixel whose BGR value came back unchanged keeps its samples exactly,
-and a chroma sample changes only where a pixel of its 2x2 (4:2:0) or 2x1 (4:2:2) cell did. So
-everything outside the swapped faces comes back bit for bit, at any bit depth.
+matrix (BT.601 / 709 / 2020 ...) and range (limited / full), in float32 with round-to-nearest
+(`PlaneFrame.read_bgr`); the swap engine works on that small BGR image, and only the samples
+the swap changed are written back (`PlaneFrame.write_bgr`): a pixel whose BGR value came back
+unchanged keeps its samples exactly, and a chroma sample changes only where a pixel of its 2x2
+(4:2:0) or 2x1 (4:2:2) cell did. So everything outside the swapped faces comes back bit for
+bit, at any bit depth.
 
-Bit depth. Swap engines take uint8 BGR. For 10/12/16-bit YUV the region is converted in float64
+Bit depth. Swap engines take uint8 BGR. For 10/12/16-bit YUV the region is converted in float32
 and rounded to uint8 for the engine; the pixels the engine changed are converted back from its
 uint8 result at the frame's own depth (so the swapped face has the engine's 8-bit precision,
 exactly represented), and every pixel it did not change keeps its full-precision samples.
@@ -24,6 +25,7 @@ size from the planes, instead of a full-size BGR frame that the detector then sh
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -155,6 +157,22 @@ class YuvMatrix:
         return (offset + luma_scale * luma, centre + chroma_scale * pb,
                 centre + chroma_scale * pr)
 
+    @property
+    def bgr_affine(self) -> npt.NDArray[np.float32]:
+        """(3, 4) float32 `[A | t]` with BGR = A @ (Y, Cb, Cr) + t: `to_bgr` for `cv2.transform`
+        (vectorised float32; the float64 methods are the reference the tests pin)."""
+        origin = self.to_bgr(*(np.zeros(1),) * 3)[0]
+        columns = [self.to_bgr(*(np.eye(3)[i, j:j + 1] for j in range(3)))[0] - origin
+                   for i in range(3)]
+        return np.column_stack([*columns, origin]).astype(np.float32)
+
+    @property
+    def yuv_delta_linear(self) -> npt.NDArray[np.float32]:
+        """(3, 3) float32 mapping a BGR change to the (Y, Cb, Cr) code change."""
+        columns = [np.array([c[0] for c in self.delta_to_yuv(np.eye(3)[i][None, :])])
+                   for i in range(3)]
+        return np.column_stack(columns).astype(np.float32)
+
     def delta_to_yuv(self, delta_bgr: npt.NDArray[np.floating]) -> tuple[
             npt.NDArray[np.float64], ...]:
         """The code change of a BGR change (the linear part of `to_yuv`, no offsets)."""
@@ -227,6 +245,8 @@ class PlaneFrame:
         if layout.kind == "yuv":
             self.matrix: YuvMatrix | None = frame_matrix(frame, layout)
             self.planes = [self._plane(i) for i in range(3)]
+            self._bgr_affine = _affine_of(self.matrix)
+            self._yuv_delta = _delta_of(self.matrix)
         else:
             self.matrix = None
             packed = self._plane(0)
@@ -250,7 +270,7 @@ class PlaneFrame:
         y1 = min(self.height, (min(self.height, y1) + my) & ~my)
         return x0, y0, x1, y1
 
-    def read_bgr(self, rect: Rect) -> tuple[FrameBGR, npt.NDArray[np.float64] | None]:
+    def read_bgr(self, rect: Rect) -> tuple[FrameBGR, npt.NDArray[np.float32] | None]:
         """The pixels of `rect` (from `align_rect`) as uint8 BGR, and the exact float BGR they
         were rounded from (None for 8-bit RGB frames, where the uint8 values are exact)."""
         x0, y0, x1, y1 = rect
@@ -258,9 +278,10 @@ class PlaneFrame:
             packed = self.planes[0][y0:y1, x0:x1]
             bgr = packed[..., :3] if self.layout.kind == "bgr" else packed[..., 2::-1]
             return np.ascontiguousarray(bgr), None
-        y, cb, cr = self._yuv_full(rect)
-        exact = self.matrix.to_bgr(y, cb, cr)
-        return np.clip(np.rint(exact), 0, 255).astype(np.uint8), exact
+        yuv = cv2.merge([np.asarray(p, np.float32) for p in self._yuv_full(rect)])
+        exact = np.asarray(cv2.transform(yuv, self._bgr_affine), dtype=np.float32)
+        rounded = np.rint(np.clip(exact, 0.0, 255.0))
+        return rounded.astype(np.uint8), exact
 
     def _yuv_full(self, rect: Rect) -> tuple[npt.NDArray, npt.NDArray, npt.NDArray]:
         """Y, Cb, Cr of `rect` at luma resolution (chroma repeated over its cell, which is the
@@ -281,7 +302,7 @@ class PlaneFrame:
         return self.planes[0][y0:y1, x0:x1], chroma[0], chroma[1]
 
     def write_bgr(self, rect: Rect, bgr: FrameBGR, original: FrameBGR,
-                  exact: npt.NDArray[np.float64] | None) -> int:
+                  exact: npt.NDArray[np.float32] | None) -> int:
         """Write the changed pixels of a swapped region back into the planes.
 
         Args:
@@ -294,7 +315,8 @@ class PlaneFrame:
             How many pixels changed.
         """
         x0, y0, x1, y1 = rect
-        changed = np.any(bgr != original, axis=-1)
+        # Per-pixel sum of absolute channel differences, saturated: > 0 where any changed.
+        changed = cv2.transform(cv2.absdiff(bgr, original), _ONES) > 0
         count = int(np.count_nonzero(changed))
         if not count:
             return 0
@@ -305,42 +327,50 @@ class PlaneFrame:
             return count
         assert exact is not None
         # The BGR change from the exact original, zero where nothing changed: changed pixels
-        # become exactly the engine's value, the rest keep their samples.
-        delta = np.where(changed[..., None], bgr - exact, 0.0)
-        dy, dcb, dcr = self.matrix.delta_to_yuv(delta)
-        peak = 2**self.layout.bits - 1
+        # become exactly the engine's value, and the rest get a change of exactly 0.0 (as does
+        # every chroma cell with no changed pixel), so their integer samples come back as they
+        # were without masking (float32 holds every code up to 2^24 exactly).
+        delta = bgr.astype(np.float32) - exact
+        delta *= changed[..., None]
+        change = cv2.transform(delta, self._yuv_delta)
+        peak = float(2**self.layout.bits - 1)
         luma = self.planes[0][y0:y1, x0:x1]
-        luma[changed] = np.clip(np.rint(luma[changed] + dy[changed]), 0, peak)
+        luma[...] = np.clip(np.rint(luma + change[..., 0]), 0.0, peak)
         sx, sy = self.layout.chroma_shift
-        cell_changed = _cell_any(changed, sx, sy)
         cells = (slice(y0 >> sy, (y1 + (1 << sy) - 1) >> sy),
                  slice(x0 >> sx, (x1 + (1 << sx) - 1) >> sx))
-        for plane, change in zip(self.planes[1:], (dcb, dcr), strict=True):
+        for plane, channel in zip(self.planes[1:], (1, 2), strict=True):
             target = plane[cells]
-            mean = _cell_mean(change, sx, sy)
-            target[cell_changed] = np.clip(np.rint(target[cell_changed] + mean[cell_changed]),
-                                           0, peak)
+            mean = _cell_mean(np.ascontiguousarray(change[..., channel]), sx, sy)
+            target[...] = np.clip(np.rint(target + mean), 0.0, peak)
         return count
 
 
-def _cell_any(mask: npt.NDArray[np.bool_], sx: int, sy: int) -> npt.NDArray[np.bool_]:
-    return _cell_reduce(mask.astype(np.float64), sx, sy) > 0
+_ONES = np.ones((1, 3), np.float32)
 
 
-def _cell_mean(values: npt.NDArray[np.float64], sx: int, sy: int) -> npt.NDArray[np.float64]:
-    return _cell_reduce(values, sx, sy) / float((1 << sx) * (1 << sy))
+@functools.lru_cache(maxsize=64)
+def _affine_of(matrix: YuvMatrix) -> npt.NDArray[np.float32]:
+    return matrix.bgr_affine
 
 
-def _cell_reduce(values: npt.NDArray[np.float64], sx: int, sy: int) -> npt.NDArray[np.float64]:
-    """Sum over chroma cells; a cell cut by the frame edge sums the pixels it has (the mean of
-    `_cell_mean` then counts the missing ones as unchanged, which they are: they do not exist
-    and so never changed)."""
+@functools.lru_cache(maxsize=64)
+def _delta_of(matrix: YuvMatrix) -> npt.NDArray[np.float32]:
+    return matrix.yuv_delta_linear
+
+
+def _cell_mean(values: npt.NDArray[np.float32], sx: int, sy: int) -> npt.NDArray[np.float32]:
+    """Mean over chroma cells (2x2 for 4:2:0, 2x1 for 4:2:2). A cell cut by the frame edge
+    averages in zeros for the pixels it lacks: they do not exist, so they never changed."""
+    if not sx and not sy:
+        return values
     height, width = values.shape
     pad_y, pad_x = (-height) % (1 << sy), (-width) % (1 << sx)
     if pad_y or pad_x:
         values = np.pad(values, ((0, pad_y), (0, pad_x)))
-    h, w = values.shape
-    return values.reshape(h >> sy, 1 << sy, w >> sx, 1 << sx).sum(axis=(1, 3))
+    # INTER_AREA at an integer factor is the exact box mean.
+    return np.asarray(cv2.resize(values, ((width + pad_x) >> sx, (height + pad_y) >> sy),
+                                 interpolation=cv2.INTER_AREA), dtype=np.float32)
 
 
 def small_bgr(frame: av.VideoFrame, longest_side: int) -> tuple[FrameBGR, float, float]:
