@@ -199,3 +199,77 @@ def test_a_prepass_is_not_detected_again_and_its_decode_is_counted(tmp_path: Pat
     assert decoded_once == 12 and decoded_twice == 24
     assert len(faces_once) == len(faces_twice) == 12
     assert [bytes(s) for s in once] == [bytes(s) for s in twice]
+
+
+class PhasedClassic:
+    """The classic engine behind the phased interface (PLAN decision 3), recording how many
+    jobs each `forward` call got: `prepare` keeps the faces, `forward` is the (trivial) model
+    step, `paste` composites with the engine's own `swap`."""
+
+    name = "classic"
+
+    def __init__(self, engine: object) -> None:
+        self.engine = engine
+        self.forward_sizes: list[int] = []
+
+    def prepare(self, frame_bgr: np.ndarray, faces: list[Face], source: object) -> list[tuple]:
+        return [(face, source) for face in faces]
+
+    def forward(self, jobs: list[tuple], source: object) -> list[tuple]:
+        self.forward_sizes.append(len(jobs))
+        return list(jobs)
+
+    def paste(self, frame_bgr: np.ndarray, jobs: list[tuple]) -> np.ndarray:
+        return self.engine.swap(frame_bgr, [face for face, _ in jobs], jobs[0][1])  # type: ignore[attr-defined]
+
+
+def test_a_phased_engine_gets_the_faces_of_several_frames_in_one_forward(tmp_path: Path) -> None:
+    video = write_tagged_clip(tmp_path / "in.mp4", frames=20, pix_fmt="yuv420p",
+                              colorspace=BT709, color_range=1, primaries=BT709, trc=BT709)
+    config = compose_config(f"+video={video}", f"+source={demo_source_image_path()}",
+                            f"output={tmp_path / 'out.mp4'}", "progress=false",
+                            "preview_frames=0", "quality=lossless")
+    info = probe_video(video)
+    source, _ = build_source_identity(config, [demo_source_image_path()],
+                                      detector_from_config(config, threads=1))
+    chunk = plan_chunks(info.frame_count, chunk_frames=20, overlap=config.chunk.overlap)[0]
+    plain = RenderStage(config)
+    expected = plain(info, chunk, source)
+    phased = RenderStage(config)
+    recorder = PhasedClassic(phased.swapper)
+    phased.swapper = recorder  # type: ignore[assignment]
+    phased.phases = type(phased.phases)(recorder)  # type: ignore[arg-type]
+    assert phased.phases.phased
+    result = phased(info, chunk, source)
+    assert result.faces_swapped == expected.faces_swapped == 20
+    # 20 frames with one face each, FORWARD_FRAMES (8) frames per call.
+    assert recorder.forward_sizes == [8, 8, 4]
+    assert result.segment == expected.segment
+
+
+def test_an_error_in_the_swap_is_the_chunks_error_and_no_thread_is_left(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    video = write_tagged_clip(tmp_path / "in.mp4", frames=12, pix_fmt="yuv420p",
+                              colorspace=BT709, color_range=1, primaries=BT709, trc=BT709)
+    config = compose_config(f"+video={video}", f"+source={demo_source_image_path()}",
+                            f"output={tmp_path / 'out.mp4'}", "progress=false",
+                            "preview_frames=0")
+    info = probe_video(video)
+    source, _ = build_source_identity(config, [demo_source_image_path()],
+                                      detector_from_config(config, threads=1))
+    stage = RenderStage(config)
+    calls = []
+
+    def failing_swap(frame: np.ndarray, faces: list[Face], source: object) -> np.ndarray:
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("swap failed on its fifth frame")
+        return frame
+
+    stage.swapper.swap = failing_swap  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="fifth frame"):
+        stage(info, plan_chunks(12, chunk_frames=12, overlap=4)[0], source)
+    assert [t.name for t in threading.enumerate() if t.name.startswith("fusionray-")] == []
