@@ -273,3 +273,45 @@ def test_an_error_in_the_swap_is_the_chunks_error_and_no_thread_is_left(
     with pytest.raises(RuntimeError, match="fifth frame"):
         stage(info, plan_chunks(12, chunk_frames=12, overlap=4)[0], source)
     assert [t.name for t in threading.enumerate() if t.name.startswith("fusionray-")] == []
+
+
+def test_frames_in_flight_are_bounded_by_the_window_not_the_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 96-frame chunk never holds more than the temporal window plus the queues' frames
+    (counted when each frame is decoded: frames inside the steps still holding pixels)."""
+    import gc
+    import weakref
+
+    import fusionray.actors.render_stage as render_stage
+
+    video = write_tagged_clip(tmp_path / "in.mp4", frames=96, width=96, height=54,
+                              pix_fmt="yuv420p", colorspace=BT709, color_range=1,
+                              primaries=BT709, trc=BT709)
+    config = compose_config(f"+video={video}", f"+source={demo_source_image_path()}",
+                            f"output={tmp_path / 'out.mp4'}", "progress=false",
+                            "preview_frames=0", "selection.min_face_size=0")
+    alive: list[weakref.ref[object]] = []
+    peak = [0]
+    frame_class = render_stage._Frame
+
+    class CountedFrame(frame_class):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            alive.append(weakref.ref(self))
+            gc.collect(0)
+            frames = [f for f in (ref() for ref in alive) if f is not None]
+            holding = [f for f in frames if f.decoded is not None or f.output is not None]
+            peak[0] = max(peak[0], len(holding))
+
+    monkeypatch.setattr(render_stage, "_Frame", CountedFrame)
+    info = probe_video(video)
+    source, _ = build_source_identity(config, [demo_source_image_path()],
+                                      detector_from_config(config, threads=1))
+    chunk = plan_chunks(96, chunk_frames=96, overlap=config.chunk.overlap)[0]
+    result = RenderStage(config)(info, chunk, source)
+    assert result.frames == 96
+    reach, depth, queues = config.temporal.reach, render_stage.QUEUE_DEPTH, 7
+    bound = 2 * reach + 1 + queues * depth + render_stage.FORWARD_FRAMES + 4
+    print(f"peak frames in flight {peak[0]} (bound {bound})")
+    assert 0 < peak[0] <= bound < 96
