@@ -35,9 +35,13 @@ BT709, BT2020, PQ = 1, 9, 16
 
 def write_tagged_clip(path: Path, *, frames: int, pix_fmt: str, colorspace: int,
                       color_range: int, primaries: int, trc: int, gop: int = 12,
-                      width: int = 320, height: int = 180) -> Path:
+                      width: int = 320, height: int = 180, rotation: int = 0) -> Path:
     """The demo's moving astronaut, converted to `pix_fmt` with the given matrix and range
-    (accurate rounding) and tagged with them, x264 at crf 10."""
+    (accurate rounding) and tagged with them, x264 at crf 10. With `rotation`, the frames are
+    coded turned so that the display rotation stands the face upright again."""
+    turns = round(rotation / 90) % 4
+    if turns % 2:
+        width, height = height, width
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
@@ -45,8 +49,12 @@ def write_tagged_clip(path: Path, *, frames: int, pix_fmt: str, colorspace: int,
         context.colorspace, context.color_range = colorspace, color_range
         context.color_primaries, context.color_trc = primaries, trc
         stream.options = {"crf": "10", "g": str(gop), "preset": "veryfast", "threads": "1"}
+        if rotation:
+            stream.set_display_rotation(rotation)
+        upright = (height, width) if turns % 2 else (width, height)
         for index, image in enumerate(render_demo_frames(frames / 25)):
-            small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(image, upright, interpolation=cv2.INTER_AREA)
+            small = np.ascontiguousarray(np.rot90(small, -turns))
             frame = av.VideoFrame.from_ndarray(small, format="bgr24").reformat(
                 format=pix_fmt, dst_colorspace=colorspace, interpolation=SWS_ACCURATE,
                 src_color_range=2, dst_color_range=color_range)
@@ -315,3 +323,30 @@ def test_frames_in_flight_are_bounded_by_the_window_not_the_chunk(
     bound = 2 * reach + 1 + queues * depth + render_stage.FORWARD_FRAMES + 4
     print(f"peak frames in flight {peak[0]} (bound {bound})")
     assert 0 < peak[0] <= bound < 96
+
+
+@pytest.mark.parametrize("rotation", [90, 270])
+def test_a_rotated_video_is_swapped_upright_and_exact_outside_the_faces(
+    tmp_path: Path, rotation: int,
+) -> None:
+    """Phone footage: the face stands upright only in display orientation. Every frame is
+    swapped, and in coded orientation the luma outside the (rotated) face regions is exact."""
+    video = write_tagged_clip(tmp_path / "in.mp4", frames=8, pix_fmt="yuv420p",
+                              colorspace=BT709, color_range=1, primaries=BT709, trc=BT709,
+                              rotation=rotation)
+    info = probe_video(video)
+    assert info.rotation == rotation and (info.width, info.height) == (180, 320)
+    segments, swapped, _, _ = render_clip(video, "encode.crf=0")
+    assert {index for index, _ in swapped} == set(range(8))
+    before, _ = luma_planes(video)
+    after, _ = luma_planes(segments[0])
+    turns = rotation // 90
+    for index, (a, b) in enumerate(zip(before, after, strict=True)):
+        display_outside = np.ones((180, 320), bool)  # display orientation: 320 x 180
+        faces = [face for frame, face in swapped if frame == index]
+        for (x0, y0, x1, y1), _ in face_regions(faces, 320, 180):
+            display_outside[y0:y1, x0:x1] = False
+        outside = np.rot90(display_outside, -turns)
+        assert outside.shape == a.shape
+        assert np.array_equal(a[outside], b[outside]), f"frame {index} changed outside"
+        assert np.abs(a[~outside] - b[~outside]).mean() > 1.0, f"frame {index}: no swap"
