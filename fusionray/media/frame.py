@@ -70,7 +70,10 @@ RANGE_LIMITED, RANGE_FULL = 1, 2
 _SWS = Interpolation
 SWS_ACCURATE = (_SWS.BICUBIC | _SWS.ACCURATE_RND | _SWS.BITEXACT | _SWS.FULL_CHR_H_INT
                 | _SWS.FULL_CHR_H_INP)
-SWS_SHRINK = _SWS.AREA | _SWS.ACCURATE_RND | _SWS.BITEXACT | _SWS.FULL_CHR_H_INT
+# The detector's image: plain area averaging on swscale's SIMD path (measured at 640x360:
+# 0.24 ms, against 1.6 ms with the accurate flags and 0.41 ms for a full-size bgr24 frame);
+# detection does not need exact rounding, and the result is still deterministic per machine.
+SWS_SHRINK = _SWS.AREA
 
 
 @dataclass(frozen=True)
