@@ -37,7 +37,7 @@ CODECS = ("libx264", "libx264rgb", "ffv1")
 PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
 )
-PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p")
+PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le")
 PROVIDERS = ("tensorrt", "cuda", "rocm", "openvino", "coreml", "directml", "cpu")
 
 

@@ -3,8 +3,8 @@
 A real face (the astronaut, found by BlazeFace) moves through a short clip and across every
 chunk boundary; with lossless output the decoded frames must be identical whatever the chunk
 size, at a fixed overlap that covers the smoother's reach. The default test runs the same
-stages the Ray actors run (`DetectStage`, `SwapStage`, assembly) in this process; the slow one
-runs the full Ray render.
+stages the Ray actors run (`RenderStage`, which decodes each chunk once, alone or after a
+`DetectStage` pre-pass; assembly) in this process; the slow one runs the full Ray render.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fusionray.actors.stages import DetectStage, SwapStage, detector_from_config
+from fusionray.actors.render_stage import RenderStage
+from fusionray.actors.stages import DetectStage, detector_from_config
 from fusionray.config import RenderConfig
 from fusionray.jobs.pipeline import build_source_identity
 from fusionray.media.assemble import assemble_video
@@ -46,16 +47,21 @@ def write_moving_face_clip(path: Path, *, frames: int, width: int = 320,
     return path
 
 
-def render_in_process(config: RenderConfig, video: Path, output: Path) -> list[np.ndarray]:
-    """The actors' work without Ray: detect and swap every chunk, assemble, decode."""
+def render_in_process(config: RenderConfig, video: Path, output: Path, *,
+                      prepass: bool = False, keyframes: bool = False) -> list[np.ndarray]:
+    """The actors' work without Ray: render every chunk (after a detection pre-pass when
+    `prepass`; on a keyframe-aware plan when `keyframes`), assemble, decode."""
     info = probe_video(video)
-    detect, swap = DetectStage(config), SwapStage(config)
+    render = RenderStage(config)
+    detect = DetectStage(config) if prepass else None
     source, _ = build_source_identity(config, [demo_source_image_path()],
                                       detector_from_config(config, threads=1))
     segments = []
     for chunk in plan_chunks(info.frame_count, chunk_frames=config.chunk.frames,
-                             overlap=config.chunk.overlap):
-        result = swap(info, chunk, detect(info, chunk), source)
+                             overlap=config.chunk.overlap,
+                             keyframes=info.keyframe_indices if keyframes else None):
+        result = render(info, chunk, source,
+                        detected=detect(info, chunk) if detect is not None else None)
         segment = output.with_name(f"{output.stem}-{chunk.index:04d}.segment")
         segment.write_bytes(result.segment)
         segments.append(segment)
@@ -107,15 +113,18 @@ def test_the_clip_has_a_moving_face_that_gets_swapped(moving_face_clip: Path,
     assert min(changed) > 0.5, "every frame's face is swapped"
 
 
-@pytest.mark.parametrize("chunk_frames", [1, 3, 7])
+@pytest.mark.parametrize(("chunk_frames", "prepass", "keyframes"),
+                         [(1, False, False), (3, False, False), (7, False, False),
+                          (3, True, False), (5, False, True)])
 def test_decoded_frames_do_not_depend_on_chunk_size(
     tmp_path: Path, moving_face_clip: Path, whole_clip_frames: list[np.ndarray],
-    chunk_frames: int,
+    chunk_frames: int, prepass: bool, keyframes: bool,
 ) -> None:
     output = tmp_path / f"chunks{chunk_frames}.mp4"
     frames = render_in_process(lossless_config(moving_face_clip, output, chunk_frames),
-                               moving_face_clip, output)
-    assert_same_frames(whole_clip_frames, frames, f"chunk.frames={chunk_frames}")
+                               moving_face_clip, output, prepass=prepass, keyframes=keyframes)
+    assert_same_frames(whole_clip_frames, frames,
+                       f"chunk.frames={chunk_frames} prepass={prepass} keyframes={keyframes}")
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fusionray.errors import ConfigError
-from fusionray.media.plan import plan_chunks
+from fusionray.media.plan import decoded_frames, plan_chunks
 
 
 @pytest.mark.parametrize(
@@ -52,3 +52,66 @@ def test_plan_chunks_rejects_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         plan_chunks(frame_count, **kwargs)
     assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("frame_count", "chunk_frames", "overlap", "keyframes", "expected"),
+    [
+        # GOP 12, overlap 4: edges at 12k + 4, nearest to start + 48.
+        (120, 48, 4, list(range(0, 120, 12)),
+         [(0, 52, 0, 56), (52, 100, 48, 104), (100, 120, 96, 120)]),
+        # GOP 250 > chunk_frames: each chunk spans a whole GOP.
+        (600, 48, 4, [0, 250, 500],
+         [(0, 254, 0, 258), (254, 504, 250, 508), (504, 600, 500, 600)]),
+        # Every frame a keyframe (intra): the plain tiling.
+        (10, 4, 2, list(range(10)), [(0, 4, 0, 6), (4, 8, 2, 10), (8, 10, 6, 10)]),
+        # Irregular keyframes: an edge closer than chunk_frames // 2 is never taken.
+        (100, 40, 0, [0, 5, 38, 90], [(0, 38, 0, 38), (38, 90, 38, 90), (90, 100, 90, 100)]),
+        # No keyframe but the first: one chunk (any other edge would need a lead-in).
+        (100, 10, 2, [0], [(0, 100, 0, 100)]),
+        # A keyframe whose edge falls past the video is ignored.
+        (20, 8, 4, [0, 8, 17], [(0, 12, 0, 16), (12, 20, 8, 20)]),
+    ],
+)
+def test_keyframe_plan_table(frame_count: int, chunk_frames: int, overlap: int,
+                             keyframes: list[int], expected: list[tuple[int, ...]]) -> None:
+    chunks = plan_chunks(frame_count, chunk_frames=chunk_frames, overlap=overlap,
+                         keyframes=keyframes)
+    assert [(c.start, c.stop, c.read_start, c.read_stop) for c in chunks] == expected
+
+
+@pytest.mark.parametrize("gop", [1, 7, 12, 30, 250])
+@pytest.mark.parametrize("chunk_frames", [1, 10, 48])
+def test_keyframe_plan_reads_start_on_keyframes(gop: int, chunk_frames: int) -> None:
+    frame_count, overlap = 1000, 4
+    keyframes = list(range(0, frame_count, gop))
+    chunks = plan_chunks(frame_count, chunk_frames=chunk_frames, overlap=overlap,
+                         keyframes=keyframes)
+    assert [i for c in chunks for i in range(c.start, c.stop)] == list(range(frame_count))
+    assert all(c.read_start in keyframes for c in chunks)
+    # Chunks at least a GOP long (and at least half the target) except the last.
+    assert all(c.owned_frames >= min(gop, frame_count) or c.owned_frames >= chunk_frames // 2
+               for c in chunks[:-1])
+    if gop > chunk_frames:
+        assert all(c.owned_frames >= gop for c in chunks[:-1])
+    # No GOP lead-in: the decode is exactly the read ranges.
+    assert decoded_frames(chunks, keyframes) == sum(c.read_frames for c in chunks)
+
+
+def test_keyframe_plan_decodes_far_less_than_the_plain_one_at_a_long_gop() -> None:
+    frame_count, overlap, keyframes = 1500, 4, list(range(0, 1500, 250))
+    plain = plan_chunks(frame_count, chunk_frames=48, overlap=overlap)
+    aware = plan_chunks(frame_count, chunk_frames=48, overlap=overlap, keyframes=keyframes)
+    plain_ratio = decoded_frames(plain, keyframes) / frame_count
+    aware_ratio = decoded_frames(aware, keyframes) / frame_count
+    assert plain_ratio > 3.0  # every chunk decodes from its GOP's start
+    assert aware_ratio <= 1.25 and aware_ratio == pytest.approx(1 + 2 * 4 * 5 / 1500)
+
+
+@pytest.mark.parametrize(
+    ("keyframes", "message"),
+    [([0, 5, 5], "strictly ascending"), ([0, 12], r"in \[0, 10\)"), ([-1], r"in \[0, 10\)")],
+)
+def test_keyframe_plan_rejects_bad_keyframes(keyframes: list[int], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        plan_chunks(10, chunk_frames=4, overlap=1, keyframes=keyframes)

@@ -1,9 +1,10 @@
 """What the actors do, as plain classes: no Ray here, so the same code runs in the sequential
 benchmark loop and in tests without a cluster.
 
-Frames are handled in display orientation: a frame is rotated by the video's display rotation
-before detection and swapping (np.rot90, lossless) and rotated back before encoding, so faces in
-phone footage stand upright for the detector and the coded frames keep their orientation.
+Faces are found and swapped in display orientation (the video's display rotation applied), so
+faces in phone footage stand upright for the detector, while the coded frames keep their
+orientation. Only what the detector and the swapper look at is rotated: the detector's small
+image and each face region (`fusionray.media.frame`), never the whole frame.
 """
 
 from __future__ import annotations
@@ -16,25 +17,38 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from fusionray.config import RenderConfig
-from fusionray.faces.detect import Detector, build_detector
+from fusionray.errors import MediaError
+from fusionray.faces.detect import Detector, build_detector, detection_side
 from fusionray.faces.embed import ArcFaceEmbedder
 from fusionray.faces.pose import with_pose
 from fusionray.faces.select import select_faces
 from fusionray.faces.table import faces_to_table, table_to_faces
 from fusionray.faces.temporal import stabilize_faces
 from fusionray.faces.tracks import build_face_tracks
-from fusionray.media.decode import decode_frames
+from fusionray.media.decode import VideoReader, decode_frames
 from fusionray.media.encode import EncoderSettings, build_encoder_settings, encode_segment_bytes
+from fusionray.media.frame import (
+    PlaneFrame,
+    Rect,
+    face_regions,
+    pixel_layout,
+    rotate_rect,
+    scale_face,
+    shift_face,
+    small_bgr,
+)
 from fusionray.media.storage import local_video_info
 from fusionray.models.loader import ModelOptions
 from fusionray.swap.base import SourceIdentity, Swapper
 from fusionray.swap.classic import build_swapper
-from fusionray.types import Chunk, Face, VideoInfo
+from fusionray.types import Chunk, Face, FrameBGR, VideoInfo
 
 
 def to_display(frame: np.ndarray, rotation: int) -> np.ndarray:
@@ -125,6 +139,115 @@ def swapper_from_config(config: RenderConfig, *, threads: int = 1) -> Swapper:
     return build_swapper(settings.name, crop_size=settings.crop_size, **common)
 
 
+def display_turns(rotation: int) -> int:
+    """Quarter turns counter-clockwise (np.rot90) from coded to display orientation."""
+    return round(rotation / 90) % 4
+
+
+def display_size(width: int, height: int, turns: int) -> tuple[int, int]:
+    """(width, height) of a coded `width` x `height` frame in display orientation."""
+    return (height, width) if turns % 2 else (width, height)
+
+
+@dataclass
+class DisplayRegion:
+    """A face region of a `PlaneFrame`, read as BGR in display orientation for a swap engine."""
+
+    coded_rect: Rect
+    """The region in the coded frame, aligned to its chroma cells."""
+    display_rect: Rect
+    """The same pixels in display orientation (faces are shifted by its corner)."""
+    image: FrameBGR
+    """(h, w, 3) uint8 BGR, display orientation; the engine draws on it."""
+    original: FrameBGR
+    """The region as read, coded orientation (what `write_region` compares against)."""
+    exact: npt.NDArray[np.float32] | None
+    """Float BGR the region was rounded from (see `PlaneFrame.read_bgr`)."""
+
+
+def read_region(frame: PlaneFrame, rect: Rect, turns: int) -> DisplayRegion:
+    """Read the display-orientation rectangle `rect` (grown to whole chroma cells)."""
+    width, height = display_size(frame.width, frame.height, turns)
+    coded = frame.align_rect(rotate_rect(rect, -turns % 4, width, height))
+    display = rotate_rect(coded, turns, frame.width, frame.height)
+    original, exact = frame.read_bgr(coded)
+    image = np.ascontiguousarray(np.rot90(original, turns)) if turns else original.copy()
+    return DisplayRegion(coded, display, image, original, exact)
+
+
+def write_region(frame: PlaneFrame, region: DisplayRegion, turns: int) -> int:
+    """Write a region's swapped image back (only changed samples); returns pixels changed."""
+    image = np.rot90(region.image, -turns) if turns else region.image
+    return frame.write_bgr(region.coded_rect, np.ascontiguousarray(image), region.original,
+                           region.exact)
+
+
+def readable_frame(frame: av.VideoFrame) -> PlaneFrame:
+    """A `PlaneFrame` to read face regions from a decoded frame (not written): its own planes
+    where the format is one a `PlaneFrame` holds, else a BGR conversion of it."""
+    try:
+        pixel_layout(frame.format.name)
+    except MediaError:
+        frame = frame.reformat(format="bgr24")
+    return PlaneFrame(frame)
+
+
+class FaceFinder:
+    """Detect faces in decoded frames, in display-orientation frame pixels, with head pose (and
+    embeddings when the selection needs them).
+
+    The detector gets a small BGR image made by swscale at its input size (`small_bgr`),
+    rotated upright; its faces are scaled back to full-frame pixels. Embeddings are computed on
+    full-resolution face regions only.
+    """
+
+    def __init__(self, config: RenderConfig, *, threads: int) -> None:
+        self.detector = detector_from_config(config, threads=threads)
+        self.embedder = (embedder_from_config(config, threads=threads)
+                         if config.selection.needs_embeddings else None)
+        self.side = detection_side(self.detector)
+
+    @property
+    def provider(self) -> str:
+        return f"{self.detector.name}:{self.detector.provider}"
+
+    def find(self, frame: av.VideoFrame, rotation: int) -> list[Face]:
+        """Faces of one decoded frame (display orientation, frame pixels), best first."""
+        turns = display_turns(rotation)
+        side = self.side or max(frame.width, frame.height)
+        small, scale_x, scale_y = small_bgr(frame, side)
+        if turns:
+            small = np.ascontiguousarray(np.rot90(small, turns))
+            if turns % 2:
+                scale_x, scale_y = scale_y, scale_x
+        faces = [with_pose(scale_face(face, scale_x, scale_y))
+                 for face in self.detector.detect(small)]
+        if self.embedder is not None and faces:
+            faces = self.embed(frame, faces, turns)
+        return faces
+
+    def embed(self, frame: av.VideoFrame, faces: list[Face], turns: int) -> list[Face]:
+        """`faces` with embeddings, each computed on its full-resolution region."""
+        assert self.embedder is not None
+        readable = readable_frame(frame)
+        width, height = display_size(frame.width, frame.height, turns)
+        result = list(faces)
+        for rect, members in face_regions(faces, width, height):
+            region = read_region(readable, rect, turns)
+            x0, y0 = region.display_rect[:2]
+            shifted = [shift_face(faces[i], -x0, -y0) for i in members]
+            embedded = self.embedder.with_embeddings(region.image, shifted)
+            for index, face in zip(members, embedded, strict=True):
+                result[index] = replace_embedding(faces[index], face.embedding)
+        return result
+
+
+def replace_embedding(face: Face, embedding: npt.NDArray[np.float32] | None) -> Face:
+    """`face` with `embedding` (a new record; faces are frozen)."""
+    return Face(bbox=face.bbox, keypoints=face.keypoints, score=face.score, layout=face.layout,
+                embedding=embedding, pose=face.pose)
+
+
 TEST_HOOKS_ENV = "FUSIONRAY_TEST_HOOKS"
 """Test hook, for the fault-injection tests only: the path of a JSON file read at the start of
 every swap call and when a swap stage starts. Keys: `frame_delay_seconds` (sleep per frame, so
@@ -184,6 +307,8 @@ class DetectResult:
     decode_seconds: float
     detect_seconds: float
     provider: str
+    frames_decoded: int = 0
+    """Frames the decoder produced for this pass, GOP lead-in included."""
 
 
 @dataclass(frozen=True)
@@ -202,46 +327,43 @@ class ChunkResult:
     """`engine:provider` of the detector and swapper that made this chunk."""
     face_tracks: pa.Table | None = None
     """Owned frames' faces and whether each was swapped (`fusionray.faces.tracks`)."""
+    frames_decoded: int = 0
+    """Frames decoded to make this chunk, GOP lead-in included, over every pass (a detection
+    pre-pass counts too); `frames` of them were written."""
 
 
 class DetectStage:
     """Decode a chunk's read range and detect every face in it (with pose, and embeddings
-    when the selection needs them)."""
+    when the selection needs them): the detection pre-pass."""
 
     def __init__(self, config: RenderConfig, *, threads: int = 1) -> None:
         cv2.setNumThreads(threads)
-        self.detector = detector_from_config(config, threads=threads)
-        self.embedder = (embedder_from_config(config, threads=threads)
-                         if config.selection.needs_embeddings else None)
-
-    def describe(self, frame: np.ndarray, faces: list[Face]) -> list[Face]:
-        """Add head pose to every face, and embeddings when an embedder is configured."""
-        faces = [with_pose(face) for face in faces]
-        if self.embedder is not None and faces:
-            faces = self.embedder.with_embeddings(frame, faces)
-        return faces
+        self.finder = FaceFinder(config, threads=threads)
+        self.detector = self.finder.detector
 
     def __call__(self, info: VideoInfo, chunk: Chunk) -> DetectResult:
         faces_by_frame: dict[int, list[Face]] = {}
         decode_seconds = detect_seconds = 0.0
-        frames = decode_frames(local_video_info(info), chunk.read_start, chunk.read_stop)
-        clock = time.perf_counter()
-        for frame_index, frame in frames:
-            now = time.perf_counter()
-            decode_seconds += now - clock
-            upright = to_display(frame, info.rotation)
-            faces = self.describe(upright, self.detector.detect(upright))
-            if faces:
-                faces_by_frame[frame_index] = faces
+        with VideoReader(local_video_info(info)) as reader:
+            frames = reader.video_frames(chunk.read_start, chunk.read_stop)
             clock = time.perf_counter()
-            detect_seconds += clock - now
+            for frame_index, frame in frames:
+                now = time.perf_counter()
+                decode_seconds += now - clock
+                faces = self.finder.find(frame, info.rotation)
+                if faces:
+                    faces_by_frame[frame_index] = faces
+                clock = time.perf_counter()
+                detect_seconds += clock - now
+            decoded = reader.frames_decoded
         return DetectResult(
             chunk_index=chunk.index,
             detections=faces_to_table(faces_by_frame),
             frames=chunk.read_frames,
             decode_seconds=decode_seconds,
             detect_seconds=detect_seconds,
-            provider=f"{self.detector.name}:{self.detector.provider}",
+            provider=self.finder.provider,
+            frames_decoded=decoded,
         )
 
 

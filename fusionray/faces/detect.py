@@ -92,3 +92,18 @@ def build_detector(
             offline=offline,
         )
     raise ConfigError(choices_message("detector", name, DETECTOR_NAMES))
+
+
+def detection_side(detector: Detector) -> int | None:
+    """The longest image side, in pixels, worth giving `detector`, or None when unknown.
+
+    A detector resamples every frame to its network input (SCRFD letterboxes to `input_size`,
+    BlazeFace to 128/256 px, per tile when tiled), so a frame converted at that size loses
+    nothing the detector would have seen, and costs a fraction of a full-size conversion.
+    Tiled BlazeFace looks at `tiles` tiles along the longer side: each keeps its input size.
+    """
+    size = getattr(detector, "input_size", None)
+    if not isinstance(size, int) or size < 1:
+        return None
+    tiles = getattr(detector, "tiles", 1)
+    return size * max(1, int(tiles) if isinstance(tiles, int) else 1)

@@ -42,6 +42,9 @@ class VideoReader:
         # Frame threading keeps the output bit-exact (H.264 decoding is fully specified) and
         # uses every core the actor was given.
         self._stream.codec_context.thread_type = "AUTO"
+        self.frames_decoded = 0
+        """Frames the decoder produced so far, including GOP lead-in before a range's start and
+        frames retried from an earlier keyframe: the decode cost, not the frames yielded."""
 
     def __enter__(self) -> VideoReader:
         return self
@@ -73,6 +76,19 @@ class VideoReader:
             ValueError: The range is empty or outside the video.
             MediaError: A frame of the range cannot be decoded.
         """
+        for index, frame in self.video_frames(start, stop):
+            # A view on the converted frame's plane, which it keeps alive: no copy.
+            yield index, cast(FrameBGR, frame.to_ndarray(format="bgr24"))
+
+    def video_frames(self, start: int, stop: int) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Like `frames`, yielding the decoder's own `av.VideoFrame`s (planes in the stream's
+        pixel format, colour tags attached): nothing is converted, so the caller decides what
+        to convert, and where (`fusionray.media.frame`).
+
+        Raises:
+            ValueError: The range is empty or outside the video.
+            MediaError: A frame of the range cannot be decoded.
+        """
         info = self.info
         if not (0 <= start < stop <= info.frame_count):
             raise ValueError(
@@ -94,7 +110,7 @@ class VideoReader:
 
     def _frames_from(
         self, entry: int, start: int, stop: int, *, allow_retry: bool
-    ) -> Generator[tuple[int, FrameBGR], None, bool]:
+    ) -> Generator[tuple[int, av.VideoFrame], None, bool]:
         """Decode from keyframe `entry`; return False (yielding nothing) if the seek overshot."""
         info = self.info
         frame_pts = info.frame_pts
@@ -104,6 +120,7 @@ class VideoReader:
             expected = start
             for packet in self._container.demux(self._stream):
                 for frame in packet.decode():
+                    self.frames_decoded += 1
                     pts = frame.pts if frame.pts is not None else frame.dts
                     if pts is None:
                         continue
@@ -118,9 +135,7 @@ class VideoReader:
                         raise MediaError(
                             f"Frames [{expected}, {index}) missing while decoding {range_text}"
                         )
-                    # A view on the converted frame's plane, which it keeps alive: no copy.
-                    bgr = cast(FrameBGR, frame.to_ndarray(format="bgr24"))
-                    yield index, bgr
+                    yield index, frame
                     expected += 1
                     if expected == stop:
                         return True

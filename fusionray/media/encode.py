@@ -236,7 +236,7 @@ def encode_segment(
 
 
 def encode_segment_bytes(
-    frames: Iterable[np.ndarray],
+    frames: Iterable[np.ndarray | av.VideoFrame],
     *,
     pts: Sequence[int],
     info: VideoInfo,
@@ -250,7 +250,7 @@ def encode_segment_bytes(
 
 def _encode_into(
     target: IO[bytes],
-    frames: Iterable[np.ndarray],
+    frames: Iterable[np.ndarray | av.VideoFrame],
     *,
     pts: Sequence[int],
     info: VideoInfo,
@@ -289,14 +289,21 @@ def _encode_into(
             for frame_array in frames:
                 if count == len(pts):
                     raise ValueError(f"More frames than pts ({len(pts)}) for this segment")
-                if frame_array.shape != expected_shape or frame_array.dtype != np.uint8:
-                    raise ValueError(
-                        f"Frame {count} of the segment is {frame_array.dtype} "
-                        f"{frame_array.shape}, expected uint8 {expected_shape}"
-                    )
-                frame = av.VideoFrame.from_ndarray(frame_array, format="bgr24")
-                if matrix is not None:
-                    frame = frame.reformat(format=settings.pix_fmt, dst_colorspace=matrix)
+                if isinstance(frame_array, av.VideoFrame):
+                    frame = _checked_video_frame(frame_array, count, settings, info)
+                    if count == 0 and frame.color_range:
+                        # The frames carry the input's range (fusionray.media.frame keeps it);
+                        # the encoder tags what it is told, so tell it before it opens.
+                        stream.codec_context.color_range = frame.color_range
+                else:
+                    if frame_array.shape != expected_shape or frame_array.dtype != np.uint8:
+                        raise ValueError(
+                            f"Frame {count} of the segment is {frame_array.dtype} "
+                            f"{frame_array.shape}, expected uint8 {expected_shape}"
+                        )
+                    frame = av.VideoFrame.from_ndarray(frame_array, format="bgr24")
+                    if matrix is not None:
+                        frame = frame.reformat(format=settings.pix_fmt, dst_colorspace=matrix)
                 frame.pts = int(pts[count])
                 frame.time_base = time_base
                 container.mux(stream.encode(frame))
@@ -306,3 +313,17 @@ def _encode_into(
             container.mux(stream.encode(None))
     except av.error.FFmpegError as error:
         raise MediaError(f"Cannot encode segment {target_name!r} ({error})") from error
+
+
+def _checked_video_frame(frame: av.VideoFrame, count: int, settings: EncoderSettings,
+                         info: VideoInfo) -> av.VideoFrame:
+    """An `av.VideoFrame` handed to the encoder as it is: it must already be in the segment's
+    pixel format and size (the render path converts only where it must, see
+    `fusionray.media.frame`)."""
+    if frame.format.name != settings.pix_fmt or (frame.width, frame.height) != (info.width,
+                                                                                info.height):
+        raise ValueError(
+            f"Frame {count} of the segment is {frame.format.name} {frame.width}x{frame.height}, "
+            f"expected {settings.pix_fmt} {info.width}x{info.height}"
+        )
+    return frame

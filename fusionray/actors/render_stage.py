@@ -1,0 +1,354 @@
+"""Render one chunk in one call: decode once, detect, track + smooth, swap, encode.
+
+The chunk's read range is decoded ONCE, streaming through steps on their own threads
+(`run_steps`), joined by bounded queues:
+
+    decode ─► detect ─► track ─► prepare ─► forward ─► paste ─► encode (caller's thread)
+
+- decode: `av.VideoFrame`s of the read range, nothing converted (GOP lead-in counted).
+- detect: faces of every read frame from a small swscale image (`FaceFinder`), or the
+  detections of a pre-pass (`detected`) when one ran. Frames outside the owned range are
+  dropped here; only their detections go on.
+- track: a sliding window. A frame's faces depend only on the detections within
+  `temporal.reach <= chunk.overlap` frames of it (`faces_near`), so owned frame f is released
+  as soon as frame f + reach has been detected; at most reach + 1 frames wait here.
+- prepare: the frame in the encoder's pixel format (`working_frame`: no copy when the formats
+  match and the decoder holds no reference, one conversion otherwise), each face region read
+  as BGR, and the engine's CPU preparation (alignment) of its faces.
+- forward: the swap model, over the faces of several consecutive frames in one call.
+- paste: composite into each region, write the changed samples back into the planes.
+- encode: `av.VideoFrame`s in the output pixel format straight into the encoder.
+
+Memory is bounded by the window plus the queue depths (about 2 * overlap + 1 + 6 * depth
+frames), not by the chunk length. Every step keeps frame order, and what reaches the model
+in one call is decided by the frames' content (never by timing), so output bytes do not depend
+on thread scheduling.
+
+Engines with the phased interface (`prepare` / `forward` / `paste`, PLAN decision 3) are driven
+phase by phase; an engine with only `swap()` runs whole in the forward step.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+
+from fusionray.actors.stages import (
+    ChunkResult,
+    DetectResult,
+    DisplayRegion,
+    FaceFinder,
+    display_size,
+    display_turns,
+    encoder_settings_for,
+    read_region,
+    read_test_hooks,
+    swapper_from_config,
+    write_region,
+)
+from fusionray.actors.stream_stage import StepClock, run_steps
+from fusionray.config import RenderConfig
+from fusionray.faces.select import select_faces
+from fusionray.faces.table import table_to_faces
+from fusionray.faces.temporal import faces_near, neighbourhood
+from fusionray.faces.tracks import build_face_tracks
+from fusionray.media.decode import VideoReader
+from fusionray.media.encode import encode_segment_bytes
+from fusionray.media.frame import PlaneFrame, face_regions, shift_face, working_frame
+from fusionray.media.storage import local_video_info
+from fusionray.swap.base import SourceIdentity, Swapper
+from fusionray.types import Chunk, Face, VideoInfo
+
+QUEUE_DEPTH = 2
+"""Items between two steps. Two keeps every step fed without holding many full frames."""
+FORWARD_FRAMES = 8
+"""Most frames whose faces go through the model in one `forward` call."""
+
+
+@dataclass
+class _Frame:
+    """One frame on its way through the steps."""
+
+    index: int
+    decoded: av.VideoFrame | None
+    """The decoded frame; None once it is known not to be written (outside the owned range)."""
+    faces: list[Face] = field(default_factory=list)
+    """Detections, then (after track) the tracked, smoothed faces of the frame."""
+    targets: list[Face] = field(default_factory=list)
+    """The faces selected for swapping (a subset of `faces`, same objects)."""
+    plane: PlaneFrame | None = None
+    """The frame being swapped into (frames with targets)."""
+    output: av.VideoFrame | None = None
+    """What the encoder gets: the plane's frame, or the untouched frame in its format."""
+    regions: list[tuple[DisplayRegion, list[Face], Any]] = field(default_factory=list)
+    """Per face region: the region, its faces shifted into it, and the engine's jobs."""
+
+
+class _Phases:
+    """The engine's phases, or `swap()` as one phase where the engine has no others."""
+
+    def __init__(self, swapper: Swapper) -> None:
+        self.swapper = swapper
+        self.phased = all(callable(getattr(swapper, name, None))
+                          for name in ("prepare", "forward", "paste"))
+
+    def prepare(self, image: np.ndarray, faces: list[Face], source: SourceIdentity) -> Any:
+        if self.phased:
+            return list(self.swapper.prepare(image, faces, source))  # type: ignore[attr-defined]
+        return None
+
+    def forward(self, frames: Sequence[_Frame], source: SourceIdentity) -> None:
+        """Run the model for every region of `frames` (one call when phased)."""
+        if not self.phased:
+            for frame in frames:
+                for region, faces, _ in frame.regions:
+                    region.image = self.swapper.swap(region.image, faces, source)
+            return
+        jobs = [job for frame in frames for _, _, region_jobs in frame.regions
+                for job in region_jobs]
+        if not jobs:
+            return
+        done = iter(self.swapper.forward(jobs, source))  # type: ignore[attr-defined]
+        for frame in frames:
+            frame.regions = [(region, faces, [next(done) for _ in region_jobs])
+                             for region, faces, region_jobs in frame.regions]
+
+    def paste(self, region: DisplayRegion, jobs: Any) -> None:
+        if self.phased:
+            region.image = self.swapper.paste(region.image, jobs)  # type: ignore[attr-defined]
+
+
+class RenderStage:
+    """Render a chunk's owned frames into an encoded segment, decoding its read range once."""
+
+    def __init__(self, config: RenderConfig, *, threads: int = 1,
+                 queue_depth: int = QUEUE_DEPTH) -> None:
+        cv2.setNumThreads(threads)
+        self.config = config
+        if read_test_hooks().get("fail_swap_start"):
+            raise RuntimeError("test hook: the swap stage cannot start")
+        self.threads = threads
+        self._finder: FaceFinder | None = None
+        self.swapper = swapper_from_config(config, threads=threads)
+        self.phases = _Phases(self.swapper)
+        self.queue_depth = queue_depth
+
+    @property
+    def finder(self) -> FaceFinder:
+        """The detector (and embedder), opened on first use: an actor that only renders chunks
+        a pre-pass detected never loads them."""
+        if self._finder is None:
+            self._finder = FaceFinder(self.config, threads=self.threads)
+        return self._finder
+
+    def __call__(
+        self, info: VideoInfo, chunk: Chunk, source: SourceIdentity,
+        detected: DetectResult | None = None, shot: object | None = None,
+    ) -> ChunkResult:
+        """Render `chunk`.
+
+        Args:
+            info: the video (its `frame_pts`, rotation and colour tags are used).
+            chunk: which frames to read and which to write.
+            source: the identity to swap in.
+            detected: the chunk's detections from a pre-pass; then nothing is detected again.
+            shot: the shot-level selection (`fusionray.faces.shot.ShotSelection`) when the
+                job made one; passed to `select_faces`.
+
+        Raises:
+            MediaError: a frame cannot be decoded or the segment cannot be encoded; any error
+                of any step.
+        """
+        hooks = read_test_hooks()
+        frame_delay = float(hooks.get("frame_delay_seconds", 0.0))  # type: ignore[arg-type]
+        if hooks:
+            marker_dir = hooks.get("marker_dir")
+            if marker_dir:
+                Path(str(marker_dir), f"chunk-{chunk.index}-pid-{os.getpid()}").touch()
+            if chunk.index in (hooks.get("fail_chunks") or []):  # type: ignore[operator]
+                raise RuntimeError(f"test hook: chunk {chunk.index} fails")
+        settings = encoder_settings_for(self.config, info)
+        turns = display_turns(info.rotation)
+        clock = StepClock()
+        counts = {"decoded": 0, "swapped": 0, "frames_with_faces": 0}
+        faces_by_frame: dict[int, list[Face]] = {}
+        selected_by_frame: dict[int, list[Face]] = {}
+        given = table_to_faces(detected.detections) if detected is not None else None
+        finder = self.finder if detected is None else None
+        owned = range(chunk.start, chunk.stop)
+
+        def decode() -> Iterator[_Frame]:
+            with VideoReader(local_video_info(info)) as reader:
+                try:
+                    for index, frame in reader.video_frames(chunk.read_start, chunk.read_stop):
+                        yield _Frame(index, frame)
+                finally:
+                    counts["decoded"] = reader.frames_decoded
+
+        def detect(frames: Iterator[_Frame]) -> Iterator[_Frame]:
+            for frame in frames:
+                assert frame.decoded is not None
+                if given is not None:
+                    frame.faces = list(given.get(frame.index, []))
+                else:
+                    assert finder is not None
+                    frame.faces = finder.find(frame.decoded, info.rotation)
+                if frame.index not in owned:
+                    frame.decoded = None  # Read for its detections only.
+                yield frame
+
+        def track(frames: Iterator[_Frame]) -> Iterator[_Frame]:
+            yield from self._track(frames, chunk, info, source, shot, faces_by_frame,
+                                   selected_by_frame)
+
+        def prepare(frames: Iterator[_Frame]) -> Iterator[_Frame]:
+            for frame in frames:
+                assert frame.decoded is not None
+                if not frame.targets:
+                    # Untouched: the decoded frame itself where the encoder takes its format.
+                    frame.output = working_frame(frame.decoded, settings.pix_fmt,
+                                                 writable=False)
+                    frame.decoded = None
+                    yield frame
+                    continue
+                plane = PlaneFrame(working_frame(frame.decoded, settings.pix_fmt))
+                frame.output = plane.frame
+                frame.plane, frame.decoded = plane, None
+                width, height = display_size(plane.width, plane.height, turns)
+                for rect, members in face_regions(frame.targets, width, height):
+                    region = read_region(plane, rect, turns)
+                    x0, y0 = region.display_rect[:2]
+                    faces = [shift_face(frame.targets[i], -x0, -y0) for i in members]
+                    frame.regions.append(
+                        (region, faces, self.phases.prepare(region.image, faces, source)))
+                yield frame
+
+        def forward(frames: Iterator[_Frame]) -> Iterator[_Frame]:
+            batch: list[_Frame] = []
+            for frame in frames:
+                batch.append(frame)
+                if len(batch) == FORWARD_FRAMES:
+                    self.phases.forward(batch, source)
+                    yield from batch
+                    batch = []
+            if batch:
+                self.phases.forward(batch, source)
+                yield from batch
+
+        def paste(frames: Iterator[_Frame]) -> Iterator[av.VideoFrame]:
+            for frame in frames:
+                assert frame.output is not None
+                if frame.plane is not None:
+                    for region, _, jobs in frame.regions:
+                        self.phases.paste(region, jobs)
+                        write_region(frame.plane, region, turns)
+                    counts["swapped"] += len(frame.targets)
+                    counts["frames_with_faces"] += 1
+                if frame_delay:
+                    time.sleep(frame_delay)
+                yield frame.output
+
+        steps = [("detect", detect), ("track", track), ("prepare", prepare),
+                 ("forward", forward), ("paste", paste)]
+        waited = [0.0]
+
+        def timed(items: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+            """The frames, counting how long the encoder waited for each."""
+            while True:
+                now = time.perf_counter()
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+                finally:
+                    waited[0] += time.perf_counter() - now
+                yield item
+
+        started = time.perf_counter()
+        segment = encode_segment_bytes(
+            timed(run_steps(decode(), steps, depth=self.queue_depth, clock=clock)),
+            pts=info.frame_pts[chunk.start:chunk.stop], info=info, settings=settings,
+        )
+        wall = time.perf_counter() - started
+        seconds = {("decode" if name == "source" else name): value
+                   for name, value in clock.seconds.items()}
+        # The encoder runs in this thread, between the frames it waits for.
+        seconds["encode"] = max(0.0, wall - waited[0])
+        seconds["render_wall"] = wall
+        if detected is not None:
+            seconds["detect_decode"] = detected.decode_seconds
+            seconds["detect"] = seconds.get("detect", 0.0) + detected.detect_seconds
+        return ChunkResult(
+            chunk_index=chunk.index,
+            segment=segment,
+            frames=chunk.owned_frames,
+            faces_swapped=counts["swapped"],
+            frames_with_faces=counts["frames_with_faces"],
+            seconds=seconds,
+            providers=(
+                detected.provider if detected is not None else self.finder.provider,
+                f"{self.swapper.name}:{getattr(self.swapper, 'provider', 'none')}",
+            ),
+            face_tracks=build_face_tracks(faces_by_frame, selected_by_frame, info,
+                                          start=chunk.start, stop=chunk.stop)
+            if self.config.export_faces else None,
+            frames_decoded=counts["decoded"]
+            + (detected.frames_decoded if detected is not None else 0),
+        )
+
+    def _track(
+        self, frames: Iterator[_Frame], chunk: Chunk, info: VideoInfo, source: SourceIdentity,
+        shot: object | None, faces_by_frame: dict[int, list[Face]],
+        selected_by_frame: dict[int, list[Face]],
+    ) -> Iterator[_Frame]:
+        """Release each owned frame with its tracked, smoothed and selected faces as soon as
+        every frame of its neighbourhood has been detected (a window of reach + 1 frames)."""
+        settings = self.config.temporal
+        reach = settings.reach if settings.enabled else 0
+        detections: dict[int, list[Face]] = {}
+        waiting: deque[_Frame] = deque()
+        last = chunk.read_start - 1
+
+        def release(frame: _Frame) -> _Frame:
+            if settings.enabled:
+                near = neighbourhood(frame.index, reach, info.frame_count)
+                if near.start < chunk.read_start or near.stop > chunk.read_stop:
+                    raise ValueError(
+                        f"Frame {frame.index} needs frames {near.start}..{near.stop - 1} for "
+                        f"temporal.reach={reach}, but its chunk read only {chunk.read_start}.."
+                        f"{chunk.read_stop - 1}: chunk.overlap must be >= {reach}")
+                faces = faces_near(detections, frame.index, near, settings)
+            else:
+                faces = list(detections.get(frame.index, []))
+            selection = {} if shot is None else {"shot": shot}
+            targets = select_faces(faces, self.config.selection,
+                                   reference=source.reference_embedding, **selection)
+            frame.faces, frame.targets = faces, targets
+            if faces:
+                faces_by_frame[frame.index] = faces
+            selected_by_frame[frame.index] = targets
+            # Detections older than any later frame's neighbourhood are no longer needed.
+            for old in [i for i in detections if i < frame.index + 1 - reach]:
+                del detections[old]
+            return frame
+
+        for frame in frames:
+            if frame.faces:
+                detections[frame.index] = frame.faces
+            last = frame.index
+            if frame.decoded is not None:
+                waiting.append(frame)
+            while waiting and waiting[0].index + reach <= last:
+                yield release(waiting.popleft())
+        while waiting:
+            yield release(waiting.popleft())
+
