@@ -271,13 +271,17 @@ def test_an_error_in_the_swap_is_the_chunks_error_and_no_thread_is_left(
     stage = RenderStage(config)
     calls = []
 
-    def failing_swap(frame: np.ndarray, faces: list[Face], source: object) -> np.ndarray:
+    # The classic engine is phased (prepare/forward/paste): paste runs once per swapped frame,
+    # on its own thread, so failing it on the fifth frame fails mid-chunk with threads running.
+    real_paste = stage.swapper.paste
+
+    def failing_paste(frame: np.ndarray, jobs: object) -> np.ndarray:
         calls.append(1)
         if len(calls) == 5:
             raise RuntimeError("swap failed on its fifth frame")
-        return frame
+        return real_paste(frame, jobs)  # type: ignore[arg-type]
 
-    stage.swapper.swap = failing_swap  # type: ignore[method-assign]
+    stage.swapper.paste = failing_paste  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="fifth frame"):
         stage(info, plan_chunks(12, chunk_frames=12, overlap=4)[0], source)
     assert [t.name for t in threading.enumerate() if t.name.startswith("fusionray-")] == []

@@ -103,7 +103,7 @@ class _Phases:
 
     def prepare(self, image: np.ndarray, faces: list[Face], source: SourceIdentity) -> Any:
         if self.phased:
-            return list(self.swapper.prepare(image, faces, source))  # type: ignore[attr-defined]
+            return list(self.swapper.prepare(image, faces, source))
         return None
 
     def forward(self, frames: Sequence[_Frame], source: SourceIdentity) -> None:
@@ -117,14 +117,14 @@ class _Phases:
                 for job in region_jobs]
         if not jobs:
             return
-        done = iter(self.swapper.forward(jobs, source))  # type: ignore[attr-defined]
+        done = iter(self.swapper.forward(jobs, source))
         for frame in frames:
             frame.regions = [(region, faces, [next(done) for _ in region_jobs])
                              for region, faces, region_jobs in frame.regions]
 
     def paste(self, region: DisplayRegion, jobs: Any) -> None:
         if self.phased:
-            region.image = self.swapper.paste(region.image, jobs)  # type: ignore[attr-defined]
+            region.image = self.swapper.paste(region.image, jobs)
 
 
 class RenderStage:
