@@ -25,7 +25,7 @@ BASE = {
     "codec": "libx264",
     "crf": 18,
     "preset": "medium",
-    "pix_fmt": "yuv420p",
+    "pix_fmt": "auto",
     "lossless": False,
     "width": 1920,
     "height": 1080,
@@ -82,11 +82,11 @@ def test_build_encoder_settings_table(changes, codec, pix_fmt, options, lossless
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"codec": "h265"}, "Unknown codec 'h265'. Choose one of: libx264, libx264rgb, ffv1"),
+        ({"codec": "h265"}, "Unknown codec 'h265'. Choose one of: auto, libx264, libx264rgb"),
         ({"preset": "warp"}, "Unknown x264 preset 'warp'. Choose one of: ultrafast"),
         ({"crf": 52}, "crf must be an integer in 0..51, got 52"),
         ({"crf": -1}, "crf must be an integer in 0..51, got -1"),
-        ({"pix_fmt": "rgb48"}, "Unknown pix_fmt for libx264 'rgb48'"),
+        ({"pix_fmt": "rgb48"}, "Unknown pix_fmt 'rgb48'. Choose one of: auto, yuv420p"),
         ({"width": 0}, "Frame size must be positive, got 0x1080"),
     ],
 )

@@ -16,6 +16,7 @@ import av
 import av.error
 
 from fusionray.errors import MediaError
+from fusionray.media.timecode import read_start_timecode
 from fusionray.types import AudioStreamInfo, VideoInfo
 
 # Demuxers FFmpeg picks for single pictures: a still image is not a video, even though FFmpeg
@@ -59,6 +60,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             raise MediaError(f"No video stream in {path_text!r}")
         video = container.streams.video[0]
         codec_name = video.codec_context.name
+        profile = video.codec_context.profile or ""
+        timecode = read_start_timecode(container)
         if format_name in _STILL_IMAGE_FORMATS or format_name.endswith(_STILL_IMAGE_FORMAT_SUFFIX):
             raise MediaError(
                 f"{path_text!r} is a still image ({codec_name}), not a video; "
@@ -71,6 +74,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         audio_streams = list(container.streams.audio)
         audio_packet_counts = {stream.index: 0 for stream in audio_streams}
         audio_codec_names = {stream.index: stream.codec_context.name for stream in audio_streams}
+        audio_time_bases = {stream.index: Fraction(stream.time_base) if stream.time_base
+                            else None for stream in audio_streams}
         # (pts, duration, is_keyframe) of every video packet, in decode order.
         video_packets: list[tuple[int, int, bool]] = []
         try:
@@ -119,7 +124,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         # A fresh open rather than a seek back to 0: seeking before the first index entry fails in
         # some demuxers, and this costs one header parse.
         with open_input(path_text) as first_frame_container:
-            rotation, colorspace, color_primaries, color_trc = _first_frame_facts(
+            rotation, colorspace, color_primaries, color_trc, color_range = _first_frame_facts(
                 first_frame_container, first_frame_container.streams.video[0], path_text
             )
 
@@ -137,7 +142,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             rotation=rotation,
             audio_streams=tuple(
                 AudioStreamInfo(
-                    index=index, codec_name=audio_codec_names[index], packet_count=count
+                    index=index, codec_name=audio_codec_names[index], packet_count=count,
+                    time_base=audio_time_bases[index],
                 )
                 for index, count in audio_packet_counts.items()
             ),
@@ -146,16 +152,20 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             colorspace=colorspace,
             color_primaries=color_primaries,
             color_trc=color_trc,
+            color_range=color_range,
+            profile=str(profile),
+            timecode=timecode,
         )
 
 
 def _first_frame_facts(
     container: av.container.InputContainer, video: av.VideoStream, path_text: str
-) -> tuple[int, int, int, int]:
+) -> tuple[int, int, int, int, int]:
     """Decode the first frame: proves the stream decodes, and reads what only frames carry.
 
     Returns:
-        (rotation in degrees 0..359, colorspace, color_primaries, color_trc).
+        (rotation in degrees 0..359, colorspace, color_primaries, color_trc, color_range).
+        A `yuvj*` pixel format (MJPEG) counts as full range whatever the frame says.
     """
     try:
         for frame in container.decode(video):
@@ -167,6 +177,7 @@ def _first_frame_facts(
                 int(frame.colorspace),
                 int(frame.color_primaries),
                 int(frame.color_trc),
+                2 if frame.format.name.startswith("yuvj") else int(frame.color_range),
             )
     except av.error.FFmpegError as error:
         raise MediaError(f"Cannot decode video of {path_text!r} ({error})") from error
