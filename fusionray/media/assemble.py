@@ -22,7 +22,7 @@ import av
 import av.error
 
 from fusionray.errors import MediaError, OutputError, choices_message
-from fusionray.media.encode import mp4_muxer_options
+from fusionray.media.encode import ColourTags, mp4_muxer_options, output_colour_tags
 from fusionray.media.formats import MOV_ONLY_CODECS
 from fusionray.media.probe import open_input, probe_video
 from fusionray.media.timecode import parse_timecode, timecode_to_frames
@@ -50,6 +50,21 @@ class VerificationError(MediaError):
     to change, and a plain rerun is no remedy (`resumable` is False)."""
 
     resumable = False
+
+
+def output_extension(input_suffix: str, codec: str) -> str:
+    """The default output extension (pure): the input's container where fusionray writes it
+    (an .mkv keeps its subtitle streams), else .mp4; .mov for ProRes/DNxHR output unless the
+    input is Matroska (Matroska holds them too).
+
+    >>> output_extension(".mxf", "prores_ks"), output_extension(".MKV", "dnxhd")
+    ('.mov', '.mkv')
+    """
+    suffix = input_suffix.lower()
+    extension = suffix if suffix in OUTPUT_FORMATS else ".mp4"
+    if codec in MOV_ONLY_CODECS and extension == ".mp4":
+        return ".mov"
+    return extension
 
 
 def check_output_codec(output_path: str | os.PathLike[str], codec: str) -> None:
@@ -162,6 +177,13 @@ def assemble_video(
     )
 
 
+def expected_colour(info: VideoInfo, pix_fmt: str) -> ColourTags:
+    """The colour tags an output coded in `pix_fmt` must carry for `info`'s input."""
+    if not pix_fmt:
+        return ColourTags.of(info)
+    return output_colour_tags(ColourTags.of(info), pix_fmt=pix_fmt)
+
+
 def output_timecode(info: VideoInfo) -> str | None:
     """The start timecode to write for `info`'s video (None: it has none, or one that is not a
     valid label at its rate, which the muxer would refuse)."""
@@ -208,8 +230,22 @@ def _write(
         output.metadata.update(metadata)
 
         first_segment = stack.enter_context(_open_segment(segment_paths[0]))
-        out_video = output.add_stream_from_template(first_segment.streams.video[0])
-        out_video.time_base = first_segment.streams.video[0].time_base
+        segment_video = first_segment.streams.video[0]
+        out_video = output.add_stream_from_template(segment_video)
+        out_video.time_base = segment_video.time_base
+        if format_name in ("mp4", "mov") and segment_video.codec_tag:
+            # The sample entry names ProRes' profile (ap4h = 4444, apch = 422 HQ) and HEVC's
+            # parameter-set layout (hvc1): without it the muxer would pick apch/hev1.
+            out_video.codec_tag = segment_video.codec_tag
+        # The container's colour description (colr atom, Matroska Colour) from the source,
+        # not from the segment's container: a range alone (tv, with the rest unspecified) is
+        # not signalled in an H.264 bitstream, so it only survives as a container tag.
+        tags = expected_colour(info, segment_video.codec_context.pix_fmt or "")
+        context = out_video.codec_context
+        context.color_range = tags.range
+        context.colorspace = tags.matrix
+        context.color_primaries = tags.primaries
+        context.color_trc = tags.transfer
         timecode = output_timecode(info)
         if timecode is not None:
             # The tmcd track counts at the stream's frame rate, which a template lacks.
@@ -426,8 +462,7 @@ def _open_segment(path: Path) -> av.container.InputContainer:
         raise MediaError(f"Not a readable segment: {str(path)!r} ({error})") from error
 
 
-_NO_RERUN = ("rerunning the same command will fail the same way; the finished segments are "
-             "kept")
+_NO_RERUN = "Rerunning the same command would fail the same way."
 
 
 def _verify(
@@ -450,7 +485,7 @@ def _verify(
     if written.frame_count != info.frame_count:
         raise VerificationError(
             f"Verification of {where} failed: {written.frame_count} frames, "
-            f"source has {info.frame_count}; {_NO_RERUN}"
+            f"source has {info.frame_count}. {_NO_RERUN}"
         )
     # Compare in seconds. Where the output's time base cannot hold the source's ticks exactly
     # (Matroska counts milliseconds) allow the muxer's rounding, half a tick.
@@ -489,6 +524,13 @@ def _verify(
         raise VerificationError(
             f"Verification of {where} failed: rotation {written.rotation}, "
             f"source has {info.rotation}; write .mp4 or .mov. {_NO_RERUN}"
+        )
+    expected = expected_colour(info, written.pix_fmt)
+    found = ColourTags.of(written)
+    if found != expected:
+        raise VerificationError(
+            f"Verification of {where} failed: colour tags {found} but the source needs "
+            f"{expected}; write .mov or .mkv, which store them in the container. {_NO_RERUN}"
         )
     expected_timecode = output_timecode(info)
     if expected_timecode is not None and written.timecode != expected_timecode:
