@@ -62,9 +62,9 @@ from fusionray.media.assemble import (
     check_output_codec,
     output_extension,
 )
-from fusionray.media.encode import settings_for_video
 from fusionray.media.decode import decode_frames, read_image_bgr
 from fusionray.media.demo import demo_source_image_path, ensure_demo_clip
+from fusionray.media.encode import settings_for_video
 from fusionray.media.plan import plan_chunks
 from fusionray.media.probe import probe_video
 from fusionray.media.storage import (
