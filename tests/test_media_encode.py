@@ -28,7 +28,7 @@ from fusionray.media.encode import (
 )
 from fusionray.media.formats import PIX_FMTS
 from fusionray.media.probe import probe_video
-from tests.clips import sha256_file, write_clip
+from tests.clips import psnr, sha256_file, write_clip
 
 BASE = {
     "codec": "libx264",
@@ -379,3 +379,37 @@ def test_output_colour_tags_table(source, pix_fmt: str, expected) -> None:
 )
 def test_mp4_muxer_options_table(format_name, time_bases, options) -> None:
     assert mp4_muxer_options(format_name, time_bases) == options
+
+
+@pytest.mark.parametrize("codec", ["libx264", "libx265"])
+def test_lookahead_frames_are_seen_but_not_written(source, codec: str) -> None:
+    info, frames = source
+    settings = build_encoder_settings(**{**AUTO, "codec": codec, "preset": "veryfast"},
+                                      source=src("h264", "yuv420p"))
+    owned, ahead = slice(0, 10), slice(10, 16)
+    data = encode_segment_bytes(frames[owned], pts=info.frame_pts[owned], info=info,
+                                settings=settings, lookahead=frames[ahead],
+                                lookahead_pts=info.frame_pts[ahead])
+    plain = encode_segment_bytes(frames[owned], pts=info.frame_pts[owned], info=info,
+                                 settings=settings)
+    assert data != plain  # the encoder did see the extra frames
+    time_base, packets = _segment_packets(data)
+    assert sorted(p * time_base for p, _ in packets) == [
+        p * info.time_base for p in info.frame_pts[owned]]
+    with av.open(io.BytesIO(data)) as container, av.open(io.BytesIO(plain)) as reference:
+        decoded = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+        assert container.streams.video[0].codec_context.extradata == \
+            reference.streams.video[0].codec_context.extradata  # still concatenates
+    assert len(decoded) == 10
+    assert min(psnr(a, b) for a, b in zip(frames[owned], decoded, strict=True)) > 30
+
+
+def test_lookahead_is_checked(source) -> None:
+    info, frames = source
+    settings = build_encoder_settings(**AUTO)
+    with pytest.raises(ValueError, match="increase strictly"):
+        encode_segment_bytes(frames[:3], pts=info.frame_pts[:3], info=info, settings=settings,
+                             lookahead=frames[2:4], lookahead_pts=info.frame_pts[2:4])
+    with pytest.raises(ValueError, match="Got 1 look-ahead frames for 2"):
+        encode_segment_bytes(frames[:3], pts=info.frame_pts[:3], info=info, settings=settings,
+                             lookahead=frames[3:4], lookahead_pts=info.frame_pts[3:5])

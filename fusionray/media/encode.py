@@ -43,6 +43,7 @@ from fusionray.media.formats import (
 )
 from fusionray.media.formats import (
     DNXHR_PROFILES,
+    INTRA_CODECS,
     MOV_ONLY_CODECS,
     PIX_FMTS,
     PROFILES,
@@ -550,6 +551,8 @@ def encode_segment(
     info: VideoInfo,
     settings: EncoderSettings,
     path: str | os.PathLike[str],
+    lookahead: Iterable[SegmentFrame] = (),
+    lookahead_pts: Sequence[int] = (),
 ) -> SegmentInfo:
     """Encode the owned frames of one chunk into a self-contained segment file.
 
@@ -563,6 +566,13 @@ def encode_segment(
         info: Probe result of the source (size, time base, colour description).
         settings: From `build_encoder_settings`; the same for every segment of a job.
         path: Where to write the segment.
+        lookahead: Frames that follow the segment (the next chunk's first frames, which the
+            chunk's read range holds anyway), with `lookahead_pts`. The encoder sees them, so
+            rate control treats the segment's last frames as it would mid-stream, then they
+            start a new closed GOP and their packets are dropped (measurements: the comment
+            above `_encode_into`).
+            Ignored by intra-only encoders.
+        lookahead_pts: Their source pts, each above the last of `pts`.
 
     Raises:
         ValueError: A frame has the wrong shape, dtype or size, or frames and pts differ in
@@ -573,7 +583,8 @@ def encode_segment(
     temporary_path = final_path.with_name(f".{final_path.name}.partial-{os.getpid()}")
     try:
         with open(temporary_path, "wb") as file:
-            _encode_into(file, frames, pts=pts, info=info, settings=settings)
+            _encode_into(file, frames, pts=pts, info=info, settings=settings,
+                         lookahead=lookahead, lookahead_pts=lookahead_pts)
         digest = hashlib.sha256()
         with open(temporary_path, "rb") as file:
             for block in iter(lambda: file.read(1 << 20), b""):
@@ -597,10 +608,13 @@ def encode_segment_bytes(
     pts: Sequence[int],
     info: VideoInfo,
     settings: EncoderSettings,
+    lookahead: Iterable[SegmentFrame] = (),
+    lookahead_pts: Sequence[int] = (),
 ) -> bytes:
     """Like `encode_segment`, returning the segment file's bytes (for Ray to ship)."""
     buffer = io.BytesIO()
-    _encode_into(buffer, frames, pts=pts, info=info, settings=settings)
+    _encode_into(buffer, frames, pts=pts, info=info, settings=settings, lookahead=lookahead,
+                 lookahead_pts=lookahead_pts)
     return buffer.getvalue()
 
 
@@ -648,6 +662,14 @@ class _FrameConverter:
         return frame
 
 
+# Why segments take look-ahead frames (measured: libx264 crf 18 medium, 640x360 face clip, 48-frame chunks, per-frame PSNR against the input): a fresh encoder per
+# chunk codes the IDR at a join as well as the one-pass encode does (39.05 vs 39.23 dB), but the
+# last ~4 frames before each join lose about 1 dB (37.57 vs 39.13 dB): with no future frames,
+# rate control and mb-tree treat them as the end of the stream. Jump of per-frame PSNR at the
+# joins (typical frame-to-frame jump: 0.15 dB): no look-ahead 1.48 dB, 4 frames 0.95, 8 frames
+# 0.77, 16 frames 0.54; mb-tree off would also shrink it (0.87) at about 14 % more bytes.
+
+
 def _encode_into(
     target: IO[bytes],
     frames: Iterable[SegmentFrame],
@@ -655,12 +677,23 @@ def _encode_into(
     pts: Sequence[int],
     info: VideoInfo,
     settings: EncoderSettings,
+    lookahead: Iterable[SegmentFrame] = (),
+    lookahead_pts: Sequence[int] = (),
 ) -> None:
     if not pts:
         raise ValueError("A segment needs at least one frame; pts is empty")
-    for previous, current in itertools.pairwise(pts):
+    for previous, current in itertools.pairwise([*pts, *lookahead_pts]):
         if current <= previous:
             raise ValueError(f"Segment pts must increase strictly, got {previous} then {current}")
+    if settings.codec in INTRA_CODECS:
+        lookahead_pts = ()  # every frame is a keyframe: nothing to gain
+    stop_pts = lookahead_pts[0] if lookahead_pts else None
+
+    def owned(packets: list[av.Packet]) -> list[av.Packet]:
+        if stop_pts is None:
+            return packets
+        return [p for p in packets if p.pts is None or p.pts < stop_pts]
+
     time_base = Fraction(info.time_base)
     colour = output_colour_tags(ColourTags.of(info), pix_fmt=settings.pix_fmt)
     convert = _FrameConverter(info, settings, colour)
@@ -681,7 +714,13 @@ def _encode_into(
             context = stream.codec_context
             context.time_base = time_base
             context.thread_count = settings.threads
-            context.options = dict(settings.options)
+            options = dict(settings.options)
+            if stop_pts is not None:
+                # The first look-ahead frame is forced to an IDR (not an open-GOP I/CRA), so
+                # no owned frame can reference the frames whose packets are dropped. Forcing
+                # changes no header: segments with and without look-ahead still concatenate.
+                options["forced-idr"] = "1"
+            context.options = options
             context.color_range = colour.range
             context.color_primaries = colour.primaries
             context.color_trc = colour.transfer
@@ -694,10 +733,26 @@ def _encode_into(
                 frame = convert(item, count)
                 frame.pts = int(pts[count])
                 frame.time_base = time_base
-                container.mux(stream.encode(frame))
+                container.mux(owned(stream.encode(frame)))
                 count += 1
             if count != len(pts):
                 raise ValueError(f"Got {count} frames for {len(pts)} pts in this segment")
-            container.mux(stream.encode(None))
+            if stop_pts is not None:
+                extra = 0
+                for item in lookahead:
+                    if extra == len(lookahead_pts):
+                        raise ValueError(f"More look-ahead frames than lookahead_pts "
+                                         f"({len(lookahead_pts)})")
+                    frame = convert(item, count + extra)
+                    frame.pts = int(lookahead_pts[extra])
+                    frame.time_base = time_base
+                    if extra == 0:
+                        frame.pict_type = av.video.frame.PictureType.I
+                    container.mux(owned(stream.encode(frame)))
+                    extra += 1
+                if extra != len(lookahead_pts):
+                    raise ValueError(f"Got {extra} look-ahead frames for {len(lookahead_pts)} "
+                                     "lookahead_pts")
+            container.mux(owned(stream.encode(None)))
     except av.error.FFmpegError as error:
         raise MediaError(f"Cannot encode segment {target_name!r} ({error})") from error
