@@ -662,12 +662,14 @@ class _FrameConverter:
         return frame
 
 
-# Why segments take look-ahead frames (measured: libx264 crf 18 medium, 640x360 face clip, 48-frame chunks, per-frame PSNR against the input): a fresh encoder per
-# chunk codes the IDR at a join as well as the one-pass encode does (39.05 vs 39.23 dB), but the
-# last ~4 frames before each join lose about 1 dB (37.57 vs 39.13 dB): with no future frames,
-# rate control and mb-tree treat them as the end of the stream. Jump of per-frame PSNR at the
-# joins (typical frame-to-frame jump: 0.15 dB): no look-ahead 1.48 dB, 4 frames 0.95, 8 frames
-# 0.77, 16 frames 0.54; mb-tree off would also shrink it (0.87) at about 14 % more bytes.
+# Why segments take look-ahead frames (measured: libx264 crf 18 medium, 640x360 face clip,
+# 48-frame chunks, per-frame PSNR against the input). A fresh encoder per chunk codes the IDR
+# at a join as well as a one-pass encode does (39.05 vs 39.23 dB), but the last ~4 frames
+# before each join lose about 1.5 dB (37.57 vs 39.13): with no future frames, rate control and
+# mb-tree treat them as the end of the stream. The dip before a join against the one-pass
+# encode: no look-ahead 1.52 dB, 8 frames 0.79 dB (tests/test_media_fidelity.py). Jump of
+# per-frame PSNR at the joins (typical frame-to-frame jump 0.15 dB): none 1.48 dB, 4 frames
+# 0.95, 8 frames 0.77, 16 frames 0.54; mb-tree off shrinks it too (0.87) at ~14 % more bytes.
 
 
 def _encode_into(
