@@ -231,6 +231,15 @@ class EncodeConfig:
 
 
 @dataclass(frozen=True)
+class MediaConfig:
+    """How inputs are read (`fusionray.media.decode`)."""
+
+    strict_decode: bool = False
+    """An undecodable frame fails the job; false: it (and the frames predicting from it, up to
+    the next keyframe) is concealed with the last good frame and listed in run.json."""
+
+
+@dataclass(frozen=True)
 class ChunkConfig:
     """How the video is cut into units of work."""
 
@@ -386,6 +395,7 @@ class RenderConfig:
     export_faces: bool = True
     """Write `<output stem>.faces.parquet` (per-frame detections and selection) beside the
     output; see `fusionray.faces.tracks`."""
+    media: MediaConfig = field(default_factory=MediaConfig)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.video, str) and self.video != "", "video", self.video,

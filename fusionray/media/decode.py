@@ -30,13 +30,20 @@ class VideoReader:
     Use as a context manager (or call `close`). Not thread-safe: one reader per worker.
     """
 
-    def __init__(self, info: VideoInfo) -> None:
+    def __init__(self, info: VideoInfo, *, conceal: bool = False) -> None:
         """Open `info.path` for decoding.
 
         Args:
             info: The probe result of the file; its `frame_pts` define the frame indices.
+            conceal: Conceal undecodable frames instead of failing (`conceal_damage`);
+                `concealed` lists the frame indices that were filled.
         """
         self.info = info
+        self.conceal = conceal
+        self.concealed: list[int] = []
+        """Frame indices filled by concealment, in the order they were yielded."""
+        self._frozen: tuple[int, int] | None = None
+        """[lost frame, next keyframe): frames decoded from a lost reference, to conceal."""
         self._container = open_input(info.path)
         self._stream = self._container.streams.video[info.video_stream_index]
         # Frame threading keeps the output bit-exact (H.264 decoding is fully specified) and
@@ -102,34 +109,94 @@ class VideoReader:
         try:
             self._container.seek(frame_pts[entry], stream=self._stream, backward=True)
             expected = start
+            decoded_next = entry  # the index the decoder should give next, from the entry
+            last_good: av.VideoFrame | None = None  # newest frame not predicted from a loss
             for packet in self._container.demux(self._stream):
-                for frame in packet.decode():
+                for frame in self._decode_packet(packet):
                     pts = frame.pts if frame.pts is not None else frame.dts
                     if pts is None:
                         continue
                     if expected == start and pts > frame_pts[start]:
                         if allow_retry:
                             return False
-                        raise MediaError(f"Decoding starts after frame {start}: {range_text}")
+                        if not self.conceal:
+                            raise MediaError(f"Decoding starts after frame {start}: "
+                                             f"{range_text}")
                     index = bisect.bisect_left(frame_pts, pts)
-                    if index >= len(frame_pts) or frame_pts[index] != pts or index < expected:
-                        continue  # before the range, or a pts the probe never saw
-                    if index > expected:
-                        raise MediaError(
-                            f"Frames [{expected}, {index}) missing while decoding {range_text}"
-                        )
+                    if index >= len(frame_pts) or frame_pts[index] != pts:
+                        continue  # a pts the probe never saw
+                    frozen = False
+                    if self.conceal:
+                        # Losses are tracked from the entry keyframe, before the range too, so
+                        # every chunk that decodes this GOP conceals the same frames.
+                        if index > decoded_next:
+                            self._freeze(decoded_next)
+                        decoded_next = max(decoded_next, index + 1)
+                        frozen = self._frozen is not None and \
+                            self._frozen[0] <= index < self._frozen[1]
+                        if not frozen or last_good is None:
+                            last_good = frame
+                    if index < expected:
+                        continue  # before the range
                     # A view on the converted frame's plane, which it keeps alive: no copy.
                     bgr = cast(FrameBGR, frame.to_ndarray(format="bgr24"))
-                    yield index, bgr
-                    expected += 1
+                    if index > expected:
+                        stop_fill = min(index, stop)
+                        yield from self.conceal_damage(expected, stop_fill, last_good, range_text)
+                        expected = stop_fill
+                        if expected == stop:
+                            return True
+                    if frozen and last_good is not frame:
+                        # Predicted from the lost frame: garbage, whatever the decoder says.
+                        yield from self.conceal_damage(index, index + 1, last_good, range_text)
+                    else:
+                        yield index, bgr
+                    expected = index + 1
                     if expected == stop:
                         return True
         except av.error.FFmpegError as error:
             raise MediaError(f"Cannot decode {range_text} ({error})") from error
-        raise MediaError(f"Frames [{expected}, {stop}) missing while decoding {range_text}")
+        yield from self.conceal_damage(expected, stop, last_good, range_text)
+        return True
+
+    def _decode_packet(self, packet: av.Packet) -> list[av.VideoFrame]:
+        """The packet's frames; with `conceal`, a packet the decoder refuses yields none."""
+        if not self.conceal:
+            return packet.decode()
+        try:
+            return packet.decode()
+        except av.error.InvalidDataError:
+            # The lost frame shows as a gap in the frames that come out (with frame threads,
+            # later than this error), which `_freeze` handles.
+            return []
+
+    def _freeze(self, lost: int) -> None:
+        """Conceal every frame after `lost` up to the next keyframe: they may predict from it,
+        and H.264 flags none of them as corrupt (measured), so their pixels cannot be trusted."""
+        following = [k for k in self.info.keyframe_indices if k > lost]
+        self._frozen = (lost, following[0] if following else self.info.frame_count)
+
+    def conceal_damage(
+        self, first: int, stop: int, source: av.VideoFrame | None, range_text: str
+    ) -> Iterator[tuple[int, FrameBGR]]:
+        """Yield frames `[first, stop)` that did not decode (or decoded from a lost reference)
+        as copies of `source`, the newest trustworthy frame; recorded in `concealed`.
+
+        Raises:
+            MediaError: concealment is off (`media.strict_decode`), or there is no frame to
+                conceal with.
+        """
+        if first >= stop:
+            return
+        if not self.conceal or source is None:
+            raise MediaError(f"Frames [{first}, {stop}) missing while decoding {range_text}")
+        for index in range(first, stop):
+            self.concealed.append(index)
+            yield index, cast(FrameBGR, source.to_ndarray(format="bgr24"))
 
 
-def decode_frames(info: VideoInfo, start: int, stop: int) -> Iterator[tuple[int, FrameBGR]]:
+def decode_frames(info: VideoInfo, start: int, stop: int, *, conceal: bool = False,
+                  concealed: list[int] | None = None) -> Iterator[tuple[int, FrameBGR]]:
     """Yield `(frame_index, frame)` for every index in `[start, stop)` of `info.path`.
 
     Streaming: one decoded frame is alive at a time (plus the decoder's reorder buffer).
@@ -138,6 +205,8 @@ def decode_frames(info: VideoInfo, start: int, stop: int) -> Iterator[tuple[int,
         info: The probe result of the video.
         start: First presentation index.
         stop: One past the last index.
+        conceal: Conceal undecodable frames (see `VideoReader.conceal_damage`).
+        concealed: Receives the indices of concealed frames.
 
     Yields:
         Presentation index and frame, uint8 (height, width, 3) BGR, in coded orientation.
@@ -145,8 +214,12 @@ def decode_frames(info: VideoInfo, start: int, stop: int) -> Iterator[tuple[int,
     Raises:
         MediaError: The file cannot be opened or a frame of the range cannot be decoded.
     """
-    with VideoReader(info) as reader:
-        yield from reader.frames(start, stop)
+    with VideoReader(info, conceal=conceal) as reader:
+        try:
+            yield from reader.frames(start, stop)
+        finally:
+            if concealed is not None:
+                concealed.extend(reader.concealed)
 
 
 def read_image_bgr(path: str | os.PathLike[str]) -> FrameBGR:

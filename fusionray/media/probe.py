@@ -78,10 +78,12 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
                             else None for stream in audio_streams}
         # (pts, duration, is_keyframe) of every video packet, in decode order.
         video_packets: list[tuple[int, int, bool]] = []
+        read_end = Fraction(0)  # end of the last packet read, seconds, any stream
         try:
             for packet in container.demux(video, *audio_streams):
                 if packet.size == 0:  # demuxer flush packets carry no data and no pts
                     continue
+                read_end = max(read_end, _packet_end_seconds(packet))
                 if packet.stream.index != video.index:
                     audio_packet_counts[packet.stream.index] += 1
                     continue
@@ -106,6 +108,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
                 f"{path_text!r} is truncated or damaged: its index lists {indexed} video frames "
                 f"but only {len(video_packets)} can be read"
             )
+        _check_declared_duration(container, read_end, time_base, video_packets, path_text)
         video_packets.sort(key=lambda entry: entry[0])
         frame_pts = tuple(entry[0] for entry in video_packets)
         for previous, current in itertools.pairwise(frame_pts):
@@ -155,6 +158,44 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             color_range=color_range,
             profile=str(profile),
             timecode=timecode,
+        )
+
+
+_MATROSKA_FORMATS = ("matroska,webm",)
+_TRUNCATION_SLACK_SECONDS = Fraction(1, 20)
+
+
+def _packet_end_seconds(packet: av.Packet) -> Fraction:
+    timestamp = packet.pts if packet.pts is not None else packet.dts
+    if timestamp is None or packet.time_base is None:
+        return Fraction(0)
+    return (timestamp + (packet.duration or 0)) * Fraction(packet.time_base)
+
+
+def _check_declared_duration(
+    container: av.container.InputContainer, read_end: Fraction, time_base: Fraction,
+    video_packets: list[tuple[int, int, bool]], path_text: str,
+) -> None:
+    """Matroska has no sample index, but its header declares the duration (the muxer writes
+    it last, seeking back): a cut-off copy keeps the full duration and loses the end. The
+    packets read must reach the declared end, within two frames or 50 ms (the header's duration
+    is in milliseconds and may round or omit the last frame's length).
+
+    Raises:
+        MediaError: the readable streams end well before the declared duration.
+    """
+    if container.format.name not in _MATROSKA_FORMATS or not container.duration:
+        return
+    start = Fraction(container.start_time or 0, av.time_base)
+    declared_end = start + Fraction(container.duration, av.time_base)
+    durations = [duration for _, duration, _ in video_packets if duration]
+    frame_seconds = (max(durations) * time_base) if durations else Fraction(0)
+    slack = max(_TRUNCATION_SLACK_SECONDS, 2 * frame_seconds)
+    if declared_end - read_end > slack:
+        raise MediaError(
+            f"{path_text!r} is truncated or damaged: its header declares "
+            f"{float(declared_end - start):.3f} s but the streams end at "
+            f"{float(read_end - start):.3f} s"
         )
 
 
