@@ -413,3 +413,21 @@ def test_lookahead_is_checked(source) -> None:
     with pytest.raises(ValueError, match="Got 1 look-ahead frames for 2"):
         encode_segment_bytes(frames[:3], pts=info.frame_pts[:3], info=info, settings=settings,
                              lookahead=frames[3:4], lookahead_pts=info.frame_pts[3:5])
+
+
+def test_bgr_frames_are_converted_with_correct_rounding(tmp_path: Path) -> None:
+    """The encoder's BGR -> YUV conversion adds no level shift (swscale's default truncation
+    made the picture 0.5 luma codes darker): mean luma within 0.1 code of the exact BT.709
+    value, coded losslessly so only the conversion is measured."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (144, 256, 3), dtype=np.uint8)
+    info = probe_video(write_clip(tmp_path / "in.mp4", width=256, height=144, frames=1,
+                                  audio=False, colorspace=1))
+    settings = EncoderSettings(codec="libx264", pix_fmt="yuv420p", options=(("qp", "0"),))
+    data = encode_segment_bytes([frame], pts=info.frame_pts[:1], info=info, settings=settings)
+    with av.open(io.BytesIO(data)) as container:
+        decoded = next(container.decode(video=0))
+    y = decoded.to_ndarray()[:144].astype(np.float64)  # the Y rows of the yuv420p array
+    b, g, r = (frame[..., channel].astype(np.float64) for channel in range(3))
+    exact = 16 + 219 / 255 * (0.2126 * r + 0.7152 * g + 0.0722 * b)
+    assert abs(y.mean() - exact.mean()) < 0.1
