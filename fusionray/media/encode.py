@@ -619,9 +619,11 @@ def encode_segment_bytes(
     return buffer.getvalue()
 
 
-_ROUNDED = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
-"""swscale with correct rounding. Its default truncates: BGR -> yuv420p came out 0.50 luma codes
-dark on average (measured on random 8-bit BGR, BT.709 limited), ACCURATE_RND 0.01."""
+_ROUNDED = Interpolation.AREA | Interpolation.ACCURATE_RND
+"""swscale with correct rounding and box-filtered chroma. Its default truncates: BGR -> yuv420p
+came out 0.50 luma codes dark on average (random 8-bit BGR, BT.709 limited), ACCURATE_RND 0.01.
+For the chroma, AREA keeps the most detail of the choices measured on the test clips' BGR round
+trip (PSNR: AREA 33.4 dB, default fast path 32.5, BICUBIC 32.3, BILINEAR 31.0)."""
 
 
 class _FrameConverter:
