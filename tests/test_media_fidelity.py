@@ -208,3 +208,36 @@ def test_lookahead_flattens_the_quality_dip_before_chunk_joins(tmp_path: Path) -
     without, with_lookahead = per_frame_psnr(48, 0), per_frame_psnr(48, 8)
     assert dip(without) > 0.5
     assert dip(with_lookahead) < dip(without) - 0.2
+
+
+@pytest.mark.parametrize(
+    ("suffix", "codec", "extension"),
+    [(".mp4", "libx264", ".mp4"), (".MOV", "libx264", ".mov"), (".mkv", "prores_ks", ".mkv"),
+     (".mxf", "prores_ks", ".mov"), (".mxf", "dnxhd", ".mov"), (".mp4", "dnxhd", ".mov"),
+     (".avi", "libx265", ".mp4"), (".webm", "ffv1", ".mp4")],
+)
+def test_output_extension_table(suffix: str, codec: str, extension: str) -> None:
+    assert output_extension(suffix, codec) == extension
+
+
+def test_a_failed_verification_says_what_to_change_not_to_rerun(tmp_path: Path) -> None:
+    import dataclasses
+
+    from fusionray.media.assemble import VerificationError
+
+    _, clip = STUDIO_CLIPS["ntsc-bframes-start-1001"]
+    source = write_studio_clip(tmp_path / "in.mp4", StudioClip(**{**clip.__dict__,
+                                                                  "frames": 6}))
+    info = probe_video(source)
+    segments = encode_chunks(info, decoded_frames(source), settings_for_video(FAST, info),
+                             tmp_path / "work")
+    # Claim a source one tick later than the segments are: the written pts cannot match.
+    moved = dataclasses.replace(info, frame_pts=tuple(p + 1 for p in info.frame_pts))
+    with pytest.raises(VerificationError) as caught:
+        assemble_video(moved, segments, tmp_path / "out.mov")
+    message = str(caught.value)
+    assert "frame 0 is at 0.033367 s, source at 0.033400 s" in message
+    assert "output time base 1/30000, source 1/30000" in message
+    assert message.endswith("Rerunning the same command would fail the same way.")
+    assert "resume" not in message and VerificationError.resumable is False
+    assert not (tmp_path / "out.mov").exists()
