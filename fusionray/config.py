@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
 from fusionray.errors import ConfigError, choices_message
+from fusionray.media.formats import CODECS, PIX_FMTS, PROFILES
 
 DETECTORS = ("blazeface", "scrfd")
 BLAZEFACE_MODELS = ("auto", "front", "back")
@@ -33,11 +34,9 @@ ENHANCERS = ("none", "gfpgan_1.4")
 BLENDS = ("laplacian", "alpha")
 SELECTIONS = ("one", "many", "reference")
 CHUNK_ERROR_POLICIES = ("fail", "passthrough")
-CODECS = ("libx264", "libx264rgb", "ffv1")
 PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
 )
-PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le")
 PROVIDERS = ("tensorrt", "cuda", "rocm", "openvino", "coreml", "directml", "cpu")
 
 
@@ -205,22 +204,39 @@ class SelectionConfig:
 class EncodeConfig:
     """Output video encoding (set by `conf/quality/*`)."""
 
-    codec: str = "libx264"
-    """libx264 (default), libx264rgb (lossless RGB) or ffv1 (lossless, .mkv output)."""
+    codec: str = "auto"
+    """auto (the input's own family: ProRes stays ProRes, DNxHR DNxHR, HEVC HEVC, else H.264),
+    libx264, libx265, prores_ks, dnxhd (DNxHR), libx264rgb (lossless RGB) or ffv1 (lossless);
+    see `fusionray.media.encode.resolve_codec`."""
     crf: int = 18
     """x264 constant rate factor, 0 (lossless) to 51 (worst)."""
     preset: str = "medium"
     """x264 speed/size preset."""
-    pix_fmt: str = "yuv420p"
-    """Pixel format; odd frame sizes switch 4:2:0 to yuv444p (H.264 cannot code them)."""
+    pix_fmt: str = "auto"
+    """Pixel format, one of `fusionray.media.formats.PIX_FMTS`; auto = the input's chroma and
+    bit depth (10-bit stays 10-bit). Odd frame sizes switch 4:2:0 to 4:4:4 (H.264 cannot code
+    them)."""
     lossless: bool = False
     """Encode losslessly (libx264rgb qp 0, or ffv1): frames decode bit-exact."""
+    profile: str = "auto"
+    """ProRes (proxy, lt, standard, hq, 4444, 4444xq) or DNxHR (dnxhr_lb ... dnxhr_444)
+    profile; auto = the input's when it is coded in the same family."""
 
     def __post_init__(self) -> None:
         _require_choice("encode.codec", self.codec, CODECS)
         _require(0 <= self.crf <= 51, "encode.crf", self.crf, "in [0, 51]")
         _require_choice("encode.preset", self.preset, PRESETS)
         _require_choice("encode.pix_fmt", self.pix_fmt, PIX_FMTS)
+        _require_choice("encode.profile", self.profile, PROFILES)
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """How inputs are read (`fusionray.media.decode`)."""
+
+    strict_decode: bool = False
+    """An undecodable frame fails the job; false: it (and the frames predicting from it, up to
+    the next keyframe) is concealed with the last good frame and listed in run.json."""
 
 
 @dataclass(frozen=True)
@@ -444,6 +460,7 @@ class RenderConfig:
     output; see `fusionray.faces.tracks`."""
     gpu: GpuConfig = field(default_factory=GpuConfig)
     """GPU use of the ONNX Runtime sessions and the decoder (`fusionray.models.providers`)."""
+    media: MediaConfig = field(default_factory=MediaConfig)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.video, str) and self.video != "", "video", self.video,

@@ -87,6 +87,8 @@ class AudioStreamInfo:
     """Stream index in the input container."""
     codec_name: str
     packet_count: int
+    time_base: Fraction | None = None
+    """Seconds per pts tick of the stream (sizes the MP4 movie timescale on output)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,15 @@ class VideoInfo:
     """FFmpeg AVColorPrimaries of the source (2 unspecified); tagged on the output."""
     color_trc: int = 2
     """FFmpeg AVColorTransferCharacteristic of the source (2 unspecified); tagged on the output."""
+    color_range: int = 0
+    """FFmpeg AVColorRange of the source (0 unspecified, 1 limited/tv, 2 full/pc); decoding
+    converts with it, encoding codes and tags the same one."""
+    profile: str = ""
+    """The decoder's profile name of the video stream (ProRes `HQ`, DNxHR `DNXHR HQX`, H.264
+    `High`); empty when the codec has none. `encode.profile=auto` follows it."""
+    timecode: str | None = None
+    """Start timecode of the first frame (`HH:MM:SS:FF`, `;` before the frames = drop-frame)
+    from the video stream's tag, a tmcd/data track or the container; None when absent."""
 
     @property
     def frame_count(self) -> int:

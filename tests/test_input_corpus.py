@@ -8,7 +8,7 @@ its pts, every audio packet of every audio stream, and leaves the input untouche
 Choices these tests pin:
 - A truncated MP4 fails with a clear error rather than rendering the readable part (see
   `fusionray.media.probe`): a silently shorter output is worse than no output.
-- 10-bit input is rendered to the configured 8-bit pixel format (`encode.pix_fmt`).
+- 10-bit input is rendered at 10 bits (`encode.pix_fmt: auto`, the input's depth).
 - Subtitle streams are not copied; run.json says so. Every audio stream is copied.
 - A 4K frame with one small face: `detector.tiles: 0` (auto) runs a 2-tile pass from 4K up.
 """
@@ -70,7 +70,7 @@ def test_unusual_inputs_render_completely(
         source.width, source.height, source.rotation)
     assert sha256_file(path) == before
     if name == "10-bit":
-        assert source.pix_fmt == "yuv420p10le" and written.pix_fmt == "yuv420p"
+        assert source.pix_fmt == written.pix_fmt == "yuv420p10le"
     if name == "two-audio-and-subtitles":  # into an .mp4, which cannot hold SubRip
         assert len(written.audio_streams) == 2
         assert any("(subrip) cannot be stored in .mp4" in note for note in run["notes"])

@@ -38,7 +38,7 @@ def settings_for(info: VideoInfo, *, lossless: bool = False, **changes) -> Encod
             "codec": "libx264",
             "crf": 18,
             "preset": "veryfast",
-            "pix_fmt": "yuv420p",
+            "pix_fmt": "auto",
             "lossless": lossless,
             "width": info.width,
             "height": info.height,

@@ -60,8 +60,8 @@ def test_contact_sheet_layout() -> None:
 @pytest.mark.parametrize("preset", ["draft", "standard", "master"])
 def test_presets_differ_where_the_issue_says(preset: str) -> None:
     config = compose_config("+video=demo", f"quality={preset}")
-    assert config.encode.codec == {"draft": "libx264", "standard": "libx264",
-                                   "master": "libx264rgb"}[preset]
+    assert config.encode.codec == {"draft": "libx264", "standard": "auto",
+                                   "master": "auto"}[preset]
 
 
 def test_presets_differ_in_every_quality_knob() -> None:

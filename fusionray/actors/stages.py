@@ -33,7 +33,7 @@ from fusionray.faces.table import faces_to_table, table_to_faces
 from fusionray.faces.temporal import stabilize_faces
 from fusionray.faces.tracks import build_face_tracks
 from fusionray.media.decode import VideoReader, decode_frames
-from fusionray.media.encode import EncoderSettings, build_encoder_settings, encode_segment_bytes
+from fusionray.media.encode import EncoderSettings, encode_segment_bytes, settings_for_video
 from fusionray.media.frame import (
     PlaneFrame,
     Rect,
@@ -270,15 +270,7 @@ def read_test_hooks() -> dict[str, object]:
 
 def encoder_settings_for(config: RenderConfig, info: VideoInfo) -> EncoderSettings:
     """The job's segment encoder settings for this video."""
-    return build_encoder_settings(
-        codec=config.encode.codec,
-        crf=config.encode.crf,
-        preset=config.encode.preset,
-        pix_fmt=config.encode.pix_fmt,
-        lossless=config.encode.lossless,
-        width=info.width,
-        height=info.height,
-    )
+    return settings_for_video(config.encode, info)
 
 
 def passthrough_segment(config: RenderConfig, info: VideoInfo, chunk: Chunk) -> bytes:

@@ -55,9 +55,16 @@ from fusionray.faces.embed import average_identity
 from fusionray.faces.tracks import assign_track_ids, concat_face_tracks
 from fusionray.jobs.lock import OutputLock
 from fusionray.jobs.manifest import FinishedChunk, Manifest, input_identity
-from fusionray.media.assemble import OUTPUT_FORMATS, assemble_video
+from fusionray.media.assemble import (
+    OUTPUT_FORMATS,
+    VerificationError,
+    assemble_video,
+    check_output_codec,
+    output_extension,
+)
 from fusionray.media.decode import decode_frames, read_image_bgr
 from fusionray.media.demo import demo_source_image_path, ensure_demo_clip
+from fusionray.media.encode import settings_for_video
 from fusionray.media.plan import plan_chunks
 from fusionray.media.probe import probe_video
 from fusionray.media.storage import (
@@ -113,11 +120,10 @@ def resolve_inputs(config: RenderConfig) -> tuple[Path, list[Path]]:
     return localise(config.video), sources
 
 
-def default_output(video: Path, run_dir: Path) -> Path:
+def default_output(video: Path, run_dir: Path, codec: str = "") -> Path:
     """`<run dir>/<video name>.swapped<ext>`: the input's container where fusionray writes it
-    (an .mkv keeps its subtitle streams), else .mp4."""
-    extension = video.suffix.lower() if video.suffix.lower() in OUTPUT_FORMATS else ".mp4"
-    return run_dir / f"{video.stem}.swapped{extension}"
+    (an .mkv keeps its subtitle streams), else .mp4 (.mov for ProRes/DNxHR output)."""
+    return run_dir / f"{video.stem}.swapped{output_extension(video.suffix, codec)}"
 
 
 def check_output(paths: OutputPaths, video: Path) -> None:
@@ -512,11 +518,14 @@ def render(
     config = resolve_for_video(config, info.width, info.height)
 
     destination = config.output if config.output and is_remote(config.output) else None
+    codec = settings_for_video(config.encode, info).codec  # ConfigError before Ray starts
     if destination:
         check_destination(destination)
         local_output = run_dir / PurePosixPath(urlsplit(destination).path).name
     else:
-        local_output = localise(config.output) if config.output else default_output(video, run_dir)
+        local_output = (localise(config.output) if config.output
+                        else default_output(video, run_dir, codec))
+    check_output_codec(local_output, codec)
     paths = OutputPaths.for_video(local_output)
     check_output(paths, video)
     # Actors on other nodes fetch a remote input themselves (once per node).
@@ -556,7 +565,7 @@ def render(
         except FusionrayError as error:
             if not manifest.rows:
                 shutil.rmtree(paths.work, ignore_errors=True)  # nothing worth resuming
-            elif paths.work.is_dir():
+            elif paths.work.is_dir() and not isinstance(error.__cause__, VerificationError):
                 error.args = (f"{error}; {len(manifest.rows)} finished chunk(s) are kept in "
                               f"'{paths.work}': rerun the same command to resume",)
             raise

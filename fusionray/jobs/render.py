@@ -81,4 +81,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from fusionray.jobs.cli_args import rewrite_sys_argv
+
+    rewrite_sys_argv()  # paths with spaces, accents, apostrophes work unquoted
     main()

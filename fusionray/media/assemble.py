@@ -22,7 +22,10 @@ import av
 import av.error
 
 from fusionray.errors import MediaError, OutputError, choices_message
+from fusionray.media.encode import ColourTags, mp4_muxer_options, output_colour_tags
+from fusionray.media.formats import MOV_ONLY_CODECS
 from fusionray.media.probe import open_input, probe_video
+from fusionray.media.timecode import parse_timecode, timecode_to_frames
 from fusionray.types import VideoInfo
 
 OUTPUT_FORMATS: dict[str, str] = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -37,6 +40,46 @@ SUBTITLE_CODECS: dict[str, frozenset[str]] = {
                            "dvb_subtitle", "hdmv_pgs_subtitle"}),
 }
 """Subtitle codecs each output container stores as they are (copied without re-encoding)."""
+_MOV_ONLY_DECODERS = frozenset({"prores", "dnxhd"})
+"""Decoder names of `formats.MOV_ONLY_CODECS` streams (what a segment's stream reports)."""
+
+
+class VerificationError(MediaError):
+    """The assembled file does not match the source. Every finished segment is still sound,
+    but assembling them again with the same settings fails the same way: the message says what
+    to change, and a plain rerun is no remedy (`resumable` is False)."""
+
+    resumable = False
+
+
+def output_extension(input_suffix: str, codec: str) -> str:
+    """The default output extension (pure): the input's container where fusionray writes it
+    (an .mkv keeps its subtitle streams), else .mp4; .mov for ProRes/DNxHR output unless the
+    input is Matroska (Matroska holds them too).
+
+    >>> output_extension(".mxf", "prores_ks"), output_extension(".MKV", "dnxhd")
+    ('.mov', '.mkv')
+    """
+    suffix = input_suffix.lower()
+    extension = suffix if suffix in OUTPUT_FORMATS else ".mp4"
+    if codec in MOV_ONLY_CODECS and extension == ".mp4":
+        return ".mov"
+    return extension
+
+
+def check_output_codec(output_path: str | os.PathLike[str], codec: str) -> None:
+    """Fail before rendering when the output container cannot hold the encoder's stream.
+
+    Raises:
+        OutputError: ProRes or DNxHR into .mp4 (MP4 has no sample entry for them).
+    """
+    suffix = Path(output_path).suffix.lower()
+    if suffix == ".mp4" and codec in MOV_ONLY_CODECS:
+        raise OutputError(
+            f"{codec} cannot be stored in .mp4 ({str(output_path)!r}): write "
+            f"{str(Path(output_path).with_suffix('.mov'))!r} (or .mkv), or choose "
+            "encode.codec=libx264"
+        )
 
 
 @dataclass(frozen=True)
@@ -59,6 +102,8 @@ class AssembleReport:
     subtitle_streams_copied: int = 0
     subtitle_streams_dropped: tuple[str, ...] = ()
     """Codec names of the source subtitle streams the output container cannot hold."""
+    timecode: str | None = None
+    """Start timecode written (a tmcd track in .mov/.mp4, a TIMECODE tag in .mkv)."""
 
 
 def assemble_video(
@@ -97,6 +142,10 @@ def assemble_video(
         )
     if not segment_paths:
         raise MediaError(f"No segments to assemble for {str(output_path)!r}")
+    with _open_segment(Path(segment_paths[0])) as first:
+        segment_codec = first.streams.video[0].codec_context.name
+    if segment_codec in _MOV_ONLY_DECODERS and format_name == "mp4":
+        check_output_codec(output_path, "prores_ks" if segment_codec == "prores" else "dnxhd")
     if output_path.exists() and output_path.resolve() == Path(info.path).resolve():
         raise OutputError(f"Output path is the input video: {str(output_path)!r}")
     if not output_path.parent.is_dir():
@@ -124,7 +173,28 @@ def assemble_video(
         start_shift_seconds=float(start_shift),
         subtitle_streams_copied=len(subtitles.copied),
         subtitle_streams_dropped=subtitles.dropped,
+        timecode=written.timecode,
     )
+
+
+def expected_colour(info: VideoInfo, pix_fmt: str) -> ColourTags:
+    """The colour tags an output coded in `pix_fmt` must carry for `info`'s input."""
+    if not pix_fmt:
+        return ColourTags.of(info)
+    return output_colour_tags(ColourTags.of(info), pix_fmt=pix_fmt)
+
+
+def output_timecode(info: VideoInfo) -> str | None:
+    """The start timecode to write for `info`'s video (None: it has none, or one that is not a
+    valid label at its rate, which the muxer would refuse)."""
+    if not info.timecode:
+        return None
+    try:
+        timecode = parse_timecode(info.timecode)
+        timecode_to_frames(timecode, info.average_rate)
+    except MediaError:
+        return None
+    return timecode.text
 
 
 def _write(
@@ -141,8 +211,12 @@ def _write(
         reference = _CodecSignature.of(template_stream)
     join_stats = _JoinStats()
     with ExitStack() as stack:
+        time_bases = [reference.time_base] + [
+            audio.time_base for audio in info.audio_streams if audio.time_base]
         try:
-            output = stack.enter_context(av.open(str(temporary_path), "w", format=format_name))
+            output = stack.enter_context(av.open(
+                str(temporary_path), "w", format=format_name,
+                options=mp4_muxer_options(format_name, time_bases)))
         except (av.error.FFmpegError, OSError) as error:
             raise OutputError(
                 f"Cannot write output file {str(temporary_path)!r} ({error})"
@@ -156,8 +230,27 @@ def _write(
         output.metadata.update(metadata)
 
         first_segment = stack.enter_context(_open_segment(segment_paths[0]))
-        out_video = output.add_stream_from_template(first_segment.streams.video[0])
-        out_video.time_base = first_segment.streams.video[0].time_base
+        segment_video = first_segment.streams.video[0]
+        out_video = output.add_stream_from_template(segment_video)
+        out_video.time_base = segment_video.time_base
+        if format_name in ("mp4", "mov") and segment_video.codec_tag:
+            # The sample entry names ProRes' profile (ap4h = 4444, apch = 422 HQ) and HEVC's
+            # parameter-set layout (hvc1): without it the muxer would pick apch/hev1.
+            out_video.codec_tag = segment_video.codec_tag
+        # The container's colour description (colr atom, Matroska Colour) from the source,
+        # not from the segment's container: a range alone (tv, with the rest unspecified) is
+        # not signalled in an H.264 bitstream, so it only survives as a container tag.
+        tags = expected_colour(info, segment_video.codec_context.pix_fmt or "")
+        context = out_video.codec_context
+        context.color_range = tags.range
+        context.colorspace = tags.matrix
+        context.color_primaries = tags.primaries
+        context.color_trc = tags.transfer
+        timecode = output_timecode(info)
+        if timecode is not None:
+            # The tmcd track counts at the stream's frame rate, which a template lacks.
+            out_video.codec_context.framerate = info.average_rate
+            out_video.metadata["timecode"] = timecode
         if info.rotation and hasattr(out_video, "set_display_rotation"):
             # PyAV >= 18 only; older PyAV cannot write the display matrix.
             out_video.set_display_rotation(info.rotation)
@@ -369,24 +462,30 @@ def _open_segment(path: Path) -> av.container.InputContainer:
         raise MediaError(f"Not a readable segment: {str(path)!r} ({error})") from error
 
 
+_NO_RERUN = "Rerunning the same command would fail the same way."
+
+
 def _verify(
     info: VideoInfo, written_path: Path, output_path: Path, format_name: str
 ) -> tuple[VideoInfo, Fraction]:
-    """Re-probe the written file and check it against the source (invariants 1 and 2).
+    """Re-probe the written file and check it against the source (invariants 1, 2 and 7).
 
     Returns:
         The probe of the written file and the uniform start shift in seconds (see
         `AssembleReport.start_shift_seconds`).
+
+    Raises:
+        VerificationError: the written file differs; the message says what to change.
     """
     where = f"assembled {str(output_path)!r}"
     try:
         written = probe_video(written_path)
     except MediaError as error:
-        raise MediaError(f"Verification of {where} failed: {error}") from error
+        raise VerificationError(f"Verification of {where} failed: {error}") from error
     if written.frame_count != info.frame_count:
-        raise MediaError(
+        raise VerificationError(
             f"Verification of {where} failed: {written.frame_count} frames, "
-            f"source has {info.frame_count}"
+            f"source has {info.frame_count}. {_NO_RERUN}"
         )
     # Compare in seconds. Where the output's time base cannot hold the source's ticks exactly
     # (Matroska counts milliseconds) allow the muxer's rounding, half a tick.
@@ -394,26 +493,50 @@ def _verify(
     tolerance = Fraction(0) if exact else written.time_base / 2
     start_shift = Fraction(0)
     if format_name == "matroska":
-        start_shift = written.frame_pts[0] * written.time_base - info.frame_pts[0] * info.time_base
+        shift = written.frame_pts[0] * written.time_base - info.frame_pts[0] * info.time_base
+        if abs(shift) > tolerance:
+            # A real shift (negative audio start) measured on a rounded first frame: each
+            # later frame may then differ by two roundings, a whole tick.
+            start_shift, tolerance = shift, written.time_base
     pairs = zip(info.frame_pts, written.frame_pts, strict=True)
     for index, (source_pts, written_pts) in enumerate(pairs):
         offset = abs(source_pts * info.time_base + start_shift - written_pts * written.time_base)
         if offset > tolerance:
-            raise MediaError(
+            remedy = ("write .mov or .mp4, whose time base is the source's"
+                      if format_name == "matroska" else
+                      f"the {format_name} muxer could not keep time base {info.time_base}: "
+                      "write .mov or .mkv")
+            raise VerificationError(
                 f"Verification of {where} failed: frame {index} is at "
                 f"{float(written_pts * written.time_base):.6f} s, source at "
-                f"{float(source_pts * info.time_base):.6f} s"
+                f"{float(source_pts * info.time_base):.6f} s (output time base "
+                f"{written.time_base}, source {info.time_base}); {remedy}. {_NO_RERUN}"
             )
     source_counts = [a.packet_count for a in info.audio_streams]
     written_counts = [a.packet_count for a in written.audio_streams]
     if source_counts != written_counts:
-        raise MediaError(
+        raise VerificationError(
             f"Verification of {where} failed: audio packets {written_counts}, "
-            f"source has {source_counts}"
+            f"source has {source_counts}; write .mkv, which holds every audio codec. "
+            f"{_NO_RERUN}"
         )
     if written.rotation != info.rotation and hasattr(av.VideoStream, "set_display_rotation"):
-        raise MediaError(
+        raise VerificationError(
             f"Verification of {where} failed: rotation {written.rotation}, "
-            f"source has {info.rotation}"
+            f"source has {info.rotation}; write .mp4 or .mov. {_NO_RERUN}"
+        )
+    expected = expected_colour(info, written.pix_fmt)
+    found = ColourTags.of(written)
+    if found != expected:
+        raise VerificationError(
+            f"Verification of {where} failed: colour tags {found} but the source needs "
+            f"{expected}; write .mov or .mkv, which store them in the container. {_NO_RERUN}"
+        )
+    expected_timecode = output_timecode(info)
+    if expected_timecode is not None and written.timecode != expected_timecode:
+        raise VerificationError(
+            f"Verification of {where} failed: start timecode {written.timecode!r}, source "
+            f"has {expected_timecode!r}; write .mov, which keeps it in a tmcd track. "
+            f"{_NO_RERUN}"
         )
     return written, start_shift

@@ -30,21 +30,28 @@ class VideoReader:
     Use as a context manager (or call `close`). Not thread-safe: one reader per worker.
     """
 
-    def __init__(self, info: VideoInfo) -> None:
+    def __init__(self, info: VideoInfo, *, conceal: bool = False) -> None:
         """Open `info.path` for decoding.
 
         Args:
             info: The probe result of the file; its `frame_pts` define the frame indices.
+            conceal: Conceal undecodable frames instead of failing (`conceal_damage`);
+                `concealed` lists the frame indices that were filled.
         """
         self.info = info
+        self.conceal = conceal
+        self.concealed: list[int] = []
+        """Frame indices filled by concealment, in the order they were yielded."""
+        self._frozen: tuple[int, int] | None = None
+        """[lost frame, next keyframe): frames decoded from a lost reference, to conceal."""
+        self.frames_decoded = 0
+        """Frames the decoder produced so far, including GOP lead-in before a range's start and
+        frames retried from an earlier keyframe: the decode cost, not the frames yielded."""
         self._container = open_input(info.path)
         self._stream = self._container.streams.video[info.video_stream_index]
         # Frame threading keeps the output bit-exact (H.264 decoding is fully specified) and
         # uses every core the actor was given.
         self._stream.codec_context.thread_type = "AUTO"
-        self.frames_decoded = 0
-        """Frames the decoder produced so far, including GOP lead-in before a range's start and
-        frames retried from an earlier keyframe: the decode cost, not the frames yielded."""
 
     def __enter__(self) -> VideoReader:
         return self
@@ -83,7 +90,8 @@ class VideoReader:
     def video_frames(self, start: int, stop: int) -> Iterator[tuple[int, av.VideoFrame]]:
         """Like `frames`, yielding the decoder's own `av.VideoFrame`s (planes in the stream's
         pixel format, colour tags attached): nothing is converted, so the caller decides what
-        to convert, and where (`fusionray.media.frame`).
+        to convert, and where (`fusionray.media.frame`). A concealed frame is a copy of its
+        stand-in, never the same object twice.
 
         Raises:
             ValueError: The range is empty or outside the video.
@@ -118,8 +126,10 @@ class VideoReader:
         try:
             self._container.seek(frame_pts[entry], stream=self._stream, backward=True)
             expected = start
+            decoded_next = entry  # the index the decoder should give next, from the entry
+            last_good: av.VideoFrame | None = None  # newest frame not predicted from a loss
             for packet in self._container.demux(self._stream):
-                for frame in packet.decode():
+                for frame in self._decode_packet(packet):
                     self.frames_decoded += 1
                     pts = frame.pts if frame.pts is not None else frame.dts
                     if pts is None:
@@ -127,24 +137,98 @@ class VideoReader:
                     if expected == start and pts > frame_pts[start]:
                         if allow_retry:
                             return False
-                        raise MediaError(f"Decoding starts after frame {start}: {range_text}")
+                        if not self.conceal:
+                            raise MediaError(f"Decoding starts after frame {start}: "
+                                             f"{range_text}")
                     index = bisect.bisect_left(frame_pts, pts)
-                    if index >= len(frame_pts) or frame_pts[index] != pts or index < expected:
-                        continue  # before the range, or a pts the probe never saw
+                    if index >= len(frame_pts) or frame_pts[index] != pts:
+                        continue  # a pts the probe never saw
+                    frozen = False
+                    if self.conceal:
+                        # Losses are tracked from the entry keyframe, before the range too, so
+                        # every chunk that decodes this GOP conceals the same frames.
+                        if index > decoded_next:
+                            self._freeze(decoded_next)
+                        decoded_next = max(decoded_next, index + 1)
+                        frozen = self._frozen is not None and \
+                            self._frozen[0] <= index < self._frozen[1]
+                        if not frozen or last_good is None:
+                            last_good = frame
+                    if index < expected:
+                        continue  # before the range
                     if index > expected:
-                        raise MediaError(
-                            f"Frames [{expected}, {index}) missing while decoding {range_text}"
-                        )
-                    yield index, frame
-                    expected += 1
+                        stop_fill = min(index, stop)
+                        yield from self.conceal_damage(expected, stop_fill, last_good, range_text)
+                        expected = stop_fill
+                        if expected == stop:
+                            return True
+                    if frozen and last_good is not frame:
+                        # Predicted from the lost frame: garbage, whatever the decoder says.
+                        yield from self.conceal_damage(index, index + 1, last_good, range_text)
+                    else:
+                        yield index, frame
+                    expected = index + 1
                     if expected == stop:
                         return True
         except av.error.FFmpegError as error:
             raise MediaError(f"Cannot decode {range_text} ({error})") from error
-        raise MediaError(f"Frames [{expected}, {stop}) missing while decoding {range_text}")
+        yield from self.conceal_damage(expected, stop, last_good, range_text)
+        return True
+
+    def _decode_packet(self, packet: av.Packet) -> list[av.VideoFrame]:
+        """The packet's frames; with `conceal`, a packet the decoder refuses yields none."""
+        if not self.conceal:
+            return packet.decode()
+        try:
+            return packet.decode()
+        except av.error.InvalidDataError:
+            # The lost frame shows as a gap in the frames that come out (with frame threads,
+            # later than this error), which `_freeze` handles.
+            return []
+
+    def _freeze(self, lost: int) -> None:
+        """Conceal every frame after `lost` up to the next keyframe: they may predict from it,
+        and H.264 flags none of them as corrupt (measured), so their pixels cannot be trusted."""
+        following = [k for k in self.info.keyframe_indices if k > lost]
+        self._frozen = (lost, following[0] if following else self.info.frame_count)
+
+    def conceal_damage(
+        self, first: int, stop: int, source: av.VideoFrame | None, range_text: str
+    ) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Yield frames `[first, stop)` that did not decode (or decoded from a lost reference)
+        as copies of `source`, the newest trustworthy frame; recorded in `concealed`.
+
+        Raises:
+            MediaError: concealment is off (`media.strict_decode`), or there is no frame to
+                conceal with.
+        """
+        if first >= stop:
+            return
+        if not self.conceal or source is None:
+            raise MediaError(f"Frames [{first}, {stop}) missing while decoding {range_text}")
+        for index in range(first, stop):
+            self.concealed.append(index)
+            yield index, copy_video_frame(source)
 
 
-def decode_frames(info: VideoInfo, start: int, stop: int) -> Iterator[tuple[int, FrameBGR]]:
+def copy_video_frame(frame: av.VideoFrame) -> av.VideoFrame:
+    """A new frame with `frame`'s planes, pixel format and colour tags (its own buffers, so a
+    caller that draws on one concealed frame never draws on another)."""
+    copy = av.VideoFrame(frame.width, frame.height, frame.format.name)
+    for source, target in zip(frame.planes, copy.planes, strict=True):
+        rows = min(source.height, target.height)
+        width = min(source.line_size, target.line_size)
+        source_rows = np.frombuffer(memoryview(source), np.uint8).reshape(-1, source.line_size)
+        target_rows = np.frombuffer(memoryview(target), np.uint8).reshape(-1, target.line_size)
+        target_rows[:rows, :width] = source_rows[:rows, :width]
+    copy.pts, copy.time_base = frame.pts, frame.time_base
+    copy.color_range, copy.colorspace = frame.color_range, frame.colorspace
+    copy.color_primaries, copy.color_trc = frame.color_primaries, frame.color_trc
+    return copy
+
+
+def decode_frames(info: VideoInfo, start: int, stop: int, *, conceal: bool = False,
+                  concealed: list[int] | None = None) -> Iterator[tuple[int, FrameBGR]]:
     """Yield `(frame_index, frame)` for every index in `[start, stop)` of `info.path`.
 
     Streaming: one decoded frame is alive at a time (plus the decoder's reorder buffer).
@@ -153,6 +237,8 @@ def decode_frames(info: VideoInfo, start: int, stop: int) -> Iterator[tuple[int,
         info: The probe result of the video.
         start: First presentation index.
         stop: One past the last index.
+        conceal: Conceal undecodable frames (see `VideoReader.conceal_damage`).
+        concealed: Receives the indices of concealed frames.
 
     Yields:
         Presentation index and frame, uint8 (height, width, 3) BGR, in coded orientation.
@@ -160,8 +246,12 @@ def decode_frames(info: VideoInfo, start: int, stop: int) -> Iterator[tuple[int,
     Raises:
         MediaError: The file cannot be opened or a frame of the range cannot be decoded.
     """
-    with VideoReader(info) as reader:
-        yield from reader.frames(start, stop)
+    with VideoReader(info, conceal=conceal) as reader:
+        try:
+            yield from reader.frames(start, stop)
+        finally:
+            if concealed is not None:
+                concealed.extend(reader.concealed)
 
 
 def read_image_bgr(path: str | os.PathLike[str]) -> FrameBGR:

@@ -16,6 +16,7 @@ import av
 import av.error
 
 from fusionray.errors import MediaError
+from fusionray.media.timecode import read_start_timecode
 from fusionray.types import AudioStreamInfo, VideoInfo
 
 # Demuxers FFmpeg picks for single pictures: a still image is not a video, even though FFmpeg
@@ -59,6 +60,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             raise MediaError(f"No video stream in {path_text!r}")
         video = container.streams.video[0]
         codec_name = video.codec_context.name
+        profile = video.codec_context.profile or ""
+        timecode = read_start_timecode(container)
         if format_name in _STILL_IMAGE_FORMATS or format_name.endswith(_STILL_IMAGE_FORMAT_SUFFIX):
             raise MediaError(
                 f"{path_text!r} is a still image ({codec_name}), not a video; "
@@ -71,12 +74,16 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         audio_streams = list(container.streams.audio)
         audio_packet_counts = {stream.index: 0 for stream in audio_streams}
         audio_codec_names = {stream.index: stream.codec_context.name for stream in audio_streams}
+        audio_time_bases = {stream.index: Fraction(stream.time_base) if stream.time_base
+                            else None for stream in audio_streams}
         # (pts, duration, is_keyframe) of every video packet, in decode order.
         video_packets: list[tuple[int, int, bool]] = []
+        read_end = Fraction(0)  # end of the last packet read, seconds, any stream
         try:
             for packet in container.demux(video, *audio_streams):
                 if packet.size == 0:  # demuxer flush packets carry no data and no pts
                     continue
+                read_end = max(read_end, _packet_end_seconds(packet))
                 if packet.stream.index != video.index:
                     audio_packet_counts[packet.stream.index] += 1
                     continue
@@ -101,6 +108,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
                 f"{path_text!r} is truncated or damaged: its index lists {indexed} video frames "
                 f"but only {len(video_packets)} can be read"
             )
+        _check_declared_duration(container, read_end, time_base, video_packets, path_text)
         video_packets.sort(key=lambda entry: entry[0])
         frame_pts = tuple(entry[0] for entry in video_packets)
         for previous, current in itertools.pairwise(frame_pts):
@@ -119,7 +127,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         # A fresh open rather than a seek back to 0: seeking before the first index entry fails in
         # some demuxers, and this costs one header parse.
         with open_input(path_text) as first_frame_container:
-            rotation, colorspace, color_primaries, color_trc = _first_frame_facts(
+            rotation, colorspace, color_primaries, color_trc, color_range = _first_frame_facts(
                 first_frame_container, first_frame_container.streams.video[0], path_text
             )
 
@@ -137,7 +145,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             rotation=rotation,
             audio_streams=tuple(
                 AudioStreamInfo(
-                    index=index, codec_name=audio_codec_names[index], packet_count=count
+                    index=index, codec_name=audio_codec_names[index], packet_count=count,
+                    time_base=audio_time_bases[index],
                 )
                 for index, count in audio_packet_counts.items()
             ),
@@ -146,16 +155,58 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             colorspace=colorspace,
             color_primaries=color_primaries,
             color_trc=color_trc,
+            color_range=color_range,
+            profile=str(profile),
+            timecode=timecode,
+        )
+
+
+_MATROSKA_FORMATS = ("matroska,webm",)
+_TRUNCATION_SLACK_SECONDS = Fraction(1, 20)
+
+
+def _packet_end_seconds(packet: av.Packet) -> Fraction:
+    timestamp = packet.pts if packet.pts is not None else packet.dts
+    if timestamp is None or packet.time_base is None:
+        return Fraction(0)
+    return (timestamp + (packet.duration or 0)) * Fraction(packet.time_base)
+
+
+def _check_declared_duration(
+    container: av.container.InputContainer, read_end: Fraction, time_base: Fraction,
+    video_packets: list[tuple[int, int, bool]], path_text: str,
+) -> None:
+    """Matroska has no sample index, but its header declares the duration (the muxer writes
+    it last, seeking back): a cut-off copy keeps the full duration and loses the end. The
+    packets read must reach the declared end, within two frames or 50 ms (the header's duration
+    is in milliseconds and may round or omit the last frame's length).
+
+    Raises:
+        MediaError: the readable streams end well before the declared duration.
+    """
+    if container.format.name not in _MATROSKA_FORMATS or not container.duration:
+        return
+    start = Fraction(container.start_time or 0, av.time_base)
+    declared_end = start + Fraction(container.duration, av.time_base)
+    durations = [duration for _, duration, _ in video_packets if duration]
+    frame_seconds = (max(durations) * time_base) if durations else Fraction(0)
+    slack = max(_TRUNCATION_SLACK_SECONDS, 2 * frame_seconds)
+    if declared_end - read_end > slack:
+        raise MediaError(
+            f"{path_text!r} is truncated or damaged: its header declares "
+            f"{float(declared_end - start):.3f} s but the streams end at "
+            f"{float(read_end - start):.3f} s"
         )
 
 
 def _first_frame_facts(
     container: av.container.InputContainer, video: av.VideoStream, path_text: str
-) -> tuple[int, int, int, int]:
+) -> tuple[int, int, int, int, int]:
     """Decode the first frame: proves the stream decodes, and reads what only frames carry.
 
     Returns:
-        (rotation in degrees 0..359, colorspace, color_primaries, color_trc).
+        (rotation in degrees 0..359, colorspace, color_primaries, color_trc, color_range).
+        A `yuvj*` pixel format (MJPEG) counts as full range whatever the frame says.
     """
     try:
         for frame in container.decode(video):
@@ -167,6 +218,7 @@ def _first_frame_facts(
                 int(frame.colorspace),
                 int(frame.color_primaries),
                 int(frame.color_trc),
+                2 if frame.format.name.startswith("yuvj") else int(frame.color_range),
             )
     except av.error.FFmpegError as error:
         raise MediaError(f"Cannot decode video of {path_text!r} ({error})") from error

@@ -1,0 +1,37 @@
+"""The one vocabulary of output codecs, pixel formats and profiles (no PyAV import).
+
+`fusionray.config` validates `encode.*` against these tuples and `fusionray.media.encode`
+resolves them, so a value the config accepts is a value the encoder knows, and the other way
+round. `auto` everywhere means "answer the input in kind" (see `media.encode`).
+"""
+
+from __future__ import annotations
+
+CODECS = ("auto", "libx264", "libx264rgb", "libx265", "prores_ks", "dnxhd", "ffv1")
+"""Output video encoders. auto: the input's own family (H.264 -> libx264, HEVC -> libx265,
+ProRes -> prores_ks, DNxHD/DNxHR -> dnxhd, FFV1 -> ffv1), anything else -> libx264 (libx265
+above 10 bits)."""
+
+PIX_FMTS = (
+    "auto",
+    "yuv420p", "yuv422p", "yuv444p",
+    "yuv420p10le", "yuv422p10le", "yuv444p10le",
+    "yuv420p12le", "yuv422p12le", "yuv444p12le",
+    "yuva444p10le",
+)
+"""Output pixel formats the config accepts; auto: the input's chroma layout and bit depth, as
+near as the chosen encoder allows."""
+
+PRORES_PROFILES = ("proxy", "lt", "standard", "hq", "4444", "4444xq")
+"""prores_ks profiles, lightest first; 4444 and 4444xq code 4:4:4 (with alpha when the input has
+it), the others 4:2:2 10-bit."""
+DNXHR_PROFILES = ("dnxhr_lb", "dnxhr_sq", "dnxhr_hq", "dnxhr_hqx", "dnxhr_444")
+"""dnxhd encoder profiles (DNxHR: any frame size). lb/sq/hq: 4:2:2 8-bit; hqx: 4:2:2 10-bit;
+444: 4:4:4 10-bit."""
+PROFILES = ("auto", *PRORES_PROFILES, *DNXHR_PROFILES)
+"""`encode.profile` values; auto: the input's profile when it is coded in the same family."""
+
+INTRA_CODECS = frozenset({"prores_ks", "dnxhd", "ffv1"})
+"""Encoders whose every frame is a keyframe: segment joins are invisible by construction."""
+MOV_ONLY_CODECS = frozenset({"prores_ks", "dnxhd"})
+"""Encoders whose output belongs in QuickTime (.mov) or Matroska, never in .mp4."""
