@@ -253,7 +253,8 @@ def test_wrong_model_files_are_rejected(tmp_path: Path, builder: object, expecte
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "inswapper_128.onnx").write_bytes(builder())  # type: ignore[operator]
-    options = ModelOptions(cache_dir=cache, shared_dirs=(), offline=True)
+    # Allowed as unverified (none of these is the published file): the contract still holds.
+    options = ModelOptions(cache_dir=cache, shared_dirs=(), offline=True, allow_unverified=True)
     with pytest.raises(ModelError, match=expected):
         InswapperSwapper(options=options)
 

@@ -40,6 +40,8 @@ class ModelOptions:
     """Read-only model folders searched first (None: `$FUSIONRAY_SHARED_MODELS`)."""
     offline: bool | None = None
     """Never download (None: `$FUSIONRAY_OFFLINE`)."""
+    allow_unverified: bool = False
+    """Use model files that are not the published ones (`models.allow_unverified`)."""
 
 
 class ModelRunner:
@@ -55,7 +57,8 @@ class ModelRunner:
         """
         self.spec: ModelSpec = get_model_spec(name)
         self.path: Path = ensure_model(name, cache_dir=options.cache_dir,
-                                       shared_dirs=options.shared_dirs, offline=options.offline)
+                                       shared_dirs=options.shared_dirs, offline=options.offline,
+                                       allow_unverified=options.allow_unverified)
         self.session, self.provider = create_session(
             self.path, providers=options.providers, threads=options.threads,
             engine_cache_dir=(options.cache_dir / "tensorrt") if options.cache_dir else None,
