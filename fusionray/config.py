@@ -343,6 +343,9 @@ class ModelsConfig:
     """Read-only model folders (NFS, a synced bucket) searched before the cache."""
     offline: bool = False
     """Never download models (also $FUSIONRAY_OFFLINE=1): use shared folders and the cache."""
+    allow_unverified: bool = False
+    """Use model files that match none of their published releases (a fine-tuned export);
+    they are still reported as "not the published file" (`fusionray.models.store`)."""
 
 
 @dataclass(frozen=True)
