@@ -135,7 +135,7 @@ def test_without_refreshes_the_same_lease_goes_stale(tmp_path: Path) -> None:
 def test_jobs_racing_for_one_stale_lease_end_with_one_holder(tmp_path: Path) -> None:
     output = tmp_path / "shot.mp4"
     write_lease(output, host=OTHER_HOST, refreshed=time.time() - 300)
-    start = threading.Barrier(6)
+    start = threading.Barrier(12)
     winners: list[OutputLock] = []
     refusals: list[OutputError] = []
 
@@ -148,13 +148,13 @@ def test_jobs_racing_for_one_stale_lease_end_with_one_holder(tmp_path: Path) -> 
         except OutputError as error:
             refusals.append(error)
 
-    threads = [threading.Thread(target=contend) for _ in range(6)]
+    threads = [threading.Thread(target=contend) for _ in range(12)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     try:
-        assert len(winners) == 1 and len(refusals) == 5
+        assert len(winners) == 1 and len(refusals) == 11
         assert holder(lock_path_for(output))["token"] == winners[0]._token
     finally:
         for lock in winners:
@@ -166,3 +166,13 @@ def test_bad_lease_settings_name_the_value() -> None:
         OutputLock(Path("x.mp4"), stale_after_seconds=0)
     with pytest.raises(ValueError, match=r"refresh_seconds must be in \[0, stale_after_seconds"):
         OutputLock(Path("x.mp4"), stale_after_seconds=10, refresh_seconds=10)
+
+
+def test_lease_settings_come_from_the_storage_config(tmp_path: Path) -> None:
+    from fusionray.config import StorageConfig
+    from fusionray.errors import ConfigError
+
+    lock = OutputLock.for_config(tmp_path / "shot.mp4", StorageConfig(lock_stale_seconds=60))
+    assert (lock.stale_after_seconds, lock.refresh_seconds) == (60.0, 15.0)
+    with pytest.raises(ConfigError, match="storage.lock_refresh_seconds"):
+        StorageConfig(lock_stale_seconds=60, lock_refresh_seconds=60)

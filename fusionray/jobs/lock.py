@@ -31,12 +31,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from fusionray.config import StorageConfig
 from fusionray.errors import OutputError
 
 log = logging.getLogger("fusionray")
 
 DEFAULT_STALE_AFTER_SECONDS = 120.0
 """A lease not refreshed for this long is stale (config `storage.lock_stale_seconds`)."""
+TAKEOVER_GUARD_SECONDS = 10.0
+"""A takeover guard file older than this was left by a job that died mid-takeover."""
 
 
 def lock_path_for(output: Path) -> Path:
@@ -98,6 +101,12 @@ class OutputLock:
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
 
+    @classmethod
+    def for_config(cls, output: Path, storage: StorageConfig) -> OutputLock:
+        """The lock of `output` with a job's `storage.lock_*` settings."""
+        return cls(output, stale_after_seconds=storage.lock_stale_seconds,
+                   refresh_seconds=storage.lock_refresh_seconds)
+
     def __enter__(self) -> OutputLock:
         self.acquire()
         return self
@@ -115,7 +124,8 @@ class OutputLock:
     def acquire(self) -> None:
         """Create the lease (taking over a stale one) and start refreshing it."""
         self._started = self._clock()
-        for _ in range(5):
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
             try:
                 descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
@@ -176,23 +186,34 @@ class OutputLock:
     def _remove_if_unchanged(self, judged: str) -> bool:
         """Remove the lease file only if it still holds `judged` (the stale lease we read).
 
-        Two jobs may judge the same lease stale at once; the first removes it and creates its
-        own. Moving the file aside first (one rename wins) and checking what was moved keeps
-        the second from deleting the first one's fresh lease: that one is put back.
+        Several jobs may judge the same lease stale at once. The removal is serialised by a
+        second file created with O_EXCL (`<lock>.takeover`): its holder re-reads the lease and
+        removes it only if unchanged, so a job that read the stale lease earlier never removes
+        the fresh lease another job has created since. Then every contender races for the
+        lease by O_EXCL creation again, and exactly one wins.
         """
-        aside = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex[:12]}")
+        guard = self.path.with_name(f"{self.path.name}.takeover")
         try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return False  # another job took it over first
-        try:
-            if aside.read_text() == judged:
-                return True
-            with contextlib.suppress(FileExistsError):
-                os.link(aside, self.path)  # a fresh lease: restore it
+            descriptor = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            with contextlib.suppress(OSError):
+                # A takeover lasts milliseconds; a guard this old was left by a crash.
+                if time.time() - guard.stat().st_mtime > TAKEOVER_GUARD_SECONDS:
+                    guard.unlink()
+            time.sleep(0.02)
             return False
+        os.close(descriptor)
+        try:
+            try:
+                current = self.path.read_text()
+            except FileNotFoundError:
+                return False
+            if current != judged:
+                return False  # renewed or replaced since we judged it: judge again
+            self.path.unlink()
+            return True
         finally:
-            aside.unlink(missing_ok=True)
+            guard.unlink(missing_ok=True)
 
     # --- keeping it ------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from pathlib import Path
 import pooch
 
 from fusionray.errors import ModelError
+from fusionray.media.storage import exclusive_file_lock
 from fusionray.models.catalog import (
     ArchiveSource,
     ModelSpec,
@@ -360,6 +361,20 @@ def locate_model(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ModelError(f"Cannot create the model cache folder {folder}: {error}") from error
+    # One fetch per model per node: actors starting together wait for the first one's file
+    # instead of downloading it again (or removing each other's files).
+    with exclusive_file_lock(folder / f".{spec.filename}.lock", remove=True):
+        found = find_model(name, cache_dir=cache_dir, shared_dirs=shared_dirs,
+                           allow_unverified=allow_unverified)
+        if found is not None:
+            return found
+        return _fetch_first(spec, target, downloader, allow_unverified=allow_unverified)
+
+
+def _fetch_first(spec: ModelSpec, target: Path, downloader: ResumableDownloader | None, *,
+                 allow_unverified: bool) -> ModelLocation:
+    """Try `spec`'s sources in order until one yields a verified, published file."""
+    name = spec.name
     fetcher = downloader or ResumableDownloader()
     failures: list[str] = []
     for source in spec.sources:
@@ -454,9 +469,12 @@ def _fetch_into(
         archives = folder / ARCHIVE_FOLDER
         archives.mkdir(exist_ok=True)
         archive = archives / source.url.rsplit("/", 1)[-1]
-        if not archive.exists():
-            _pooch_fetch(source.url, archive, fetcher)
-        with _temporary_file(folder, spec.filename) as extracted:
+        # Models of one pack (det_10g, w600k_r50) share the archive: one fetcher at a time
+        # downloads or removes it, and none removes it while another extracts from it.
+        with exclusive_file_lock(archives / f".{archive.name}.lock", remove=True), \
+                _temporary_file(folder, spec.filename) as extracted:
+            if not archive.exists():
+                _pooch_fetch(source.url, archive, fetcher)
             try:
                 _extract_zip_member(archive, source.member, extracted)
             except ModelError:
