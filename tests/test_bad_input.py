@@ -160,10 +160,9 @@ def test_no_running_cluster_is_one_line(tmp_path: Path, monkeypatch: pytest.Monk
 def test_missing_model_fails_before_ray(tmp_path: Path) -> None:
     """`quality=master` with the learned engine needs GFPGAN; offline and not cached, that is
     one line naming the model and the cache, before any actor tries to load it."""
-    import tests.onnx_fixtures as fx
-
     import shutil
 
+    import tests.onnx_fixtures as fx
     from tests.faces_fixtures import blazeface
 
     cache = fx.import_fixtures(tmp_path / "models", inswapper_128=fx.build_identity_swapper(),

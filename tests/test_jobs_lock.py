@@ -174,5 +174,5 @@ def test_lease_settings_come_from_the_storage_config(tmp_path: Path) -> None:
 
     lock = OutputLock.for_config(tmp_path / "shot.mp4", StorageConfig(lock_stale_seconds=60))
     assert (lock.stale_after_seconds, lock.refresh_seconds) == (60.0, 15.0)
-    with pytest.raises(ConfigError, match="storage.lock_refresh_seconds"):
+    with pytest.raises(ConfigError, match=r"storage\.lock_refresh_seconds"):
         StorageConfig(lock_stale_seconds=60, lock_refresh_seconds=60)
