@@ -359,6 +359,35 @@ class ModelsConfig:
     """Read-only model folders (NFS, a synced bucket) searched before the cache."""
     offline: bool = False
     """Never download models (also $FUSIONRAY_OFFLINE=1): use shared folders and the cache."""
+    allow_unverified: bool = False
+    """Use model files that match none of their published releases (a fine-tuned export);
+    they are still reported as "not the published file" (`fusionray.models.store`)."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Farm plumbing: the output lock's lease and the node-local input cache (`storage.*`)."""
+
+    lock_stale_seconds: float = 120.0
+    """An output lock not refreshed for this long is stale and taken over (the job that held
+    it died, e.g. a driver pod restarted elsewhere); keep it well above host clock skew."""
+    lock_refresh_seconds: float = 0.0
+    """How often a running job refreshes its lock (0 = a quarter of lock_stale_seconds)."""
+    input_cache_max_gb: float = 100.0
+    """Size the node-local cache of downloaded inputs is trimmed to, in GB (0 = no limit)."""
+    input_cache_max_age_hours: float = 168.0
+    """Cached inputs unused for longer are removed (0 = no age limit)."""
+
+    def __post_init__(self) -> None:
+        _require(self.lock_stale_seconds > 0, "storage.lock_stale_seconds",
+                 self.lock_stale_seconds, "> 0")
+        _require(0 <= self.lock_refresh_seconds < self.lock_stale_seconds,
+                 "storage.lock_refresh_seconds", self.lock_refresh_seconds,
+                 "in [0, storage.lock_stale_seconds)")
+        _require(self.input_cache_max_gb >= 0, "storage.input_cache_max_gb",
+                 self.input_cache_max_gb, ">= 0")
+        _require(self.input_cache_max_age_hours >= 0, "storage.input_cache_max_age_hours",
+                 self.input_cache_max_age_hours, ">= 0")
 
 
 ARENA_STRATEGIES = ("same_as_requested", "next_power_of_two")
@@ -461,6 +490,7 @@ class RenderConfig:
     gpu: GpuConfig = field(default_factory=GpuConfig)
     """GPU use of the ONNX Runtime sessions and the decoder (`fusionray.models.providers`)."""
     media: MediaConfig = field(default_factory=MediaConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.video, str) and self.video != "", "video", self.video,
@@ -674,7 +704,7 @@ def config_hash(config: RenderConfig) -> str:
     """
     data = config_to_dict(config)
     for key in ("output", "cluster", "progress", "keep_work", "preview_frames", "models",
-                "on_chunk_error", "provenance", "export_faces"):
+                "on_chunk_error", "provenance", "export_faces", "storage"):
         data.pop(key, None)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()

@@ -74,6 +74,7 @@ def model_options_from_config(
         shared_dirs=tuple(Path(p) for p in config.models.shared_dirs) or None,
         offline=True if config.models.offline else None,
         gpu=config.gpu,
+        allow_unverified=config.models.allow_unverified,
     )
 
 
@@ -95,6 +96,7 @@ def detector_from_config(config: RenderConfig, *, threads: int) -> Detector:
         input_size=settings.input_size,
         shared_dirs=options.shared_dirs,
         offline=options.offline,
+        allow_unverified=options.allow_unverified,
     )
 
 

@@ -69,15 +69,30 @@ def main(cfg: DictConfig) -> None:
         print("fusionray: error: Interrupted before rendering started", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except RenderError as error:
-        print(f"fusionray: error: {error}", file=sys.stderr)
-        sys.exit(EXIT_RENDER_FAILED)
+        return _failed(EXIT_RENDER_FAILED, error, hydra_cfg.mode, hydra_cfg.runtime.output_dir)
     except FusionrayError as error:
-        print(f"fusionray: error: {error}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+        return _failed(EXIT_BAD_INPUT, error, hydra_cfg.mode, hydra_cfg.runtime.output_dir)
+    except Exception as error:
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise
+        log.exception("Sweep job failed")
+        return _failed(EXIT_RENDER_FAILED, error, hydra_cfg.mode, hydra_cfg.runtime.output_dir)
     print(
         f"fusionray: wrote {summary.output} ({summary.frames} frames, "
         f"{summary.faces_swapped} faces swapped, {summary.frames_per_second:.1f} frames/s)"
     )
+
+
+def _failed(code: int, error: BaseException, mode: RunMode | None, job_dir: str) -> None:
+    """Report a failed job: exit with `code`, or in a multirun record it in `job_dir` and
+    return, so the sweep runs its other jobs (`fusionray.jobs.sweep` exits non-zero at the
+    end; Hydra would not catch a SystemExit here and the whole sweep would stop)."""
+    print(f"fusionray: error: {error}", file=sys.stderr)
+    if mode != RunMode.MULTIRUN:
+        sys.exit(code)
+    from fusionray.jobs.sweep import record_failed_job
+
+    record_failed_job(Path(job_dir), exit_code=code, error=error)
 
 
 if __name__ == "__main__":
