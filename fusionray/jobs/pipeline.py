@@ -300,7 +300,7 @@ def ensure_swap_models(config: RenderConfig) -> None:
     options = model_options_from_config(config, providers=config.swapper.providers)
     for name in swap_model_names(config):
         ensure_model(name, cache_dir=options.cache_dir, shared_dirs=options.shared_dirs,
-                     offline=options.offline)
+                     offline=options.offline, allow_unverified=options.allow_unverified)
 
 
 def actor_start_failure(error: ray.exceptions.RayActorError) -> str:
