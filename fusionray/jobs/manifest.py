@@ -247,3 +247,15 @@ class Manifest:
                 continue
             if entry.name.split(".", 1)[0] not in stems:
                 entry.unlink()
+
+
+def write_parquet_atomic(path: Path, table: pa.Table) -> None:
+    """Write a Parquet table through a temporary name and a rename."""
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    pq.write_table(table, partial)
+    os.replace(partial, path)
+
+
+def chunk_faces_path(manifest: Manifest, chunk: Chunk) -> Path:
+    """Where a chunk's face-tracks table waits in the work folder (kept for resume)."""
+    return manifest.work / f"chunk_{chunk.index:06d}.faces.parquet"
