@@ -3,9 +3,10 @@ node, an interrupted or killed driver, a chunk that always fails, two jobs on on
 output folder removed, the disk full. Each run is compared with a fault-free run of the same
 config, losslessly encoded, so "the same output" means identical decoded frames.
 
-Faults are made to land mid-job with the test hook `FUSIONRAY_TEST_HOOKS` (see
-`fusionray.actors.stages.TEST_HOOKS_ENV`): a JSON file, read per chunk by the swap stage, that
-can slow frames down, fail given chunks, and drop a marker file naming the worker's pid.
+Faults are made to land mid-job by the render stage of `tests.fault_stages` (handed to
+`render(..., stage_classes=...)`, or to a separate driver process through `tests.fault_cli`):
+it can slow frames down, fail or hang given chunks, and drop a marker file naming the worker's
+pid. Production code holds no test hook.
 """
 
 from __future__ import annotations
@@ -22,18 +23,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
 
-from fusionray.actors.stages import TEST_HOOKS_ENV
 from fusionray.errors import OutputError, RenderError
 from fusionray.jobs.lock import lock_path_for
-from fusionray.jobs.manifest import MANIFEST_NAME
+from fusionray.jobs.manifest import MANIFEST_NAME, Manifest
 from fusionray.jobs.pipeline import OutputPaths, render
 from fusionray.media.demo import demo_source_image_path
 from tests.clips import write_face_clip
+from tests.fault_stages import faulty_stages
 from tests.test_render import compose_config, decoded_frames
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,18 +56,10 @@ def clip(workdir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def hooks(workdir: Path):
-    """The hooks file; Ray is started after the variable is set, so its workers inherit it."""
-    path = workdir / "hooks.json"
-    path.write_text("{}")
-    os.environ[TEST_HOOKS_ENV] = str(path)
+    """The module's Ray (two CPUs); the name stays for the tests that share it."""
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield path
+    yield workdir
     ray.shutdown()
-    del os.environ[TEST_HOOKS_ENV]
-
-
-def set_hooks(path: Path, **values: object) -> None:
-    path.write_text(json.dumps(values))
 
 
 def config_for(clip: Path, output: Path, *extra: str):
@@ -104,14 +96,8 @@ def wait_for(condition, timeout: float = 120.0, what: str = "condition") -> None
 
 
 def manifest_rows(work: Path) -> int:
-    """Rows in the manifest a running job may be replacing right now: read as bytes in one go
-    (`pq.read_table(path)` takes the size from a stat and can then read the newer file)."""
-    path = work / MANIFEST_NAME
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return 0
-    return pq.read_table(pa.BufferReader(data)).num_rows
+    """Chunks recorded in the work folder of a job that may be running right now."""
+    return Manifest.count_recorded(work)
 
 
 @pytest.mark.ray
@@ -120,7 +106,7 @@ def test_killed_actor_is_restarted_and_its_chunk_retried(
 ) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
-    set_hooks(hooks, frame_delay_seconds=0.05, marker_dir=str(markers))
+    stages = faulty_stages(frame_delay_seconds=0.05, marker_dir=str(markers))
     killed: list[int] = []
 
     def kill_first_swap_worker() -> None:
@@ -134,11 +120,9 @@ def test_killed_actor_is_restarted_and_its_chunk_retried(
 
     killer = threading.Thread(target=kill_first_swap_worker, daemon=True)
     killer.start()
-    try:
-        output = tmp_path / "out.mp4"
-        summary = render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
-    finally:
-        set_hooks(hooks)
+    output = tmp_path / "out.mp4"
+    summary = render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n",
+                     stage_classes=stages)
     killer.join(timeout=5)
     assert killed, "the worker was never killed"
     assert any(f.startswith("chunk 1 (frames 5-9) attempt 1") for f in summary.chunk_failures)
@@ -152,13 +136,11 @@ def test_chunk_failing_every_retry_stops_naming_it_and_a_rerun_resumes(
 ) -> None:
     output = tmp_path / "out.mp4"
     paths = OutputPaths.for_video(output)
-    set_hooks(hooks, fail_chunks=[3])
-    try:
-        with pytest.raises(RenderError, match=r"Chunk 3 \(frames 15-19\) failed after 2 "
-                                              r"attempts: .*test hook: chunk 3 fails"):
-            render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
-    finally:
-        set_hooks(hooks)
+    stages = faulty_stages(fail_chunks=[3])
+    with pytest.raises(RenderError, match=r"Chunk 3 \(frames 15-19\) failed after 2 "
+                                          r"attempts: .*test hook: chunk 3 fails"):
+        render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n",
+            stage_classes=stages)
     # Invariant 4: nothing at the output path, no leftovers but the kept work folder.
     assert not output.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [paths.work.name]
@@ -182,14 +164,12 @@ def test_an_actor_that_cannot_start_is_one_line(hooks: Path, clip: Path, tmp_pat
     """A swap actor whose constructor raises (a GPU provider that fails on one node, a model
     missing from a node's cache): the job stops with the constructor's own message."""
     output = tmp_path / "out.mp4"
-    set_hooks(hooks, fail_swap_start=True)
-    try:
-        with pytest.raises(RenderError) as caught:
-            render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
-    finally:
-        set_hooks(hooks)
+    stages = faulty_stages(fail_start=True)
+    with pytest.raises(RenderError) as caught:
+        render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n",
+            stage_classes=stages)
     message = str(caught.value)
-    assert message == ("A render actor could not start: test hook: the swap stage cannot "
+    assert message == ("A render actor could not start: test hook: the render stage cannot "
                        "start"), message
     assert list(tmp_path.iterdir()) == []  # no output, no work folder, no lock
 
@@ -199,12 +179,10 @@ def test_passthrough_writes_the_failed_chunk_unswapped(
     hooks: Path, clip: Path, reference: list[np.ndarray], tmp_path: Path
 ) -> None:
     output = tmp_path / "out.mp4"
-    set_hooks(hooks, fail_chunks=[2])
-    try:
-        summary = render(config_for(clip, output, "on_chunk_error=passthrough"),
-                         run_dir=tmp_path, config_yaml="x: 1\n")
-    finally:
-        set_hooks(hooks)
+    stages = faulty_stages(fail_chunks=[2])
+    summary = render(config_for(clip, output, "on_chunk_error=passthrough"),
+                     run_dir=tmp_path, config_yaml="x: 1\n",
+                         stage_classes=stages)
     assert summary.passthrough_chunks == [{"chunk": 2, "start": 10, "stop": 15}]
     assert len(summary.chunk_failures) == 2  # both attempts are on record
     run = json.loads(OutputPaths.for_video(output).run_json.read_text())
@@ -222,12 +200,10 @@ def test_a_changed_config_never_reuses_stale_segments(
 ) -> None:
     output = tmp_path / "out.mp4"
     work = OutputPaths.for_video(output).work
-    set_hooks(hooks, fail_chunks=[4])
-    try:
-        with pytest.raises(RenderError):
-            render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
-    finally:
-        set_hooks(hooks)
+    stages = faulty_stages(fail_chunks=[4])
+    with pytest.raises(RenderError):
+        render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n",
+            stage_classes=stages)
     assert manifest_rows(work) >= 1
     summary = render(config_for(clip, output, "swapper.mask_blur=0.2"), run_dir=tmp_path,
                      config_yaml="x: 1\n")
@@ -266,25 +242,26 @@ def test_output_folder_removed_mid_job_is_a_clear_error(
     folder = tmp_path / "renders"
     output = folder / "out.mp4"
     work = OutputPaths.for_video(output).work
-    set_hooks(hooks, frame_delay_seconds=0.05)
+    stages = faulty_stages(frame_delay_seconds=0.05)
     remover = threading.Thread(daemon=True, target=lambda: (
         wait_for(lambda: manifest_rows(work) >= 1, what="a first finished chunk"),
         shutil.rmtree(folder)))
     remover.start()
-    try:
-        with pytest.raises(RenderError, match=r"Cannot write the segment of chunk \d+ \(frames "
-                                              r"\d+-\d+\) to .*the work folder disappeared"):
-            render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
-    finally:
-        set_hooks(hooks)
+    with pytest.raises(RenderError, match=r"Cannot write the segment of chunk \d+ \(frames "
+                                          r"\d+-\d+\) to .*the work folder disappeared"):
+        render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n",
+            stage_classes=stages)
     remover.join(timeout=5)
     assert not output.exists()
 
 
 # --- the driver as a user runs it: a separate process -----------------------------------------
 
-def cli_command(clip: Path, output: Path, hydra_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "fusionray.jobs.render", f"+video={clip}",
+def cli_command(clip: Path, output: Path, hydra_dir: Path, hooks: Path | None = None
+                ) -> list[str]:
+    """The render CLI; with `hooks`, through `tests.fault_cli` (faults from that JSON file)."""
+    entry = ["tests.fault_cli", str(hooks)] if hooks else ["fusionray.jobs.render"]
+    return [sys.executable, "-m", *entry, f"+video={clip}",
             f"+source={demo_source_image_path()}", f"output={output}", *COMMON,
             "cluster.num_cpus=2", f"hydra.run.dir={hydra_dir}"]
 
@@ -308,10 +285,9 @@ def test_interrupted_driver_resumes_from_the_manifest(
     # 0.3 s a frame keeps the job running for tens of seconds after the second chunk lands, so
     # the signal arrives mid-job even when this process is starved of CPU by the Ray workers
     # (with 0.1 s, a CI run once saw the job finish before the signal).
-    set_hooks(slow_hooks, frame_delay_seconds=0.3)
-    env = {**os.environ, TEST_HOOKS_ENV: str(slow_hooks)}
-    command = cli_command(clip, output, tmp_path / "hydra")
-    driver = subprocess.Popen(command, cwd=ROOT, env=env, text=True, start_new_session=True,
+    slow_hooks.write_text(json.dumps({"frame_delay_seconds": 0.3}))
+    command = cli_command(clip, output, tmp_path / "hydra", slow_hooks)
+    driver = subprocess.Popen(command, cwd=ROOT, text=True, start_new_session=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: manifest_rows(work) >= 2 or driver.poll() is not None,
@@ -333,8 +309,8 @@ def test_interrupted_driver_resumes_from_the_manifest(
     else:
         assert lock_path_for(output).exists()  # left behind by the killed driver
 
-    rerun = subprocess.run(command, cwd=ROOT, text=True, capture_output=True, timeout=300,
-                           start_new_session=True)
+    rerun = subprocess.run(cli_command(clip, output, tmp_path / "hydra"), cwd=ROOT, text=True,
+                           capture_output=True, timeout=300, start_new_session=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     run = json.loads(OutputPaths.for_video(output).run_json.read_text())
     assert run["chunks_reused"] == finished
@@ -389,9 +365,9 @@ def test_node_removed_mid_job_finishes_on_the_remaining_nodes(
     ray.shutdown()  # this test needs its own cluster; the module's Ray comes back after
     markers = tmp_path / "markers"
     markers.mkdir()
-    set_hooks(hooks, frame_delay_seconds=0.1, marker_dir=str(markers))
-    # Head 1 CPU, two workers of 2: the pools (1 detect + 2 swap) still fit after losing one
-    # worker node, so Ray can restart its actors elsewhere.
+    stages = faulty_stages(frame_delay_seconds=0.1, marker_dir=str(markers))
+    # Head 1 CPU, two workers of 2: the two render actors still fit after losing one worker
+    # node, so Ray can restart its actors elsewhere.
     cluster = Cluster(initialize_head=True,
                       head_node_args={"num_cpus": 1, "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=2), cluster.add_node(num_cpus=2)]
@@ -419,10 +395,9 @@ def test_node_removed_mid_job_finishes_on_the_remaining_nodes(
         remover.start()
         output = tmp_path / "out.mp4"
         summary = render(config_for(clip, output, "cluster.swap.replicas=2"),
-                         run_dir=tmp_path, config_yaml="x: 1\n")
+                         run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
         remover.join(timeout=5)
     finally:
-        set_hooks(hooks)
         ray.shutdown()
         cluster.shutdown()
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")

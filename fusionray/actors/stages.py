@@ -8,12 +8,10 @@ phone footage stand upright for the detector and the coded frames keep their ori
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -124,26 +122,6 @@ def swapper_from_config(config: RenderConfig, *, threads: int = 1) -> Swapper:
     return build_swapper(settings.name, crop_size=settings.crop_size, **common)
 
 
-TEST_HOOKS_ENV = "FUSIONRAY_TEST_HOOKS"
-"""Test hook, for the fault-injection tests only: the path of a JSON file read at the start of
-every swap call and when a swap stage starts. Keys: `frame_delay_seconds` (sleep per frame, so
-a fault lands mid-job), `fail_swap_start` (the swap stage's constructor raises),
-`fail_chunks` (chunk indices whose swap raises), `marker_dir` (a file `chunk-I-pid-P` is created
-there when chunk I starts in worker process P). Unset in production: then it costs one getenv."""
-
-
-def read_test_hooks() -> dict[str, object]:
-    """The fault-injection settings named by `FUSIONRAY_TEST_HOOKS` (empty when unset)."""
-    path = os.environ.get(TEST_HOOKS_ENV)
-    if not path:
-        return {}
-    try:
-        hooks = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    return hooks if isinstance(hooks, dict) else {}
-
-
 def encoder_settings_for(config: RenderConfig, info: VideoInfo) -> EncoderSettings:
     """The job's segment encoder settings for this video."""
     return build_encoder_settings(
@@ -201,6 +179,9 @@ class ChunkResult:
     """`engine:provider` of the detector and swapper that made this chunk."""
     face_tracks: pa.Table | None = None
     """Owned frames' faces and whether each was swapped (`fusionray.faces.tracks`)."""
+    frames_decoded: int = 0
+    """Frames this chunk decoded, every stage together (read range plus owned frames while
+    detection and swap decode separately)."""
 
 
 class DetectStage:
@@ -250,8 +231,6 @@ class SwapStage:
     def __init__(self, config: RenderConfig, *, threads: int = 1) -> None:
         cv2.setNumThreads(threads)
         self.config = config
-        if read_test_hooks().get("fail_swap_start"):
-            raise RuntimeError("test hook: the swap stage cannot start")
         self.swapper = swapper_from_config(config, threads=threads)
 
     def __call__(
@@ -269,16 +248,6 @@ class SwapStage:
         selected_by_frame: dict[int, list[Face]] = {}
         timings = {"decode": 0.0, "swap": 0.0, "encode": 0.0}
         swapped = frames_with_faces = 0
-        hooks = read_test_hooks()
-        if hooks:
-            frame_delay = float(hooks.get("frame_delay_seconds", 0.0))  # type: ignore[arg-type]
-            marker_dir = hooks.get("marker_dir")
-            if marker_dir:
-                Path(str(marker_dir), f"chunk-{chunk.index}-pid-{os.getpid()}").touch()
-            if chunk.index in (hooks.get("fail_chunks") or []):  # type: ignore[operator]
-                raise RuntimeError(f"test hook: chunk {chunk.index} fails")
-        else:
-            frame_delay = 0.0
 
         def swapped_frames() -> Iterator[np.ndarray]:
             nonlocal swapped, frames_with_faces
@@ -296,8 +265,6 @@ class SwapStage:
                                          info.rotation)
                     swapped += len(targets)
                     frames_with_faces += 1
-                if frame_delay:
-                    time.sleep(frame_delay)
                 clock = time.perf_counter()
                 timings["swap"] += clock - now
                 yield frame
@@ -332,4 +299,29 @@ class SwapStage:
             face_tracks=build_face_tracks(faces_by_frame, selected_by_frame, info,
                                           start=chunk.start, stop=chunk.stop)
             if self.config.export_faces else None,
+            frames_decoded=chunk.owned_frames,
         )
+
+
+class RenderStage:
+    """Render one chunk in one call: detect its read range (unless the job's detection pre-pass
+    already did), then select, swap and encode its owned frames.
+
+    Minimal composition of `DetectStage` and `SwapStage` on the scheduler branch, with the
+    signature of PLAN decision 1; the hot path's decode-once implementation replaces it.
+    """
+
+    def __init__(self, config: RenderConfig, *, threads: int = 1) -> None:
+        self.detect = DetectStage(config, threads=threads)
+        self.swap = SwapStage(config, threads=threads)
+
+    def __call__(
+        self, info: VideoInfo, chunk: Chunk, source: SourceIdentity,
+        detected: DetectResult | None = None, shot: object | None = None,
+    ) -> ChunkResult:
+        decoded = 0
+        if detected is None:
+            detected = self.detect(info, chunk)
+            decoded = detected.frames
+        result = self.swap(info, chunk, detected, source)
+        return replace(result, frames_decoded=result.frames_decoded + decoded)

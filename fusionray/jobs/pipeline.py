@@ -16,20 +16,27 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ray
 
 from fusionray import __version__
-from fusionray.actors.pools import PoolSizes, resolve_pool_sizes, start_pools
+from fusionray.actors.pools import (
+    ActorPool,
+    StageClasses,
+    request_from_autoscaler,
+    start_pool,
+    wait_for_release,
+)
 from fusionray.actors.stages import (
     detector_from_config,
     model_options_from_config,
     swap_model_names,
 )
 from fusionray.config import RenderConfig, config_hash, resolve_for_video
-from fusionray.errors import FusionrayError, RenderError, RenderInterrupted
+from fusionray.errors import FusionrayError, RenderInterrupted
+from fusionray.faces.shot import needs_shot_pass, plan_shot_selection
 from fusionray.jobs.identity import attach_reference, build_source_identity
 from fusionray.jobs.inputs import (
     OutputPaths,
@@ -41,8 +48,16 @@ from fusionray.jobs.inputs import (
 from fusionray.jobs.lock import OutputLock
 from fusionray.jobs.manifest import Manifest, input_identity
 from fusionray.jobs.outputs import assemble_output, export_faces, publish_outputs, write_preview
-from fusionray.jobs.ray_session import actor_start_failure, ray_session_name, start_ray
-from fusionray.jobs.scheduler import ChunkTotals, run_chunks
+from fusionray.jobs.ray_session import ray_session_name, start_ray
+from fusionray.jobs.scheduler import (
+    ChunkTotals,
+    DetectJob,
+    RenderJob,
+    Task,
+    render_progress,
+    run_tasks,
+    segment_paths,
+)
 from fusionray.media.plan import plan_chunks
 from fusionray.media.probe import probe_video
 from fusionray.media.storage import is_remote
@@ -76,6 +91,7 @@ def render(
     run_dir: Path,
     config_yaml: str,
     quality: str | None = None,
+    stage_classes: StageClasses | None = None,
 ) -> RunSummary:
     """Render one video end to end and return its summary.
 
@@ -87,6 +103,8 @@ def render(
         run_dir: folder for the default output (Hydra's run directory).
         config_yaml: the resolved config as YAML, saved beside the output.
         quality: name of the quality preset, for run.json.
+        stage_classes: the stage classes the actors run (default `StageClasses()`; tests pass
+            fault-injecting ones).
 
     Raises:
         RenderInterrupted: SIGINT (or SIGTERM, via the CLI) during the job; the work folder is
@@ -128,8 +146,9 @@ def render(
                                  input_identity=input_identity(info, sources), chunks=chunks)
         notes += manifest.notes
         try:
-            segments, totals, sizes, nodes, address, session = _render_chunks(
-                config, shared_info, chunks, manifest, source, stages)
+            report = _render_chunks(config, shared_info, chunks, manifest, source, stages,
+                                    stage_classes or StageClasses())
+            segments, totals = report.segments, report.totals
             clock = time.perf_counter()
             notes += assemble_output(info, segments, paths, digest if config.provenance else None)
             stages["assemble"] = time.perf_counter() - clock
@@ -180,16 +199,22 @@ def render(
         frames_per_second=round(info.frame_count / wall, 3) if wall > 0 else 0.0,
         stage_seconds={k: round(v, 3) for k, v in stages.items()},
         providers=sorted(totals.providers | {f"{detector.name}:{detector.provider}"}),
-        actors={"detect": sizes.detect, "swap": sizes.swap},
-        nodes=len(nodes),
-        ray_address=str(address),
+        actors=report.actors,
+        nodes=len(report.nodes),
+        ray_address=report.address,
         quality=quality,
         notes=notes,
         chunks_reused=totals.reused,
         chunks_rendered=totals.rendered,
         chunk_failures=totals.failures,
         passthrough_chunks=totals.passthrough,
-        ray_session=session,
+        ray_session=report.session,
+        frames_decoded=totals.frames_decoded,
+        frames_written=totals.frames,
+        actor_threads=report.threads,
+        pool_events=report.events,
+        chunks_by_actor=report.chunks_by_actor,
+        chunk_timeouts=totals.timeouts,
     )
     write_summary(paths.run_json, summary)
     if destination:
@@ -197,35 +222,77 @@ def render(
     return summary
 
 
+@dataclass(frozen=True)
+class PassReport:
+    """What running the chunks on Ray took: for run.json."""
+
+    segments: list[Path]
+    totals: ChunkTotals
+    actors: dict[str, int]
+    """Actors started per pool ({"detect": 0, "render": 2} without a pre-pass)."""
+    threads: dict[str, int]
+    """Inference/decode/encode threads per actor of each pool."""
+    nodes: set[str]
+    address: str
+    session: str | None
+    events: list[str]
+    chunks_by_actor: dict[str, int]
+
+
 def _render_chunks(
     config: RenderConfig, info: VideoInfo, chunks: list[Chunk], manifest: Manifest,
-    source: SourceIdentity, stages: dict[str, float],
-) -> tuple[list[Path], ChunkTotals, PoolSizes, set[str], str, str | None]:
+    source: SourceIdentity, stages: dict[str, float], stage_classes: StageClasses,
+) -> PassReport:
     """Start (or join) Ray, run the chunks the manifest lacks, and stop a Ray we started.
 
-    Returns:
-        Segment paths in chunk order, totals, pool sizes, node ids used, the Ray address and
-        the Ray session name.
+    With shot-level selection (`needs_shot_pass`) a detection pool first runs over every
+    chunk, the shot is planned from all detections, and the detection pool is released before
+    the render pool starts, so each pass has the whole cluster.
     """
     clock = time.perf_counter()
     started_ray = start_ray(config)
+    pools: list[ActorPool] = []
     try:
-        sizes = resolve_pool_sizes(config.cluster, ray.cluster_resources())
-        detect_pool, swap_pool = start_pools(config, sizes)
-        try:
-            nodes = set(ray.get([a.node_id.remote()
-                                 for a in detect_pool.actors + swap_pool.actors]))
-        except ray.exceptions.RayActorError as error:
-            raise RenderError(f"A render actor could not start: {actor_start_failure(error)}"
-                              ) from None
-        stages["ray_start"] = time.perf_counter() - clock
+        info_ref, source_ref = ray.put(info), ray.put(source)
         address = str(ray.get_runtime_context().gcs_address)
         session = ray_session_name()
+        job = RenderJob(config, info, manifest, info_ref, source_ref)
+        tasks = job.tasks(chunks)
+        actors = {"detect": 0, "render": 0}
+        threads: dict[str, int] = {}
+        if tasks and needs_shot_pass(config.selection):
+            detect_pool = start_pool("detect", config, stage_classes.detect)
+            pools.append(detect_pool)
+            actors["detect"], threads["detect"] = len(detect_pool), detect_pool.plan.threads
+            detect_job = DetectJob(config, info_ref, totals=job.totals)
+            run_tasks(config, detect_pool, [Task(detect_job, c) for c in chunks])
+            shot = plan_shot_selection(
+                [detect_job.results[c.index].detections for c in chunks],
+                frame_count=info.frame_count, config=config, source=source)
+            job.detected, job.shot_ref = detect_job.refs, ray.put(shot)
+            detect_pool.shutdown()
+            wait_for_release(detect_pool)
+        render_pool = start_pool("render", config, stage_classes.render) if tasks else None
+        if render_pool is not None:
+            pools.append(render_pool)
+            actors["render"], threads["render"] = len(render_pool), render_pool.plan.threads
+        stages["ray_start"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        segments, totals = run_chunks(
-            config, info, chunks, detect_pool, swap_pool, manifest, ray.put(source))
+        if render_pool is not None:
+            with render_progress(config, info, job.totals.frames) as progress:
+                run_tasks(config, render_pool, tasks,
+                          on_progress=lambda chunk: progress.update(chunk.owned_frames))
         stages["chunks_wall"] = time.perf_counter() - clock
+        nodes = {m.node_id for pool in pools for m in pool.members if m.node_id}
+        events = [event for pool in pools for event in pool.events]
+        by_actor = {name: n for pool in pools for name, n in pool.chunks_by_member.items()}
     finally:
+        for pool in pools:
+            pool.shutdown()
+        if config.cluster.elastic and ray.is_initialized():
+            request_from_autoscaler(config.cluster.swap, 0)
         if started_ray:
             ray.shutdown()
-    return segments, totals, sizes, nodes, address, session
+    return PassReport(segments=segment_paths(manifest, chunks), totals=job.totals,
+                      actors=actors, threads=threads, nodes=nodes, address=address,
+                      session=session, events=events, chunks_by_actor=by_actor)
