@@ -32,6 +32,7 @@ from fusionray.jobs.lock import lock_path_for
 from fusionray.jobs.manifest import MANIFEST_NAME, Manifest
 from fusionray.jobs.pipeline import OutputPaths, render
 from fusionray.media.demo import demo_source_image_path
+from fusionray.report.summary import RunSummary
 from tests.clips import write_face_clip
 from tests.fault_stages import faulty_stages
 from tests.test_render import compose_config, decoded_frames
@@ -126,6 +127,69 @@ def test_killed_actor_is_restarted_and_its_chunk_retried(
     killer.join(timeout=5)
     assert killed, "the worker was never killed"
     assert any(f.startswith("chunk 1 (frames 5-9) attempt 1") for f in summary.chunk_failures)
+    assert summary.chunks_rendered == CHUNKS
+    assert_same_frames(output, reference)
+
+
+def kill_when_chunk_starts(markers: Path, index: int, killed: list[int]) -> threading.Thread:
+    """A thread that SIGKILLs the worker process that starts chunk `index`."""
+    def kill() -> None:
+        prefix = f"chunk-{index}-"
+        wait_for(lambda: any(m.name.startswith(prefix) for m in markers.iterdir()),
+                 what=f"chunk {index} to start")
+        marker = next(m for m in markers.iterdir() if m.name.startswith(prefix))
+        pid = int(marker.name.rsplit("-", 1)[1])
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    thread = threading.Thread(target=kill, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.ray
+def test_an_actor_gone_for_good_leaves_the_pool_and_its_chunks_finish_elsewhere(
+    hooks: Path, clip: Path, reference: list[np.ndarray], tmp_path: Path
+) -> None:
+    """Two render actors without restarts; one is killed mid-job. Its chunks move to the
+    live actor (or its replacement) and never return to the dead one."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    stages = faulty_stages(frame_delay_seconds=0.05, marker_dir=str(markers))
+    killed: list[int] = []
+    killer = kill_when_chunk_starts(markers, 1, killed)
+    output = tmp_path / "out.mp4"
+    summary = render(config_for(clip, output, "cluster.swap.replicas=2",
+                                "cluster.swap.max_restarts=0"),
+                     run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
+    killer.join(timeout=5)
+    assert killed, "the worker was never killed"
+    gone = [event for event in summary.pool_events if "gone for good" in event]
+    assert len(gone) == 1, summary.pool_events
+    assert any(f.startswith("chunk 1 (frames 5-9) attempt 1") for f in summary.chunk_failures)
+    # Every failure is a first attempt: no retry was sent to the dead actor again.
+    assert summary.chunk_failures and all("attempt 1:" in f for f in summary.chunk_failures)
+    assert sum(summary.chunks_by_actor.values()) == CHUNKS == summary.chunks_rendered
+    assert_same_frames(output, reference)
+
+
+@pytest.mark.ray
+def test_a_hung_chunk_is_cancelled_its_actor_restarted_and_the_chunk_retried(
+    hooks: Path, clip: Path, reference: list[np.ndarray], tmp_path: Path
+) -> None:
+    stages = faulty_stages(hang_chunks=[2], hang_seconds=600, state_dir=str(tmp_path))
+    output = tmp_path / "out.mp4"
+    started = time.monotonic()
+    summary = render(config_for(clip, output, "cluster.hang_floor_seconds=5",
+                                "cluster.hang_factor=4"),
+                     run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
+    assert time.monotonic() - started < 300, "the hang was not cut short"
+    hung = [t for t in summary.chunk_timeouts if t["chunk"] == 2]
+    assert len(hung) == 1 and hung[0]["attempt"] == 1, summary.chunk_timeouts
+    assert hung[0]["seconds"] >= hung[0]["limit_seconds"] >= 5
+    assert any("restarted" in event and "chunk 2" in event for event in summary.pool_events)
+    run = json.loads(OutputPaths.for_video(output).run_json.read_text())
+    assert run["chunk_timeouts"] == summary.chunk_timeouts
     assert summary.chunks_rendered == CHUNKS
     assert_same_frames(output, reference)
 
@@ -403,4 +467,56 @@ def test_node_removed_mid_job_finishes_on_the_remaining_nodes(
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     assert removed, "no chunk ran on a worker node"
     assert summary.chunk_failures, "the removed node's chunks must have been retried"
+    assert_same_frames(output, reference)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_an_elastic_pool_grows_onto_a_node_that_joins_mid_job(
+    hooks: Path, clip: Path, reference: list[np.ndarray], tmp_path: Path
+) -> None:
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()  # this test needs its own cluster; the module's Ray comes back after
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    stages = faulty_stages(frame_delay_seconds=0.3, marker_dir=str(markers))
+    # One render actor fits the head; the pool's target (3 chunks in flight) waits for more.
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+    joined: list[str] = []
+    outcome: dict[str, object] = {}
+
+    def run_the_job() -> None:  # in a thread: Ray adds nodes from the main thread only
+        try:
+            outcome["summary"] = render(
+                config_for(clip, tmp_path / "out.mp4", "cluster.elastic=true",
+                           "cluster.max_chunks_in_flight=3", "cluster.resource_wait_seconds=60"),
+                run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
+        except BaseException as error:  # re-raised below, in the test's own thread
+            outcome["error"] = error
+
+    try:
+        ray.init(address=cluster.address, logging_level="WARNING")
+        job = threading.Thread(target=run_the_job, daemon=True)
+        job.start()
+        wait_for(lambda: any(markers.iterdir()) or not job.is_alive(),
+                 what="a first chunk to start")
+        joined.append(cluster.add_node(num_cpus=2).node_id)
+        job.join(timeout=300)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    summary = outcome["summary"]
+    assert isinstance(summary, RunSummary)
+    output = tmp_path / "out.mp4"
+    assert joined, "no node joined"
+    on_new_node = [event.split()[0] for event in summary.pool_events
+                   if event.endswith(f"started on node {joined[0]}")]
+    assert on_new_node, summary.pool_events
+    assert sum(summary.chunks_by_actor.get(name, 0) for name in on_new_node) >= 1
+    assert summary.nodes == 2
     assert_same_frames(output, reference)

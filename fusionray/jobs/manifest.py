@@ -17,6 +17,7 @@ segments are never mixed with new ones.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -203,11 +204,10 @@ class Manifest:
         """Chunks recorded in a work folder right now (read-only; a job may be writing it)."""
         rows: set[int] = set()
         path = work / MANIFEST_NAME
-        try:
+        with contextlib.suppress(OSError, pa.ArrowInvalid):
             rows.update(pq.read_table(pa.BufferReader(path.read_bytes()))["chunk"].to_pylist())
-        except (OSError, pa.ArrowInvalid):
-            pass
-        rows.update(row["chunk"] for row in _read_records(work / RECORDS_NAME))
+        rows.update(int(row["chunk"]) for row in _read_records(work / RECORDS_NAME)  # type: ignore[call-overload]
+                    if "chunk" in row)
         return len(rows)
 
     def segment_path(self, chunk: Chunk) -> Path:

@@ -3,16 +3,20 @@ preview, the face-tracks export, and the upload of all of them to a remote desti
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fusionray import __version__
 from fusionray.actors.stages import to_display
 from fusionray.config import RenderConfig
-from fusionray.errors import MediaError, OutputError, RenderError
+from fusionray.errors import MediaError, OutputError, PublishError, RenderError
 from fusionray.faces.tracks import assign_track_ids, concat_face_tracks
 from fusionray.jobs.inputs import OutputPaths
 from fusionray.jobs.manifest import Manifest, chunk_faces_path, write_parquet_atomic
@@ -23,6 +27,8 @@ from fusionray.media.storage import publish, publish_all, sibling
 from fusionray.report.preview import build_preview, preview_indices
 from fusionray.report.provenance import provenance_metadata
 from fusionray.types import Chunk, VideoInfo
+
+log = logging.getLogger("fusionray")
 
 
 def assemble_output(
@@ -77,8 +83,51 @@ def write_preview(config: RenderConfig, info: VideoInfo, output: Path, target: P
     os.replace(partial, target)
 
 
+def write_sidecars(
+    config: RenderConfig, info: VideoInfo, manifest: Manifest, chunks: list[Chunk],
+    paths: OutputPaths, config_yaml: str, stages: dict[str, float],
+) -> list[str]:
+    """Write the resolved config, the face tracks and the preview beside a complete output.
+
+    Each is best effort: the video is already complete and verified, so a sidecar that cannot
+    be written becomes a note for run.json (and a warning), never a failed job.
+
+    Returns:
+        Notes naming each sidecar that was not written, and why.
+    """
+    def config_file() -> None:
+        partial = paths.config.with_name(f".{paths.config.name}.partial-{os.getpid()}")
+        partial.write_text(config_yaml)
+        os.replace(partial, paths.config)
+
+    writers: list[tuple[str, Path, Callable[[], None]]] = [("config", paths.config, config_file)]
+    if config.export_faces:
+        writers.append(("face tracks", paths.faces,
+                        lambda: export_faces(config, info, manifest, chunks, paths.faces)))
+    if config.preview_frames:
+        writers.append(("preview", paths.preview,
+                        lambda: write_preview(config, info, paths.video, paths.preview)))
+    notes = []
+    for what, target, write in writers:
+        clock = time.perf_counter()
+        try:
+            write()
+        except (OSError, ValueError, RuntimeError, pa.ArrowException) as error:
+            notes.append(f"the {what} sidecar '{target}' was not written: {error}")
+            log.warning("%s", notes[-1])
+        if what == "preview":
+            stages["preview"] = time.perf_counter() - clock
+    return notes
+
+
 def publish_outputs(paths: OutputPaths, destination: str) -> None:
     """Upload the video and its sidecars beside `destination`, the video last."""
     sidecars = [paths.run_json, paths.preview, paths.config, paths.faces]
-    publish_all([(p, sibling(destination, p.name)) for p in sidecars if p.exists()])
-    publish(paths.video, destination)
+    try:
+        publish_all([(p, sibling(destination, p.name)) for p in sidecars if p.exists()])
+        publish(paths.video, destination)
+    except OutputError as error:
+        raise PublishError(
+            f"The render is complete and kept at '{paths.video}', but publishing it to "
+            f"{destination!r} failed: {error}; upload that file (and its sidecars) yourself, "
+            "or rerun to try again") from None

@@ -35,7 +35,7 @@ from fusionray.actors.stages import (
     swap_model_names,
 )
 from fusionray.config import RenderConfig, config_hash, resolve_for_video
-from fusionray.errors import FusionrayError, RenderInterrupted
+from fusionray.errors import FusionrayError, RenderError, RenderInterrupted
 from fusionray.faces.shot import needs_shot_pass, plan_shot_selection
 from fusionray.jobs.identity import attach_reference, build_source_identity
 from fusionray.jobs.inputs import (
@@ -47,7 +47,7 @@ from fusionray.jobs.inputs import (
 )
 from fusionray.jobs.lock import OutputLock
 from fusionray.jobs.manifest import Manifest, input_identity
-from fusionray.jobs.outputs import assemble_output, export_faces, publish_outputs, write_preview
+from fusionray.jobs.outputs import assemble_output, publish_outputs, write_sidecars
 from fusionray.jobs.ray_session import ray_session_name, start_ray
 from fusionray.jobs.scheduler import (
     ChunkTotals,
@@ -168,13 +168,7 @@ def render(
                               f"'{paths.work}': rerun the same command to resume",)
             raise
 
-        paths.config.write_text(config_yaml)
-        if config.export_faces:
-            export_faces(config, info, manifest, chunks, paths.faces)
-        clock = time.perf_counter()
-        if config.preview_frames:
-            write_preview(config, info, paths.video, paths.preview)
-        stages["preview"] = time.perf_counter() - clock
+        notes += write_sidecars(config, info, manifest, chunks, paths, config_yaml, stages)
         if not config.keep_work:
             shutil.rmtree(paths.work, ignore_errors=True)
 
@@ -216,9 +210,13 @@ def render(
         chunks_by_actor=report.chunks_by_actor,
         chunk_timeouts=totals.timeouts,
     )
-    write_summary(paths.run_json, summary)
+    try:
+        write_summary(paths.run_json, summary)
+    except OSError as error:
+        raise RenderError(f"The output '{paths.video}' is complete, but its run.json "
+                          f"'{paths.run_json}' could not be written: {error}") from error
     if destination:
-        publish_outputs(paths, destination)
+        publish_outputs(paths, destination)  # PublishError: the local file is kept
     return summary
 
 

@@ -3,10 +3,10 @@
 With `-m` (a Hydra multirun sweep, e.g. `quality=draft,standard,master`) every job shares one
 Ray and the sweep folder gets a summary table and contact sheet (`fusionray.jobs.sweep`).
 
-The one place that turns exceptions into exit codes: bad input or config -> 2, a render that
-failed after it started -> 1, interrupted (SIGINT, SIGTERM) -> 130, each with a one-line message
-on stderr. A failed or interrupted job keeps its finished chunks: rerunning the same command
-resumes.
+Exceptions become exit codes here, through the one table in `fusionray.jobs.exit_codes`: bad
+input or config -> 2, a render that failed after it started -> 1, a complete render whose upload
+failed -> 3, interrupted (SIGINT, SIGTERM) -> 130, each with a one-line message on stderr. A
+failed or interrupted job keeps its finished chunks: rerunning the same command resumes.
 """
 
 from __future__ import annotations
@@ -23,16 +23,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from fusionray.config import register_configs, to_render_config
-from fusionray.errors import FusionrayError, RenderError, RenderInterrupted
+from fusionray.errors import FusionrayError
+from fusionray.jobs.exit_codes import exit_code_for, exit_message
 
 log = logging.getLogger("fusionray")
 
 register_configs()
-
-EXIT_BAD_INPUT = 2
-EXIT_RENDER_FAILED = 1
-EXIT_INTERRUPTED = 130
-
 
 def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
     # `ray job stop` and schedulers send SIGTERM: unwind like Ctrl-C, so the lock is released
@@ -62,18 +58,9 @@ def main(cfg: DictConfig) -> None:
             config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
             quality=hydra_cfg.runtime.choices.get("quality"),
         )
-    except RenderInterrupted as error:
-        print(f"fusionray: error: {error}", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
-        print("fusionray: error: Interrupted before rendering started", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
-    except RenderError as error:
-        print(f"fusionray: error: {error}", file=sys.stderr)
-        sys.exit(EXIT_RENDER_FAILED)
-    except FusionrayError as error:
-        print(f"fusionray: error: {error}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+    except (FusionrayError, KeyboardInterrupt) as error:
+        print(exit_message(error), file=sys.stderr)
+        sys.exit(exit_code_for(error))
     print(
         f"fusionray: wrote {summary.output} ({summary.frames} frames, "
         f"{summary.faces_swapped} faces swapped, {summary.frames_per_second:.1f} frames/s)"
