@@ -81,6 +81,7 @@ def s3(tmp_path: Path) -> Iterator[S3Server]:
     saved = {key: os.environ.get(key) for key in CREDENTIALS}
     os.environ.update(CREDENTIALS)
     try:
+        (tmp_path / "moto").mkdir()
         with running_s3_server(tmp_path / "moto") as server:
             server.client().create_bucket(Bucket="renders")
             yield server
