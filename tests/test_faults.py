@@ -520,3 +520,30 @@ def test_an_elastic_pool_grows_onto_a_node_that_joins_mid_job(
     assert sum(summary.chunks_by_actor.get(name, 0) for name in on_new_node) >= 1
     assert summary.nodes == 2
     assert_same_frames(output, reference)
+
+
+@pytest.mark.ray
+def test_shot_selection_runs_a_detection_pre_pass_and_the_render_does_not_detect_again(
+    hooks: Path, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`selection.mode=one` needs the shot's detections first: a detection pool runs over every
+    chunk and each render call gets its chunk's detections. The output equals a render whose
+    actors detect for themselves (same detector, same read ranges)."""
+    import fusionray.jobs.pipeline as pipeline
+
+    output = tmp_path / "prepass.mp4"
+    summary = render(config_for(clip, output, "selection.mode=one"), run_dir=tmp_path,
+                     config_yaml="x: 1\n")
+    assert summary.actors["detect"] >= 1 and summary.actors["render"] >= 1
+    assert summary.stage_seconds["prepass_detect"] > 0
+    assert "detect" not in summary.stage_seconds or summary.stage_seconds["detect"] == 0
+    # Pre-pass: every read frame once; render: every owned frame once.
+    read = sum(min(FRAMES, (i + 1) * CHUNK + 4) - max(0, i * CHUNK - 4) for i in range(CHUNKS))
+    assert summary.frames_decoded == read + FRAMES
+
+    monkeypatch.setattr(pipeline, "needs_shot_pass", lambda selection: False)
+    direct = tmp_path / "direct.mp4"
+    without = render(config_for(clip, direct, "selection.mode=one"), run_dir=tmp_path,
+                     config_yaml="x: 1\n")
+    assert without.actors["detect"] == 0
+    assert_same_frames(output, decoded_frames(direct))

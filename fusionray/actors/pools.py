@@ -182,6 +182,8 @@ class ActorPool:
         self.plan = plan
         self.stage_class = stage_class
         self.members: list[Member] = []
+        self.all_members: list[Member] = []
+        """Every member ever started (for the nodes used, after the pool is shut down)."""
         self.pings: dict[ray.ObjectRef, Member] = {}
         self.events: list[str] = []
         """What happened to the members (started on, gone for good, restarted), for run.json."""
@@ -210,6 +212,7 @@ class ActorPool:
         actor = self._remote.remote(self.stage_class, self.config, self.plan.threads)
         member = Member(name=name, actor=actor)
         self.members.append(member)
+        self.all_members.append(member)
         self.pings[actor.node_id.remote()] = member  # type: ignore[attr-defined]
         return member
 

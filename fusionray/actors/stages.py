@@ -319,9 +319,11 @@ class RenderStage:
         self, info: VideoInfo, chunk: Chunk, source: SourceIdentity,
         detected: DetectResult | None = None, shot: object | None = None,
     ) -> ChunkResult:
-        decoded = 0
         if detected is None:
             detected = self.detect(info, chunk)
-            decoded = detected.frames
+            result = self.swap(info, chunk, detected, source)
+            return replace(result, frames_decoded=result.frames_decoded + detected.frames)
         result = self.swap(info, chunk, detected, source)
-        return replace(result, frames_decoded=result.frames_decoded + decoded)
+        # The pre-pass's detection time is the scheduler's to count (once, as prepass_*).
+        seconds = {**result.seconds, "detect_decode": 0.0, "detect": 0.0}
+        return replace(result, seconds=seconds)

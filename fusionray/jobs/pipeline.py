@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ray
+from tqdm import tqdm
 
 from fusionray import __version__
 from fusionray.actors.pools import (
@@ -35,7 +37,7 @@ from fusionray.actors.stages import (
     swap_model_names,
 )
 from fusionray.config import RenderConfig, config_hash, resolve_for_video
-from fusionray.errors import FusionrayError, RenderError, RenderInterrupted
+from fusionray.errors import FusionrayError, PublishError, RenderError, RenderInterrupted
 from fusionray.faces.shot import needs_shot_pass, plan_shot_selection
 from fusionray.jobs.identity import attach_reference, build_source_identity
 from fusionray.jobs.inputs import (
@@ -49,15 +51,7 @@ from fusionray.jobs.lock import OutputLock
 from fusionray.jobs.manifest import Manifest, input_identity
 from fusionray.jobs.outputs import assemble_output, publish_outputs, write_sidecars
 from fusionray.jobs.ray_session import ray_session_name, start_ray
-from fusionray.jobs.scheduler import (
-    ChunkTotals,
-    DetectJob,
-    RenderJob,
-    Task,
-    render_progress,
-    run_tasks,
-    segment_paths,
-)
+from fusionray.jobs.scheduler import DetectJob, RenderJob, Task, run_tasks, segment_paths
 from fusionray.media.plan import plan_chunks
 from fusionray.media.probe import probe_video
 from fusionray.media.storage import is_remote
@@ -83,6 +77,172 @@ def ensure_swap_models(config: RenderConfig) -> None:
     for name in swap_model_names(config):
         ensure_model(name, cache_dir=options.cache_dir, shared_dirs=options.shared_dirs,
                      offline=options.offline)
+
+
+@dataclass
+class Shot:
+    """One video of a job, from its pre-flight checks to its run.json."""
+
+    config: RenderConfig
+    """Resolved for this video (automatic choices made)."""
+    digest: str
+    """`config_hash` of the config as given."""
+    video: Path
+    sources: list[Path]
+    info: VideoInfo
+    shared_info: VideoInfo
+    """What actors get: a remote input keeps its URI, so other nodes fetch it themselves."""
+    paths: OutputPaths
+    destination: str | None
+    source: SourceIdentity
+    detector_provider: str
+    chunks: list[Chunk]
+    notes: list[str]
+    stages: dict[str, float]
+    started: float
+    manifest: Manifest | None = None
+    job: RenderJob | None = None
+
+    @property
+    def pool_key(self) -> str:
+        """Shots with equal keys can share render actors (whose stages hold the config):
+        the resolved config but for the shot's own video, sources and output."""
+        return repr(replace(self.config, video="demo", source=None, output=None))
+
+
+def prepare_shot(config: RenderConfig, run_dir: Path) -> Shot:
+    """Everything before Ray: inputs, probe, output checks, source identity, models, plan.
+
+    Raises:
+        FusionrayError: bad input or config (nothing is written).
+    """
+    started = time.perf_counter()
+    stages: dict[str, float] = {}
+    clock = time.perf_counter()
+    video, sources = resolve_inputs(config)
+    info = probe_video(video)
+    stages["probe"] = time.perf_counter() - clock
+    # The hash is of the config as given: automatic choices (e.g. detector tiles) follow from
+    # it and the input, so the same command on the same input always has the same hash.
+    digest = config_hash(config)
+    config = resolve_for_video(config, info.width, info.height)
+
+    local_output, destination = resolve_output(config, video, run_dir)
+    paths = OutputPaths.for_video(local_output)
+    check_output(paths, video)
+    shared_info = replace(info, path=config.video) if is_remote(config.video) else info
+
+    clock = time.perf_counter()
+    detector = detector_from_config(config, threads=1)
+    source, notes = build_source_identity(config, sources, detector)
+    source = attach_reference(config, source, info, detector)
+    stages["source_identity"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    ensure_swap_models(config)
+    stages["models"] = time.perf_counter() - clock
+
+    chunks = plan_chunks(info.frame_count, chunk_frames=config.chunk.frames,
+                         overlap=config.chunk.overlap)
+    return Shot(config=config, digest=digest, video=video, sources=sources, info=info,
+                shared_info=shared_info, paths=paths, destination=destination, source=source,
+                detector_provider=f"{detector.name}:{detector.provider}", chunks=chunks,
+                notes=notes, stages=stages, started=started)
+
+
+def open_work(shot: Shot) -> None:
+    """Open the shot's work folder (the lock must be held): finished chunks are reused."""
+    shot.manifest = Manifest.open(shot.paths.work, config_hash=shot.digest,
+                                  input_identity=input_identity(shot.info, shot.sources),
+                                  chunks=shot.chunks)
+    shot.notes += shot.manifest.notes
+
+
+def keep_work_on_failure(shot: Shot, error: BaseException) -> BaseException:
+    """Clean an empty work folder, or say in the error where the finished chunks wait."""
+    manifest = shot.manifest
+    rows = len(manifest.rows) if manifest else 0
+    if isinstance(error, KeyboardInterrupt):
+        if not rows:
+            shutil.rmtree(shot.paths.work, ignore_errors=True)  # nothing worth resuming
+            return RenderInterrupted("Interrupted before any chunk finished")
+        return RenderInterrupted(
+            f"Interrupted; {rows} finished chunk(s) of {len(shot.chunks)} are kept in "
+            f"'{shot.paths.work}': rerun the same command to resume")
+    if not rows:
+        shutil.rmtree(shot.paths.work, ignore_errors=True)  # nothing worth resuming
+    elif shot.paths.work.is_dir():
+        error.args = (f"{error}; {rows} finished chunk(s) are kept in "
+                      f"'{shot.paths.work}': rerun the same command to resume",)
+    return error
+
+
+def finish_shot(
+    shot: Shot, report: PassReport, *, config_yaml: str, quality: str | None,
+) -> RunSummary:
+    """Assemble, write the sidecars and run.json, publish (the lock must be held).
+
+    Raises:
+        RenderError: assembling failed, or run.json could not be written.
+        PublishError: the upload failed; the complete local file is kept.
+    """
+    config, paths, stages, notes = shot.config, shot.paths, shot.stages, shot.notes
+    assert shot.manifest is not None and shot.job is not None
+    totals = shot.job.totals
+    clock = time.perf_counter()
+    notes += assemble_output(shot.info, segment_paths(shot.manifest, shot.chunks), paths,
+                             shot.digest if config.provenance else None)
+    stages["assemble"] = time.perf_counter() - clock
+    notes += write_sidecars(config, shot.info, shot.manifest, shot.chunks, paths, config_yaml,
+                            stages)
+    if not config.keep_work:
+        shutil.rmtree(paths.work, ignore_errors=True)
+
+    if totals.frames_with_faces == 0:
+        notes.append("no face found in any frame; the output frames are the input frames")
+    if totals.passthrough:
+        notes.append(f"{len(totals.passthrough)} chunk(s) failed every retry and were written "
+                     "unswapped (on_chunk_error=passthrough); see passthrough_chunks")
+    stages.update(totals.seconds)
+    wall = time.perf_counter() - shot.started
+    summary = RunSummary(
+        fusionray_version=__version__,
+        config_hash=shot.digest,
+        input=str(shot.video),
+        sources=[str(s) for s in shot.sources],
+        output=shot.destination or str(paths.video),
+        frames=shot.info.frame_count,
+        chunks=len(shot.chunks),
+        faces_swapped=totals.faces,
+        frames_with_faces=totals.frames_with_faces,
+        wall_seconds=round(wall, 3),
+        frames_per_second=round(shot.info.frame_count / wall, 3) if wall > 0 else 0.0,
+        stage_seconds={k: round(v, 3) for k, v in stages.items()},
+        providers=sorted(totals.providers | {shot.detector_provider}),
+        actors=report.actors,
+        nodes=len(report.nodes),
+        ray_address=report.address,
+        quality=quality,
+        notes=notes,
+        chunks_reused=totals.reused,
+        chunks_rendered=totals.rendered,
+        chunk_failures=totals.failures,
+        passthrough_chunks=totals.passthrough,
+        ray_session=report.session,
+        frames_decoded=totals.frames_decoded,
+        frames_written=totals.frames,
+        actor_threads=report.threads,
+        pool_events=report.events,
+        chunks_by_actor=report.chunks_by_actor,
+        chunk_timeouts=totals.timeouts,
+    )
+    try:
+        write_summary(paths.run_json, summary)
+    except OSError as error:
+        raise RenderError(f"The output '{paths.video}' is complete, but its run.json "
+                          f"'{paths.run_json}' could not be written: {error}") from error
+    if shot.destination:
+        publish_outputs(paths, shot.destination)  # PublishError: the local file is kept
+    return summary
 
 
 def render(
@@ -111,121 +271,26 @@ def render(
             kept for a rerun.
         RenderError: a chunk failed every retry, or writing the result failed.
     """
-    started = time.perf_counter()
-    stages: dict[str, float] = {}
-    clock = time.perf_counter()
-    video, sources = resolve_inputs(config)
-    info = probe_video(video)
-    stages["probe"] = time.perf_counter() - clock
-    # The hash is of the config as given: automatic choices (e.g. detector tiles) follow from
-    # it and the input, so the same command on the same input always has the same hash.
-    digest = config_hash(config)
-    config = resolve_for_video(config, info.width, info.height)
-
-    local_output, destination = resolve_output(config, video, run_dir)
-    paths = OutputPaths.for_video(local_output)
-    check_output(paths, video)
-    # Actors on other nodes fetch a remote input themselves (once per node).
-    shared_info = replace(info, path=config.video) if is_remote(config.video) else info
-
-    clock = time.perf_counter()
-    detector = detector_from_config(config, threads=1)
-    source, notes = build_source_identity(config, sources, detector)
-    source = attach_reference(config, source, info, detector)
-    stages["source_identity"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    ensure_swap_models(config)
-    stages["models"] = time.perf_counter() - clock
-
-    chunks = plan_chunks(info.frame_count, chunk_frames=config.chunk.frames,
-                         overlap=config.chunk.overlap)
-
-    with OutputLock(paths.video) as lock:
-        notes += lock.notes
-        manifest = Manifest.open(paths.work, config_hash=digest,
-                                 input_identity=input_identity(info, sources), chunks=chunks)
-        notes += manifest.notes
+    shot = prepare_shot(config, run_dir)
+    with OutputLock(shot.paths.video) as lock:
+        shot.notes += lock.notes
+        open_work(shot)
         try:
-            report = _render_chunks(config, shared_info, chunks, manifest, source, stages,
-                                    stage_classes or StageClasses())
-            segments, totals = report.segments, report.totals
-            clock = time.perf_counter()
-            notes += assemble_output(info, segments, paths, digest if config.provenance else None)
-            stages["assemble"] = time.perf_counter() - clock
-        except KeyboardInterrupt:
-            if not manifest.rows:
-                shutil.rmtree(paths.work, ignore_errors=True)  # nothing worth resuming
-                raise RenderInterrupted("Interrupted before any chunk finished") from None
-            raise RenderInterrupted(
-                f"Interrupted; {len(manifest.rows)} finished chunk(s) of {len(chunks)} are kept "
-                f"in '{paths.work}': rerun the same command to resume"
-            ) from None
-        except FusionrayError as error:
-            if not manifest.rows:
-                shutil.rmtree(paths.work, ignore_errors=True)  # nothing worth resuming
-            elif paths.work.is_dir():
-                error.args = (f"{error}; {len(manifest.rows)} finished chunk(s) are kept in "
-                              f"'{paths.work}': rerun the same command to resume",)
-            raise
-
-        notes += write_sidecars(config, info, manifest, chunks, paths, config_yaml, stages)
-        if not config.keep_work:
-            shutil.rmtree(paths.work, ignore_errors=True)
-
-    if totals.frames_with_faces == 0:
-        notes.append("no face found in any frame; the output frames are the input frames")
-    if totals.passthrough:
-        notes.append(f"{len(totals.passthrough)} chunk(s) failed every retry and were written "
-                     "unswapped (on_chunk_error=passthrough); see passthrough_chunks")
-    stages.update(totals.seconds)
-    wall = time.perf_counter() - started
-    summary = RunSummary(
-        fusionray_version=__version__,
-        config_hash=digest,
-        input=str(video),
-        sources=[str(s) for s in sources],
-        output=destination or str(paths.video),
-        frames=info.frame_count,
-        chunks=len(chunks),
-        faces_swapped=totals.faces,
-        frames_with_faces=totals.frames_with_faces,
-        wall_seconds=round(wall, 3),
-        frames_per_second=round(info.frame_count / wall, 3) if wall > 0 else 0.0,
-        stage_seconds={k: round(v, 3) for k, v in stages.items()},
-        providers=sorted(totals.providers | {f"{detector.name}:{detector.provider}"}),
-        actors=report.actors,
-        nodes=len(report.nodes),
-        ray_address=report.address,
-        quality=quality,
-        notes=notes,
-        chunks_reused=totals.reused,
-        chunks_rendered=totals.rendered,
-        chunk_failures=totals.failures,
-        passthrough_chunks=totals.passthrough,
-        ray_session=report.session,
-        frames_decoded=totals.frames_decoded,
-        frames_written=totals.frames,
-        actor_threads=report.threads,
-        pool_events=report.events,
-        chunks_by_actor=report.chunks_by_actor,
-        chunk_timeouts=totals.timeouts,
-    )
-    try:
-        write_summary(paths.run_json, summary)
-    except OSError as error:
-        raise RenderError(f"The output '{paths.video}' is complete, but its run.json "
-                          f"'{paths.run_json}' could not be written: {error}") from error
-    if destination:
-        publish_outputs(paths, destination)  # PublishError: the local file is kept
-    return summary
+            report = run_shots([shot], stage_classes or StageClasses())
+            return finish_shot(shot, report, config_yaml=config_yaml, quality=quality)
+        except PublishError:
+            raise  # the render is complete: nothing to resume
+        except (KeyboardInterrupt, FusionrayError) as error:
+            raised = keep_work_on_failure(shot, error)
+            if raised is error:
+                raise
+            raise raised from None
 
 
 @dataclass(frozen=True)
 class PassReport:
     """What running the chunks on Ray took: for run.json."""
 
-    segments: list[Path]
-    totals: ChunkTotals
     actors: dict[str, int]
     """Actors started per pool ({"detect": 0, "render": 2} without a pre-pass)."""
     threads: dict[str, int]
@@ -237,51 +302,65 @@ class PassReport:
     chunks_by_actor: dict[str, int]
 
 
-def _render_chunks(
-    config: RenderConfig, info: VideoInfo, chunks: list[Chunk], manifest: Manifest,
-    source: SourceIdentity, stages: dict[str, float], stage_classes: StageClasses,
+def run_shots(
+    shots: list[Shot], stage_classes: StageClasses, *, isolate_failures: bool = False,
 ) -> PassReport:
-    """Start (or join) Ray, run the chunks the manifest lacks, and stop a Ray we started.
+    """Start (or join) Ray, render the chunks every shot's manifest lacks on pools shared by
+    all the shots, and stop a Ray we started.
 
-    With shot-level selection (`needs_shot_pass`) a detection pool first runs over every
-    chunk, the shot is planned from all detections, and the detection pool is released before
+    Shots whose render settings are equal share one render pool, their chunks interleaved so
+    every actor stays busy; shots with other settings get their own pool, one after another.
+    With shot-level selection (`needs_shot_pass`) a detection pool first runs over every chunk,
+    each shot is planned from all its detections, and the detection pool is released before
     the render pool starts, so each pass has the whole cluster.
+
+    Args:
+        isolate_failures: a shot whose chunk fails every retry stops only that shot (its job's
+            `failed` holds the error); otherwise the error is raised at once.
     """
+    first = shots[0]
+    config = first.config
     clock = time.perf_counter()
     started_ray = start_ray(config)
     pools: list[ActorPool] = []
+    actors = {"detect": 0, "render": 0}
+    threads: dict[str, int] = {}
     try:
-        info_ref, source_ref = ray.put(info), ray.put(source)
         address = str(ray.get_runtime_context().gcs_address)
         session = ray_session_name()
-        job = RenderJob(config, info, manifest, info_ref, source_ref)
-        tasks = job.tasks(chunks)
-        actors = {"detect": 0, "render": 0}
-        threads: dict[str, int] = {}
-        if tasks and needs_shot_pass(config.selection):
-            detect_pool = start_pool("detect", config, stage_classes.detect)
-            pools.append(detect_pool)
-            actors["detect"], threads["detect"] = len(detect_pool), detect_pool.plan.threads
-            detect_job = DetectJob(config, info_ref, totals=job.totals)
-            run_tasks(config, detect_pool, [Task(detect_job, c) for c in chunks])
-            shot = plan_shot_selection(
-                [detect_job.results[c.index].detections for c in chunks],
-                frame_count=info.frame_count, config=config, source=source)
-            job.detected, job.shot_ref = detect_job.refs, ray.put(shot)
-            detect_pool.shutdown()
-            wait_for_release(detect_pool)
-        render_pool = start_pool("render", config, stage_classes.render) if tasks else None
-        if render_pool is not None:
+        for shot in shots:
+            assert shot.manifest is not None
+            shot.job = RenderJob(shot.config, shot.shared_info, shot.manifest,
+                                 ray.put(shot.shared_info), ray.put(shot.source))
+        groups: dict[str, list[Shot]] = {}
+        for shot in shots:
+            groups.setdefault(shot.pool_key, []).append(shot)
+        for group in groups.values():
+            tasks = {id(shot): shot.job.tasks(shot.chunks) for shot in group if shot.job}
+            needs_pass = [s for s in group if tasks[id(s)] and needs_shot_pass(s.config.selection)]
+            if needs_pass:
+                _detection_pre_pass(needs_pass, stage_classes, pools, actors, threads)
+            if not any(tasks.values()):
+                continue
+            group_config = group[0].config
+            render_pool = start_pool("render", group_config, stage_classes.render)
             pools.append(render_pool)
-            actors["render"], threads["render"] = len(render_pool), render_pool.plan.threads
-        stages["ray_start"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        if render_pool is not None:
-            with render_progress(config, info, job.totals.frames) as progress:
-                run_tasks(config, render_pool, tasks,
-                          on_progress=lambda chunk: progress.update(chunk.owned_frames))
-        stages["chunks_wall"] = time.perf_counter() - clock
-        nodes = {m.node_id for pool in pools for m in pool.members if m.node_id}
+            actors["render"] = max(actors["render"], len(render_pool))
+            threads["render"] = render_pool.plan.threads
+            first.stages["ray_start"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            frames = sum(s.info.frame_count for s in group)
+            done = sum(s.job.totals.frames for s in group if s.job)
+            with tqdm(total=frames, initial=done, unit="frame", desc="fusionray",
+                      disable=not group_config.progress, file=sys.stderr,
+                      dynamic_ncols=True, mininterval=0.5) as progress:
+                run_tasks(group_config, render_pool, interleave(list(tasks.values())),
+                          on_progress=lambda chunk: progress.update(chunk.owned_frames),
+                          isolate_failures=isolate_failures)
+            for shot in group:
+                shot.stages["chunks_wall"] = time.perf_counter() - clock
+            render_pool.shutdown()
+        nodes = {m.node_id for pool in pools for m in pool.all_members if m.node_id}
         events = [event for pool in pools for event in pool.events]
         by_actor = {name: n for pool in pools for name, n in pool.chunks_by_member.items()}
     finally:
@@ -291,6 +370,41 @@ def _render_chunks(
             request_from_autoscaler(config.cluster.swap, 0)
         if started_ray:
             ray.shutdown()
-    return PassReport(segments=segment_paths(manifest, chunks), totals=job.totals,
-                      actors=actors, threads=threads, nodes=nodes, address=address,
+    return PassReport(actors=actors, threads=threads, nodes=nodes, address=address,
                       session=session, events=events, chunks_by_actor=by_actor)
+
+
+def interleave(task_lists: list[list[Task]]) -> list[Task]:
+    """Round-robin over the shots' task lists, so no shot waits for another to finish."""
+    merged: list[Task] = []
+    for position in range(max((len(tasks) for tasks in task_lists), default=0)):
+        merged += [tasks[position] for tasks in task_lists if position < len(tasks)]
+    return merged
+
+
+def _detection_pre_pass(
+    shots: list[Shot], stage_classes: StageClasses, pools: list[ActorPool],
+    actors: dict[str, int], threads: dict[str, int],
+) -> None:
+    """Detect every chunk of `shots` on one detection pool, plan each shot's selection, and
+    release the pool (its resources go back before the render pool is sized)."""
+    config = shots[0].config
+    detect_pool = start_pool("detect", config, stage_classes.detect)
+    pools.append(detect_pool)
+    actors["detect"] = max(actors["detect"], len(detect_pool))
+    threads["detect"] = detect_pool.plan.threads
+    jobs = []
+    for shot in shots:
+        assert shot.job is not None
+        jobs.append(DetectJob(shot.config, shot.job.info_ref, totals=shot.job.totals))
+    run_tasks(config, detect_pool, interleave(
+        [[Task(job, chunk) for chunk in shot.chunks] for job, shot in zip(jobs, shots,
+                                                                          strict=True)]))
+    for job, shot in zip(jobs, shots, strict=True):
+        assert shot.job is not None
+        selection = plan_shot_selection(
+            [job.results[c.index].detections for c in shot.chunks],
+            frame_count=shot.info.frame_count, config=shot.config, source=shot.source)
+        shot.job.detected, shot.job.shot_ref = job.refs, ray.put(selection)
+    detect_pool.shutdown()
+    wait_for_release(detect_pool)

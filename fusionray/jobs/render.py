@@ -49,6 +49,14 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
+        from fusionray.jobs.shots import render_shots, shot_specs
+
+        specs = shot_specs(cfg)
+        if specs is not None:  # a shot list: many videos in one Ray job
+            report = render_shots(cfg, specs, run_dir=Path(hydra_cfg.runtime.output_dir),
+                                  quality=hydra_cfg.runtime.choices.get("quality"))
+            print(report.table())
+            sys.exit(report.exit_code)
         config = to_render_config(cfg)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             keep_ray_for_sweep(config)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -21,7 +20,6 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 import ray
-from tqdm import tqdm
 
 from fusionray.actors.pools import ActorPool, Member
 from fusionray.actors.stages import ChunkResult, passthrough_segment
@@ -156,6 +154,7 @@ def hang_limit_seconds(durations: Sequence[float], cluster: ClusterConfig) -> fl
 def run_tasks(
     config: RenderConfig, pool: ActorPool, tasks: Sequence[Task], *,
     on_progress: Callable[[Chunk], None] = lambda chunk: None,
+    isolate_failures: bool = False,
 ) -> None:
     """Run `tasks` on `pool` with at most `max_chunks_in_flight` in progress.
 
@@ -164,8 +163,11 @@ def run_tasks(
     A call running past `hang_limit_seconds` is cancelled by restarting its actor; the other
     calls queued on that actor go back to the queue without losing an attempt.
 
+    With `isolate_failures`, a job whose `give_up` raises (a shot of several) stops alone: the
+    error goes to its `failed` attribute, its other chunks are dropped, the rest run on.
+
     Raises:
-        RenderError: a job's `give_up` raised, or no member was ready for
+        RenderError: a job's `give_up` raised (unless isolated), or no member was ready for
             `cluster.resource_wait_seconds` (every actor gone and no room for a new one).
     """
     cluster = config.cluster
@@ -174,6 +176,21 @@ def run_tasks(
     durations: list[float] = []
     limit = cluster.max_chunks_in_flight
     idle_since: float | None = None
+
+    def give_up(task: Task, error: BaseException) -> None:
+        try:
+            task.job.give_up(task.chunk, error)
+        except RenderError as failure:
+            if not isolate_failures:
+                raise
+            task.job.failed = failure  # type: ignore[attr-defined]
+            log.warning("%s", failure)
+            for other in [t for t in pending if t.job is task.job]:
+                pending.remove(other)
+
+    def failed(job: ChunkJob) -> bool:
+        return getattr(job, "failed", None) is not None
+
     while pending or in_flight:
         pool.maintain()
         ready = pool.ready()
@@ -220,6 +237,8 @@ def run_tasks(
                 member.head_since = finished_at
             else:
                 started = finished_at
+            if failed(task.job):
+                continue  # another chunk of its shot failed for good
             try:
                 result = ray.get(ref)
             except (ray.exceptions.RayError, MediaError) as error:
@@ -233,7 +252,7 @@ def run_tasks(
                     pending.appendleft(Task(task.job, task.chunk, task.attempt + 1,
                                             avoid=member.name))
                     continue
-                task.job.give_up(task.chunk, error)
+                give_up(task, error)
                 on_progress(task.chunk)
                 continue
             durations.append(finished_at - started)
@@ -242,12 +261,14 @@ def run_tasks(
             on_progress(task.chunk)
         now = time.monotonic()
         for member in [m for m in pool.members if m.queue and now - m.head_since > hang]:
-            _cancel_hung(member, pool, in_flight, pending, hang, now, cluster.chunk_retries)
+            _cancel_hung(member, pool, in_flight, pending, hang, now, cluster.chunk_retries,
+                         give_up)
 
 
 def _cancel_hung(
     member: Member, pool: ActorPool, in_flight: dict[ray.ObjectRef, tuple[Task, Member]],
     pending: deque[Task], hang: float, now: float, retries: int,
+    give_up: Callable[[Task, BaseException], None],
 ) -> None:
     """Restart the member whose head call hung; requeue the hung chunk as a failed attempt
     (elsewhere) and the calls queued behind it as they were."""
@@ -268,7 +289,7 @@ def _cancel_hung(
     if hung.attempt < retries:
         pending.appendleft(Task(hung.job, hung.chunk, hung.attempt + 1, avoid=member.name))
     else:
-        hung.job.give_up(hung.chunk, RenderError(reason))
+        give_up(hung, RenderError(reason))
 
 
 @dataclass
@@ -285,6 +306,8 @@ class RenderJob:
     """Pre-pass detections by chunk index (empty: the render actor detects)."""
     shot_ref: ray.ObjectRef | None = None
     totals: ChunkTotals = field(default_factory=ChunkTotals)
+    failed: RenderError | None = None
+    """Set when a chunk failed for good and the job ran among other shots."""
 
     def submit(self, member: Member, chunk: Chunk) -> ray.ObjectRef:
         return member.actor.run.remote(self.info_ref, chunk, self.source_ref,
@@ -340,13 +363,6 @@ class DetectJob:
         raise RenderError(f"Detecting faces in {describe(chunk)} failed after "
                           f"{self.config.cluster.chunk_retries + 1} attempts: "
                           f"{failure_reason(error)}") from error
-
-
-def render_progress(config: RenderConfig, info: VideoInfo, initial: int) -> tqdm:
-    """The frames-done progress bar on stderr."""
-    return tqdm(total=info.frame_count, initial=initial, unit="frame", desc="fusionray",
-                disable=not config.progress, file=sys.stderr, dynamic_ncols=True,
-                mininterval=0.5)
 
 
 def segment_paths(manifest: Manifest, chunks: Sequence[Chunk]) -> list[Path]:
