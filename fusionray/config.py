@@ -340,6 +340,20 @@ class ClusterConfig:
     """Times a failed chunk is retried before the job stops."""
     detect: PoolConfig = field(default_factory=PoolConfig)
     swap: PoolConfig = field(default_factory=lambda: PoolConfig(replicas=0))
+    """The render pool: each actor renders whole chunks (detect, swap, encode in one call)."""
+    # --- scheduling and faults (jobs.scheduler) ---
+    hang_factor: float = 10.0
+    """A chunk running longer than hang_factor x the median chunk time is hung: its actor is
+    restarted and the chunk retried elsewhere."""
+    hang_floor_seconds: float = 120.0
+    """Never call a chunk hung before this many seconds (before any chunk has finished the
+    limit is hang_factor x hang_floor_seconds)."""
+    elastic: bool = False
+    """Size pools from what the cluster has or can add, ask the autoscaler for the rest, and
+    grow or shrink them as nodes join or leave mid-job (studio clusters)."""
+    resource_wait_seconds: float = 300.0
+    """Elastic pools: how long to wait for the first actor's resources (autoscaler) before the
+    job fails, and for a replacement when every actor is gone."""
 
     def __post_init__(self) -> None:
         _require(self.max_chunks_in_flight >= 1, "cluster.max_chunks_in_flight",
@@ -347,6 +361,11 @@ class ClusterConfig:
         _require(self.chunk_retries >= 0, "cluster.chunk_retries", self.chunk_retries, ">= 0")
         _require(self.num_cpus is None or self.num_cpus >= 1, "cluster.num_cpus",
                  self.num_cpus, ">= 1 or null")
+        _require(self.hang_factor > 1, "cluster.hang_factor", self.hang_factor, "> 1")
+        _require(self.hang_floor_seconds > 0, "cluster.hang_floor_seconds",
+                 self.hang_floor_seconds, "> 0")
+        _require(self.resource_wait_seconds >= 0, "cluster.resource_wait_seconds",
+                 self.resource_wait_seconds, ">= 0")
 
 
 @dataclass(frozen=True)

@@ -142,11 +142,12 @@ def test_render_on_a_two_node_cluster_with_fractional_gpus(tmp_path: Path) -> No
             f"+video={source}", f"+source={demo_source_image_path()}", f"output={output}",
             "chunk.frames=5", "progress=false", "preview_frames=0",
             "cluster.detect.replicas=2", "cluster.detect.num_gpus=0.25",
-            "cluster.swap.replicas=2", "cluster.swap.num_gpus=0.5",
+            "cluster.swap.replicas=4", "cluster.swap.num_gpus=0.5",
             "cluster.max_chunks_in_flight=4",
         )
         summary = render(config, run_dir=tmp_path, config_yaml="x: 1\n")
-        assert summary.actors == {"detect": 2, "swap": 2}
+        # No shot pre-pass (selection.mode=many): no detection actors, one call per chunk.
+        assert summary.actors == {"detect": 0, "render": 4}
         assert summary.nodes == 2, "four 1-CPU actors on two 2-CPU nodes must use both nodes"
         assert video_pts_seconds(output) == video_pts_seconds(source)
         assert audio_payloads(output) == audio_payloads(source)
