@@ -42,7 +42,7 @@ from fusionray.media.assemble import assemble_video
 from fusionray.media.decode import decode_frames
 from fusionray.media.demo import demo_source_image_path, write_demo_clip
 from fusionray.media.encode import build_encoder_settings, encode_segment
-from fusionray.media.plan import plan_chunks
+from fusionray.media.plan import plan_video_chunks
 from fusionray.media.probe import probe_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,8 +124,7 @@ def in_process(config: RenderConfig, video: Path, output: Path) -> dict[str, flo
     totals: dict[str, float] = {"frames_decoded": 0.0, "frames_written": 0.0}
     with tempfile.TemporaryDirectory() as work:
         segments = []
-        for chunk in plan_chunks(info.frame_count, chunk_frames=config.chunk.frames,
-                                 overlap=config.chunk.overlap, keyframes=info.keyframe_indices):
+        for chunk in plan_video_chunks(info, config.chunk):
             result = stage(info, chunk, source)
             segment = Path(work) / f"{chunk.index:05d}.segment"
             segment.write_bytes(result.segment)

@@ -247,6 +247,10 @@ class ChunkConfig:
     """Frames owned by each chunk (>= 1)."""
     overlap: int = 4
     """Extra frames read on each side of a chunk for temporal context (>= 0)."""
+    keyframe_aligned: bool = True
+    """Put chunk edges at keyframe + overlap, so every read starts on a keyframe and each frame
+    is decoded about once (`fusionray.media.plan`); false = exactly `frames` per chunk, each
+    read decoding from the keyframe before it."""
 
     def __post_init__(self) -> None:
         _require(self.frames >= 1, "chunk.frames", self.frames, ">= 1")

@@ -41,8 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FRAMES = 30
 CHUNK = 5
 CHUNKS = FRAMES // CHUNK
-COMMON = ("chunk.frames=5", "chunk.overlap=4", "quality=lossless", "progress=false",
-          "preview_frames=0", "cluster.chunk_retries=1")
+# Exactly 5 frames a chunk (not on keyframes): the faults below name chunks by their frames.
+COMMON = ("chunk.frames=5", "chunk.keyframe_aligned=false", "chunk.overlap=4",
+          "quality=lossless", "progress=false", "preview_frames=0", "cluster.chunk_retries=1")
 
 
 @pytest.fixture(scope="module")

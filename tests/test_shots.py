@@ -82,7 +82,8 @@ def test_three_shots_one_broken_render_in_one_job(local_ray, tmp_path: Path) -> 
                      f"{clips[0]},{out / 'one.mp4'}\n{broken},{out / 'two.mp4'}\n"
                      f"{clips[1]},{out / 'three.mp4'}\n")
     cfg = compose_cfg(f"+shots={shots}", f"+source={demo_source_image_path()}",
-                      "progress=false", "preview_frames=0", "chunk.frames=4")
+                      "progress=false", "preview_frames=0", "chunk.frames=4",
+                      "chunk.keyframe_aligned=false")  # 3 chunks of 4 frames per shot
     specs = shot_specs(cfg)
     assert specs is not None
     report = render_shots(cfg, specs, run_dir=tmp_path / "run")

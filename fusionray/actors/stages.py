@@ -41,6 +41,7 @@ from fusionray.media.frame import (
     scale_face,
     shift_face,
     small_bgr,
+    working_frame,
 )
 from fusionray.media.storage import local_video_info
 from fusionray.models.loader import ModelOptions
@@ -255,12 +256,16 @@ def encoder_settings_for(config: RenderConfig, info: VideoInfo) -> EncoderSettin
 
 def passthrough_segment(config: RenderConfig, info: VideoInfo, chunk: Chunk) -> bytes:
     """A chunk's owned frames re-encoded unswapped, with the job's settings (on_chunk_error=
-    passthrough). Raises `MediaError` when the frames themselves cannot be decoded."""
-    return encode_segment_bytes(
-        (frame for _, frame in decode_frames(local_video_info(info), chunk.start, chunk.stop)),
-        pts=info.frame_pts[chunk.start:chunk.stop], info=info,
-        settings=encoder_settings_for(config, info),
-    )
+    passthrough). The frames take the render path's planes, converted only where the output
+    format differs (`working_frame`), so they equal an unswapped render's. Raises `MediaError`
+    when the frames themselves cannot be decoded."""
+    settings = encoder_settings_for(config, info)
+    with VideoReader(local_video_info(info)) as reader:
+        return encode_segment_bytes(
+            (working_frame(frame, settings.pix_fmt, writable=False)
+             for _, frame in reader.video_frames(chunk.start, chunk.stop)),
+            pts=info.frame_pts[chunk.start:chunk.stop], info=info, settings=settings,
+        )
 
 
 def thread_count(num_cpus: float) -> int:

@@ -54,7 +54,7 @@ from fusionray.jobs.ray_session import ray_session_name, start_ray
 from fusionray.jobs.scheduler import DetectJob, RenderJob, Task, run_tasks, segment_paths
 from fusionray.media.assemble import VerificationError
 from fusionray.media.encode import settings_for_video
-from fusionray.media.plan import plan_chunks
+from fusionray.media.plan import plan_video_chunks
 from fusionray.media.probe import probe_video
 from fusionray.media.storage import is_remote
 from fusionray.models.providers import driver_config
@@ -149,8 +149,7 @@ def prepare_shot(config: RenderConfig, run_dir: Path) -> Shot:
     ensure_swap_models(config)
     stages["models"] = time.perf_counter() - clock
 
-    chunks = plan_chunks(info.frame_count, chunk_frames=config.chunk.frames,
-                         overlap=config.chunk.overlap, keyframes=info.keyframe_indices)
+    chunks = plan_video_chunks(info, config.chunk)
     return Shot(config=config, digest=digest, video=video, sources=sources, info=info,
                 shared_info=shared_info, paths=paths, destination=destination, source=source,
                 detector_provider=f"{detector.name}:{detector.provider}", chunks=chunks,

@@ -10,7 +10,8 @@ from typing import Any
 
 import av
 
-from fusionray.media.plan import plan_chunks
+from fusionray.config import ChunkConfig
+from fusionray.media.plan import decoded_frames, plan_video_chunks
 from fusionray.media.probe import probe_video
 from fusionray.report.provenance import parse_provenance
 
@@ -71,11 +72,8 @@ def describe_video(
     with av.open(os.fspath(path)) as container:
         streams = [_stream_line(stream) for stream in container.streams]
         tags = dict(container.metadata)
-    chunks = plan_chunks(info.frame_count, chunk_frames=chunk_frames, overlap=overlap)
-    # Detect decodes the read range and swap the owned range, each from the keyframe at or
-    # before its first frame.
-    decoded = sum(c.read_stop - info.keyframe_at_or_before(c.read_start) for c in chunks)
-    decoded += sum(c.stop - info.keyframe_at_or_before(c.start) for c in chunks)
+    chunks = plan_video_chunks(info, ChunkConfig(frames=chunk_frames, overlap=overlap))
+    decoded = decoded_frames(chunks, info.keyframe_indices)  # one decode per chunk
     spacing = [b - a for a, b in pairwise(info.keyframe_indices)]
     found = parse_provenance(tags)
     return VideoDescription(

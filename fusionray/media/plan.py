@@ -13,8 +13,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
+from fusionray.config import ChunkConfig
 from fusionray.errors import ConfigError
-from fusionray.types import Chunk
+from fusionray.types import Chunk, VideoInfo
 
 
 def _check_count(name: str, value: object, minimum: int) -> int:
@@ -118,3 +119,10 @@ def decoded_frames(chunks: Sequence[Chunk], keyframes: Sequence[int]) -> int:
         entry = keyframes[at] if at >= 0 else 0
         total += chunk.read_stop - entry
     return total
+
+
+def plan_video_chunks(info: VideoInfo, settings: ChunkConfig) -> list[Chunk]:
+    """The chunks a render of `info` uses with the `chunk.*` settings: on its keyframes
+    (`keyframe_aligned`) or exactly `settings.frames` each."""
+    return plan_chunks(info.frame_count, chunk_frames=settings.frames, overlap=settings.overlap,
+                       keyframes=info.keyframe_indices if settings.keyframe_aligned else None)
