@@ -80,10 +80,15 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         video_packets: list[tuple[int, int, bool]] = []
         read_end = Fraction(0)  # end of the last packet read, seconds, any stream
         try:
-            for packet in container.demux(video, *audio_streams):
+            # Subtitle packets count towards the end read (a Matroska header's duration
+            # covers the last cue), nothing else.
+            subtitles = list(container.streams.subtitles)
+            for packet in container.demux(video, *audio_streams, *subtitles):
                 if packet.size == 0:  # demuxer flush packets carry no data and no pts
                     continue
                 read_end = max(read_end, _packet_end_seconds(packet))
+                if packet.stream.type == "subtitle":
+                    continue
                 if packet.stream.index != video.index:
                     audio_packet_counts[packet.stream.index] += 1
                     continue
