@@ -23,6 +23,8 @@ from fusionray.actors.stages import (
 )
 from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
 from fusionray.errors import ConfigError
+from fusionray.faces.people import SourceSet
+from fusionray.faces.shot import ShotSelection
 from fusionray.swap.base import SourceIdentity
 from fusionray.types import Chunk, VideoInfo
 
@@ -47,12 +49,13 @@ class SwapActor:
         self.stage = SwapStage(config, threads=threads)
 
     def render(
-        self, info: VideoInfo, chunk: Chunk, detected: DetectResult, source: SourceIdentity
+        self, info: VideoInfo, chunk: Chunk, detected: DetectResult,
+        source: SourceIdentity | SourceSet, shot: ShotSelection | None = None,
     ) -> ChunkResult:
         # The source identity comes with each call (an ObjectRef the driver holds, read
         # zero-copy from the node's object store) rather than with the constructor, so a
         # restarted actor never depends on a constructor argument that went out of scope.
-        return self.stage(info, chunk, detected, source)
+        return self.stage(info, chunk, detected, source, shot)
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()

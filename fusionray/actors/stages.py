@@ -23,8 +23,12 @@ import pyarrow as pa
 from fusionray.config import RenderConfig
 from fusionray.faces.detect import Detector, build_detector
 from fusionray.faces.embed import ArcFaceEmbedder
+from fusionray.faces.gate import FaceVerifier
+from fusionray.faces.identity import identity_similarities
+from fusionray.faces.people import SourceSet
 from fusionray.faces.pose import with_pose
 from fusionray.faces.select import select_faces
+from fusionray.faces.shot import ShotSelection
 from fusionray.faces.table import faces_to_table, table_to_faces
 from fusionray.faces.temporal import stabilize_faces
 from fusionray.faces.tracks import build_face_tracks
@@ -81,6 +85,20 @@ def detector_from_config(config: RenderConfig, *, threads: int) -> Detector:
         shared_dirs=options.shared_dirs,
         offline=options.offline,
     )
+
+
+def verifier_from_config(config: RenderConfig, *, threads: int) -> FaceVerifier | None:
+    """The face verifier (BlazeFace front on aligned crops), or None when
+    `selection.verify_faces` is off."""
+    if not config.selection.verify_faces:
+        return None
+    settings = config.detector
+    options = model_options_from_config(config, providers=settings.providers, threads=threads)
+    # A low threshold: the verifier reports the confidence, its callers compare it.
+    return FaceVerifier(build_detector(
+        "blazeface", model="front", score_threshold=0.3, nms_threshold=0.3,
+        providers=settings.providers, threads=threads, cache_dir=options.cache_dir,
+        shared_dirs=options.shared_dirs, offline=options.offline))
 
 
 def embedder_from_config(config: RenderConfig, *, threads: int = 1) -> ArcFaceEmbedder:
@@ -201,6 +219,10 @@ class ChunkResult:
     """`engine:provider` of the detector and swapper that made this chunk."""
     face_tracks: pa.Table | None = None
     """Owned frames' faces and whether each was swapped (`fusionray.faces.tracks`)."""
+    identity_scores: np.ndarray | None = None
+    """(N, 2) float32 per swapped face: cosine similarity of the swapped face to the source
+    identity, and to the original target face (`fusionray.faces.identity`); None without a
+    recognizer."""
 
 
 class DetectStage:
@@ -212,9 +234,13 @@ class DetectStage:
         self.detector = detector_from_config(config, threads=threads)
         self.embedder = (embedder_from_config(config, threads=threads)
                          if config.selection.needs_embeddings else None)
+        self.verifier = verifier_from_config(config, threads=threads)
+        self.verify_min_score = config.selection.verify_min_score
 
     def describe(self, frame: np.ndarray, faces: list[Face]) -> list[Face]:
         """Add head pose to every face, and embeddings when an embedder is configured."""
+        if self.verifier is not None and faces:
+            faces = self.verifier.verified(frame, faces, self.verify_min_score)
         faces = [with_pose(face) for face in faces]
         if self.embedder is not None and faces:
             faces = self.embedder.with_embeddings(frame, faces)
@@ -253,9 +279,13 @@ class SwapStage:
         if read_test_hooks().get("fail_swap_start"):
             raise RuntimeError("test hook: the swap stage cannot start")
         self.swapper = swapper_from_config(config, threads=threads)
+        # The identity score needs the recognizer, which only the neural engine has.
+        self.scorer = (embedder_from_config(config, threads=threads)
+                       if config.swapper.name == "inswapper" else None)
 
     def __call__(
-        self, info: VideoInfo, chunk: Chunk, detected: DetectResult, source: SourceIdentity
+        self, info: VideoInfo, chunk: Chunk, detected: DetectResult,
+        source: SourceIdentity | SourceSet, shot: ShotSelection | None = None,
     ) -> ChunkResult:
         # Tracked and smoothed over the read range; each owned frame's faces depend only on
         # the frames within temporal.reach <= chunk.overlap of it, so chunking cannot show.
@@ -269,6 +299,7 @@ class SwapStage:
         selected_by_frame: dict[int, list[Face]] = {}
         timings = {"decode": 0.0, "swap": 0.0, "encode": 0.0}
         swapped = frames_with_faces = 0
+        scores: list[np.ndarray] = []
         hooks = read_test_hooks()
         if hooks:
             frame_delay = float(hooks.get("frame_delay_seconds", 0.0))  # type: ignore[arg-type]
@@ -287,13 +318,23 @@ class SwapStage:
                                                     chunk.stop):
                 now = time.perf_counter()
                 timings["decode"] += now - clock
-                targets = select_faces(faces_by_frame.get(frame_index, []), self.config.selection,
-                                       reference=source.reference_embedding)
+                targets = select_faces(
+                    faces_by_frame.get(frame_index, []), self.config.selection,
+                    reference=getattr(source, "reference_embedding", None), shot=shot,
+                    frame_index=frame_index)
                 selected_by_frame[frame_index] = targets
                 if targets:
                     upright = to_display(frame, info.rotation)
-                    frame = from_display(self.swapper.swap(upright, targets, source),
-                                         info.rotation)
+                    swapped_frame = upright
+                    # Map mode: each face with its own person's identity, one pass per person.
+                    for identity, faces in self._by_identity(targets, source, shot,
+                                                             frame_index):
+                        swapped_frame = self.swapper.swap(swapped_frame, faces, identity)
+                        if self.scorer is not None and identity.embedding is not None:
+                            scores.append(identity_similarities(
+                                self.scorer.embed(upright, faces),
+                                self.scorer.embed(swapped_frame, faces), identity.embedding))
+                    frame = from_display(swapped_frame, info.rotation)
                     swapped += len(targets)
                     frames_with_faces += 1
                 if frame_delay:
@@ -332,4 +373,20 @@ class SwapStage:
             face_tracks=build_face_tracks(faces_by_frame, selected_by_frame, info,
                                           start=chunk.start, stop=chunk.stop)
             if self.config.export_faces else None,
+            identity_scores=np.concatenate(scores) if scores else None,
         )
+
+    @staticmethod
+    def _by_identity(
+        targets: list[Face], source: SourceIdentity | SourceSet, shot: ShotSelection | None,
+        frame_index: int,
+    ) -> list[tuple[SourceIdentity, list[Face]]]:
+        """The frame's targets grouped by the identity they get, in person order."""
+        if not isinstance(source, SourceSet):
+            return [(source, targets)]
+        if shot is None:
+            raise ValueError("A SourceSet (selection.mode=map) needs a shot selection")
+        groups: dict[int, list[Face]] = {}
+        for face, index in shot.match(targets, frame_index):
+            groups.setdefault(index, []).append(face)
+        return [(source.identity(index), groups[index]) for index in sorted(groups)]

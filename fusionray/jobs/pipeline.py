@@ -38,6 +38,7 @@ from fusionray.actors.stages import (
     swap_model_names,
     swapper_from_config,
     to_display,
+    verifier_from_config,
 )
 from fusionray.config import RenderConfig, config_hash, resolve_for_video
 from fusionray.errors import (
@@ -52,6 +53,10 @@ from fusionray.errors import (
 )
 from fusionray.faces.detect import Detector
 from fusionray.faces.embed import average_identity
+from fusionray.faces.gate import check_source_face, source_limits
+from fusionray.faces.identity import summarize_identity
+from fusionray.faces.people import Person, SourceSet
+from fusionray.faces.shot import ShotSelection, needs_shot_pass, plan_shot_selection
 from fusionray.faces.tracks import assign_track_ids, concat_face_tracks
 from fusionray.jobs.lock import OutputLock
 from fusionray.jobs.manifest import FinishedChunk, Manifest, input_identity
@@ -153,16 +158,21 @@ def build_source_identity(
         The identity, and notes for run.json (e.g. which face was used when several were found).
 
     Raises:
-        FaceNotFoundError: a source image holds no face.
+        FaceNotFoundError: a source image holds no face, or none that passes the source gate
+            (`fusionray.faces.gate.check_source_face`: an animal, an object, a turned face).
         MediaError: a source image is missing or unreadable.
     """
     images, faces, notes = [], [], []
+    selection = config.selection
+    limits = source_limits(min_score=selection.source_min_score,
+                           max_landmark_error=selection.source_max_landmark_error,
+                           min_size=selection.source_min_face_size)
+    verifier = verifier_from_config(config, threads=1)
     for path in sources:
         image = read_image_bgr(path)
         found = detector.detect(image)
-        if not found:
-            raise FaceNotFoundError(f"No face found in source image '{path}'")
-        largest = max(found, key=lambda face: face.area)
+        largest = check_source_face(image, found, limits, path=str(path), verifier=verifier,
+                                    min_verify_score=selection.source_verify_min_score)
         if len(found) > 1:
             notes.append(f"source image '{path}' has {len(found)} faces; used the largest")
         images.append(image)
@@ -226,6 +236,45 @@ def attach_reference(
                                 f"({len(faces)} faces found)")
     embedding = embedder_from_config(config).embed(image, [faces[selection.reference_face]])[0]
     return replace(identity, reference_embedding=embedding)
+
+
+def build_source_set(
+    config: RenderConfig, detector: Detector
+) -> tuple[SourceSet, list[Path], list[str]]:
+    """`selection.mode=map`: one person per `selection.map` entry (identity + references).
+
+    Returns:
+        The people, every source image used, and notes for run.json.
+
+    Raises:
+        FaceNotFoundError: a source image fails the source gate, or a reference image has no
+            face. MediaError: an image is unreadable.
+    """
+    people: list[Person] = []
+    paths: list[Path] = []
+    notes: list[str] = []
+    embedder = (embedder_from_config(config)
+                if any(entry.reference_images for entry in config.selection.map) else None)
+    for index, entry in enumerate(config.selection.map):
+        sources = [localise(s) for s in entry.source_paths]
+        identity, entry_notes = build_source_identity(config, sources, detector)
+        references = []
+        for reference in entry.reference_images:
+            image = read_image_bgr(localise(reference))
+            found = detector.detect(image)
+            if not found:
+                raise FaceNotFoundError(f"No face found in selection.map[{index}] reference "
+                                        f"image '{reference}'")
+            largest = max(found, key=lambda face: face.area)
+            assert embedder is not None
+            references.append(embedder.embed(image, [largest])[0])
+        anchors = (((entry.reference_frame, entry.reference_face),)
+                   if entry.reference_frame is not None else ())
+        people.append(Person(identity=identity, name=", ".join(entry.source_paths),
+                             reference_embeddings=tuple(references), anchors=anchors))
+        paths += sources
+        notes += entry_notes
+    return SourceSet(people=tuple(people)), paths, notes
 
 
 _CLUSTER_HINT = "(start one with `ray start --head`, or drop cluster.address to run locally)"
@@ -320,8 +369,14 @@ class ChunkTotals:
     rendered: int = 0
     failures: list[str] = field(default_factory=list)
     passthrough: list[dict[str, int]] = field(default_factory=list)
+    identity_scores: list[Any] = field(default_factory=list)
+    """Each rendered chunk's (N, 2) identity scores (`fusionray.faces.identity`)."""
+    shot: ShotSelection | None = None
+    """The shot-level selection, when the job planned one."""
 
     def add(self, result: ChunkResult) -> None:
+        if result.identity_scores is not None:
+            self.identity_scores.append(result.identity_scores)
         self.frames += result.frames
         self.faces += result.faces_swapped
         self.frames_with_faces += result.frames_with_faces
@@ -405,13 +460,39 @@ def run_chunks(
     swap_pool: ActorPool,
     manifest: Manifest,
     source: ray.ObjectRef,
+    *,
+    shot_source: object = None,
 ) -> tuple[list[Path], ChunkTotals]:
     """Render every chunk the manifest does not already hold, with at most
     `max_chunks_in_flight` in progress; each finished segment is recorded as it lands.
 
+    When the selection is shot-level (`needs_shot_pass`), every chunk is detected first and
+    `plan_shot_selection` (given `shot_source`, the job's identity or SourceSet) decides the
+    tracks; each chunk then renders from its own detections and that choice.
+
     Completion order is free; the returned segment paths are in chunk order.
     """
     totals = ChunkTotals()
+    detections: dict[int, ray.ObjectRef] = {}
+    shot_ref: ray.ObjectRef | None = None
+    if needs_shot_pass(config.selection):
+        picked = []
+        for chunk in chunks:
+            index = detect_pool.pick()
+            detect_pool.load[index] += 1
+            picked.append(index)
+            detections[chunk.index] = detect_pool.actors[index].detect.remote(info, chunk)
+        try:
+            tables = [result.detections for result in ray.get(list(detections.values()))]
+        except (ray.exceptions.RayError, MediaError) as error:
+            raise RenderError(f"The detection pass for shot-level selection failed: "
+                              f"{failure_reason(error)}") from error
+        finally:
+            for index in picked:
+                detect_pool.load[index] -= 1
+        totals.shot = plan_shot_selection(tables, frame_count=info.frame_count, config=config,
+                                          source=shot_source)
+        shot_ref = ray.put(totals.shot)
     pending: deque[tuple[Chunk, int]] = deque()
     for chunk in chunks:
         if chunk.index in manifest.rows:
@@ -427,9 +508,11 @@ def run_chunks(
             while pending and len(in_flight) < limit:
                 chunk, attempt = pending.popleft()
                 detect_index, swap_index = detect_pool.pick(), swap_pool.pick()
-                detected = detect_pool.actors[detect_index].detect.remote(info, chunk)
+                # A retry detects again: the pre-pass result may have gone with its node.
+                detected = (detections[chunk.index] if attempt == 0 and chunk.index in detections
+                            else detect_pool.actors[detect_index].detect.remote(info, chunk))
                 rendered = swap_pool.actors[swap_index].render.remote(info, chunk, detected,
-                                                                     source)
+                                                                     source, shot_ref)
                 detect_pool.load[detect_index] += 1
                 swap_pool.load[swap_index] += 1
                 in_flight[rendered] = (chunk, attempt, detect_index, swap_index)
@@ -523,8 +606,12 @@ def render(
 
     clock = time.perf_counter()
     detector = detector_from_config(config, threads=1)
-    source, notes = build_source_identity(config, sources, detector)
-    source = attach_reference(config, source, info, detector)
+    source: SourceIdentity | SourceSet
+    if config.selection.mode == "map":
+        source, sources, notes = build_source_set(config, detector)
+    else:
+        source, notes = build_source_identity(config, sources, detector)
+        source = attach_reference(config, source, info, detector)
     stages["source_identity"] = time.perf_counter() - clock
     clock = time.perf_counter()
     ensure_swap_models(config)
@@ -575,6 +662,11 @@ def render(
         if not config.keep_work:
             shutil.rmtree(paths.work, ignore_errors=True)
 
+    if totals.shot is not None:
+        shot = totals.shot
+        notes.append(f"shot selection ({config.selection.mode}): {shot.track_count} face "
+                     f"track(s), {len(shot.tracks)} swapped, {shot.rejected_tracks} dropped by "
+                     "the track gate")
     if totals.frames_with_faces == 0:
         notes.append("no face found in any frame; the output frames are the input frames")
     if totals.passthrough:
@@ -606,6 +698,7 @@ def render(
         chunk_failures=totals.failures,
         passthrough_chunks=totals.passthrough,
         ray_session=session,
+        identity=summarize_identity(totals.identity_scores),
     )
     write_summary(paths.run_json, summary)
     if destination:
@@ -622,7 +715,7 @@ def publish_outputs(paths: OutputPaths, destination: str) -> None:
 
 def _render_chunks(
     config: RenderConfig, info: VideoInfo, chunks: list[Chunk], manifest: Manifest,
-    source: SourceIdentity, stages: dict[str, float],
+    source: SourceIdentity | SourceSet, stages: dict[str, float],
 ) -> tuple[list[Path], ChunkTotals, PoolSizes, set[str], str, str | None]:
     """Start (or join) Ray, run the chunks the manifest lacks, and stop a Ray we started.
 
@@ -646,7 +739,8 @@ def _render_chunks(
         session = ray_session_name()
         clock = time.perf_counter()
         segments, totals = run_chunks(
-            config, info, chunks, detect_pool, swap_pool, manifest, ray.put(source))
+            config, info, chunks, detect_pool, swap_pool, manifest, ray.put(source),
+            shot_source=source)
         stages["chunks_wall"] = time.perf_counter() - clock
     finally:
         if started_ray:
