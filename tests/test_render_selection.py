@@ -5,6 +5,7 @@ group photo, skimage's astronaut), the real BlazeFace, the classic engine, lossl
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import pytest
 
 from fusionray.jobs.pipeline import OutputPaths, render
 from fusionray.types import FrameBGR
+from tests import onnx_fixtures as fx
+from tests.clips import write_face_clip
 from tests.faces_fixtures import INSIGHTFACE_IMAGES, astronaut_bgr, blazeface
 from tests.test_render import compose_config, decoded_frames
 
@@ -169,3 +172,29 @@ def test_mode_map_swaps_each_person_to_their_own_source(local_ray, tmp_path: Pat
     rows = pq.read_table(OutputPaths.for_video(mapped).faces).to_pylist()
     swapped = {person_of(r["bbox"], r["frame"]) for r in rows if r["swapped"]}
     assert swapped == {0, 1}
+
+
+@pytest.fixture(scope="module")
+def neural_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fx.import_fixtures(tmp_path_factory.mktemp("identity_models"),
+                              inswapper_128=fx.build_identity_swapper(),
+                              arcface_w600k_r50=fx.build_arcface_fixture())
+
+
+@pytest.mark.ray
+def test_identity_score_in_run_json(local_ray, neural_models: Path, tmp_path: Path) -> None:
+    """With a recognizer, run.json scores every swapped face. The identity-contract swapper
+    gives the target face back, so the output is the target (similarity to it near 1), not the
+    source: the score must say so."""
+    clip = write_face_clip(tmp_path / "face.mp4", frames=12)
+    output = tmp_path / "out.mp4"
+    config = compose_config(
+        f"+video={clip}", f"+source={HANKS}", f"output={output}", "progress=false",
+        "preview_frames=0", "quality=lossless", "swapper=inswapper", "swapper.providers=[cpu]",
+        f"models.cache_dir={neural_models}", "models.offline=true", "chunk.frames=5")
+    summary = render(config, run_dir=tmp_path, config_yaml="x: 1\n")
+    identity = json.loads(OutputPaths.for_video(output).run_json.read_text())["identity"]
+    assert summary.faces_swapped >= 10 and identity["faces"] == summary.faces_swapped
+    assert identity["target_mean"] > 0.95 and identity["target_p95"] <= 1.0 + 1e-4
+    assert identity["source_mean"] < identity["target_mean"] - 0.1
+    assert identity["source_p05"] <= identity["source_mean"]
