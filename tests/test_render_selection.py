@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import skimage.data
 
 from fusionray.jobs.pipeline import OutputPaths, render
 from fusionray.types import FrameBGR
@@ -198,3 +199,31 @@ def test_identity_score_in_run_json(local_ray, neural_models: Path, tmp_path: Pa
     assert identity["target_mean"] > 0.95 and identity["target_p95"] <= 1.0 + 1e-4
     assert identity["source_mean"] < identity["target_mean"] - 0.1
     assert identity["source_p05"] <= identity["source_mean"]
+
+
+@pytest.mark.ray
+def test_animal_close_up_is_not_swapped(local_ray, tmp_path: Path) -> None:
+    """skimage's cat, panning slowly: BlazeFace calls its head a face (0.80) on most frames.
+    The target gate (re-detection on the aligned crop) drops it; with the gate off, the same
+    render swaps it, so the test can tell."""
+    cat = np.ascontiguousarray(cv2.cvtColor(skimage.data.chelsea(), cv2.COLOR_RGB2BGR))
+    clip = tmp_path / "cat.mkv"
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264rgb", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 416, 288, "bgr24"
+        stream.options = {"qp": "0", "preset": "ultrafast", "threads": "1"}
+        for index in range(12):
+            video_frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(cat[6:294, 2 * index:2 * index + 416]), format="bgr24")
+            video_frame.pts = index
+            container.mux(stream.encode(video_frame))
+        container.mux(stream.encode(None))
+    gated = render_group(tmp_path, clip, "gated", "chunk.frames=6")
+    rows = pq.read_table(OutputPaths.for_video(gated).faces).to_pylist()
+    assert rows == []
+    assert all(np.array_equal(a, b)
+               for a, b in zip(decoded_frames(gated), decoded_frames(clip), strict=True))
+    ungated = render_group(tmp_path, clip, "ungated", "chunk.frames=6",
+                           "selection.verify_faces=false")
+    rows = pq.read_table(OutputPaths.for_video(ungated).faces).to_pylist()
+    assert sum(row["swapped"] for row in rows) >= 6
