@@ -227,3 +227,34 @@ def test_animal_close_up_is_not_swapped(local_ray, tmp_path: Path) -> None:
                            "selection.verify_faces=false")
     rows = pq.read_table(OutputPaths.for_video(ungated).faces).to_pylist()
     assert sum(row["swapped"] for row in rows) >= 6
+
+
+@pytest.mark.ray
+def test_mode_map_by_reference_images(local_ray, neural_models: Path, tmp_path: Path) -> None:
+    """People found by reference photos (two for person 0) through the recognizer. The
+    contract-faithful ArcFace fixture separates these faces less than the real model does
+    (same face 0.81-0.84 cosine, nearest other 0.57), hence reference_distance 0.3."""
+    sizes = [100.0, 90.0, 80.0, 0.0]
+    clip = write_group_clip(tmp_path / "three.mkv", lambda f: sizes,
+                            lambda f: [True, True, True, False])
+    patches = face_patches()
+    references = []
+    for name, image in (("p0", patches[0][0]), ("p0_small", cv2.resize(patches[0][0], None,
+                                                                        fx=0.7, fy=0.7)),
+                        ("p2", patches[2][0])):
+        references.append(tmp_path / f"{name}.png")
+        cv2.imwrite(str(references[-1]), image)
+    astronaut = tmp_path / "astronaut.png"
+    cv2.imwrite(str(astronaut), astronaut_bgr())
+    mapped = render_group(
+        tmp_path, clip, "map", "selection.mode=map", "chunk.frames=12",
+        "selection.reference_distance=0.3", f"models.cache_dir={neural_models}",
+        "models.offline=true",
+        f"selection.map=[{{source: '{astronaut}', reference_image: ['{references[0]}', "
+        f"'{references[1]}']}}, {{source: '{HANKS}', reference_image: '{references[2]}'}}]",
+        source=None)
+    rows = pq.read_table(OutputPaths.for_video(mapped).faces).to_pylist()
+    swapped = {person_of(r["bbox"], r["frame"]) for r in rows if r["swapped"]}
+    assert swapped == {0, 2}
+    run = OutputPaths.for_video(mapped).run_json.read_text()
+    assert "shot selection (map): 3 face track(s), 2 swapped" in run
