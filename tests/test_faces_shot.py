@@ -122,6 +122,10 @@ def test_face_that_leaves_for_a_few_frames_keeps_its_track_and_swap() -> None:
     kept = swapped_person(shot, faces, config)
     assert all(kept[f] == [2] for f in range(FRAMES) if f not in hidden)
     assert all(kept[f] == [] for f in hidden)
+    # Someone else passing through the empty place mid-gap is not taken for person 2.
+    passer = track.box_at(24)
+    assert passer is not None and shot.match([face_at(float(passer[0]), 120, 110)], 24) == []
+    assert shot.match([face_at(float(track.box_at(21)[0]), 120, 110)], 21) != []  # fill range
     # A gap longer than track_max_gap splits person 2 into two shorter tracks: neither
     # outweighs a person seen throughout, so the swap goes to someone else (still one person).
     short = config_for(mode="one", track_max_gap=4)

@@ -75,11 +75,16 @@ class ShotTrack:
     def last(self) -> int:
         return self.first + self.boxes.shape[0] - 1
 
-    def box_at(self, frame_index: int) -> FloatArray | None:
-        """The track's box in `frame_index`, or None outside its frames."""
+    def box_at(self, frame_index: int, *, max_fill: int | None = None) -> FloatArray | None:
+        """The track's box in `frame_index`, or None outside its frames, or (with `max_fill`)
+        more than `max_fill` frames from a frame where the face was detected."""
         if not self.first <= frame_index <= self.last:
             return None
-        return self.boxes[frame_index - self.first]
+        position = frame_index - self.first
+        if max_fill is not None and not self.detected[
+                max(0, position - max_fill):position + max_fill + 1].any():
+            return None
+        return self.boxes[position]
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,10 @@ class ShotSelection:
     """Tracks found over the shot (after joining)."""
     rejected_tracks: int
     """Tracks the track gate dropped as not faces (scattered or too few detections)."""
+    max_fill: int = 0
+    """A chosen track claims faces only within this many frames of one of its detections
+    (`temporal.max_gap`: the render fills no longer gaps), so while the person is away no one
+    passing through where they were is taken for them."""
 
     def match(self, faces: Sequence[Face], frame_index: int) -> list[tuple[Face, int]]:
         """Pair a frame's faces with the chosen tracks present there.
@@ -107,7 +116,7 @@ class ShotSelection:
         """
         candidates: list[tuple[float, int, int]] = []
         for track_number, track in enumerate(self.tracks):
-            box = track.box_at(frame_index)
+            box = track.box_at(frame_index, max_fill=self.max_fill)
             if box is None:
                 continue
             for face_number, face in enumerate(faces):
@@ -305,4 +314,5 @@ def plan_shot_selection(
                   if owner is not None]
     else:
         chosen = [to_shot_track(track, track_id, 0) for track_id, track in kept]
-    return ShotSelection(tracks=tuple(chosen), track_count=len(tracks), rejected_tracks=rejected)
+    return ShotSelection(tracks=tuple(chosen), track_count=len(tracks), rejected_tracks=rejected,
+                         max_fill=config.temporal.max_gap)
