@@ -14,15 +14,17 @@ from typing import Any
 
 import ray
 
+from fusionray.actors.render_stage import RenderStage
 from fusionray.actors.stages import (
     ChunkResult,
     DetectResult,
     DetectStage,
-    SwapStage,
     thread_count,
 )
 from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
 from fusionray.errors import ConfigError
+from fusionray.faces.people import SourceSet
+from fusionray.faces.shot import ShotSelection
 from fusionray.swap.base import SourceIdentity
 from fusionray.types import Chunk, VideoInfo
 
@@ -41,18 +43,20 @@ class DetectActor:
 
 
 class SwapActor:
-    """Ray actor: decode a chunk's owned frames, swap, composite and encode a segment."""
+    """Ray actor: render a chunk (`RenderStage`: decode its read range once, detect unless a
+    pre-pass did, track, select, swap, encode a segment)."""
 
     def __init__(self, config: RenderConfig, threads: int) -> None:
-        self.stage = SwapStage(config, threads=threads)
+        self.stage = RenderStage(config, threads=threads)
 
     def render(
-        self, info: VideoInfo, chunk: Chunk, detected: DetectResult, source: SourceIdentity
+        self, info: VideoInfo, chunk: Chunk, source: SourceIdentity | SourceSet,
+        detected: DetectResult | None = None, shot: ShotSelection | None = None,
     ) -> ChunkResult:
         # The source identity comes with each call (an ObjectRef the driver holds, read
         # zero-copy from the node's object store) rather than with the constructor, so a
         # restarted actor never depends on a constructor argument that went out of scope.
-        return self.stage(info, chunk, detected, source)
+        return self.stage(info, chunk, source, detected, shot)
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()

@@ -33,11 +33,13 @@ from fusionray.actors.stages import (
     ChunkResult,
     detector_from_config,
     embedder_from_config,
+    gate_model_names,
     model_options_from_config,
     passthrough_segment,
     swap_model_names,
     swapper_from_config,
     to_display,
+    verifier_from_config,
 )
 from fusionray.config import RenderConfig, config_hash, resolve_for_video
 from fusionray.errors import (
@@ -52,6 +54,10 @@ from fusionray.errors import (
 )
 from fusionray.faces.detect import Detector
 from fusionray.faces.embed import average_identity
+from fusionray.faces.gate import check_source_face, source_limits
+from fusionray.faces.identity import summarize_identity
+from fusionray.faces.people import Person, SourceSet
+from fusionray.faces.shot import ShotSelection, needs_shot_pass, plan_shot_selection
 from fusionray.faces.tracks import assign_track_ids, concat_face_tracks
 from fusionray.jobs.lock import OutputLock
 from fusionray.jobs.manifest import FinishedChunk, Manifest, input_identity
@@ -160,16 +166,21 @@ def build_source_identity(
         The identity, and notes for run.json (e.g. which face was used when several were found).
 
     Raises:
-        FaceNotFoundError: a source image holds no face.
+        FaceNotFoundError: a source image holds no face, or none that passes the source gate
+            (`fusionray.faces.gate.check_source_face`: an animal, an object, a turned face).
         MediaError: a source image is missing or unreadable.
     """
     images, faces, notes = [], [], []
+    selection = config.selection
+    limits = source_limits(min_score=selection.source_min_score,
+                           max_landmark_error=selection.source_max_landmark_error,
+                           min_size=selection.source_min_face_size)
+    verifier = verifier_from_config(config, threads=1)
     for path in sources:
         image = read_image_bgr(path)
         found = detector.detect(image)
-        if not found:
-            raise FaceNotFoundError(f"No face found in source image '{path}'")
-        largest = max(found, key=lambda face: face.area)
+        largest = check_source_face(image, found, limits, path=str(path), verifier=verifier,
+                                    min_verify_score=selection.source_verify_min_score)
         if len(found) > 1:
             notes.append(f"source image '{path}' has {len(found)} faces; used the largest")
         images.append(image)
@@ -235,6 +246,45 @@ def attach_reference(
     return replace(identity, reference_embedding=embedding)
 
 
+def build_source_set(
+    config: RenderConfig, detector: Detector
+) -> tuple[SourceSet, list[Path], list[str]]:
+    """`selection.mode=map`: one person per `selection.map` entry (identity + references).
+
+    Returns:
+        The people, every source image used, and notes for run.json.
+
+    Raises:
+        FaceNotFoundError: a source image fails the source gate, or a reference image has no
+            face. MediaError: an image is unreadable.
+    """
+    people: list[Person] = []
+    paths: list[Path] = []
+    notes: list[str] = []
+    embedder = (embedder_from_config(config)
+                if any(entry.reference_images for entry in config.selection.map) else None)
+    for index, entry in enumerate(config.selection.map):
+        sources = [localise(s) for s in entry.source_paths]
+        identity, entry_notes = build_source_identity(config, sources, detector)
+        references = []
+        for reference in entry.reference_images:
+            image = read_image_bgr(localise(reference))
+            found = detector.detect(image)
+            if not found:
+                raise FaceNotFoundError(f"No face found in selection.map[{index}] reference "
+                                        f"image '{reference}'")
+            largest = max(found, key=lambda face: face.area)
+            assert embedder is not None
+            references.append(embedder.embed(image, [largest])[0])
+        anchors = (((entry.reference_frame, entry.reference_face),)
+                   if entry.reference_frame is not None else ())
+        people.append(Person(identity=identity, name=", ".join(entry.source_paths),
+                             reference_embeddings=tuple(references), anchors=anchors))
+        paths += sources
+        notes += entry_notes
+    return SourceSet(people=tuple(people)), paths, notes
+
+
 _CLUSTER_HINT = "(start one with `ray start --head`, or drop cluster.address to run locally)"
 
 
@@ -291,14 +341,16 @@ def start_ray(config: RenderConfig) -> bool:
 
 
 def ensure_swap_models(config: RenderConfig) -> None:
-    """Locate (or fetch) the swap actors' model files before Ray starts.
+    """Locate (or fetch) the swap actors' model files (and the target gate's) before Ray
+    starts.
 
     A missing model is then one clear error (ModelError) instead of every actor failing to
     start, and a download happens once here rather than in every actor at the same time.
     Nodes of a cluster without a shared model folder still fetch their own copies.
     """
     options = model_options_from_config(config, providers=config.swapper.providers)
-    for name in swap_model_names(config):
+    # The target gate's verifier runs in every actor that detects, on top of the detector.
+    for name in swap_model_names(config) + gate_model_names(config):
         ensure_model(name, cache_dir=options.cache_dir, shared_dirs=options.shared_dirs,
                      offline=options.offline)
 
@@ -327,8 +379,14 @@ class ChunkTotals:
     rendered: int = 0
     failures: list[str] = field(default_factory=list)
     passthrough: list[dict[str, int]] = field(default_factory=list)
+    identity_scores: list[Any] = field(default_factory=list)
+    """Each rendered chunk's (N, 2) identity scores (`fusionray.faces.identity`)."""
+    shot: ShotSelection | None = None
+    """The shot-level selection, when the job planned one."""
 
     def add(self, result: ChunkResult) -> None:
+        if result.identity_scores is not None:
+            self.identity_scores.append(result.identity_scores)
         self.frames += result.frames
         self.faces += result.faces_swapped
         self.frames_with_faces += result.frames_with_faces
@@ -412,20 +470,46 @@ def run_chunks(
     swap_pool: ActorPool,
     manifest: Manifest,
     source: ray.ObjectRef,
+    *,
+    shot_source: object = None,
 ) -> tuple[list[Path], ChunkTotals]:
     """Render every chunk the manifest does not already hold, with at most
     `max_chunks_in_flight` in progress; each finished segment is recorded as it lands.
 
+    When the selection is shot-level (`needs_shot_pass`), every chunk is detected first and
+    `plan_shot_selection` (given `shot_source`, the job's identity or SourceSet) decides the
+    tracks; each chunk then renders from its own detections and that choice.
+
     Completion order is free; the returned segment paths are in chunk order.
     """
     totals = ChunkTotals()
+    detections: dict[int, ray.ObjectRef] = {}
+    shot_ref: ray.ObjectRef | None = None
+    if needs_shot_pass(config.selection):
+        picked = []
+        for chunk in chunks:
+            index = detect_pool.pick()
+            detect_pool.load[index] += 1
+            picked.append(index)
+            detections[chunk.index] = detect_pool.actors[index].detect.remote(info, chunk)
+        try:
+            tables = [result.detections for result in ray.get(list(detections.values()))]
+        except (ray.exceptions.RayError, MediaError) as error:
+            raise RenderError(f"The detection pass for shot-level selection failed: "
+                              f"{failure_reason(error)}") from error
+        finally:
+            for index in picked:
+                detect_pool.load[index] -= 1
+        totals.shot = plan_shot_selection(tables, frame_count=info.frame_count, config=config,
+                                          source=shot_source)
+        shot_ref = ray.put(totals.shot)
     pending: deque[tuple[Chunk, int]] = deque()
     for chunk in chunks:
         if chunk.index in manifest.rows:
             totals.add_reused(manifest.rows[chunk.index])
         else:
             pending.append((chunk, 0))
-    in_flight: dict[ray.ObjectRef, tuple[Chunk, int, int, int]] = {}
+    in_flight: dict[ray.ObjectRef, tuple[Chunk, int, int]] = {}
     limit = config.cluster.max_chunks_in_flight
     with tqdm(total=info.frame_count, initial=totals.frames, unit="frame", desc="fusionray",
               disable=not config.progress, file=sys.stderr, dynamic_ncols=True,
@@ -433,17 +517,18 @@ def run_chunks(
         while pending or in_flight:
             while pending and len(in_flight) < limit:
                 chunk, attempt = pending.popleft()
-                detect_index, swap_index = detect_pool.pick(), swap_pool.pick()
-                detected = detect_pool.actors[detect_index].detect.remote(info, chunk)
-                rendered = swap_pool.actors[swap_index].render.remote(info, chunk, detected,
-                                                                     source)
-                detect_pool.load[detect_index] += 1
+                swap_index = swap_pool.pick()
+                # The render actor decodes the chunk once and detects it itself, unless the
+                # shot pre-pass did; a retry detects again in the render actor (the pre-pass
+                # result may have gone with its node).
+                detected = detections.get(chunk.index) if attempt == 0 else None
+                rendered = swap_pool.actors[swap_index].render.remote(info, chunk, source,
+                                                                     detected, shot_ref)
                 swap_pool.load[swap_index] += 1
-                in_flight[rendered] = (chunk, attempt, detect_index, swap_index)
+                in_flight[rendered] = (chunk, attempt, swap_index)
             done, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in done:
-                chunk, attempt, detect_index, swap_index = in_flight.pop(ref)
-                detect_pool.load[detect_index] -= 1
+                chunk, attempt, swap_index = in_flight.pop(ref)
                 swap_pool.load[swap_index] -= 1
                 try:
                     result: ChunkResult = ray.get(ref)
@@ -533,8 +618,12 @@ def render(
 
     clock = time.perf_counter()
     detector = detector_from_config(driver_config(config), threads=1)  # Never a GPU here.
-    source, notes = build_source_identity(driver_config(config), sources, detector)
-    source = attach_reference(driver_config(config), source, info, detector)
+    source: SourceIdentity | SourceSet
+    if config.selection.mode == "map":
+        source, sources, notes = build_source_set(driver_config(config), detector)
+    else:
+        source, notes = build_source_identity(driver_config(config), sources, detector)
+        source = attach_reference(driver_config(config), source, info, detector)
     stages["source_identity"] = time.perf_counter() - clock
     clock = time.perf_counter()
     ensure_swap_models(config)
@@ -585,6 +674,11 @@ def render(
         if not config.keep_work:
             shutil.rmtree(paths.work, ignore_errors=True)
 
+    if totals.shot is not None:
+        shot = totals.shot
+        notes.append(f"shot selection ({config.selection.mode}): {shot.track_count} face "
+                     f"track(s), {len(shot.tracks)} swapped, {shot.rejected_tracks} dropped by "
+                     "the track gate")
     if totals.frames_with_faces == 0:
         notes.append("no face found in any frame; the output frames are the input frames")
     if totals.passthrough:
@@ -616,6 +710,7 @@ def render(
         chunk_failures=totals.failures,
         passthrough_chunks=totals.passthrough,
         ray_session=session,
+        identity=summarize_identity(totals.identity_scores),
     )
     write_summary(paths.run_json, summary)
     if destination:
@@ -632,7 +727,7 @@ def publish_outputs(paths: OutputPaths, destination: str) -> None:
 
 def _render_chunks(
     config: RenderConfig, info: VideoInfo, chunks: list[Chunk], manifest: Manifest,
-    source: SourceIdentity, stages: dict[str, float],
+    source: SourceIdentity | SourceSet, stages: dict[str, float],
 ) -> tuple[list[Path], ChunkTotals, PoolSizes, set[str], str, str | None]:
     """Start (or join) Ray, run the chunks the manifest lacks, and stop a Ray we started.
 
@@ -656,7 +751,8 @@ def _render_chunks(
         session = ray_session_name()
         clock = time.perf_counter()
         segments, totals = run_chunks(
-            config, info, chunks, detect_pool, swap_pool, manifest, ray.put(source))
+            config, info, chunks, detect_pool, swap_pool, manifest, ray.put(source),
+            shot_source=source)
         stages["chunks_wall"] = time.perf_counter() - clock
     finally:
         if started_ray:

@@ -46,6 +46,11 @@ class RunSummary:
     {"chunk", "start", "stop"} with frames [start, stop)."""
     ray_session: str | None = None
     """Ray session name: equal across the jobs of a sweep that shared one Ray."""
+    identity: dict[str, float | int] | None = None
+    """With a recognizer: cosine similarity of the swapped faces to the source identity
+    (`source_mean`, `source_p05`) and to the original target faces (`target_mean`,
+    `target_p95`) over `faces` scored faces (`fusionray.faces.identity`); else None. Covers
+    the chunks this run rendered (a resumed job's reused chunks are not scored again)."""
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
