@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -272,23 +272,31 @@ class FaceFinder:
 
 
     def verify(self, frame: av.VideoFrame, faces: list[Face], turns: int) -> list[Face]:
-        """The faces the target gate's verifier confirms (`fusionray.faces.gate`), in order.
-
-        Each face's canonical crop is cut from a full-resolution region read around the crop's
-        footprint (clipped to the frame, which is where the verifier's edge replication starts
-        on a whole frame too), so the verdict is the one the whole frame would give.
-        """
+        """The faces the target gate's verifier confirms (`fusionray.faces.gate`), in order."""
         assert self.verifier is not None
-        readable = readable_frame(frame)
-        width, height = display_size(frame.width, frame.height, turns)
-        kept = []
-        for face in faces:
-            region = read_region(readable, verify_footprint(face, width, height), turns)
-            x0, y0 = region.display_rect[:2]
-            if self.verifier.score(region.image, shift_face(face, -x0, -y0)) \
-                    >= self.verify_min_score:
-                kept.append(face)
-        return kept
+        scores = verify_scores(self.verifier, frame, faces, turns)
+        return [face for face, score in zip(faces, scores, strict=True)
+                if score >= self.verify_min_score]
+
+
+def verify_scores(verifier: FaceVerifier, frame: av.VideoFrame, faces: Sequence[Face],
+                  turns: int) -> list[float]:
+    """The verifier's re-detection confidence of each face of a decoded frame (faces in
+    display-orientation frame pixels, `turns` quarter turns from coded to display).
+
+    Each face's canonical crop is cut from a full-resolution region read around the crop's
+    footprint (clipped to the frame, which is where the verifier's edge replication starts on
+    a whole frame too), so each score is the one the whole frame in BGR would give, without
+    converting the whole frame.
+    """
+    readable = readable_frame(frame)
+    width, height = display_size(frame.width, frame.height, turns)
+    scores = []
+    for face in faces:
+        region = read_region(readable, verify_footprint(face, width, height), turns)
+        x0, y0 = region.display_rect[:2]
+        scores.append(verifier.score(region.image, shift_face(face, -x0, -y0)))
+    return scores
 
 
 def verify_footprint(face: Face, width: int, height: int) -> Rect:
