@@ -6,9 +6,10 @@ The chunk's read range is decoded ONCE, streaming through steps on their own thr
     decode ─► detect ─► track ─► prepare ─► forward ─► paste ─► encode (caller's thread)
 
 - decode: `av.VideoFrame`s of the read range, nothing converted (GOP lead-in counted).
-- detect: faces of every read frame from a small swscale image (`FaceFinder`), or the
-  detections of a pre-pass (`detected`) when one ran. Frames outside the owned range are
-  dropped here; only their detections go on.
+- detect: faces of every read frame from a small swscale image (`FaceFinder`, whose target
+  gate re-detects each face on its full-resolution aligned crop), or the detections of a
+  pre-pass (`detected`) when one ran. Frames outside the owned range are dropped here; only
+  their detections go on.
 - track: a sliding window. A frame's faces depend only on the detections within
   `temporal.reach <= chunk.overlap` frames of it (`faces_near`), so owned frame f is released
   as soon as frame f + reach has been detected; at most reach + 1 frames wait here.
@@ -16,7 +17,11 @@ The chunk's read range is decoded ONCE, streaming through steps on their own thr
   match and the decoder holds no reference, one conversion otherwise), each face region read
   as BGR, and the engine's CPU preparation (alignment) of its faces.
 - forward: the swap model, over the faces of several consecutive frames in one call.
-- paste: composite into each region, write the changed samples back into the planes.
+- paste: composite into each region, write the changed samples back into the planes; with a
+  recognizer (inswapper) each swapped face is embedded again for the identity score.
+
+With a `SourceSet` (`selection.mode=map`) each target gets the identity of the person its shot
+track was assigned to: prepare and forward run per identity, paste composites them all.
 - encode: `av.VideoFrame`s in the output pixel format straight into the encoder.
 
 Memory is bounded by the window plus the queue depths (about 2 * overlap + 1 + 6 * depth
