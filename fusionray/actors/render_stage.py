@@ -35,12 +35,10 @@ phase by phase; an engine with only `swap()` runs whole in the forward step.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import av
@@ -57,7 +55,6 @@ from fusionray.actors.stages import (
     embedder_from_config,
     encoder_settings_for,
     read_region,
-    read_test_hooks,
     swapper_from_config,
     write_region,
 )
@@ -169,8 +166,6 @@ class RenderStage:
                  queue_depth: int = QUEUE_DEPTH) -> None:
         cv2.setNumThreads(threads)
         self.config = config
-        if read_test_hooks().get("fail_swap_start"):
-            raise RuntimeError("test hook: the swap stage cannot start")
         self.threads = threads
         self._finder: FaceFinder | None = None
         self.swapper = swapper_from_config(config, threads=threads)
@@ -217,14 +212,6 @@ class RenderStage:
             identities = [source]
         scorer = self.scorer
         scores: list[np.ndarray] = []
-        hooks = read_test_hooks()
-        frame_delay = float(hooks.get("frame_delay_seconds", 0.0))  # type: ignore[arg-type]
-        if hooks:
-            marker_dir = hooks.get("marker_dir")
-            if marker_dir:
-                Path(str(marker_dir), f"chunk-{chunk.index}-pid-{os.getpid()}").touch()
-            if chunk.index in (hooks.get("fail_chunks") or []):  # type: ignore[operator]
-                raise RuntimeError(f"test hook: chunk {chunk.index} fails")
         settings = encoder_settings_for(self.config, info)
         turns = display_turns(info.rotation)
         clock = StepClock()
@@ -310,8 +297,6 @@ class RenderStage:
                             scores.extend(self._identity_scores(scorer, item, identities))
                     counts["swapped"] += len(frame.targets)
                     counts["frames_with_faces"] += 1
-                if frame_delay:
-                    time.sleep(frame_delay)
                 yield frame.output
 
         steps = [("detect", detect), ("track", track), ("prepare", prepare),

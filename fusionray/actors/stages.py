@@ -9,9 +9,7 @@ image and each face region (`fusionray.media.frame`), never the whole frame.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -79,6 +77,7 @@ def model_options_from_config(
         shared_dirs=tuple(Path(p) for p in config.models.shared_dirs) or None,
         offline=True if config.models.offline else None,
         gpu=config.gpu,
+        allow_unverified=config.models.allow_unverified,
     )
 
 
@@ -100,6 +99,7 @@ def detector_from_config(config: RenderConfig, *, threads: int) -> Detector:
         input_size=settings.input_size,
         shared_dirs=options.shared_dirs,
         offline=options.offline,
+        allow_unverified=options.allow_unverified,
     )
 
 
@@ -114,7 +114,8 @@ def verifier_from_config(config: RenderConfig, *, threads: int) -> FaceVerifier 
     return FaceVerifier(build_detector(
         "blazeface", model="front", score_threshold=0.3, nms_threshold=0.3,
         providers=settings.providers, threads=threads, cache_dir=options.cache_dir,
-        shared_dirs=options.shared_dirs, offline=options.offline))
+        shared_dirs=options.shared_dirs, offline=options.offline,
+        allow_unverified=options.allow_unverified))
 
 
 def gate_model_names(config: RenderConfig) -> tuple[str, ...]:
@@ -319,26 +320,6 @@ def replace_embedding(face: Face, embedding: npt.NDArray[np.float32] | None) -> 
                 embedding=embedding, pose=face.pose)
 
 
-TEST_HOOKS_ENV = "FUSIONRAY_TEST_HOOKS"
-"""Test hook, for the fault-injection tests only: the path of a JSON file read at the start of
-every swap call and when a swap stage starts. Keys: `frame_delay_seconds` (sleep per frame, so
-a fault lands mid-job), `fail_swap_start` (the swap stage's constructor raises),
-`fail_chunks` (chunk indices whose swap raises), `marker_dir` (a file `chunk-I-pid-P` is created
-there when chunk I starts in worker process P). Unset in production: then it costs one getenv."""
-
-
-def read_test_hooks() -> dict[str, object]:
-    """The fault-injection settings named by `FUSIONRAY_TEST_HOOKS` (empty when unset)."""
-    path = os.environ.get(TEST_HOOKS_ENV)
-    if not path:
-        return {}
-    try:
-        hooks = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    return hooks if isinstance(hooks, dict) else {}
-
-
 def encoder_settings_for(config: RenderConfig, info: VideoInfo) -> EncoderSettings:
     """The job's segment encoder settings for this video."""
     return settings_for_video(config.encode, info)
@@ -440,8 +421,6 @@ class SwapStage:
     def __init__(self, config: RenderConfig, *, threads: int = 1) -> None:
         cv2.setNumThreads(threads)
         self.config = config
-        if read_test_hooks().get("fail_swap_start"):
-            raise RuntimeError("test hook: the swap stage cannot start")
         self.swapper = swapper_from_config(config, threads=threads)
         # The identity score needs the recognizer, which only the neural engine has.
         self.scorer = (embedder_from_config(config, threads=threads)
@@ -464,16 +443,6 @@ class SwapStage:
         timings = {"decode": 0.0, "swap": 0.0, "encode": 0.0}
         swapped = frames_with_faces = 0
         scores: list[np.ndarray] = []
-        hooks = read_test_hooks()
-        if hooks:
-            frame_delay = float(hooks.get("frame_delay_seconds", 0.0))  # type: ignore[arg-type]
-            marker_dir = hooks.get("marker_dir")
-            if marker_dir:
-                Path(str(marker_dir), f"chunk-{chunk.index}-pid-{os.getpid()}").touch()
-            if chunk.index in (hooks.get("fail_chunks") or []):  # type: ignore[operator]
-                raise RuntimeError(f"test hook: chunk {chunk.index} fails")
-        else:
-            frame_delay = 0.0
 
         def swapped_frames() -> Iterator[np.ndarray]:
             nonlocal swapped, frames_with_faces
@@ -501,8 +470,6 @@ class SwapStage:
                     frame = from_display(swapped_frame, info.rotation)
                     swapped += len(targets)
                     frames_with_faces += 1
-                if frame_delay:
-                    time.sleep(frame_delay)
                 clock = time.perf_counter()
                 timings["swap"] += clock - now
                 yield frame
@@ -537,6 +504,7 @@ class SwapStage:
             face_tracks=build_face_tracks(faces_by_frame, selected_by_frame, info,
                                           start=chunk.start, stop=chunk.stop)
             if self.config.export_faces else None,
+            frames_decoded=chunk.owned_frames,
             identity_scores=np.concatenate(scores) if scores else None,
         )
 
