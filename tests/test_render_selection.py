@@ -20,7 +20,12 @@ from fusionray.jobs.pipeline import OutputPaths, render
 from fusionray.types import FrameBGR
 from tests import onnx_fixtures as fx
 from tests.clips import write_face_clip
-from tests.faces_fixtures import INSIGHTFACE_IMAGES, astronaut_bgr, blazeface
+from tests.faces_fixtures import (
+    INSIGHTFACE_IMAGES,
+    astronaut_bgr,
+    blazeface,
+    copy_blazeface_models,
+)
 from tests.test_render import compose_config, decoded_frames
 
 WIDTH, HEIGHT, FRAMES = 720, 288, 36
@@ -177,9 +182,11 @@ def test_mode_map_swaps_each_person_to_their_own_source(local_ray, tmp_path: Pat
 
 @pytest.fixture(scope="module")
 def neural_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fx.import_fixtures(tmp_path_factory.mktemp("identity_models"),
-                              inswapper_128=fx.build_identity_swapper(),
-                              arcface_w600k_r50=fx.build_arcface_fixture())
+    cache = fx.import_fixtures(tmp_path_factory.mktemp("identity_models"),
+                               inswapper_128=fx.build_identity_swapper(),
+                               arcface_w600k_r50=fx.build_arcface_fixture())
+    copy_blazeface_models(cache)
+    return cache
 
 
 @pytest.mark.ray
