@@ -32,7 +32,7 @@ INSWAPPER_MODELS = ("inswapper_128",)
 RECOGNIZERS = ("arcface_w600k_r50",)
 ENHANCERS = ("none", "gfpgan_1.4")
 BLENDS = ("laplacian", "alpha")
-SELECTIONS = ("one", "many", "reference")
+SELECTIONS = ("one", "many", "reference", "map")
 CHUNK_ERROR_POLICIES = ("fail", "passthrough")
 PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
@@ -154,12 +154,59 @@ class SwapperConfig:
 
 
 @dataclass(frozen=True)
+class FaceMapEntry:
+    """One person of `selection.mode=map`: how to find their face, and who they become."""
+
+    source: Any = None
+    """Source image path, or a list of paths whose faces are combined."""
+    reference_image: Any = None
+    """Image(s) of their face in the video (a path or a list; needs a recognizer)..."""
+    reference_frame: int | None = None
+    """...and/or a frame index of the input holding their face..."""
+    reference_face: int = 0
+    """...and which face of that frame, counted largest first (0 = largest)."""
+
+    def __post_init__(self) -> None:
+        sources = self.source_paths
+        _require(len(sources) > 0 and all(isinstance(s, str) and s for s in sources),
+                 "selection.map.source", self.source, "an image path or a list of image paths")
+        _require(all(isinstance(s, str) and s for s in self.reference_images),
+                 "selection.map.reference_image", self.reference_image,
+                 "an image path or a list of image paths")
+        _require(bool(self.reference_images) or self.reference_frame is not None,
+                 "selection.map.reference_image/reference_frame",
+                 (self.reference_image, self.reference_frame), "at least one of them set")
+        _require(self.reference_frame is None or self.reference_frame >= 0,
+                 "selection.map.reference_frame", self.reference_frame, ">= 0 or null")
+        _require(self.reference_face >= 0, "selection.map.reference_face",
+                 self.reference_face, ">= 0")
+
+    @property
+    def source_paths(self) -> tuple[str, ...]:
+        return _paths(self.source)
+
+    @property
+    def reference_images(self) -> tuple[str, ...]:
+        return _paths(self.reference_image)
+
+
+def _paths(value: Any) -> tuple[str, ...]:
+    """A path or a list of paths as a tuple (empty for None)."""
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    return (value,)
+
+
+@dataclass(frozen=True)
 class SelectionConfig:
     """Which detected faces get swapped."""
 
     mode: str = "many"
-    """one (the largest face per frame), many (every face), or reference (faces whose identity
-    is within `reference_distance` of a reference face)."""
+    """one (the most prominent face track over the whole shot), many (every face), reference
+    (faces whose identity is within `reference_distance` of a reference face), or map (each
+    `map` entry's face to its own source; see `fusionray.faces.shot`)."""
     min_face_size: int = 0
     """Faces whose box is smaller than this many pixels on its shorter side are left alone."""
     reference_image: str | None = None
@@ -175,8 +222,58 @@ class SelectionConfig:
     """Skip faces turned further than this many degrees left or right, in [0, 90] (90 = off)."""
     max_pitch: float = 90.0
     """Skip faces tilted further than this many degrees up or down, in [0, 90] (90 = off)."""
+    track_max_gap: int = 12
+    """one/map (shot-level selection): frames a face may be missed (out of frame, hidden) and
+    come back near where it left as the same track, keeping its swap; >= 0."""
+    track_gate: bool = False
+    """Also run the shot pass (track gate) for many/reference; one/map always gate tracks."""
+    min_track_detections: int = 3
+    """Track gate: a face track needs this many detected frames over the shot, >= 1."""
+    min_track_presence: float = 0.5
+    """Track gate: ...and to be detected on this fraction of the frames it spans, in [0, 1]
+    (a "face" on scattered frames is not a face)."""
+    max_landmark_error: float = 0.45
+    """Target gate: largest keypoint misfit to the human face template (template eye
+    distances; it grows with head turn: 0.25 at 60° yaw, 0.39 in profile), > 0."""
+    verify_faces: bool = True
+    """Target gate: re-detect every face on its aligned crop (BlazeFace front) and drop those
+    not found again (animals, objects)."""
+    verify_min_score: float = 0.5
+    """Target gate: smallest re-detection confidence, in [0, 1]."""
+    source_min_score: float = 0.7
+    """Source gate: smallest detector confidence of the source image's face, in [0, 1]."""
+    source_verify_min_score: float = 0.65
+    """Source gate: smallest re-detection confidence on its aligned crop, in [0, 1]."""
+    source_max_landmark_error: float = 0.3
+    """Source gate: largest keypoint misfit to the face template (0.3 is about 70° of yaw:
+    a source must show the face), > 0."""
+    source_min_face_size: int = 48
+    """Source gate: smallest face (shorter box side, pixels) in a source image, >= 0."""
+    map: tuple[FaceMapEntry, ...] = ()
+    """map mode: one entry per person: their reference face(s) and their source image(s)."""
 
     def __post_init__(self) -> None:
+        entries = tuple(
+            entry if isinstance(entry, FaceMapEntry)
+            else from_mapping(FaceMapEntry, entry, prefix="selection.map.")
+            for entry in self.map)
+        object.__setattr__(self, "map", entries)
+        _require(self.track_max_gap >= 0, "selection.track_max_gap", self.track_max_gap, ">= 0")
+        _require(self.min_track_detections >= 1, "selection.min_track_detections",
+                 self.min_track_detections, ">= 1")
+        for key, value in (("selection.min_track_presence", self.min_track_presence),
+                           ("selection.verify_min_score", self.verify_min_score),
+                           ("selection.source_min_score", self.source_min_score),
+                           ("selection.source_verify_min_score", self.source_verify_min_score)):
+            _require(0.0 <= value <= 1.0, key, value, "in [0, 1]")
+        for key, value in (("selection.max_landmark_error", self.max_landmark_error),
+                           ("selection.source_max_landmark_error",
+                            self.source_max_landmark_error)):
+            _require(value > 0.0, key, value, "> 0")
+        _require(self.source_min_face_size >= 0, "selection.source_min_face_size",
+                 self.source_min_face_size, ">= 0")
+        _require(self.mode != "map" or len(entries) > 0, "selection.map", list(self.map),
+                 "at least one entry when selection.mode=map")
         _require_choice("selection.mode", self.mode, SELECTIONS)
         _require(self.min_face_size >= 0, "selection.min_face_size", self.min_face_size, ">= 0")
         _require(0.0 < self.reference_distance <= 2.0, "selection.reference_distance",
@@ -196,8 +293,9 @@ class SelectionConfig:
 
     @property
     def needs_embeddings(self) -> bool:
-        """Whether detection must embed every face (reference selection)."""
-        return self.mode == "reference"
+        """Whether detection must embed every face (reference selection, map by image)."""
+        return self.mode == "reference" or (
+            self.mode == "map" and any(entry.reference_images for entry in self.map))
 
 
 @dataclass(frozen=True)
@@ -521,7 +619,7 @@ class RenderConfig:
         sources = self.source_paths
         _require(all(isinstance(s, str) and s for s in sources), "source", self.source,
                  "an image path or a list of image paths")
-        if self.video != "demo":
+        if self.video != "demo" and self.selection.mode != "map":  # map: per-entry sources
             _require(len(sources) > 0, "source", self.source,
                      "at least one image path (pass +source=PATH)")
         _require_choice("on_chunk_error", self.on_chunk_error, CHUNK_ERROR_POLICIES)

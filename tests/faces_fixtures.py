@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import shutil
 from pathlib import Path
 
 import cv2
@@ -54,3 +55,11 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Peak signal-to-noise ratio of two uint8 images in dB (inf when identical)."""
     error = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if error == 0 else float(10 * np.log10(255.0**2 / error))
+
+
+def copy_blazeface_models(cache: Path) -> None:
+    """Put the real BlazeFace models into an offline model cache: back (the video detector)
+    and front (the target and source gates' verifier, loaded by every job that verifies)."""
+    for model in ("back", "front"):
+        published = blazeface(model).runner.path
+        shutil.copyfile(published, cache / published.name)

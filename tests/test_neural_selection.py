@@ -5,7 +5,6 @@ the new config keys, and one render through the neural path on contract-faithful
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from fusionray.faces.table import faces_to_table, table_to_faces
 from fusionray.jobs.pipeline import OutputPaths, render
 from fusionray.types import Face
 from tests import onnx_fixtures as fx
-from tests.faces_fixtures import astronaut_bgr, blazeface, psnr
+from tests.faces_fixtures import astronaut_bgr, blazeface, copy_blazeface_models, psnr
 from tests.test_render import compose_config, decoded_frames
 
 
@@ -122,10 +121,9 @@ def fixture_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = fx.import_fixtures(tmp_path_factory.mktemp("neural_models"),
                                inswapper_128=fx.build_identity_swapper(),
                                arcface_w600k_r50=fx.build_arcface_fixture())
-    # The detector is the real BlazeFace; offline, the loader finds it only where the job
-    # looks (cache or shared folders), as for every other model.
-    published = blazeface("back").runner.path
-    shutil.copyfile(published, cache / published.name)
+    # The detector (and the target gate's verifier) is the real BlazeFace; offline, the loader
+    # finds it only where the job looks (cache or shared folders), as for every other model.
+    copy_blazeface_models(cache)
     return cache
 
 

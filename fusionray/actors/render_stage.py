@@ -6,9 +6,10 @@ The chunk's read range is decoded ONCE, streaming through steps on their own thr
     decode ─► detect ─► track ─► prepare ─► forward ─► paste ─► encode (caller's thread)
 
 - decode: `av.VideoFrame`s of the read range, nothing converted (GOP lead-in counted).
-- detect: faces of every read frame from a small swscale image (`FaceFinder`), or the
-  detections of a pre-pass (`detected`) when one ran. Frames outside the owned range are
-  dropped here; only their detections go on.
+- detect: faces of every read frame from a small swscale image (`FaceFinder`, whose target
+  gate re-detects each face on its full-resolution aligned crop), or the detections of a
+  pre-pass (`detected`) when one ran. Frames outside the owned range are dropped here; only
+  their detections go on.
 - track: a sliding window. A frame's faces depend only on the detections within
   `temporal.reach <= chunk.overlap` frames of it (`faces_near`), so owned frame f is released
   as soon as frame f + reach has been detected; at most reach + 1 frames wait here.
@@ -16,7 +17,11 @@ The chunk's read range is decoded ONCE, streaming through steps on their own thr
   match and the decoder holds no reference, one conversion otherwise), each face region read
   as BGR, and the engine's CPU preparation (alignment) of its faces.
 - forward: the swap model, over the faces of several consecutive frames in one call.
-- paste: composite into each region, write the changed samples back into the planes.
+- paste: composite into each region, write the changed samples back into the planes; with a
+  recognizer (inswapper) each swapped face is embedded again for the identity score.
+
+With a `SourceSet` (`selection.mode=map`) each target gets the identity of the person its shot
+track was assigned to: prepare and forward run per identity, paste composites them all.
 - encode: `av.VideoFrame`s in the output pixel format straight into the encoder.
 
 Memory is bounded by the window plus the queue depths (about 2 * overlap + 1 + 6 * depth
@@ -47,6 +52,7 @@ from fusionray.actors.stages import (
     FaceFinder,
     display_size,
     display_turns,
+    embedder_from_config,
     encoder_settings_for,
     read_region,
     swapper_from_config,
@@ -54,7 +60,11 @@ from fusionray.actors.stages import (
 )
 from fusionray.actors.stream_stage import StepClock, run_steps
 from fusionray.config import RenderConfig
+from fusionray.faces.embed import ArcFaceEmbedder
+from fusionray.faces.identity import identity_similarities
+from fusionray.faces.people import SourceSet
 from fusionray.faces.select import select_faces
+from fusionray.faces.shot import ShotSelection
 from fusionray.faces.table import table_to_faces
 from fusionray.faces.temporal import faces_near, neighbourhood
 from fusionray.faces.tracks import build_face_tracks
@@ -82,12 +92,26 @@ class _Frame:
     """Detections, then (after track) the tracked, smoothed faces of the frame."""
     targets: list[Face] = field(default_factory=list)
     """The faces selected for swapping (a subset of `faces`, same objects)."""
+    people: list[int] = field(default_factory=list)
+    """Per target, the index of the identity it gets (`SourceSet` person; 0 for one source)."""
     plane: PlaneFrame | None = None
     """The frame being swapped into (frames with targets)."""
     output: av.VideoFrame | None = None
     """What the encoder gets: the plane's frame, or the untouched frame in its format."""
-    regions: list[tuple[DisplayRegion, list[Face], Any]] = field(default_factory=list)
-    """Per face region: the region, its faces shifted into it, and the engine's jobs."""
+    regions: list[_Region] = field(default_factory=list)
+    """The frame's face regions, in `face_regions` order."""
+
+
+@dataclass
+class _Region:
+    """One face region of a frame and its faces, grouped by the identity they get."""
+
+    region: DisplayRegion
+    groups: list[tuple[int, list[Face], Any]]
+    """(identity index, its faces shifted into the region, the engine's jobs for them), in
+    identity order."""
+    before: np.ndarray | None = None
+    """The region as read (display orientation), kept for the identity score."""
 
 
 class _Phases:
@@ -103,25 +127,36 @@ class _Phases:
             return list(self.swapper.prepare(image, faces, source))
         return None
 
-    def forward(self, frames: Sequence[_Frame], source: SourceIdentity) -> None:
-        """Run the model for every region of `frames` (one call when phased)."""
+    def forward(self, frames: Sequence[_Frame], identities: Sequence[SourceIdentity]) -> None:
+        """Run the model for every region of `frames`: one call per identity when phased
+        (`identities[i]` is identity index i; one call in all for a single source)."""
         if not self.phased:
             for frame in frames:
-                for region, faces, _ in frame.regions:
-                    region.image = self.swapper.swap(region.image, faces, source)
+                for item in frame.regions:
+                    for person, faces, _ in item.groups:
+                        item.region.image = self.swapper.swap(item.region.image, faces,
+                                                              identities[person])
             return
-        jobs = [job for frame in frames for _, _, region_jobs in frame.regions
-                for job in region_jobs]
-        if not jobs:
-            return
-        done = iter(self.swapper.forward(jobs, source))
-        for frame in frames:
-            frame.regions = [(region, faces, [next(done) for _ in region_jobs])
-                             for region, faces, region_jobs in frame.regions]
+        for person, identity in enumerate(identities):
+            jobs = [job for frame in frames for item in frame.regions
+                    for group_person, _, group_jobs in item.groups if group_person == person
+                    for job in group_jobs]
+            if not jobs:
+                continue
+            done = iter(self.swapper.forward(jobs, identity))
+            for frame in frames:
+                for item in frame.regions:
+                    item.groups = [
+                        (group_person, faces,
+                         [next(done) for _ in group_jobs] if group_person == person
+                         else group_jobs)
+                        for group_person, faces, group_jobs in item.groups]
 
-    def paste(self, region: DisplayRegion, jobs: Any) -> None:
+    def paste(self, item: _Region) -> None:
+        """Composite every face of the region (each group's jobs carry their output)."""
         if self.phased:
-            region.image = self.swapper.paste(region.image, jobs)
+            jobs = [job for _, _, group_jobs in item.groups for job in group_jobs]
+            item.region.image = self.swapper.paste(item.region.image, jobs)
 
 
 class RenderStage:
@@ -135,6 +170,10 @@ class RenderStage:
         self._finder: FaceFinder | None = None
         self.swapper = swapper_from_config(config, threads=threads)
         self.phases = _Phases(self.swapper)
+        # The identity score needs the recognizer, which only the neural engine has.
+        self.scorer: ArcFaceEmbedder | None = (
+            embedder_from_config(config, threads=threads)
+            if config.swapper.name == "inswapper" else None)
         self.queue_depth = queue_depth
 
     @property
@@ -146,23 +185,33 @@ class RenderStage:
         return self._finder
 
     def __call__(
-        self, info: VideoInfo, chunk: Chunk, source: SourceIdentity,
-        detected: DetectResult | None = None, shot: object | None = None,
+        self, info: VideoInfo, chunk: Chunk, source: SourceIdentity | SourceSet,
+        detected: DetectResult | None = None, shot: ShotSelection | None = None,
     ) -> ChunkResult:
         """Render `chunk`.
 
         Args:
             info: the video (its `frame_pts`, rotation and colour tags are used).
             chunk: which frames to read and which to write.
-            source: the identity to swap in.
+            source: the identity to swap in, or (`selection.mode=map`) the people, each face
+                getting the identity of the person its shot track was assigned to.
             detected: the chunk's detections from a pre-pass; then nothing is detected again.
             shot: the shot-level selection (`fusionray.faces.shot.ShotSelection`) when the
-                job made one; passed to `select_faces`.
+                job made one; passed to `select_faces`. Required with a `SourceSet`.
 
         Raises:
+            ValueError: a `SourceSet` without a shot selection.
             MediaError: a frame cannot be decoded or the segment cannot be encoded; any error
                 of any step.
         """
+        if isinstance(source, SourceSet):
+            if shot is None:
+                raise ValueError("A SourceSet (selection.mode=map) needs a shot selection")
+            identities = [source.identity(i) for i in range(len(source.people))]
+        else:
+            identities = [source]
+        scorer = self.scorer
+        scores: list[np.ndarray] = []
         settings = encoder_settings_for(self.config, info)
         turns = display_turns(info.rotation)
         clock = StepClock()
@@ -214,9 +263,15 @@ class RenderStage:
                 for rect, members in face_regions(frame.targets, width, height):
                     region = read_region(plane, rect, turns)
                     x0, y0 = region.display_rect[:2]
-                    faces = [shift_face(frame.targets[i], -x0, -y0) for i in members]
-                    frame.regions.append(
-                        (region, faces, self.phases.prepare(region.image, faces, source)))
+                    groups = []
+                    for person in sorted({frame.people[i] for i in members}):
+                        faces = [shift_face(frame.targets[i], -x0, -y0) for i in members
+                                 if frame.people[i] == person]
+                        groups.append((person, faces, self.phases.prepare(
+                            region.image, faces, identities[person])))
+                    # Engines composite into a copy, so the region as read stays as it was.
+                    frame.regions.append(_Region(
+                        region, groups, region.image if scorer is not None else None))
                 yield frame
 
         def forward(frames: Iterator[_Frame]) -> Iterator[_Frame]:
@@ -224,20 +279,22 @@ class RenderStage:
             for frame in frames:
                 batch.append(frame)
                 if len(batch) == FORWARD_FRAMES:
-                    self.phases.forward(batch, source)
+                    self.phases.forward(batch, identities)
                     yield from batch
                     batch = []
             if batch:
-                self.phases.forward(batch, source)
+                self.phases.forward(batch, identities)
                 yield from batch
 
         def paste(frames: Iterator[_Frame]) -> Iterator[av.VideoFrame]:
             for frame in frames:
                 assert frame.output is not None
                 if frame.plane is not None:
-                    for region, _, jobs in frame.regions:
-                        self.phases.paste(region, jobs)
-                        write_region(frame.plane, region, turns)
+                    for item in frame.regions:
+                        self.phases.paste(item)
+                        write_region(frame.plane, item.region, turns)
+                        if scorer is not None:
+                            scores.extend(self._identity_scores(scorer, item, identities))
                     counts["swapped"] += len(frame.targets)
                     counts["frames_with_faces"] += 1
                 yield frame.output
@@ -288,11 +345,30 @@ class RenderStage:
             if self.config.export_faces else None,
             frames_decoded=counts["decoded"]
             + (detected.frames_decoded if detected is not None else 0),
+            identity_scores=np.concatenate(scores) if scores else None,
         )
 
+    @staticmethod
+    def _identity_scores(
+        scorer: ArcFaceEmbedder, item: _Region, identities: Sequence[SourceIdentity]
+    ) -> list[np.ndarray]:
+        """(N, 2) identity scores of a swapped region's faces, one array per identity group
+        (`fusionray.faces.identity`): each face embedded before and after, same landmarks."""
+        assert item.before is not None
+        scores = []
+        for person, faces, _ in item.groups:
+            embedding = identities[person].embedding
+            if embedding is None:
+                continue
+            before, after = scorer.embed_many([(item.before, faces),
+                                               (item.region.image, faces)])
+            scores.append(identity_similarities(before, after, embedding))
+        return scores
+
     def _track(
-        self, frames: Iterator[_Frame], chunk: Chunk, info: VideoInfo, source: SourceIdentity,
-        shot: object | None, faces_by_frame: dict[int, list[Face]],
+        self, frames: Iterator[_Frame], chunk: Chunk, info: VideoInfo,
+        source: SourceIdentity | SourceSet, shot: ShotSelection | None,
+        faces_by_frame: dict[int, list[Face]],
         selected_by_frame: dict[int, list[Face]],
     ) -> Iterator[_Frame]:
         """Release each owned frame with its tracked, smoothed and selected faces as soon as
@@ -314,10 +390,16 @@ class RenderStage:
                 faces = faces_near(detections, frame.index, near, settings)
             else:
                 faces = list(detections.get(frame.index, []))
-            selection = {} if shot is None else {"shot": shot}
             targets = select_faces(faces, self.config.selection,
-                                   reference=source.reference_embedding, **selection)
-            frame.faces, frame.targets = faces, targets
+                                   reference=getattr(source, "reference_embedding", None),
+                                   shot=shot, frame_index=frame.index)
+            if isinstance(source, SourceSet):
+                assert shot is not None  # Checked by the caller.
+                pairs = shot.match(targets, frame.index)
+                targets, people = [face for face, _ in pairs], [person for _, person in pairs]
+            else:
+                people = [0] * len(targets)
+            frame.faces, frame.targets, frame.people = faces, targets, people
             if faces:
                 faces_by_frame[frame.index] = faces
             selected_by_frame[frame.index] = targets

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +23,15 @@ import pyarrow as pa
 
 from fusionray.config import RenderConfig
 from fusionray.errors import MediaError
+from fusionray.faces.blazeface import BLAZEFACE_MODELS
 from fusionray.faces.detect import Detector, build_detector, detection_side
 from fusionray.faces.embed import ArcFaceEmbedder
+from fusionray.faces.gate import VERIFY_CROP, FaceVerifier, canonical_crop_matrix
+from fusionray.faces.identity import identity_similarities
+from fusionray.faces.people import SourceSet
 from fusionray.faces.pose import with_pose
 from fusionray.faces.select import select_faces
+from fusionray.faces.shot import ShotSelection
 from fusionray.faces.table import faces_to_table, table_to_faces
 from fusionray.faces.temporal import stabilize_faces
 from fusionray.faces.tracks import build_face_tracks
@@ -97,6 +102,27 @@ def detector_from_config(config: RenderConfig, *, threads: int) -> Detector:
         offline=options.offline,
         allow_unverified=options.allow_unverified,
     )
+
+
+def verifier_from_config(config: RenderConfig, *, threads: int) -> FaceVerifier | None:
+    """The face verifier (BlazeFace front on aligned crops), or None when
+    `selection.verify_faces` is off."""
+    if not config.selection.verify_faces:
+        return None
+    settings = config.detector
+    options = model_options_from_config(config, providers=settings.providers, threads=threads)
+    # A low threshold: the verifier reports the confidence, its callers compare it.
+    return FaceVerifier(build_detector(
+        "blazeface", model="front", score_threshold=0.3, nms_threshold=0.3,
+        providers=settings.providers, threads=threads, cache_dir=options.cache_dir,
+        shared_dirs=options.shared_dirs, offline=options.offline,
+        allow_unverified=options.allow_unverified))
+
+
+def gate_model_names(config: RenderConfig) -> tuple[str, ...]:
+    """The model files the target gate loads wherever faces are detected (catalogue names):
+    BlazeFace front when `selection.verify_faces`, whatever the job's own detector is."""
+    return (BLAZEFACE_MODELS["front"],) if config.selection.verify_faces else ()
 
 
 def embedder_from_config(config: RenderConfig, *, threads: int = 1) -> ArcFaceEmbedder:
@@ -206,6 +232,8 @@ class FaceFinder:
         self.detector = detector_from_config(config, threads=threads)
         self.embedder = (embedder_from_config(config, threads=threads)
                          if config.selection.needs_embeddings else None)
+        self.verifier = verifier_from_config(config, threads=threads)
+        self.verify_min_score = config.selection.verify_min_score
         self.side = detection_side(self.detector)
 
     @property
@@ -223,6 +251,8 @@ class FaceFinder:
                 scale_x, scale_y = scale_y, scale_x
         faces = [with_pose(scale_face(face, scale_x, scale_y))
                  for face in self.detector.detect(small)]
+        if self.verifier is not None and faces:
+            faces = self.verify(frame, faces, turns)
         if self.embedder is not None and faces:
             faces = self.embed(frame, faces, turns)
         return faces
@@ -241,6 +271,48 @@ class FaceFinder:
             for index, face in zip(members, embedded, strict=True):
                 result[index] = replace_embedding(faces[index], face.embedding)
         return result
+
+
+    def verify(self, frame: av.VideoFrame, faces: list[Face], turns: int) -> list[Face]:
+        """The faces the target gate's verifier confirms (`fusionray.faces.gate`), in order."""
+        assert self.verifier is not None
+        scores = verify_scores(self.verifier, frame, faces, turns)
+        return [face for face, score in zip(faces, scores, strict=True)
+                if score >= self.verify_min_score]
+
+
+def verify_scores(verifier: FaceVerifier, frame: av.VideoFrame, faces: Sequence[Face],
+                  turns: int) -> list[float]:
+    """The verifier's re-detection confidence of each face of a decoded frame (faces in
+    display-orientation frame pixels, `turns` quarter turns from coded to display).
+
+    Each face's canonical crop is cut from a full-resolution region read around the crop's
+    footprint (clipped to the frame, which is where the verifier's edge replication starts on
+    a whole frame too), so each score is the one the whole frame in BGR would give, without
+    converting the whole frame.
+    """
+    readable = readable_frame(frame)
+    width, height = display_size(frame.width, frame.height, turns)
+    scores = []
+    for face in faces:
+        region = read_region(readable, verify_footprint(face, width, height), turns)
+        x0, y0 = region.display_rect[:2]
+        scores.append(verifier.score(region.image, shift_face(face, -x0, -y0)))
+    return scores
+
+
+def verify_footprint(face: Face, width: int, height: int) -> Rect:
+    """The display-orientation pixels the verifier's canonical crop of `face` samples (with a
+    2 px margin for bilinear interpolation), clipped to the `width` x `height` frame."""
+    matrix = canonical_crop_matrix(face)
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0, 1], [VERIFY_CROP, 0, 1], [0, VERIFY_CROP, 1],
+                        [VERIFY_CROP, VERIFY_CROP, 1]], dtype=np.float64) @ inverse.T
+    x0 = min(max(0, int(np.floor(corners[:, 0].min())) - 2), width - 1)
+    y0 = min(max(0, int(np.floor(corners[:, 1].min())) - 2), height - 1)
+    x1 = max(min(width, int(np.ceil(corners[:, 0].max())) + 3), x0 + 1)
+    y1 = max(min(height, int(np.ceil(corners[:, 1].max())) + 3), y0 + 1)
+    return (x0, y0, x1, y1)
 
 
 def replace_embedding(face: Face, embedding: npt.NDArray[np.float32] | None) -> Face:
@@ -307,6 +379,10 @@ class ChunkResult:
     frames_decoded: int = 0
     """Frames decoded to make this chunk, GOP lead-in included, over every pass (a detection
     pre-pass counts too); `frames` of them were written."""
+    identity_scores: np.ndarray | None = None
+    """(N, 2) float32 per swapped face: cosine similarity of the swapped face to the source
+    identity, and to the original target face (`fusionray.faces.identity`); None without a
+    recognizer."""
 
 
 class DetectStage:
@@ -351,9 +427,13 @@ class SwapStage:
         cv2.setNumThreads(threads)
         self.config = config
         self.swapper = swapper_from_config(config, threads=threads)
+        # The identity score needs the recognizer, which only the neural engine has.
+        self.scorer = (embedder_from_config(config, threads=threads)
+                       if config.swapper.name == "inswapper" else None)
 
     def __call__(
-        self, info: VideoInfo, chunk: Chunk, detected: DetectResult, source: SourceIdentity
+        self, info: VideoInfo, chunk: Chunk, detected: DetectResult,
+        source: SourceIdentity | SourceSet, shot: ShotSelection | None = None,
     ) -> ChunkResult:
         # Tracked and smoothed over the read range; each owned frame's faces depend only on
         # the frames within temporal.reach <= chunk.overlap of it, so chunking cannot show.
@@ -367,6 +447,7 @@ class SwapStage:
         selected_by_frame: dict[int, list[Face]] = {}
         timings = {"decode": 0.0, "swap": 0.0, "encode": 0.0}
         swapped = frames_with_faces = 0
+        scores: list[np.ndarray] = []
 
         def swapped_frames() -> Iterator[np.ndarray]:
             nonlocal swapped, frames_with_faces
@@ -375,13 +456,23 @@ class SwapStage:
                                                     chunk.stop):
                 now = time.perf_counter()
                 timings["decode"] += now - clock
-                targets = select_faces(faces_by_frame.get(frame_index, []), self.config.selection,
-                                       reference=source.reference_embedding)
+                targets = select_faces(
+                    faces_by_frame.get(frame_index, []), self.config.selection,
+                    reference=getattr(source, "reference_embedding", None), shot=shot,
+                    frame_index=frame_index)
                 selected_by_frame[frame_index] = targets
                 if targets:
                     upright = to_display(frame, info.rotation)
-                    frame = from_display(self.swapper.swap(upright, targets, source),
-                                         info.rotation)
+                    swapped_frame = upright
+                    # Map mode: each face with its own person's identity, one pass per person.
+                    for identity, faces in self._by_identity(targets, source, shot,
+                                                             frame_index):
+                        swapped_frame = self.swapper.swap(swapped_frame, faces, identity)
+                        if self.scorer is not None and identity.embedding is not None:
+                            scores.append(identity_similarities(
+                                self.scorer.embed(upright, faces),
+                                self.scorer.embed(swapped_frame, faces), identity.embedding))
+                    frame = from_display(swapped_frame, info.rotation)
                     swapped += len(targets)
                     frames_with_faces += 1
                 clock = time.perf_counter()
@@ -419,4 +510,20 @@ class SwapStage:
                                           start=chunk.start, stop=chunk.stop)
             if self.config.export_faces else None,
             frames_decoded=chunk.owned_frames,
+            identity_scores=np.concatenate(scores) if scores else None,
         )
+
+    @staticmethod
+    def _by_identity(
+        targets: list[Face], source: SourceIdentity | SourceSet, shot: ShotSelection | None,
+        frame_index: int,
+    ) -> list[tuple[SourceIdentity, list[Face]]]:
+        """The frame's targets grouped by the identity they get, in person order."""
+        if not isinstance(source, SourceSet):
+            return [(source, targets)]
+        if shot is None:
+            raise ValueError("A SourceSet (selection.mode=map) needs a shot selection")
+        groups: dict[int, list[Face]] = {}
+        for face, index in shot.match(targets, frame_index):
+            groups.setdefault(index, []).append(face)
+        return [(source.identity(index), groups[index]) for index in sorted(groups)]

@@ -1,17 +1,26 @@
-"""Who the faces become: the source identity built from the source images, and the reference
-face that `selection.mode=reference` matches against (both once per job, in the driver)."""
+"""Who the faces become: the source identity built from the source images (each source face
+through the source gate), the reference face that `selection.mode=reference` matches against,
+and the people of `selection.mode=map` (all once per job, in the driver)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
-from fusionray.actors.stages import embedder_from_config, swapper_from_config, to_display
+from fusionray.actors.stages import (
+    embedder_from_config,
+    swapper_from_config,
+    to_display,
+    verifier_from_config,
+)
 from fusionray.config import RenderConfig
 from fusionray.errors import ConfigError, FaceNotFoundError
 from fusionray.faces.detect import Detector
 from fusionray.faces.embed import average_identity
+from fusionray.faces.gate import check_source_face, source_limits
+from fusionray.faces.people import Person, SourceSet
 from fusionray.media.decode import decode_frames, read_image_bgr
+from fusionray.media.storage import localise
 from fusionray.swap.base import SourceIdentity
 from fusionray.types import VideoInfo
 
@@ -25,16 +34,21 @@ def build_source_identity(
         The identity, and notes for run.json (e.g. which face was used when several were found).
 
     Raises:
-        FaceNotFoundError: a source image holds no face.
+        FaceNotFoundError: a source image holds no face, or none that passes the source gate
+            (`fusionray.faces.gate.check_source_face`: an animal, an object, a turned face).
         MediaError: a source image is missing or unreadable.
     """
     images, faces, notes = [], [], []
+    selection = config.selection
+    limits = source_limits(min_score=selection.source_min_score,
+                           max_landmark_error=selection.source_max_landmark_error,
+                           min_size=selection.source_min_face_size)
+    verifier = verifier_from_config(config, threads=1)
     for path in sources:
         image = read_image_bgr(path)
         found = detector.detect(image)
-        if not found:
-            raise FaceNotFoundError(f"No face found in source image '{path}'")
-        largest = max(found, key=lambda face: face.area)
+        largest = check_source_face(image, found, limits, path=str(path), verifier=verifier,
+                                    min_verify_score=selection.source_verify_min_score)
         if len(found) > 1:
             notes.append(f"source image '{path}' has {len(found)} faces; used the largest")
         images.append(image)
@@ -81,3 +95,42 @@ def attach_reference(
                                 f"({len(faces)} faces found)")
     embedding = embedder_from_config(config).embed(image, [faces[selection.reference_face]])[0]
     return replace(identity, reference_embedding=embedding)
+
+
+def build_source_set(
+    config: RenderConfig, detector: Detector
+) -> tuple[SourceSet, list[Path], list[str]]:
+    """`selection.mode=map`: one person per `selection.map` entry (identity + references).
+
+    Returns:
+        The people, every source image used, and notes for run.json.
+
+    Raises:
+        FaceNotFoundError: a source image fails the source gate, or a reference image has no
+            face. MediaError: an image is unreadable.
+    """
+    people: list[Person] = []
+    paths: list[Path] = []
+    notes: list[str] = []
+    embedder = (embedder_from_config(config)
+                if any(entry.reference_images for entry in config.selection.map) else None)
+    for index, entry in enumerate(config.selection.map):
+        sources = [localise(s) for s in entry.source_paths]
+        identity, entry_notes = build_source_identity(config, sources, detector)
+        references = []
+        for reference in entry.reference_images:
+            image = read_image_bgr(localise(reference))
+            found = detector.detect(image)
+            if not found:
+                raise FaceNotFoundError(f"No face found in selection.map[{index}] reference "
+                                        f"image '{reference}'")
+            largest = max(found, key=lambda face: face.area)
+            assert embedder is not None
+            references.append(embedder.embed(image, [largest])[0])
+        anchors = (((entry.reference_frame, entry.reference_face),)
+                   if entry.reference_frame is not None else ())
+        people.append(Person(identity=identity, name=", ".join(entry.source_paths),
+                             reference_embeddings=tuple(references), anchors=anchors))
+        paths += sources
+        notes += entry_notes
+    return SourceSet(people=tuple(people)), paths, notes

@@ -33,13 +33,16 @@ from fusionray.actors.pools import (
 )
 from fusionray.actors.stages import (
     detector_from_config,
+    gate_model_names,
     model_options_from_config,
     swap_model_names,
 )
 from fusionray.config import RenderConfig, config_hash, resolve_for_video
 from fusionray.errors import FusionrayError, PublishError, RenderError, RenderInterrupted
-from fusionray.faces.shot import needs_shot_pass, plan_shot_selection
-from fusionray.jobs.identity import attach_reference, build_source_identity
+from fusionray.faces.identity import summarize_identity
+from fusionray.faces.people import SourceSet
+from fusionray.faces.shot import ShotSelection, needs_shot_pass, plan_shot_selection
+from fusionray.jobs.identity import attach_reference, build_source_identity, build_source_set
 from fusionray.jobs.inputs import (
     OutputPaths,
     check_output,
@@ -70,14 +73,16 @@ log = logging.getLogger("fusionray")
 
 
 def ensure_swap_models(config: RenderConfig) -> None:
-    """Locate (or fetch) the swap actors' model files before Ray starts.
+    """Locate (or fetch) the swap actors' model files (and the target gate's) before Ray
+    starts.
 
     A missing model is then one clear error (ModelError) instead of every actor failing to
     start, and a download happens once here rather than in every actor at the same time.
     Nodes of a cluster without a shared model folder still fetch their own copies.
     """
     options = model_options_from_config(config, providers=config.swapper.providers)
-    for name in swap_model_names(config):
+    # The target gate's verifier runs in every actor that detects, on top of the detector.
+    for name in swap_model_names(config) + gate_model_names(config):
         ensure_model(name, cache_dir=options.cache_dir, shared_dirs=options.shared_dirs,
                      offline=options.offline, allow_unverified=options.allow_unverified)
 
@@ -97,7 +102,8 @@ class Shot:
     """What actors get: a remote input keeps its URI, so other nodes fetch it themselves."""
     paths: OutputPaths
     destination: str | None
-    source: SourceIdentity
+    source: SourceIdentity | SourceSet
+    """The identity, or the people of `selection.mode=map`."""
     detector_provider: str
     chunks: list[Chunk]
     notes: list[str]
@@ -107,6 +113,8 @@ class Shot:
     job: RenderJob | None = None
     lock: OutputLock | None = None
     """The output's lease while the shot renders (checked before its output is written)."""
+    selection: ShotSelection | None = None
+    """The shot-level selection, when the shot planned one (`needs_shot_pass`)."""
 
     @property
     def pool_key(self) -> str:
@@ -142,8 +150,12 @@ def prepare_shot(config: RenderConfig, run_dir: Path) -> Shot:
     # The driver's models never open a GPU: the actors own the cards (`driver_config`).
     on_cpu = driver_config(config)
     detector = detector_from_config(on_cpu, threads=1)
-    source, notes = build_source_identity(on_cpu, sources, detector)
-    source = attach_reference(on_cpu, source, info, detector)
+    source: SourceIdentity | SourceSet
+    if config.selection.mode == "map":
+        source, sources, notes = build_source_set(on_cpu, detector)
+    else:
+        source, notes = build_source_identity(on_cpu, sources, detector)
+        source = attach_reference(on_cpu, source, info, detector)
     stages["source_identity"] = time.perf_counter() - clock
     clock = time.perf_counter()
     ensure_swap_models(config)
@@ -207,6 +219,11 @@ def finish_shot(
     if not config.keep_work:
         shutil.rmtree(paths.work, ignore_errors=True)
 
+    if shot.selection is not None:
+        chosen = shot.selection
+        notes.append(f"shot selection ({config.selection.mode}): {chosen.track_count} face "
+                     f"track(s), {len(chosen.tracks)} swapped, {chosen.rejected_tracks} dropped "
+                     "by the track gate")
     if totals.frames_with_faces == 0:
         notes.append("no face found in any frame; the output frames are the input frames")
     if totals.passthrough:
@@ -244,6 +261,7 @@ def finish_shot(
         pool_events=report.events,
         chunks_by_actor=report.chunks_by_actor,
         chunk_timeouts=totals.timeouts,
+        identity=summarize_identity(totals.identity_scores),
     )
     try:
         write_summary(paths.run_json, summary)
@@ -416,6 +434,7 @@ def _detection_pre_pass(
         selection = plan_shot_selection(
             [job.results[c.index].detections for c in shot.chunks],
             frame_count=shot.info.frame_count, config=shot.config, source=shot.source)
+        shot.selection = selection
         shot.job.detected, shot.job.shot_ref = job.refs, ray.put(selection)
     detect_pool.shutdown()
     wait_for_release(detect_pool)

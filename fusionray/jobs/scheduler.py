@@ -51,8 +51,12 @@ class ChunkTotals:
     passthrough: list[dict[str, int]] = field(default_factory=list)
     timeouts: list[dict[str, Any]] = field(default_factory=list)
     """Chunks cancelled as hung: {"chunk", "attempt", "seconds", "limit_seconds", "actor"}."""
+    identity_scores: list[Any] = field(default_factory=list)
+    """Each rendered chunk's (N, 2) identity scores (`fusionray.faces.identity`)."""
 
     def add(self, result: ChunkResult) -> None:
+        if result.identity_scores is not None:
+            self.identity_scores.append(result.identity_scores)
         self.frames += result.frames
         self.faces += result.faces_swapped
         self.frames_with_faces += result.frames_with_faces

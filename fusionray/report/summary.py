@@ -58,6 +58,11 @@ class RunSummary:
     """Chunks each actor finished (e.g. {"render-0": 3, "render-2": 1})."""
     chunk_timeouts: list[dict[str, Any]] = field(default_factory=list)
     """Chunks cancelled as hung: chunk, attempt, seconds, limit_seconds, actor."""
+    identity: dict[str, float | int] | None = None
+    """With a recognizer: cosine similarity of the swapped faces to the source identity
+    (`source_mean`, `source_p05`) and to the original target faces (`target_mean`,
+    `target_p95`) over `faces` scored faces (`fusionray.faces.identity`); else None. Covers
+    the chunks this run rendered (a resumed job's reused chunks are not scored again)."""
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -16,7 +16,10 @@ detected face box of that frame, grown by `FACE_MARGIN` on each side), over even
 frames. It
 measures what the codec and CRF did to the picture the swap must not touch; the face region
 itself is meant to change. Identity score (cosine similarity of the swapped face's embedding
-to the source's) needs a face recognizer; none is available offline, so the column is null and
+to the source's, `fusionray.faces.identity`) comes from the job's run.json `identity` block,
+which the render writes whenever a recognizer is present (the inswapper engine):
+`identity_score` is the mean, `identity_p05` the 5th percentile, `identity_to_target` the mean
+similarity to the original target face. Without a recognizer the columns are null and
 `identity_note` says why.
 """
 
@@ -54,7 +57,7 @@ PSNR_CAP_DB = 99.0
 TILE_SIZE = 200
 """Side of a contact-sheet tile in pixels."""
 LABEL_WIDTH = 330
-IDENTITY_NOTE = "no face recognizer available offline (ArcFace weights not reachable)"
+IDENTITY_NOTE = "no face recognizer in this job (the classic engine has none)"
 
 
 FAILED_JOB_FILE = "fusionray.failed.json"
@@ -273,8 +276,10 @@ def summarize_sweep(sweep_dir: str | os.PathLike[str], *, sheet_frames: int = 3)
             frames_with_faces=run.run["frames_with_faces"],
             output_bytes=output.stat().st_size,
             psnr_outside_face_db=proxy,
-            identity_score=None,
-            identity_note=IDENTITY_NOTE,
+            identity_score=(run.run.get("identity") or {}).get("source_mean"),
+            identity_p05=(run.run.get("identity") or {}).get("source_p05"),
+            identity_to_target=(run.run.get("identity") or {}).get("target_mean"),
+            identity_note=None if run.run.get("identity") else IDENTITY_NOTE,
             config_hash=run.run["config_hash"],
             output=str(output),
         )
