@@ -44,6 +44,7 @@ from fusionray.media.frame import (
     shift_face,
     small_bgr,
 )
+from fusionray.media.hwaccel import DecodeChoice, choose_for_video, decoder_open_options
 from fusionray.media.storage import local_video_info
 from fusionray.models.loader import ModelOptions
 from fusionray.swap.base import SourceIdentity, Swapper
@@ -273,11 +274,34 @@ def encoder_settings_for(config: RenderConfig, info: VideoInfo) -> EncoderSettin
     return settings_for_video(config.encode, info)
 
 
-def passthrough_segment(config: RenderConfig, info: VideoInfo, chunk: Chunk) -> bytes:
+def conceals(config: RenderConfig) -> bool:
+    """Whether actor decodes conceal undecodable frames (`media.strict_decode` off)."""
+    return not config.media.strict_decode
+
+
+def choose_decoder_for(config: RenderConfig, info: VideoInfo) -> DecodeChoice:
+    """Where this process decodes `info` (`gpu.decode`, the GPU Ray assigned this actor, what
+    PyAV's build offers); NVDEC is verified on the video's first frame."""
+    return choose_for_video(local_video_info(info).path, info.codec_name, config.gpu.decode)
+
+
+def open_reader(config: RenderConfig, info: VideoInfo,
+                choice: DecodeChoice | None = None) -> VideoReader:
+    """A reader of `info` for an actor: concealing unless `media.strict_decode`, on the
+    decoder `choice` (CPU when None)."""
+    return VideoReader(local_video_info(info), conceal=conceals(config),
+                       open_options=decoder_open_options(choice) if choice else None)
+
+
+def passthrough_segment(config: RenderConfig, info: VideoInfo, chunk: Chunk, *,
+                        concealed: list[int] | None = None) -> bytes:
     """A chunk's owned frames re-encoded unswapped, with the job's settings (on_chunk_error=
-    passthrough). Raises `MediaError` when the frames themselves cannot be decoded."""
+    passthrough). Frames concealed while decoding are appended to `concealed`. Raises
+    `MediaError` when the frames themselves cannot be decoded (or, with
+    `media.strict_decode`, one is damaged)."""
     return encode_segment_bytes(
-        (frame for _, frame in decode_frames(local_video_info(info), chunk.start, chunk.stop)),
+        (frame for _, frame in decode_frames(local_video_info(info), chunk.start, chunk.stop,
+                                             conceal=conceals(config), concealed=concealed)),
         pts=info.frame_pts[chunk.start:chunk.stop], info=info,
         settings=encoder_settings_for(config, info),
     )
@@ -301,6 +325,8 @@ class DetectResult:
     provider: str
     frames_decoded: int = 0
     """Frames the decoder produced for this pass, GOP lead-in included."""
+    concealed_frames: tuple[int, ...] = ()
+    """Frames of the read range that could not be decoded and were concealed (ascending)."""
 
 
 @dataclass(frozen=True)
@@ -322,6 +348,11 @@ class ChunkResult:
     frames_decoded: int = 0
     """Frames decoded to make this chunk, GOP lead-in included, over every pass (a detection
     pre-pass counts too); `frames` of them were written."""
+    concealed_frames: tuple[int, ...] = ()
+    """Owned frames that could not be decoded (or predict from one that could not) and were
+    written as a copy of the last good frame (ascending; `media.strict_decode` off)."""
+    notes: tuple[str, ...] = ()
+    """The swap engine's notes for run.json (e.g. why its batch stays at 1)."""
 
 
 class DetectStage:
@@ -330,13 +361,14 @@ class DetectStage:
 
     def __init__(self, config: RenderConfig, *, threads: int = 1) -> None:
         cv2.setNumThreads(threads)
+        self.config = config
         self.finder = FaceFinder(config, threads=threads)
         self.detector = self.finder.detector
 
     def __call__(self, info: VideoInfo, chunk: Chunk) -> DetectResult:
         faces_by_frame: dict[int, list[Face]] = {}
         decode_seconds = detect_seconds = 0.0
-        with VideoReader(local_video_info(info)) as reader:
+        with open_reader(self.config, info) as reader:
             frames = reader.video_frames(chunk.read_start, chunk.read_stop)
             clock = time.perf_counter()
             for frame_index, frame in frames:
@@ -348,6 +380,7 @@ class DetectStage:
                 clock = time.perf_counter()
                 detect_seconds += clock - now
             decoded = reader.frames_decoded
+            concealed = tuple(sorted(set(reader.concealed)))
         return DetectResult(
             chunk_index=chunk.index,
             detections=faces_to_table(faces_by_frame),
@@ -356,6 +389,7 @@ class DetectStage:
             detect_seconds=detect_seconds,
             provider=self.finder.provider,
             frames_decoded=decoded,
+            concealed_frames=concealed,
         )
 
 
@@ -395,11 +429,14 @@ class SwapStage:
         else:
             frame_delay = 0.0
 
+        concealed: list[int] = []
+
         def swapped_frames() -> Iterator[np.ndarray]:
             nonlocal swapped, frames_with_faces
             clock = time.perf_counter()
             for frame_index, frame in decode_frames(local_video_info(info), chunk.start,
-                                                    chunk.stop):
+                                                    chunk.stop, conceal=conceals(self.config),
+                                                    concealed=concealed):
                 now = time.perf_counter()
                 timings["decode"] += now - clock
                 targets = select_faces(faces_by_frame.get(frame_index, []), self.config.selection,
@@ -447,4 +484,6 @@ class SwapStage:
             face_tracks=build_face_tracks(faces_by_frame, selected_by_frame, info,
                                           start=chunk.start, stop=chunk.stop)
             if self.config.export_faces else None,
+            concealed_frames=tuple(sorted(set(concealed))),
+            notes=tuple(getattr(self.swapper, "notes", ())),
         )
