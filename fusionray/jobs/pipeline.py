@@ -327,6 +327,8 @@ class ChunkTotals:
     rendered: int = 0
     failures: list[str] = field(default_factory=list)
     passthrough: list[dict[str, int]] = field(default_factory=list)
+    concealed: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def add(self, result: ChunkResult) -> None:
         self.frames += result.frames
@@ -335,6 +337,8 @@ class ChunkTotals:
         for stage, seconds in result.seconds.items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
         self.providers.update(result.providers)
+        self.concealed.extend(result.concealed_frames)
+        self.notes.extend(note for note in result.notes if note not in self.notes)
         self.rendered += 1
 
     def add_reused(self, row: FinishedChunk) -> None:
@@ -393,7 +397,7 @@ def give_up_on_chunk(
     if config.on_chunk_error != "passthrough":
         raise RenderError(message) from error
     try:
-        segment = passthrough_segment(config, info, chunk)
+        segment = passthrough_segment(config, info, chunk, concealed=totals.concealed)
     except MediaError as media_error:
         raise RenderError(f"{message}; writing it unswapped failed too: {media_error}") from error
     record_segment(manifest, chunk, segment, faces_swapped=0, frames_with_faces=0,
@@ -590,6 +594,10 @@ def render(
     if totals.passthrough:
         notes.append(f"{len(totals.passthrough)} chunk(s) failed every retry and were written "
                      "unswapped (on_chunk_error=passthrough); see passthrough_chunks")
+    if totals.concealed:
+        notes.append(f"{len(set(totals.concealed))} damaged frame(s) were concealed with the "
+                     "last good frame; see concealed_frames (media.strict_decode=true fails)")
+    notes.extend(note for note in totals.notes if note not in notes)
     stages.update(totals.seconds)
     wall = time.perf_counter() - started
     summary = RunSummary(
@@ -616,6 +624,7 @@ def render(
         chunk_failures=totals.failures,
         passthrough_chunks=totals.passthrough,
         ray_session=session,
+        concealed_frames=sorted(set(totals.concealed)),
     )
     write_summary(paths.run_json, summary)
     if destination:

@@ -140,6 +140,15 @@ class VideoReader:
                     pts = frame.pts if frame.pts is not None else frame.dts
                     if pts is None:
                         continue
+                    if self._damage is not None and decoded_next < len(frame_pts) and \
+                            pts > frame_pts[decoded_next]:
+                        # Strict: the gap names the lost frame (the refused packet does not:
+                        # with frame threads the error surfaces on a later packet).
+                        gap_stop = bisect.bisect_left(frame_pts, pts)
+                        raise MediaError(
+                            f"Cannot decode {range_text}: frames [{decoded_next}, {gap_stop}) "
+                            f"are damaged ({self._damage}); media.strict_decode=false conceals "
+                            "them")
                     if expected == start and pts > frame_pts[start]:
                         if allow_retry:
                             return False
@@ -149,13 +158,6 @@ class VideoReader:
                     index = bisect.bisect_left(frame_pts, pts)
                     if index >= len(frame_pts) or frame_pts[index] != pts:
                         continue  # a pts the probe never saw
-                    if self._damage is not None and index > decoded_next:
-                        # Strict: the gap names the lost frame (the refused packet does not:
-                        # with frame threads the error surfaces on a later packet).
-                        raise MediaError(
-                            f"Cannot decode {range_text}: frames [{decoded_next}, {index}) are "
-                            f"damaged ({self._damage}); media.strict_decode=false conceals "
-                            "them")
                     frozen = False
                     if not self.conceal:
                         decoded_next = max(decoded_next, index + 1)

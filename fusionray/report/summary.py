@@ -46,6 +46,10 @@ class RunSummary:
     {"chunk", "start", "stop"} with frames [start, stop)."""
     ray_session: str | None = None
     """Ray session name: equal across the jobs of a sweep that shared one Ray."""
+    concealed_frames: list[int] = field(default_factory=list)
+    """Frames that could not be decoded (or predict from one that could not) and were written
+    as a copy of the last good frame (`media.strict_decode=false`), ascending; frames of
+    chunks reused from an interrupted run are not known here."""
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
