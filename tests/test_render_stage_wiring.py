@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from fusionray.actors.stages import (
     passthrough_segment,
 )
 from fusionray.config import RenderConfig
-from fusionray.errors import ConfigError, MediaError
+from fusionray.errors import ConfigError, MediaError, RenderError
 from fusionray.jobs.pipeline import ChunkTotals, build_source_identity
 from fusionray.media.demo import demo_source_image_path
 from fusionray.media.plan import plan_chunks
@@ -242,3 +243,30 @@ def test_chunk_totals_gather_concealed_frames_and_deduplicate_notes() -> None:
     assert totals.concealed == [6, 7, 8, 9, 10, 11]
     assert totals.notes == ["batch fixed at 1", "enhancer on CPU"]
     assert totals.providers == {"decode:cpu"}
+
+
+@pytest.mark.ray
+def test_run_json_lists_the_concealed_frames(local_ray, broken_clip: Path,
+                                             tmp_path: Path) -> None:
+    """The driver end to end: the damaged clip renders, run.json names every concealed frame
+    (and says so in its notes); with media.strict_decode=true the job fails naming the frame."""
+    from fusionray.jobs.pipeline import render
+
+    output = tmp_path / "out.mp4"
+    config = compose_config(
+        f"+video={broken_clip}", f"+source={demo_source_image_path()}", f"output={output}",
+        "chunk.frames=10", "chunk.overlap=4", "progress=false", "preview_frames=0")
+    summary = render(config, run_dir=tmp_path, config_yaml="x: 1\n")
+    assert summary.concealed_frames == CONCEALED
+    assert any("damaged frame(s) were concealed" in note for note in summary.notes)
+    run_json = json.loads(output.with_suffix(".run.json").read_text())
+    assert run_json["concealed_frames"] == CONCEALED
+    with av.open(str(output)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == FRAMES
+    strict = compose_config(
+        f"+video={broken_clip}", f"+source={demo_source_image_path()}",
+        f"output={tmp_path / 'strict.mp4'}", "chunk.frames=10", "chunk.overlap=4",
+        "progress=false", "preview_frames=0", "media.strict_decode=true",
+        "cluster.chunk_retries=0")
+    with pytest.raises(RenderError, match=rf"frames \[{DAMAGED}, {DAMAGED + 1}\) are damaged"):
+        render(strict, run_dir=tmp_path, config_yaml="x: 1\n")
