@@ -270,3 +270,54 @@ def test_run_json_lists_the_concealed_frames(local_ray, broken_clip: Path,
         "cluster.chunk_retries=0")
     with pytest.raises(RenderError, match=rf"frames \[{DAMAGED}, {DAMAGED + 1}\) are damaged"):
         render(strict, run_dir=tmp_path, config_yaml="x: 1\n")
+
+
+@pytest.mark.slow
+def test_lookahead_through_the_render_stage_flattens_the_joins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Standard quality (x264 crf 18), 24-frame chunks, overlap 4 (so 4 look-ahead frames),
+    nothing swapped (per-frame PSNR against the input measures the encode alone). Measured:
+    the last 4 frames before a join 41.78 dB without look-ahead, 42.75 with (mean of the clip
+    43.05 / 43.20); PSNR jump across a join 1.73 / 0.26 dB."""
+    from tests.test_chunk_invariance import write_moving_face_clip
+
+    clip = write_moving_face_clip(tmp_path / "clip.mp4", frames=96)
+    info = probe_video(clip)
+    source = source_for(config_for(clip))
+    # A threshold no face reaches: every frame is re-encoded untouched.
+    config = config_for(clip, "chunk.frames=24", "detector.score_threshold=0.99999",
+                        quality="standard")
+    with av.open(str(clip)) as container:
+        reference = [f.to_ndarray(format="bgr24").astype(np.float64)
+                     for f in container.decode(video=0)]
+    real = render_stage.encode_segment_bytes
+
+    def per_frame_psnr(ahead: bool) -> tuple[np.ndarray, list[int]]:
+        def encode(frames: Iterable[Any], *, lookahead: Iterable[Any] = (),
+                   lookahead_pts: Any = (), **kwargs: Any) -> bytes:
+            return real(frames, lookahead=lookahead if ahead else (),
+                        lookahead_pts=lookahead_pts if ahead else (), **kwargs)
+
+        monkeypatch.setattr(render_stage, "encode_segment_bytes", encode)
+        stage, chunks, written = RenderStage(config), chunks_of(config, info), []
+        for chunk in chunks:
+            result = stage(info, chunk, source)
+            assert result.faces_swapped == 0
+            written += [frame.astype(np.float64) for frame in segment_frames(result.segment)]
+        values = [10 * np.log10(255**2 / np.mean((a - b) ** 2))
+                  for a, b in zip(written, reference, strict=True)]
+        return np.array(values), [chunk.stop for chunk in chunks[:-1]]
+
+    without, joins = per_frame_psnr(False)
+    with_lookahead, _ = per_frame_psnr(True)
+
+    def before_joins(values: np.ndarray) -> float:
+        return float(np.mean([values[j - 4:j].mean() for j in joins]))
+
+    def jump(values: np.ndarray) -> float:
+        return float(np.mean([abs(values[j] - values[j - 1]) for j in joins]))
+
+    assert len(joins) == 3
+    assert before_joins(with_lookahead) > before_joins(without) + 0.5
+    assert jump(with_lookahead) < jump(without) - 0.8
+    assert with_lookahead.mean() >= without.mean()
