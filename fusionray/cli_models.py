@@ -2,9 +2,10 @@
 
     list      what the catalogue holds and where a verified copy is (shared folder, cache)
     pull      download (resumable, mirrors in order) and verify into the cache; --all for all
-    verify    re-check local copies; exit 1 if any is corrupt
+    verify    re-check local copies; exit 1 if any is corrupt or not the published file
     import    copy a model file you already have into the cache, after checking its bytes and
-              its graph contract (machines without internet: pull elsewhere, copy, import)
+              its graph contract (machines without internet: pull elsewhere, copy, import);
+              --allow-unverified for a file that is none of the published releases
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fusionray.errors import FusionrayError
+
+if TYPE_CHECKING:  # the store imports pooch: loaded only by the commands that need it
+    from fusionray.models.store import Provenance
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -34,21 +39,40 @@ def _cache_options(parser: argparse.ArgumentParser) -> None:
                              "default: $FUSIONRAY_SHARED_MODELS)")
 
 
+def _allow_unverified_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-unverified", action="store_true",
+                        help="accept a file that matches none of the model's published releases "
+                             "(a fine-tuned or re-converted export); it is still reported")
+
+
 def models_list(args: argparse.Namespace) -> int:
-    """Print every catalogued model, its role, size, licence and where a verified copy is."""
+    """Print every catalogued model, its role, size, licence and where a verified copy is
+    (saying when that copy is not the published file)."""
     from fusionray.models.catalog import MODELS
-    from fusionray.models.store import find_model
+    from fusionray.models.store import check_published, find_model
 
     print(f"{'name':<20} {'role':<10} {'input':>5}  {'status':<34} licence")
     for name, spec in sorted(MODELS.items()):
         try:
-            found = find_model(name, cache_dir=args.cache_dir, shared_dirs=args.shared_dir)
+            found = find_model(name, cache_dir=args.cache_dir, shared_dirs=args.shared_dir,
+                               allow_unverified=True)
         except FusionrayError as error:
             status = f"error: {error}"
         else:
             status = f"{found.where} ({found.check})" if found else "not downloaded"
+            if found:
+                status += _provenance_note(check_published(spec, found.path))
         print(f"{name:<20} {spec.role:<10} {spec.input_size:>5}  {status:<34} {spec.license}")
     return EXIT_OK
+
+
+def _provenance_note(provenance: Provenance) -> str:
+    from fusionray.models.store import NOT_PUBLISHED
+
+    if provenance.status != NOT_PUBLISHED:
+        return ""
+    how = ", imported with --allow-unverified" if provenance.accepted else ""
+    return f"; not the published file{how}: {provenance.detail}"
 
 
 def models_pull(args: argparse.Namespace) -> int:
@@ -68,7 +92,7 @@ def models_pull(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
     for name in names:
         found = locate_model(name, cache_dir=args.cache_dir, shared_dirs=args.shared_dir,
-                             offline=False)
+                             offline=False, allow_unverified=args.allow_unverified)
         print(f"{name}: {found.path} ({found.where}, verified by {found.check})")
     return EXIT_OK
 
@@ -76,7 +100,13 @@ def models_pull(args: argparse.Namespace) -> int:
 def models_verify(args: argparse.Namespace) -> int:
     """Re-check the local copies of the named models (default: all); exit 1 if any is bad."""
     from fusionray.models.catalog import MODELS, get_model_spec
-    from fusionray.models.store import default_cache_dir, default_shared_dirs, verify_model_file
+    from fusionray.models.store import (
+        NOT_PUBLISHED,
+        check_published,
+        default_cache_dir,
+        default_shared_dirs,
+        verify_model_file,
+    )
 
     names = args.names or sorted(MODELS)
     folders = [*(args.shared_dir or default_shared_dirs()), args.cache_dir or default_cache_dir()]
@@ -94,8 +124,15 @@ def models_verify(args: argparse.Namespace) -> int:
             except FusionrayError as error:
                 bad += 1
                 print(f"{name}: BAD {error}")
+                continue
+            provenance = check_published(spec, path)
+            if provenance.status == NOT_PUBLISHED and not (
+                    provenance.accepted or args.allow_unverified):
+                bad += 1
+                print(f"{name}: BAD {path} is intact ({check}) but not the published file: "
+                      f"{provenance.detail}")
             else:
-                print(f"{name}: ok {path} ({check})")
+                print(f"{name}: ok {path} ({check}{_provenance_note(provenance)})")
     return EXIT_FAILED if bad else EXIT_OK
 
 
@@ -103,7 +140,8 @@ def models_import(args: argparse.Namespace) -> int:
     """Copy a model file into the cache after checking its bytes and its graph contract."""
     from fusionray.models.store import import_model
 
-    path = import_model(args.name, args.file, cache_dir=args.cache_dir)
+    path = import_model(args.name, args.file, cache_dir=args.cache_dir,
+                        allow_unverified=args.allow_unverified)
     print(f"{args.name}: imported to {path}")
     return EXIT_OK
 
@@ -120,15 +158,18 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     pull.add_argument("names", nargs="*", metavar="NAME")
     pull.add_argument("--all", action="store_true", help="every catalogued model")
     _cache_options(pull)
+    _allow_unverified_option(pull)
     pull.set_defaults(handler=_guarded(models_pull))
     verify = actions.add_parser("verify", help="re-check local copies (default: all models)")
     verify.add_argument("names", nargs="*", metavar="NAME")
     _cache_options(verify)
+    _allow_unverified_option(verify)
     verify.set_defaults(handler=_guarded(models_verify))
     importing = actions.add_parser("import", help="copy a model file you have into the cache")
     importing.add_argument("name", metavar="NAME")
     importing.add_argument("file", type=Path, metavar="FILE")
     _cache_options(importing)
+    _allow_unverified_option(importing)
     importing.set_defaults(handler=_guarded(models_import))
 
 

@@ -340,6 +340,20 @@ class ClusterConfig:
     """Times a failed chunk is retried before the job stops."""
     detect: PoolConfig = field(default_factory=PoolConfig)
     swap: PoolConfig = field(default_factory=lambda: PoolConfig(replicas=0))
+    """The render pool: each actor renders whole chunks (detect, swap, encode in one call)."""
+    # --- scheduling and faults (jobs.scheduler) ---
+    hang_factor: float = 10.0
+    """A chunk running longer than hang_factor x the median chunk time is hung: its actor is
+    restarted and the chunk retried elsewhere."""
+    hang_floor_seconds: float = 120.0
+    """Never call a chunk hung before this many seconds (before any chunk has finished the
+    limit is hang_factor x hang_floor_seconds)."""
+    elastic: bool = False
+    """Size pools from what the cluster has or can add, ask the autoscaler for the rest, and
+    grow or shrink them as nodes join or leave mid-job (studio clusters)."""
+    resource_wait_seconds: float = 300.0
+    """Elastic pools: how long to wait for the first actor's resources (autoscaler) before the
+    job fails, and for a replacement when every actor is gone."""
 
     def __post_init__(self) -> None:
         _require(self.max_chunks_in_flight >= 1, "cluster.max_chunks_in_flight",
@@ -347,6 +361,11 @@ class ClusterConfig:
         _require(self.chunk_retries >= 0, "cluster.chunk_retries", self.chunk_retries, ">= 0")
         _require(self.num_cpus is None or self.num_cpus >= 1, "cluster.num_cpus",
                  self.num_cpus, ">= 1 or null")
+        _require(self.hang_factor > 1, "cluster.hang_factor", self.hang_factor, "> 1")
+        _require(self.hang_floor_seconds > 0, "cluster.hang_floor_seconds",
+                 self.hang_floor_seconds, "> 0")
+        _require(self.resource_wait_seconds >= 0, "cluster.resource_wait_seconds",
+                 self.resource_wait_seconds, ">= 0")
 
 
 @dataclass(frozen=True)
@@ -359,6 +378,35 @@ class ModelsConfig:
     """Read-only model folders (NFS, a synced bucket) searched before the cache."""
     offline: bool = False
     """Never download models (also $FUSIONRAY_OFFLINE=1): use shared folders and the cache."""
+    allow_unverified: bool = False
+    """Use model files that match none of their published releases (a fine-tuned export);
+    they are still reported as "not the published file" (`fusionray.models.store`)."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Farm plumbing: the output lock's lease and the node-local input cache (`storage.*`)."""
+
+    lock_stale_seconds: float = 120.0
+    """An output lock not refreshed for this long is stale and taken over (the job that held
+    it died, e.g. a driver pod restarted elsewhere); keep it well above host clock skew."""
+    lock_refresh_seconds: float = 0.0
+    """How often a running job refreshes its lock (0 = a quarter of lock_stale_seconds)."""
+    input_cache_max_gb: float = 100.0
+    """Size the node-local cache of downloaded inputs is trimmed to, in GB (0 = no limit)."""
+    input_cache_max_age_hours: float = 168.0
+    """Cached inputs unused for longer are removed (0 = no age limit)."""
+
+    def __post_init__(self) -> None:
+        _require(self.lock_stale_seconds > 0, "storage.lock_stale_seconds",
+                 self.lock_stale_seconds, "> 0")
+        _require(0 <= self.lock_refresh_seconds < self.lock_stale_seconds,
+                 "storage.lock_refresh_seconds", self.lock_refresh_seconds,
+                 "in [0, storage.lock_stale_seconds)")
+        _require(self.input_cache_max_gb >= 0, "storage.input_cache_max_gb",
+                 self.input_cache_max_gb, ">= 0")
+        _require(self.input_cache_max_age_hours >= 0, "storage.input_cache_max_age_hours",
+                 self.input_cache_max_age_hours, ">= 0")
 
 
 ARENA_STRATEGIES = ("same_as_requested", "next_power_of_two")
@@ -461,6 +509,7 @@ class RenderConfig:
     gpu: GpuConfig = field(default_factory=GpuConfig)
     """GPU use of the ONNX Runtime sessions and the decoder (`fusionray.models.providers`)."""
     media: MediaConfig = field(default_factory=MediaConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.video, str) and self.video != "", "video", self.video,
@@ -674,7 +723,7 @@ def config_hash(config: RenderConfig) -> str:
     """
     data = config_to_dict(config)
     for key in ("output", "cluster", "progress", "keep_work", "preview_frames", "models",
-                "on_chunk_error", "provenance", "export_faces"):
+                "on_chunk_error", "provenance", "export_faces", "storage"):
         data.pop(key, None)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()

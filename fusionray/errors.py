@@ -51,3 +51,8 @@ def choices_message(kind: str, value: object, allowed: list[str] | tuple[str, ..
     "Unknown detector 'scrd'. Choose one of: scrfd, blazeface"
     """
     return f"Unknown {kind} {value!r}. Choose one of: {', '.join(allowed)}"
+
+
+class PublishError(OutputError):
+    """The render is complete and verified on local disk, but uploading it (or a sidecar) to
+    the remote destination failed; the local file is kept and named in the message."""

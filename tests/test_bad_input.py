@@ -160,10 +160,16 @@ def test_no_running_cluster_is_one_line(tmp_path: Path, monkeypatch: pytest.Monk
 def test_missing_model_fails_before_ray(tmp_path: Path) -> None:
     """`quality=master` with the learned engine needs GFPGAN; offline and not cached, that is
     one line naming the model and the cache, before any actor tries to load it."""
+    import shutil
+
     import tests.onnx_fixtures as fx
+    from tests.faces_fixtures import blazeface
 
     cache = fx.import_fixtures(tmp_path / "models", inswapper_128=fx.build_identity_swapper(),
                                arcface_w600k_r50=fx.build_arcface_fixture())
+    # The detector honours models.offline too: give it its (real) model, so GFPGAN is missing.
+    detector_model = blazeface("back").runner.path
+    shutil.copyfile(detector_model, cache / detector_model.name)
     output = tmp_path / "out" / "demo.mp4"
     result = run_render(tmp_path, "+video=demo", "quality=master", "swapper=inswapper",
                         "swapper.providers=[cpu]", f"models.cache_dir={cache}",

@@ -35,7 +35,7 @@ from tests.faces_fixtures import astronaut_bgr, astronaut_on_canvas, blazeface, 
 def test_anchor_table(row: int, centre: tuple[float, float]) -> None:
     anchors = generate_anchors()
     assert anchors.shape == (ANCHOR_COUNT, 2) == (896, 2)
-    np.testing.assert_allclose(anchors[row], centre, atol=1e-7)
+    np.testing.assert_allclose(anchors[row], centre, atol=1e-6)  # anchors are 1/32 apart
 
 
 def test_decode_places_box_and_keypoints_relative_to_anchor() -> None:
@@ -45,13 +45,14 @@ def test_decode_places_box_and_keypoints_relative_to_anchor() -> None:
     # 8 px right, 4 px down, 32×16 px box, keypoint 0 at (+1, +2) px on a 128 px input.
     regressors[512, :6] = [8, 4, 32, 16, 1, 2]
     raw = decode_outputs(logits, regressors, input_size=128)
-    assert raw.scores[512] == pytest.approx(1 / (1 + np.exp(-2.0)))
+    assert raw.scores[512] == pytest.approx(1 / (1 + np.exp(-2.0)), abs=1e-5)
     cx, cy = 1 / 16 + 8 / 128, 1 / 16 + 4 / 128
     np.testing.assert_allclose(
         raw.boxes[512], [cx - 16 / 128, cy - 8 / 128, cx + 16 / 128, cy + 8 / 128], atol=1e-6
     )
-    np.testing.assert_allclose(raw.keypoints[512, 0], [1 / 16 + 1 / 128, 1 / 16 + 2 / 128])
-    np.testing.assert_allclose(raw.keypoints[512, 1], [1 / 16, 1 / 16])
+    np.testing.assert_allclose(raw.keypoints[512, 0], [1 / 16 + 1 / 128, 1 / 16 + 2 / 128],
+                               atol=1e-6)
+    np.testing.assert_allclose(raw.keypoints[512, 1], [1 / 16, 1 / 16], atol=1e-6)
     assert raw.scores[0] < 1e-4
 
 
@@ -69,8 +70,9 @@ def test_weighted_nms_merges_duplicates_and_keeps_separate_faces() -> None:
     )
     assert merged_scores.tolist() == pytest.approx([0.9, 0.8])
     # Score-weighted mean of the first two: (0.9·0 + 0.3·1) / 1.2 = 0.25.
-    np.testing.assert_allclose(merged_boxes[0], [0.25, 0, 10.25, 10], atol=1e-6)
-    np.testing.assert_allclose(merged_points[0, 0], [2.5, 2], atol=1e-6)
+    # float32 weighted means of values near 10 (1 ulp = 1e-6); a wrong weighting is >= 0.08 off.
+    np.testing.assert_allclose(merged_boxes[0], [0.25, 0, 10.25, 10], atol=1e-4)
+    np.testing.assert_allclose(merged_points[0, 0], [2.5, 2], atol=1e-4)
     np.testing.assert_allclose(merged_boxes[1], boxes[2])
 
 
@@ -87,7 +89,7 @@ def test_letterbox_maps_back_to_frame_pixels() -> None:
     assert tensor.shape == (1, 128, 128, 3) and tensor.dtype == np.float32
     assert fit.scale == pytest.approx(0.64) and fit.pad_x == 0 and fit.pad_y == 32
     np.testing.assert_allclose(fit.to_frame(np.array([[0.0, 0.25], [1.0, 0.75]])),
-                               [[0, 0], [200, 100]], atol=1e-4)
+                               [[0, 0], [200, 100]], atol=1e-2)  # pixels
     # The image area is black (−1 after normalisation); the padding is 0.
     assert tensor[0, 64, 64, 0] == -1.0 and tensor[0, 0, 0, 0] == 0.0
 
@@ -153,15 +155,18 @@ def test_back_model_finds_a_small_face_in_hd_frame() -> None:
 
 
 def test_minimum_face_size_and_tiling() -> None:
-    # Measured (score >= 0.7, face width = the front model's box): in 1280×720 the back model
-    # at tiles=1 finds 40 px faces and misses 36 px; tiles=2 finds 28 px, tiles=3 finds 20 px.
-    # Asserted with a margin either side of those limits.
-    assert blazeface("back").detect(astronaut_on_canvas(45)[0])
-    assert not blazeface("back").detect(astronaut_on_canvas(28)[0])
+    # Measured (face width = the front model's box, 1280×720, widths 8-102 px in 2 px steps):
+    # the back model finds every face from 40 px at tiles=1, 26 px at tiles=2, 18 px at
+    # tiles=3, but not monotonically below those limits (tiles=1 found 26 and 30 px and
+    # missed 28 px), so a face just under a limit may or may not be found. Finds are asserted
+    # with a margin above each limit; misses only far below anything ever found.
+    assert blazeface("back").detect(astronaut_on_canvas(48)[0])
     assert blazeface("back", tiles=2).detect(astronaut_on_canvas(34)[0])
     assert blazeface("back", tiles=3).detect(astronaut_on_canvas(24)[0])
-    # The front model needs tiles for a 100 px face in HD.
-    assert not blazeface("front").detect(astronaut_on_canvas(100)[0])
+    assert not blazeface("back").detect(astronaut_on_canvas(12)[0])  # Under half of 26 px.
+    # The front model (128 px input) found no face up to 102 px at tiles=1, and every face from
+    # 88 px at tiles=2: a 100 px face in HD needs tiles.
+    assert not blazeface("front").detect(astronaut_on_canvas(60)[0])
     assert blazeface("front", tiles=2).detect(astronaut_on_canvas(100)[0])
 
 

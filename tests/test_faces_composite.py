@@ -19,7 +19,9 @@ def test_mask_range_shape_symmetry(crop_size: int) -> None:
     mask = build_face_mask(crop_size, padding=0.0, blur=0.3)
     assert mask.shape == (crop_size, crop_size) and mask.dtype == np.float32
     assert mask.min() >= 0.0 and mask.max() <= 1.0
-    np.testing.assert_allclose(mask, mask[:, ::-1], atol=1e-6)
+    # The blur sums ~100-tap float32 kernels in a different order on the mirrored side:
+    # symmetric within that round-off (1e-4 ≫ 100 · 2⁻²⁴), far below a real asymmetry.
+    np.testing.assert_allclose(mask, mask[:, ::-1], atol=1e-4)
     template = arcface_template(crop_size)
     values = [mask[round(y), round(x)] for x, y in template]
     assert min(values[:3]) > 0.99  # Eyes and nose fully inside.

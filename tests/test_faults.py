@@ -3,9 +3,10 @@ node, an interrupted or killed driver, a chunk that always fails, two jobs on on
 output folder removed, the disk full. Each run is compared with a fault-free run of the same
 config, losslessly encoded, so "the same output" means identical decoded frames.
 
-Faults are made to land mid-job with the test hook `FUSIONRAY_TEST_HOOKS` (see
-`fusionray.actors.stages.TEST_HOOKS_ENV`): a JSON file, read per chunk by the swap stage, that
-can slow frames down, fail given chunks, and drop a marker file naming the worker's pid.
+Faults are made to land mid-job by the render stage of `tests.fault_stages` (handed to
+`render(..., stage_classes=...)`, or to a separate driver process through `tests.fault_cli`):
+it can slow frames down, fail or hang given chunks, and drop a marker file naming the worker's
+pid. Production code holds no test hook.
 """
 
 from __future__ import annotations
@@ -22,18 +23,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
 
-from fusionray.actors.stages import TEST_HOOKS_ENV
 from fusionray.errors import OutputError, RenderError
 from fusionray.jobs.lock import lock_path_for
-from fusionray.jobs.manifest import MANIFEST_NAME
+from fusionray.jobs.manifest import MANIFEST_NAME, Manifest
 from fusionray.jobs.pipeline import OutputPaths, render
 from fusionray.media.demo import demo_source_image_path
+from fusionray.report.summary import RunSummary
 from tests.clips import write_face_clip
+from tests.fault_stages import faulty_stages
 from tests.test_render import compose_config, decoded_frames
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,18 +57,10 @@ def clip(workdir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def hooks(workdir: Path):
-    """The hooks file; Ray is started after the variable is set, so its workers inherit it."""
-    path = workdir / "hooks.json"
-    path.write_text("{}")
-    os.environ[TEST_HOOKS_ENV] = str(path)
+    """The module's Ray (two CPUs); the name stays for the tests that share it."""
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield path
+    yield workdir
     ray.shutdown()
-    del os.environ[TEST_HOOKS_ENV]
-
-
-def set_hooks(path: Path, **values: object) -> None:
-    path.write_text(json.dumps(values))
 
 
 def config_for(clip: Path, output: Path, *extra: str):
@@ -104,14 +97,8 @@ def wait_for(condition, timeout: float = 120.0, what: str = "condition") -> None
 
 
 def manifest_rows(work: Path) -> int:
-    """Rows in the manifest a running job may be replacing right now: read as bytes in one go
-    (`pq.read_table(path)` takes the size from a stat and can then read the newer file)."""
-    path = work / MANIFEST_NAME
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return 0
-    return pq.read_table(pa.BufferReader(data)).num_rows
+    """Chunks recorded in the work folder of a job that may be running right now."""
+    return Manifest.count_recorded(work)
 
 
 @pytest.mark.ray
@@ -120,7 +107,7 @@ def test_killed_actor_is_restarted_and_its_chunk_retried(
 ) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
-    set_hooks(hooks, frame_delay_seconds=0.05, marker_dir=str(markers))
+    stages = faulty_stages(frame_delay_seconds=0.05, marker_dir=str(markers))
     killed: list[int] = []
 
     def kill_first_swap_worker() -> None:
@@ -134,14 +121,75 @@ def test_killed_actor_is_restarted_and_its_chunk_retried(
 
     killer = threading.Thread(target=kill_first_swap_worker, daemon=True)
     killer.start()
-    try:
-        output = tmp_path / "out.mp4"
-        summary = render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
-    finally:
-        set_hooks(hooks)
+    output = tmp_path / "out.mp4"
+    summary = render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n",
+                     stage_classes=stages)
     killer.join(timeout=5)
     assert killed, "the worker was never killed"
     assert any(f.startswith("chunk 1 (frames 5-9) attempt 1") for f in summary.chunk_failures)
+    assert summary.chunks_rendered == CHUNKS
+    assert_same_frames(output, reference)
+
+
+def kill_when_chunk_starts(markers: Path, index: int, killed: list[int]) -> threading.Thread:
+    """A thread that SIGKILLs the worker process that starts chunk `index`."""
+    def kill() -> None:
+        prefix = f"chunk-{index}-"
+        wait_for(lambda: any(m.name.startswith(prefix) for m in markers.iterdir()),
+                 what=f"chunk {index} to start")
+        marker = next(m for m in markers.iterdir() if m.name.startswith(prefix))
+        pid = int(marker.name.rsplit("-", 1)[1])
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    thread = threading.Thread(target=kill, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.ray
+def test_an_actor_gone_for_good_leaves_the_pool_and_its_chunks_finish_elsewhere(
+    hooks: Path, clip: Path, reference: list[np.ndarray], tmp_path: Path
+) -> None:
+    """Two render actors without restarts; one is killed mid-job. Its chunks move to the
+    live actor (or its replacement) and never return to the dead one."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    stages = faulty_stages(frame_delay_seconds=0.05, marker_dir=str(markers))
+    killed: list[int] = []
+    killer = kill_when_chunk_starts(markers, 1, killed)
+    output = tmp_path / "out.mp4"
+    summary = render(config_for(clip, output, "cluster.swap.replicas=2",
+                                "cluster.swap.max_restarts=0"),
+                     run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
+    killer.join(timeout=5)
+    assert killed, "the worker was never killed"
+    gone = [event for event in summary.pool_events if "gone for good" in event]
+    assert len(gone) == 1, summary.pool_events
+    assert any(f.startswith("chunk 1 (frames 5-9) attempt 1") for f in summary.chunk_failures)
+    # Every failure is a first attempt: no retry was sent to the dead actor again.
+    assert summary.chunk_failures and all("attempt 1:" in f for f in summary.chunk_failures)
+    assert sum(summary.chunks_by_actor.values()) == CHUNKS == summary.chunks_rendered
+    assert_same_frames(output, reference)
+
+
+@pytest.mark.ray
+def test_a_hung_chunk_is_cancelled_its_actor_restarted_and_the_chunk_retried(
+    hooks: Path, clip: Path, reference: list[np.ndarray], tmp_path: Path
+) -> None:
+    stages = faulty_stages(hang_chunks=[2], hang_seconds=600, state_dir=str(tmp_path))
+    output = tmp_path / "out.mp4"
+    started = time.monotonic()
+    summary = render(config_for(clip, output, "cluster.hang_floor_seconds=5",
+                                "cluster.hang_factor=4"),
+                     run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
+    assert time.monotonic() - started < 300, "the hang was not cut short"
+    hung = [t for t in summary.chunk_timeouts if t["chunk"] == 2]
+    assert len(hung) == 1 and hung[0]["attempt"] == 1, summary.chunk_timeouts
+    assert hung[0]["seconds"] >= hung[0]["limit_seconds"] >= 5
+    assert any("restarted" in event and "chunk 2" in event for event in summary.pool_events)
+    run = json.loads(OutputPaths.for_video(output).run_json.read_text())
+    assert run["chunk_timeouts"] == summary.chunk_timeouts
     assert summary.chunks_rendered == CHUNKS
     assert_same_frames(output, reference)
 
@@ -152,13 +200,11 @@ def test_chunk_failing_every_retry_stops_naming_it_and_a_rerun_resumes(
 ) -> None:
     output = tmp_path / "out.mp4"
     paths = OutputPaths.for_video(output)
-    set_hooks(hooks, fail_chunks=[3])
-    try:
-        with pytest.raises(RenderError, match=r"Chunk 3 \(frames 15-19\) failed after 2 "
-                                              r"attempts: .*test hook: chunk 3 fails"):
-            render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
-    finally:
-        set_hooks(hooks)
+    stages = faulty_stages(fail_chunks=[3])
+    with pytest.raises(RenderError, match=r"Chunk 3 \(frames 15-19\) failed after 2 "
+                                          r"attempts: .*test hook: chunk 3 fails"):
+        render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n",
+            stage_classes=stages)
     # Invariant 4: nothing at the output path, no leftovers but the kept work folder.
     assert not output.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [paths.work.name]
@@ -182,14 +228,12 @@ def test_an_actor_that_cannot_start_is_one_line(hooks: Path, clip: Path, tmp_pat
     """A swap actor whose constructor raises (a GPU provider that fails on one node, a model
     missing from a node's cache): the job stops with the constructor's own message."""
     output = tmp_path / "out.mp4"
-    set_hooks(hooks, fail_swap_start=True)
-    try:
-        with pytest.raises(RenderError) as caught:
-            render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
-    finally:
-        set_hooks(hooks)
+    stages = faulty_stages(fail_start=True)
+    with pytest.raises(RenderError) as caught:
+        render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n",
+            stage_classes=stages)
     message = str(caught.value)
-    assert message == ("A render actor could not start: test hook: the swap stage cannot "
+    assert message == ("A render actor could not start: test hook: the render stage cannot "
                        "start"), message
     assert list(tmp_path.iterdir()) == []  # no output, no work folder, no lock
 
@@ -199,12 +243,10 @@ def test_passthrough_writes_the_failed_chunk_unswapped(
     hooks: Path, clip: Path, reference: list[np.ndarray], tmp_path: Path
 ) -> None:
     output = tmp_path / "out.mp4"
-    set_hooks(hooks, fail_chunks=[2])
-    try:
-        summary = render(config_for(clip, output, "on_chunk_error=passthrough"),
-                         run_dir=tmp_path, config_yaml="x: 1\n")
-    finally:
-        set_hooks(hooks)
+    stages = faulty_stages(fail_chunks=[2])
+    summary = render(config_for(clip, output, "on_chunk_error=passthrough"),
+                     run_dir=tmp_path, config_yaml="x: 1\n",
+                         stage_classes=stages)
     assert summary.passthrough_chunks == [{"chunk": 2, "start": 10, "stop": 15}]
     assert len(summary.chunk_failures) == 2  # both attempts are on record
     run = json.loads(OutputPaths.for_video(output).run_json.read_text())
@@ -222,12 +264,10 @@ def test_a_changed_config_never_reuses_stale_segments(
 ) -> None:
     output = tmp_path / "out.mp4"
     work = OutputPaths.for_video(output).work
-    set_hooks(hooks, fail_chunks=[4])
-    try:
-        with pytest.raises(RenderError):
-            render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
-    finally:
-        set_hooks(hooks)
+    stages = faulty_stages(fail_chunks=[4])
+    with pytest.raises(RenderError):
+        render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n",
+            stage_classes=stages)
     assert manifest_rows(work) >= 1
     summary = render(config_for(clip, output, "swapper.mask_blur=0.2"), run_dir=tmp_path,
                      config_yaml="x: 1\n")
@@ -266,25 +306,26 @@ def test_output_folder_removed_mid_job_is_a_clear_error(
     folder = tmp_path / "renders"
     output = folder / "out.mp4"
     work = OutputPaths.for_video(output).work
-    set_hooks(hooks, frame_delay_seconds=0.05)
+    stages = faulty_stages(frame_delay_seconds=0.05)
     remover = threading.Thread(daemon=True, target=lambda: (
         wait_for(lambda: manifest_rows(work) >= 1, what="a first finished chunk"),
         shutil.rmtree(folder)))
     remover.start()
-    try:
-        with pytest.raises(RenderError, match=r"Cannot write the segment of chunk \d+ \(frames "
-                                              r"\d+-\d+\) to .*the work folder disappeared"):
-            render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n")
-    finally:
-        set_hooks(hooks)
+    with pytest.raises(RenderError, match=r"Cannot write the segment of chunk \d+ \(frames "
+                                          r"\d+-\d+\) to .*the work folder disappeared"):
+        render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n",
+            stage_classes=stages)
     remover.join(timeout=5)
     assert not output.exists()
 
 
 # --- the driver as a user runs it: a separate process -----------------------------------------
 
-def cli_command(clip: Path, output: Path, hydra_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "fusionray.jobs.render", f"+video={clip}",
+def cli_command(clip: Path, output: Path, hydra_dir: Path, hooks: Path | None = None
+                ) -> list[str]:
+    """The render CLI; with `hooks`, through `tests.fault_cli` (faults from that JSON file)."""
+    entry = ["tests.fault_cli", str(hooks)] if hooks else ["fusionray.jobs.render"]
+    return [sys.executable, "-m", *entry, f"+video={clip}",
             f"+source={demo_source_image_path()}", f"output={output}", *COMMON,
             "cluster.num_cpus=2", f"hydra.run.dir={hydra_dir}"]
 
@@ -308,10 +349,9 @@ def test_interrupted_driver_resumes_from_the_manifest(
     # 0.3 s a frame keeps the job running for tens of seconds after the second chunk lands, so
     # the signal arrives mid-job even when this process is starved of CPU by the Ray workers
     # (with 0.1 s, a CI run once saw the job finish before the signal).
-    set_hooks(slow_hooks, frame_delay_seconds=0.3)
-    env = {**os.environ, TEST_HOOKS_ENV: str(slow_hooks)}
-    command = cli_command(clip, output, tmp_path / "hydra")
-    driver = subprocess.Popen(command, cwd=ROOT, env=env, text=True, start_new_session=True,
+    slow_hooks.write_text(json.dumps({"frame_delay_seconds": 0.3}))
+    command = cli_command(clip, output, tmp_path / "hydra", slow_hooks)
+    driver = subprocess.Popen(command, cwd=ROOT, text=True, start_new_session=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: manifest_rows(work) >= 2 or driver.poll() is not None,
@@ -333,8 +373,8 @@ def test_interrupted_driver_resumes_from_the_manifest(
     else:
         assert lock_path_for(output).exists()  # left behind by the killed driver
 
-    rerun = subprocess.run(command, cwd=ROOT, text=True, capture_output=True, timeout=300,
-                           start_new_session=True)
+    rerun = subprocess.run(cli_command(clip, output, tmp_path / "hydra"), cwd=ROOT, text=True,
+                           capture_output=True, timeout=300, start_new_session=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     run = json.loads(OutputPaths.for_video(output).run_json.read_text())
     assert run["chunks_reused"] == finished
@@ -389,9 +429,9 @@ def test_node_removed_mid_job_finishes_on_the_remaining_nodes(
     ray.shutdown()  # this test needs its own cluster; the module's Ray comes back after
     markers = tmp_path / "markers"
     markers.mkdir()
-    set_hooks(hooks, frame_delay_seconds=0.1, marker_dir=str(markers))
-    # Head 1 CPU, two workers of 2: the pools (1 detect + 2 swap) still fit after losing one
-    # worker node, so Ray can restart its actors elsewhere.
+    stages = faulty_stages(frame_delay_seconds=0.1, marker_dir=str(markers))
+    # Head 1 CPU, two workers of 2: the two render actors still fit after losing one worker
+    # node, so Ray can restart its actors elsewhere.
     cluster = Cluster(initialize_head=True,
                       head_node_args={"num_cpus": 1, "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=2), cluster.add_node(num_cpus=2)]
@@ -419,13 +459,91 @@ def test_node_removed_mid_job_finishes_on_the_remaining_nodes(
         remover.start()
         output = tmp_path / "out.mp4"
         summary = render(config_for(clip, output, "cluster.swap.replicas=2"),
-                         run_dir=tmp_path, config_yaml="x: 1\n")
+                         run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
         remover.join(timeout=5)
     finally:
-        set_hooks(hooks)
         ray.shutdown()
         cluster.shutdown()
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     assert removed, "no chunk ran on a worker node"
     assert summary.chunk_failures, "the removed node's chunks must have been retried"
     assert_same_frames(output, reference)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_an_elastic_pool_grows_onto_a_node_that_joins_mid_job(
+    hooks: Path, clip: Path, reference: list[np.ndarray], tmp_path: Path
+) -> None:
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()  # this test needs its own cluster; the module's Ray comes back after
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    stages = faulty_stages(frame_delay_seconds=0.3, marker_dir=str(markers))
+    # One render actor fits the head; the pool's target (3 chunks in flight) waits for more.
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+    joined: list[str] = []
+    outcome: dict[str, object] = {}
+
+    def run_the_job() -> None:  # in a thread: Ray adds nodes from the main thread only
+        try:
+            outcome["summary"] = render(
+                config_for(clip, tmp_path / "out.mp4", "cluster.elastic=true",
+                           "cluster.max_chunks_in_flight=3", "cluster.resource_wait_seconds=60"),
+                run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
+        except BaseException as error:  # re-raised below, in the test's own thread
+            outcome["error"] = error
+
+    try:
+        ray.init(address=cluster.address, logging_level="WARNING")
+        job = threading.Thread(target=run_the_job, daemon=True)
+        job.start()
+        wait_for(lambda: any(markers.iterdir()) or not job.is_alive(),
+                 what="a first chunk to start")
+        joined.append(cluster.add_node(num_cpus=2).node_id)
+        job.join(timeout=300)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    summary = outcome["summary"]
+    assert isinstance(summary, RunSummary)
+    output = tmp_path / "out.mp4"
+    assert joined, "no node joined"
+    on_new_node = [event.split()[0] for event in summary.pool_events
+                   if event.endswith(f"started on node {joined[0]}")]
+    assert on_new_node, summary.pool_events
+    assert sum(summary.chunks_by_actor.get(name, 0) for name in on_new_node) >= 1
+    assert summary.nodes == 2
+    assert_same_frames(output, reference)
+
+
+@pytest.mark.ray
+def test_shot_selection_runs_a_detection_pre_pass_and_the_render_does_not_detect_again(
+    hooks: Path, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`selection.mode=one` needs the shot's detections first: a detection pool runs over every
+    chunk and each render call gets its chunk's detections. The output equals a render whose
+    actors detect for themselves (same detector, same read ranges)."""
+    import fusionray.jobs.pipeline as pipeline
+
+    output = tmp_path / "prepass.mp4"
+    summary = render(config_for(clip, output, "selection.mode=one"), run_dir=tmp_path,
+                     config_yaml="x: 1\n")
+    assert summary.actors["detect"] >= 1 and summary.actors["render"] >= 1
+    assert summary.stage_seconds["prepass_detect"] > 0
+    assert "detect" not in summary.stage_seconds or summary.stage_seconds["detect"] == 0
+    # Pre-pass: every read frame once; render: every owned frame once.
+    read = sum(min(FRAMES, (i + 1) * CHUNK + 4) - max(0, i * CHUNK - 4) for i in range(CHUNKS))
+    assert summary.frames_decoded == read + FRAMES
+
+    monkeypatch.setattr(pipeline, "needs_shot_pass", lambda selection: False)
+    direct = tmp_path / "direct.mp4"
+    without = render(config_for(clip, direct, "selection.mode=one"), run_dir=tmp_path,
+                     config_yaml="x: 1\n")
+    assert without.actors["detect"] == 0
+    assert_same_frames(output, decoded_frames(direct))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fusionray.jobs.manifest import Manifest
+from fusionray.jobs.manifest import MANIFEST_NAME, RECORDS_NAME, Manifest
 from fusionray.media.plan import plan_chunks
 
 CHUNKS = plan_chunks(30, chunk_frames=10, overlap=2)
@@ -62,5 +62,37 @@ def test_a_different_config_starts_the_folder_clean(tmp_path: Path) -> None:
     reopened = open_manifest(work, config_hash="c2")
 
     assert reopened.rows == {}
-    assert list(work.iterdir()) == []
+    assert [p.name for p in work.iterdir()] == [MANIFEST_NAME]  # an empty, compacted manifest
     assert any("a different config" in note for note in reopened.notes)
+
+
+def test_recording_appends_one_line_and_never_rewrites_the_table(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    manifest = open_manifest(work)
+    compacted = (work / MANIFEST_NAME).read_bytes()
+    for index in range(3):
+        record(manifest, index, f"segment {index}".encode())
+        lines = (work / RECORDS_NAME).read_text().splitlines()
+        assert len(lines) == index + 1
+        assert Manifest.count_recorded(work) == index + 1
+    assert (work / MANIFEST_NAME).read_bytes() == compacted  # O(1) per chunk
+
+    reopened = open_manifest(work)  # compacts the records into the table
+    assert sorted(reopened.rows) == [0, 1, 2]
+    assert not (work / RECORDS_NAME).exists()
+    assert Manifest.count_recorded(work) == 3
+
+
+def test_a_record_torn_by_a_kill_is_ignored(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    manifest = open_manifest(work)
+    record(manifest, 0, b"segment zero")
+    record(manifest, 1, b"segment one")
+    records = work / RECORDS_NAME
+    text = records.read_text()
+    records.write_text(text[: len(text) - 20])  # the driver died writing the second line
+
+    reopened = open_manifest(work)
+
+    assert sorted(reopened.rows) == [0]
+    assert not (work / "chunk_000001.segment").exists()

@@ -244,7 +244,10 @@ def test_shared_folder_is_searched_first_and_never_written(
 def test_import_checks_contract(tmp_path: Path) -> None:
     good = tmp_path / "swapper.onnx"
     good.write_bytes(build_identity_swapper())
-    imported = import_model("inswapper_128", good, cache_dir=tmp_path / "cache")
+    with pytest.raises(ModelError, match=r"is not the published file of inswapper_128"):
+        import_model("inswapper_128", good, cache_dir=tmp_path / "cache")
+    imported = import_model("inswapper_128", good, cache_dir=tmp_path / "cache",
+                            allow_unverified=True)
     assert find_model("inswapper_128", cache_dir=tmp_path / "cache").check == (  # type: ignore[union-attr]
         "recorded sha256")
     assert imported.read_bytes() == good.read_bytes()

@@ -1,38 +1,139 @@
-"""Pool sizing from conf/cluster against the cluster's resources (pure)."""
+"""Pool sizing (pure): what the free resources hold, capped by the chunks in flight, threads
+that cover the cores; elastic pools; and the shipped cluster recipes against the studio pools."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from fusionray.actors.pools import PoolSizes, resolve_pool_sizes
+import pytest
+import yaml
+
+from fusionray.actors.pools import PoolPlan, actor_bundle, bundles_that_fit, plan_pool
 from fusionray.config import ClusterConfig, PoolConfig
 from fusionray.errors import ConfigError
+from fusionray.jobs.scheduler import hang_limit_seconds
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def _cluster(detect: PoolConfig, swap: PoolConfig) -> ClusterConfig:
-    return ClusterConfig(detect=detect, swap=swap)
+def _cluster(swap: PoolConfig, *, in_flight: int = 4, elastic: bool = False) -> ClusterConfig:
+    return ClusterConfig(swap=swap, max_chunks_in_flight=in_flight, elastic=elastic)
 
 
 @pytest.mark.parametrize(
-    ("detect", "swap", "resources", "expected"),
+    ("swap", "in_flight", "free", "node_cpus", "expected"),
     [
-        (PoolConfig(1, 1), PoolConfig(0, 1), {"CPU": 2}, PoolSizes(1, 1)),
-        (PoolConfig(1, 1), PoolConfig(0, 1), {"CPU": 16}, PoolSizes(1, 15)),
-        (PoolConfig(1, 1), PoolConfig(0, 2), {"CPU": 16}, PoolSizes(1, 7)),
-        (PoolConfig(4, 1, 0.25), PoolConfig(0, 1, 0.5), {"CPU": 16, "GPU": 2}, PoolSizes(4, 2)),
-        (PoolConfig(4, 1, 0.25), PoolConfig(2, 1, 0.5), {"CPU": 8, "GPU": 2}, PoolSizes(4, 2)),
-        (PoolConfig(1, 1), PoolConfig(0, 1), {"CPU": 1}, None),
+        # 2 cores: two 1-CPU render actors, one thread each.
+        (PoolConfig(0, 1), 4, {"CPU": 2}, 2, PoolPlan(actors=2, target=2, threads=1)),
+        # One chunk in flight keeps one actor busy: it gets both cores.
+        (PoolConfig(0, 1), 1, {"CPU": 2}, 2, PoolPlan(actors=1, target=1, threads=2)),
+        (PoolConfig(1, 1), 4, {"CPU": 2}, 2, PoolPlan(actors=1, target=1, threads=2)),
+        # 16 cores, 4 chunks in flight: 4 actors (not 16), 4 threads each.
+        (PoolConfig(0, 1), 4, {"CPU": 16}, 16, PoolPlan(actors=4, target=4, threads=4)),
+        # Two 8-core nodes: a share never exceeds one node.
+        (PoolConfig(0, 1), 1, {"CPU": 16}, 8, PoolPlan(actors=1, target=1, threads=8)),
+        # 2-CPU actors on 7 free cores: 3 fit; threads stay >= the reservation.
+        (PoolConfig(0, 2), 4, {"CPU": 7}, 7, PoolPlan(actors=3, target=3, threads=2)),
+        # GPU actors keep their reserved threads (the model runs on the card).
+        (PoolConfig(0, 2, 0.5), 16, {"CPU": 16, "GPU": 2}, 8,
+         PoolPlan(actors=4, target=4, threads=2)),
+        (PoolConfig(2, 1, 0.5), 4, {"CPU": 8, "GPU": 2}, 8, PoolPlan(actors=2, target=2,
+                                                                     threads=1)),
     ],
 )
-def test_pool_sizes(detect: PoolConfig, swap: PoolConfig, resources: dict[str, float],
-                    expected: PoolSizes | None) -> None:
-    if expected is None:
-        with pytest.raises(ConfigError, match="CPU"):
-            resolve_pool_sizes(_cluster(detect, swap), resources)
-    else:
-        assert resolve_pool_sizes(_cluster(detect, swap), resources) == expected
+def test_plan_pool(swap: PoolConfig, in_flight: int, free: dict[str, float], node_cpus: float,
+                   expected: PoolPlan) -> None:
+    plan = plan_pool(swap, _cluster(swap, in_flight=in_flight), free, kind="render",
+                     node_cpus=node_cpus)
+    assert plan == expected
 
 
-def test_gpu_pools_on_a_cpu_cluster_fail_with_advice() -> None:
+def test_a_fixed_pool_that_does_not_fit_names_the_shortfall() -> None:
+    with pytest.raises(ConfigError, match=r"3 render x 1 CPU = 3 CPU, but the cluster has 2 "
+                                          r"free.*cluster.swap.replicas"):
+        plan_pool(PoolConfig(3, 1), _cluster(PoolConfig(3, 1)), {"CPU": 2}, kind="render")
     with pytest.raises(ConfigError, match=r"num_gpus=0"):
-        resolve_pool_sizes(_cluster(PoolConfig(1, 1, 0.25), PoolConfig(1, 1, 0.5)), {"CPU": 8})
+        plan_pool(PoolConfig(1, 1, 0.5), _cluster(PoolConfig(1, 1, 0.5)), {"CPU": 8},
+                  kind="render")
+
+
+def test_an_elastic_pool_waits_for_what_does_not_fit_yet() -> None:
+    swap = PoolConfig(0, 2, 0.5)
+    cluster = _cluster(swap, in_flight=16, elastic=True)
+    empty = plan_pool(swap, cluster, {"CPU": 0}, kind="render")  # autoscaling from zero
+    assert (empty.actors, empty.target, empty.missing) == (0, 16, 16)
+    some = plan_pool(swap, cluster, {"CPU": 16, "GPU": 2}, kind="render", node_cpus=8)
+    assert (some.actors, some.missing) == (4, 12)
+
+
+def test_bundles_that_fit() -> None:
+    assert bundles_that_fit({"CPU": 16, "GPU": 2}, {"CPU": 2, "GPU": 0.5}) == 4
+    assert bundles_that_fit({"CPU": 3, "GPU": 2}, {"CPU": 2, "GPU": 0.5}) == 1
+    assert bundles_that_fit({"CPU": 1.0}, {"CPU": 0.25}) == 4
+    assert bundles_that_fit({}, {"CPU": 1}) == 0
+
+
+@pytest.mark.parametrize(
+    ("durations", "expected"),
+    [([], 10 * 120.0), ([1.0, 2.0, 30.0], 120.0), ([20.0, 30.0, 40.0], 300.0)],
+)
+def test_hang_limit(durations: list[float], expected: float) -> None:
+    assert hang_limit_seconds(durations, ClusterConfig()) == pytest.approx(expected)
+
+
+# --- the shipped recipes against conf/cluster/studio.yaml -----------------------------------
+
+
+def studio() -> ClusterConfig:
+    data = yaml.safe_load((ROOT / "conf" / "cluster" / "studio.yaml").read_text())
+    return ClusterConfig(**{k: PoolConfig(**v) if isinstance(v, dict) else v
+                            for k, v in data.items()})
+
+
+def recipe_capacity(name: str) -> tuple[dict[str, float], dict[str, float], float]:
+    """(resources at start, resources at the autoscaler's maximum, CPUs of one worker)."""
+    data = yaml.safe_load((ROOT / "cluster" / name).read_text())
+    if name == "launcher-aws-gpu.yaml":
+        workers = [t for k, t in data["available_node_types"].items()
+                   if k != data["head_node_type"]]
+        per = [(t["resources"], t.get("min_workers", 0), t["max_workers"]) for t in workers]
+        head = data["available_node_types"][data["head_node_type"]]["resources"]
+    else:
+        spec = data["spec"]["rayClusterSpec"] if data["kind"] == "RayJob" else data["spec"]
+        head = {"CPU": float(spec["headGroupSpec"]["rayStartParams"].get("num-cpus", 0))}
+        per = []
+        for group in spec["workerGroupSpecs"]:
+            requests = group["template"]["spec"]["containers"][0]["resources"]["requests"]
+            resources = {"CPU": float(group["rayStartParams"].get("num-cpus", requests["cpu"])),
+                         "GPU": float(group["rayStartParams"].get("num-gpus", 0))}
+            per.append((resources, group["minReplicas"], group["maxReplicas"]))
+
+    def total(count_index: int) -> dict[str, float]:
+        sums = {key: float(value) for key, value in head.items()}
+        for entry in per:
+            for key, value in entry[0].items():
+                sums[key] = sums.get(key, 0.0) + float(value) * entry[count_index]
+        return sums
+
+    return total(1), total(2), max(float(entry[0]["CPU"]) for entry in per)
+
+
+@pytest.mark.parametrize("recipe", ["kuberay-rayjob.yaml", "kuberay-raycluster.yaml",
+                                    "launcher-aws-gpu.yaml"])
+def test_each_recipe_runs_the_studio_pools(recipe: str) -> None:
+    """At the recipe's minimum size the studio pools either start at least one actor or (an
+    autoscaling recipe) wait for the autoscaler; at its maximum size the whole render target
+    and the detection pre-pass fit."""
+    cluster = studio()
+    at_start, at_most, node_cpus = recipe_capacity(recipe)
+    for kind, pool in (("render", cluster.swap), ("detect", cluster.detect)):
+        start = plan_pool(pool, cluster, at_start, kind=kind, node_cpus=node_cpus)
+        grown = plan_pool(pool, cluster, at_most, kind=kind, node_cpus=node_cpus)
+        assert grown.actors >= 1, f"{recipe}: no {kind} actor fits even at its maximum"
+        if at_start == at_most:  # a fixed-size cluster: must run without any autoscaler
+            assert start.actors >= 1
+            if kind == "render":  # and the render actors fill its cards
+                assert start.actors * pool.num_gpus == at_start["GPU"]
+        else:  # autoscaling (from zero): wait for it, and the whole target fits at the top
+            assert cluster.elastic and start.missing > 0
+            assert grown.missing == 0 == bundles_that_fit(at_start, actor_bundle(pool))

@@ -25,7 +25,8 @@ from fusionray.actors.stages import (
 )
 from fusionray.config import RenderConfig
 from fusionray.errors import ConfigError, MediaError, RenderError
-from fusionray.jobs.pipeline import ChunkTotals, build_source_identity
+from fusionray.jobs.pipeline import build_source_identity
+from fusionray.jobs.scheduler import ChunkTotals
 from fusionray.media.demo import demo_source_image_path
 from fusionray.media.plan import plan_chunks
 from fusionray.media.probe import probe_video

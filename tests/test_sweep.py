@@ -110,3 +110,80 @@ def test_sweep_shares_ray_and_writes_summary_and_contact_sheet(tmp_path: Path) -
         assert 30 < by_quality["draft"] < by_quality["standard"]
     sheet = cv2.imread(str(sweep / "contact_sheet.png"))
     assert sheet is not None and sheet.shape[0] == 30 + 5 * (TILE_SIZE + 2)
+
+
+def _job(sweep: Path, job: str, overrides: list[str], *, clip: Path | None = None,
+         failure: BaseException | None = None) -> None:
+    """A job folder as Hydra and the render leave it: overrides, and a run.json whose output
+    is a copy of its input (so its PSNR against its own input is the cap), or a failure."""
+    import shutil
+
+    from fusionray.jobs.sweep import record_failed_job
+
+    folder = sweep / job
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if failure is not None:
+        record_failed_job(folder, exit_code=2, error=failure)
+        return
+    assert clip is not None
+    output = folder / f"{clip.stem}.swapped.mp4"
+    shutil.copyfile(clip, output)
+    run = {"input": str(clip), "output": str(output), "quality": "standard", "frames": 12,
+           "frames_per_second": 10.0, "wall_seconds": 1.2, "faces_swapped": 0,
+           "frames_with_faces": 0, "config_hash": job}
+    (folder / f"{output.stem}.run.json").write_text(json.dumps(run))
+
+
+def test_summary_rows_use_their_own_input_and_list_failed_jobs(tmp_path: Path) -> None:
+    from fusionray.jobs.sweep import sweep_exit_code
+    from fusionray.report.sweep import summarize_sweep
+    from tests.clips import write_clip
+
+    # Two different shots: a row measured against the other shot's frames would score low
+    # (another picture) or fail (another size).
+    first = write_clip(tmp_path / "a.mp4", width=160, height=96, frames=12, audio=False)
+    second = write_clip(tmp_path / "b.mp4", width=128, height=80, frames=8, audio=False,
+                        gop=4)
+    sweep = tmp_path / "sweep"
+    _job(sweep, "0", [f"+video={first}"], clip=first)
+    _job(sweep, "1", ["+video=/shots/missing.mp4"],
+         failure=FileNotFoundError("Input not found: '/shots/missing.mp4'"))
+    _job(sweep, "2", [f"+video={second}"], clip=second)
+    table = summarize_sweep(sweep).to_pandas()
+    assert list(table["job"]) == ["0", "1", "2"]
+    assert list(table["status"]) == ["ok", "failed", "ok"]
+    assert list(table["psnr_outside_face_db"].iloc[[0, 2]]) == [PSNR_CAP_DB, PSNR_CAP_DB]
+    assert pd.isna(table["psnr_outside_face_db"].iloc[1])
+    assert table["error"].iloc[1] == "Input not found: '/shots/missing.mp4'"
+    assert table["exit_code"].tolist() == [0, 2, 0]
+    assert (sweep / "sweep_summary.csv").exists() and (sweep / "contact_sheet.png").exists()
+    assert sweep_exit_code([2]) == 2 and sweep_exit_code([2, 1]) == 1 and sweep_exit_code([]) == 0
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sweep_with_one_broken_input_runs_the_rest_and_exits_non_zero(tmp_path: Path) -> None:
+    from fusionray.media.demo import demo_source_image_path
+    from tests.clips import write_face_clip
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypisom" + b"garbage" * 100)
+    clip = write_face_clip(tmp_path / "face.mp4", frames=20)
+    sweep = tmp_path / "sweep"
+    # The broken input last: the first job starts Ray, whose start-up on a loaded machine can
+    # time out (a failure of its own, which would hide the one this test is about).
+    result = subprocess.run(
+        [sys.executable, "-m", "fusionray.jobs.render", "-m", f"+video=demo,{clip},{broken}",
+         f"+source={demo_source_image_path()}", "quality=draft", "progress=false",
+         "preview_frames=0", "cluster.num_cpus=2", f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]  # the one failure was bad input
+    assert "1 of 3 sweep jobs failed" in result.stderr
+    table = pd.read_csv(sweep / "sweep_summary.csv")
+    assert list(table["status"]) == ["ok", "ok", "failed"]
+    assert "broken.mp4" in table["error"][2]
+    # Each finished row is measured against its own input (the demo and the face clip).
+    assert (table["psnr_outside_face_db"][:2] > 28).all(), table["psnr_outside_face_db"]
+    assert len(set(table["output"][:2])) == 2

@@ -1,148 +1,394 @@
-"""Ray actors around the stages, and the pools that size and feed them.
+"""Ray actors around the stages, the pure plan that sizes each pool, and the pools that keep
+their members alive, fed and on live nodes.
 
-Each actor acquires its resources (ONNX Runtime session, swapper state) once in `__init__` and
-then transforms chunks in its methods. The driver chains detect -> swap by passing the detect
-task's ObjectRef straight to the swap actor, so detections go actor to actor through the object
-store and frames never leave the node that decoded them.
+Each actor acquires its resources (ONNX Runtime sessions, swapper state) once in `__init__` and
+then runs one stage per call. The stage class is a constructor argument: production passes
+`StageClasses()`; fault tests pass subclasses defined under tests/, so no test hook sits on the
+production path.
+
+A member that fails is not picked again until a ping says it is back (Ray restarted it); one
+whose restarts are used up leaves the pool and is replaced when the cluster has room. Elastic
+pools (studio) also start actors as nodes join and drop the actors of nodes that leave.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
-from typing import Any
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import ray
 
-from fusionray.actors.stages import (
-    ChunkResult,
-    DetectResult,
-    DetectStage,
-    SwapStage,
-    thread_count,
-)
+from fusionray.actors.render_stage import RenderStage
+from fusionray.actors.stages import DetectStage
 from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
-from fusionray.errors import ConfigError
-from fusionray.swap.base import SourceIdentity
-from fusionray.types import Chunk, VideoInfo
+from fusionray.errors import ConfigError, RenderError
 
+log = logging.getLogger("fusionray")
 
-class DetectActor:
-    """Ray actor: decode a chunk's read range and detect faces (fractional GPU or CPU)."""
-
-    def __init__(self, config: RenderConfig, threads: int) -> None:
-        self.stage = DetectStage(config, threads=threads)
-
-    def detect(self, info: VideoInfo, chunk: Chunk) -> DetectResult:
-        return self.stage(info, chunk)
-
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
-
-
-class SwapActor:
-    """Ray actor: decode a chunk's owned frames, swap, composite and encode a segment."""
-
-    def __init__(self, config: RenderConfig, threads: int) -> None:
-        self.stage = SwapStage(config, threads=threads)
-
-    def render(
-        self, info: VideoInfo, chunk: Chunk, detected: DetectResult, source: SourceIdentity
-    ) -> ChunkResult:
-        # The source identity comes with each call (an ObjectRef the driver holds, read
-        # zero-copy from the node's object store) rather than with the constructor, so a
-        # restarted actor never depends on a constructor argument that went out of scope.
-        return self.stage(info, chunk, detected, source)
-
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
+PoolKind = Literal["detect", "render"]
 
 
 @dataclass(frozen=True)
-class PoolSizes:
-    """Resolved actor counts for one job."""
+class StageClasses:
+    """The plain stage classes the pools' actors instantiate (the fault-injection seam)."""
 
-    detect: int
-    swap: int
+    detect: type = DetectStage
+    """Detection pre-pass: `(info, chunk) -> DetectResult`."""
+    render: type = RenderStage
+    """Whole-chunk render: `(info, chunk, source, detected=None, shot=None) -> ChunkResult`."""
 
 
-def resolve_pool_sizes(cluster: ClusterConfig, resources: dict[str, float]) -> PoolSizes:
-    """Turn `replicas: 0` (auto) into counts and check the pools fit the cluster (pure).
+class StageActor:
+    """Ray actor holding one stage instance; `run` maps a chunk to the stage's result."""
+
+    def __init__(self, stage_class: type, config: RenderConfig, threads: int) -> None:
+        self.stage = stage_class(config, threads=threads)
+
+    def run(self, *args: Any) -> Any:
+        return self.stage(*args)
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+class DetectActor(StageActor):
+    """Detection pre-pass actor (only when shot-level selection needs every detection first)."""
+
+
+class RenderActor(StageActor):
+    """Render actor: one call decodes, detects, swaps and encodes a whole chunk."""
+
+
+# --- sizing (pure) ---------------------------------------------------------------------------
+
+
+def actor_bundle(pool: PoolConfig) -> dict[str, float]:
+    """The resources one actor of `pool` reserves, in Ray's units."""
+    bundle = {"CPU": float(pool.num_cpus)}
+    if pool.num_gpus > 0:
+        bundle["GPU"] = float(pool.num_gpus)
+    return bundle
+
+
+def bundles_that_fit(resources: Mapping[str, float], bundle: Mapping[str, float]) -> int:
+    """How many copies of `bundle` fit in `resources` (a cluster-wide sum; pure)."""
+    return min(math.floor(resources.get(name, 0.0) / amount + 1e-9)
+               for name, amount in bundle.items() if amount > 0)
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """How many actors one pool starts, and the threads each one runs."""
+
+    actors: int
+    """Actors to start now (what the free resources hold, at most `target`)."""
+    target: int
+    """Actors the pool wants: it grows toward this as resources appear."""
+    threads: int
+    """Inference, OpenCV, decode and encode threads per actor."""
+
+    @property
+    def missing(self) -> int:
+        """Actors the cluster cannot hold yet (asked of the autoscaler when elastic)."""
+        return self.target - self.actors
+
+
+def plan_pool(
+    pool: PoolConfig, cluster: ClusterConfig, free: Mapping[str, float], *, kind: PoolKind,
+    node_cpus: float | None = None,
+) -> PoolPlan:
+    """Size one pool from the cluster's free resources (pure).
+
+    No pool gets more actors than `max_chunks_in_flight` can keep busy. `replicas: 0` means as
+    many as fit (elastic: as many as the chunks in flight keep busy, requested from the
+    autoscaler). On CPU-only pools the actors' threads together cover the free cores (1 actor
+    on 2 free cores runs 2 threads), never more than one node holds; GPU pools keep the
+    threads they reserve, since the model runs on the card.
 
     Args:
-        cluster: the pools' settings.
-        resources: `ray.cluster_resources()`, e.g. {"CPU": 16.0, "GPU": 2.0}.
+        pool: the pool's settings (`cluster.detect` or `cluster.swap`).
+        cluster: the job's cluster settings.
+        free: `ray.available_resources()`, e.g. {"CPU": 16.0, "GPU": 2.0}.
+        kind: which pool, for messages.
+        node_cpus: CPUs of the largest node (None: no bound beyond `free`).
 
     Raises:
-        ConfigError: if the requested actors need more CPUs or GPUs than the cluster has, since
-            Ray would otherwise wait forever for resources that never come.
+        ConfigError: a fixed pool needs more than the cluster has free (Ray would otherwise
+            wait forever); elastic pools never raise, they wait for the autoscaler.
     """
-    cpus = resources.get("CPU", 0.0)
-    gpus = resources.get("GPU", 0.0)
-    detect = cluster.detect.replicas or 1
-    swap = cluster.swap.replicas
-    if swap == 0:
-        free_cpus = cpus - detect * cluster.detect.num_cpus
-        by_cpu = math.floor(free_cpus / cluster.swap.num_cpus + 1e-9)
-        if cluster.swap.num_gpus > 0:
-            free_gpus = gpus - detect * cluster.detect.num_gpus
-            by_cpu = min(by_cpu, math.floor(free_gpus / cluster.swap.num_gpus + 1e-9))
-        swap = max(1, by_cpu)
-    need_cpus = detect * cluster.detect.num_cpus + swap * cluster.swap.num_cpus
-    need_gpus = detect * cluster.detect.num_gpus + swap * cluster.swap.num_gpus
-    if need_cpus > cpus + 1e-9:
-        raise ConfigError(
-            f"Invalid cluster pools: {detect} detect x {cluster.detect.num_cpus} CPU + {swap} swap "
-            f"x {cluster.swap.num_cpus} CPU = {need_cpus:g} CPU, but the cluster has {cpus:g}; "
-            "lower cluster.*.replicas or cluster.*.num_cpus"
-        )
-    if need_gpus > gpus + 1e-9:
-        raise ConfigError(
-            f"Invalid cluster pools: {detect} detect x {cluster.detect.num_gpus} GPU + {swap} swap "
-            f"x {cluster.swap.num_gpus} GPU = {need_gpus:g} GPU, but the cluster has {gpus:g}; "
-            "set cluster.*.num_gpus=0 on a machine without GPUs"
-        )
-    return PoolSizes(detect=detect, swap=swap)
+    bundle = actor_bundle(pool)
+    fit = bundles_that_fit(free, bundle)
+    limit = cluster.max_chunks_in_flight
+    if pool.replicas:
+        target = min(pool.replicas, limit)
+    else:
+        target = limit if cluster.elastic else min(limit, max(1, fit))
+    actors = min(target, fit)
+    if actors < target and not cluster.elastic:
+        key = "swap" if kind == "render" else "detect"
+        for name, hint in (("CPU", f"lower cluster.{key}.replicas or cluster.{key}.num_cpus"),
+                           ("GPU", f"set cluster.{key}.num_gpus=0 on a machine without GPUs")):
+            need = target * bundle.get(name, 0.0)
+            if need > free.get(name, 0.0) + 1e-9:
+                raise ConfigError(
+                    f"Invalid cluster pools: {target} {kind} x {bundle[name]:g} {name} = "
+                    f"{need:g} {name}, but the cluster has {free.get(name, 0.0):g} free; "
+                    f"{hint}, or set cluster.elastic=true to wait for the autoscaler")
+    reserved = math.ceil(pool.num_cpus)
+    threads = reserved
+    if pool.num_gpus == 0 and actors:
+        share = math.floor(free.get("CPU", 0.0) / actors + 1e-9)
+        if node_cpus is not None:
+            share = min(share, math.floor(node_cpus + 1e-9))
+        threads = max(reserved, share)
+    return PoolPlan(actors=actors, target=max(target, 1), threads=max(1, threads))
+
+
+# --- the pool --------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Member:
+    """One actor of a pool, as the scheduler sees it."""
+
+    name: str
+    actor: Any
+    state: Literal["starting", "ready", "suspect"] = "starting"
+    """starting/suspect: not given chunks until its ping answers."""
+    node_id: str | None = None
+    failures: int = 0
+    """Deaths seen (each uses up one of Ray's `max_restarts`)."""
+    queue: list[ray.ObjectRef] = field(default_factory=list)
+    """Calls in flight on it, in submission order (an actor runs them one after another)."""
+    head_since: float = 0.0
+    """When the call at the head of `queue` started (monotonic seconds)."""
+    chunks: int = 0
+    """Calls that finished on it."""
 
 
 class ActorPool:
-    """A fixed set of actors; `pick()` returns the one with the fewest tasks in flight."""
+    """The live members of one pool; `pick()` returns the ready one with the fewest calls."""
 
-    def __init__(self, actors: list[Any]) -> None:
-        self.actors = actors
-        self.load = [0] * len(actors)
-
-    def pick(self) -> int:
-        return min(range(len(self.actors)), key=lambda i: self.load[i])
+    def __init__(
+        self, kind: PoolKind, stage_class: type, config: RenderConfig, pool: PoolConfig,
+        plan: PoolPlan,
+    ) -> None:
+        self.kind = kind
+        self.config = config
+        self.pool = pool
+        self.plan = plan
+        self.stage_class = stage_class
+        self.members: list[Member] = []
+        self.all_members: list[Member] = []
+        """Every member ever started (for the nodes used, after the pool is shut down)."""
+        self.pings: dict[ray.ObjectRef, Member] = {}
+        self.events: list[str] = []
+        """What happened to the members (started on, gone for good, restarted), for run.json."""
+        self.chunks_by_member: dict[str, int] = {}
+        self.start_failures = 0
+        self._started = 0
+        self._nodes_checked = 0.0
+        actor_class = DetectActor if kind == "detect" else RenderActor
+        self._remote = ray.remote(actor_class).options(
+            num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, max_restarts=pool.max_restarts,
+            # Chunks are retried by the driver, which counts attempts and names the chunk that
+            # failed; Ray-level task retries would hide that.
+            max_task_retries=0)
 
     def __len__(self) -> int:
-        return len(self.actors)
+        return len(self.members)
+
+    def _note(self, message: str) -> None:
+        self.events.append(message)
+        log.warning("%s", message)
+
+    def add(self) -> Member:
+        """Start one actor; it takes chunks once its ping answers."""
+        name = f"{self.kind}-{self._started}"
+        self._started += 1
+        actor = self._remote.remote(self.stage_class, self.config, self.plan.threads)
+        member = Member(name=name, actor=actor)
+        self.members.append(member)
+        self.all_members.append(member)
+        self.pings[actor.node_id.remote()] = member  # type: ignore[attr-defined]
+        return member
+
+    def start(self) -> None:
+        """Start the planned actors and wait until each has loaded its models.
+
+        Raises:
+            RenderError: an actor's constructor raised (its own message, one line).
+        """
+        from fusionray.jobs.ray_session import actor_start_failure
+
+        for _ in range(self.plan.actors):
+            self.add()
+        try:
+            nodes = ray.get(list(self.pings))
+        except ray.exceptions.RayActorError as error:
+            raise RenderError(f"A render actor could not start: {actor_start_failure(error)}"
+                              ) from None
+        for (ref, member), node in zip(list(self.pings.items()), nodes, strict=True):
+            member.node_id, member.state = node, "ready"
+            del self.pings[ref]
+
+    def ready(self) -> list[Member]:
+        return [m for m in self.members if m.state == "ready"]
+
+    def pick(self, *, avoid: str | None = None, per_member: int = 1) -> Member | None:
+        """The ready member with the fewest calls in flight (below `per_member`); one named
+        `avoid` (where the chunk just failed or hung) only when no other is ready."""
+        ready = [m for m in self.ready() if len(m.queue) < per_member]
+        others = [m for m in ready if m.name != avoid] or ready
+        return min(others, key=lambda m: len(m.queue), default=None)
+
+    def handle_ping(self, ref: ray.ObjectRef) -> None:
+        """A member answered (ready again, on the node it names) or failed to start."""
+        from fusionray.jobs.ray_session import actor_start_failure
+
+        member = self.pings.pop(ref)
+        if member not in self.members:
+            return
+        try:
+            member.node_id = ray.get(ref)
+        except ray.exceptions.RayActorError as error:
+            if member.state == "starting":
+                self.start_failures += 1
+                self._remove(member, f"could not start: {actor_start_failure(error)}")
+            else:
+                self.actor_died(member)
+            return
+        if member.state == "starting":
+            self._note(f"{member.name} started on node {member.node_id}")
+        member.state, member.head_since = "ready", time.monotonic()
+
+    def actor_died(self, member: Member) -> None:
+        """A call failed because the actor died: count one restart, or drop it for good."""
+        if member.state == "suspect" or member not in self.members:
+            return  # the same death, seen by another of its calls
+        member.failures += 1
+        restarts = self.pool.max_restarts
+        if 0 <= restarts < member.failures:
+            self._remove(member, f"gone for good ({restarts} restart(s) used up)")
+            return
+        member.state = "suspect"
+        self.pings[member.actor.node_id.remote()] = member
+
+    def restart(self, member: Member, reason: str) -> None:
+        """Kill a member's process so Ray restarts it (a hung chunk); drop it if no restart
+        is left."""
+        self._note(f"{member.name} restarted: {reason}")
+        ray.kill(member.actor, no_restart=False)
+        self.actor_died(member)
+
+    def _remove(self, member: Member, reason: str) -> None:
+        self.members.remove(member)
+        self._note(f"{member.name} left the pool: {reason}")
+        ray.kill(member.actor, no_restart=True)
+
+    def finished(self, member: Member) -> None:
+        member.chunks += 1
+        self.chunks_by_member[member.name] = member.chunks
+
+    def maintain(self, *, poll_seconds: float = 2.0) -> None:
+        """Every `poll_seconds`: drop members of nodes that left (elastic), and start actors
+        toward the plan's target where the cluster has free room (a replacement for one gone
+        for good, or the actors of a node that joined)."""
+        now = time.monotonic()
+        if now - self._nodes_checked < poll_seconds:
+            return
+        self._nodes_checked = now
+        if self.config.cluster.elastic:
+            alive = {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
+            for member in [m for m in self.members if m.node_id and m.node_id not in alive]:
+                self._remove(member, f"its node {member.node_id} left the cluster")
+        if self.start_failures >= 3:
+            return  # replacements keep failing to start: stop asking
+        starting = sum(1 for m in self.members if m.state == "starting")
+        room = bundles_that_fit(ray.available_resources(), actor_bundle(self.pool))
+        for _ in range(min(room - starting, self.plan.target - len(self.members))):
+            self.add()
+
+    def shutdown(self) -> None:
+        for member in self.members:
+            ray.kill(member.actor, no_restart=True)
+        self.members.clear()
+        self.pings.clear()
 
 
-def _options(pool: PoolConfig) -> dict[str, Any]:
-    return {
-        "num_cpus": pool.num_cpus,
-        "num_gpus": pool.num_gpus,
-        "max_restarts": pool.max_restarts,
-        # Chunks are retried by the driver, which counts attempts and names the chunk that
-        # failed; Ray-level task retries would hide that.
-        "max_task_retries": 0,
-    }
+def request_from_autoscaler(pool: PoolConfig, count: int) -> None:
+    """Ask an autoscaling cluster for room for `count` actors of `pool` (count 0 withdraws the
+    request). A cluster without an autoscaler ignores it."""
+    from ray.autoscaler.sdk import request_resources
+
+    try:
+        request_resources(bundles=[actor_bundle(pool)] * count)
+    except Exception as error:  # advisory only: a cluster without an autoscaler refuses it
+        log.debug("request_resources failed: %s", error)
 
 
-def start_pools(config: RenderConfig, sizes: PoolSizes) -> tuple[ActorPool, ActorPool]:
-    """Create the detect and swap actors (Ray must be initialised)."""
-    detect_cls = ray.remote(DetectActor)
-    swap_cls = ray.remote(SwapActor)
+def largest_node_cpus() -> float | None:
+    """CPUs of the largest alive node (None when Ray reports none)."""
+    cpus = [float(node["Resources"].get("CPU", 0.0)) for node in ray.nodes()
+            if node.get("Alive")]
+    return max(cpus, default=None)
+
+
+def start_pool(
+    kind: PoolKind, config: RenderConfig, stage_class: type, *,
+    say: Any = print,
+) -> ActorPool:
+    """Plan a pool from the free resources and start it (Ray must be initialised).
+
+    Elastic pools ask the autoscaler for the actors that do not fit and wait at most
+    `cluster.resource_wait_seconds` for the first one, saying what they wait for.
+
+    Raises:
+        ConfigError: a fixed pool does not fit. RenderError: an actor could not start, or no
+            room for one actor came within the wait.
+    """
     cluster = config.cluster
-    detect = [
-        detect_cls.options(**_options(cluster.detect)).remote(
-            config, thread_count(cluster.detect.num_cpus))
-        for _ in range(sizes.detect)
-    ]
-    swap = [
-        swap_cls.options(**_options(cluster.swap)).remote(
-            config, thread_count(cluster.swap.num_cpus))
-        for _ in range(sizes.swap)
-    ]
-    return ActorPool(detect), ActorPool(swap)
+    pool = cluster.detect if kind == "detect" else cluster.swap
+    plan = plan_pool(pool, cluster, ray.available_resources(), kind=kind,
+                     node_cpus=largest_node_cpus())
+    if cluster.elastic and plan.missing:
+        request_from_autoscaler(pool, plan.target)
+        deadline = time.monotonic() + cluster.resource_wait_seconds
+        next_say = 0.0
+        while plan.actors == 0:
+            now = time.monotonic()
+            if now >= deadline:
+                raise RenderError(
+                    f"No room for one {kind} actor ({actor_bundle(pool)}) after waiting "
+                    f"{cluster.resource_wait_seconds:g} s (cluster.resource_wait_seconds); "
+                    f"free now: {dict(ray.available_resources())}")
+            if now >= next_say:
+                say(f"fusionray: waiting for {plan.target} {kind} actor(s) of "
+                    f"{actor_bundle(pool)} (free now: {dict(ray.available_resources())}; "
+                    f"up to {deadline - now:.0f} s more)")
+                next_say = now + 10.0
+            time.sleep(1.0)
+            plan = plan_pool(pool, cluster, ray.available_resources(), kind=kind,
+                             node_cpus=largest_node_cpus())
+    actors = ActorPool(kind, stage_class, config, pool, plan)
+    actors.start()
+    return actors
+
+
+def wait_for_release(pool: ActorPool, timeout_seconds: float = 10.0) -> None:
+    """After `pool.shutdown()`, wait (bounded) until Ray gives its actors' resources back, so
+    the next pool is sized from the whole cluster."""
+    bundle = actor_bundle(pool.pool)
+    before = ray.available_resources()
+    want = {name: before.get(name, 0.0) + amount * pool.plan.actors * 0.999
+            for name, amount in bundle.items()}
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        free = ray.available_resources()
+        if all(free.get(name, 0.0) >= amount for name, amount in want.items()):
+            return
+        time.sleep(0.1)

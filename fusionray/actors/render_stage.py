@@ -37,12 +37,10 @@ phase by phase; an engine with only `swap()` runs whole in the forward step.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import av
@@ -60,7 +58,6 @@ from fusionray.actors.stages import (
     encoder_settings_for,
     open_reader,
     read_region,
-    read_test_hooks,
     swapper_from_config,
     write_region,
 )
@@ -143,8 +140,6 @@ class RenderStage:
                  queue_depth: int = QUEUE_DEPTH) -> None:
         cv2.setNumThreads(threads)
         self.config = config
-        if read_test_hooks().get("fail_swap_start"):
-            raise RuntimeError("test hook: the swap stage cannot start")
         self.threads = threads
         self._finder: FaceFinder | None = None
         self.swapper = swapper_from_config(config, threads=threads)
@@ -186,14 +181,6 @@ class RenderStage:
             MediaError: a frame cannot be decoded or the segment cannot be encoded; any error
                 of any step.
         """
-        hooks = read_test_hooks()
-        frame_delay = float(hooks.get("frame_delay_seconds", 0.0))  # type: ignore[arg-type]
-        if hooks:
-            marker_dir = hooks.get("marker_dir")
-            if marker_dir:
-                Path(str(marker_dir), f"chunk-{chunk.index}-pid-{os.getpid()}").touch()
-            if chunk.index in (hooks.get("fail_chunks") or []):  # type: ignore[operator]
-                raise RuntimeError(f"test hook: chunk {chunk.index} fails")
         settings = encoder_settings_for(self.config, info)
         turns = display_turns(info.rotation)
         clock = StepClock()
@@ -282,8 +269,6 @@ class RenderStage:
                         write_region(frame.plane, region, turns)
                     counts["swapped"] += len(frame.targets)
                     counts["frames_with_faces"] += 1
-                if frame_delay:
-                    time.sleep(frame_delay)
                 yield frame.output
 
         steps = [("detect", detect), ("track", track), ("prepare", prepare),

@@ -9,9 +9,7 @@ image and each face region (`fusionray.media.frame`), never the whole frame.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,6 +73,7 @@ def model_options_from_config(
         shared_dirs=tuple(Path(p) for p in config.models.shared_dirs) or None,
         offline=True if config.models.offline else None,
         gpu=config.gpu,
+        allow_unverified=config.models.allow_unverified,
     )
 
 
@@ -96,6 +95,7 @@ def detector_from_config(config: RenderConfig, *, threads: int) -> Detector:
         input_size=settings.input_size,
         shared_dirs=options.shared_dirs,
         offline=options.offline,
+        allow_unverified=options.allow_unverified,
     )
 
 
@@ -249,26 +249,6 @@ def replace_embedding(face: Face, embedding: npt.NDArray[np.float32] | None) -> 
                 embedding=embedding, pose=face.pose)
 
 
-TEST_HOOKS_ENV = "FUSIONRAY_TEST_HOOKS"
-"""Test hook, for the fault-injection tests only: the path of a JSON file read at the start of
-every swap call and when a swap stage starts. Keys: `frame_delay_seconds` (sleep per frame, so
-a fault lands mid-job), `fail_swap_start` (the swap stage's constructor raises),
-`fail_chunks` (chunk indices whose swap raises), `marker_dir` (a file `chunk-I-pid-P` is created
-there when chunk I starts in worker process P). Unset in production: then it costs one getenv."""
-
-
-def read_test_hooks() -> dict[str, object]:
-    """The fault-injection settings named by `FUSIONRAY_TEST_HOOKS` (empty when unset)."""
-    path = os.environ.get(TEST_HOOKS_ENV)
-    if not path:
-        return {}
-    try:
-        hooks = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    return hooks if isinstance(hooks, dict) else {}
-
-
 def encoder_settings_for(config: RenderConfig, info: VideoInfo) -> EncoderSettings:
     """The job's segment encoder settings for this video."""
     return settings_for_video(config.encode, info)
@@ -399,8 +379,6 @@ class SwapStage:
     def __init__(self, config: RenderConfig, *, threads: int = 1) -> None:
         cv2.setNumThreads(threads)
         self.config = config
-        if read_test_hooks().get("fail_swap_start"):
-            raise RuntimeError("test hook: the swap stage cannot start")
         self.swapper = swapper_from_config(config, threads=threads)
 
     def __call__(
@@ -418,16 +396,6 @@ class SwapStage:
         selected_by_frame: dict[int, list[Face]] = {}
         timings = {"decode": 0.0, "swap": 0.0, "encode": 0.0}
         swapped = frames_with_faces = 0
-        hooks = read_test_hooks()
-        if hooks:
-            frame_delay = float(hooks.get("frame_delay_seconds", 0.0))  # type: ignore[arg-type]
-            marker_dir = hooks.get("marker_dir")
-            if marker_dir:
-                Path(str(marker_dir), f"chunk-{chunk.index}-pid-{os.getpid()}").touch()
-            if chunk.index in (hooks.get("fail_chunks") or []):  # type: ignore[operator]
-                raise RuntimeError(f"test hook: chunk {chunk.index} fails")
-        else:
-            frame_delay = 0.0
 
         concealed: list[int] = []
 
@@ -448,8 +416,6 @@ class SwapStage:
                                          info.rotation)
                     swapped += len(targets)
                     frames_with_faces += 1
-                if frame_delay:
-                    time.sleep(frame_delay)
                 clock = time.perf_counter()
                 timings["swap"] += clock - now
                 yield frame
@@ -484,6 +450,7 @@ class SwapStage:
             face_tracks=build_face_tracks(faces_by_frame, selected_by_frame, info,
                                           start=chunk.start, stop=chunk.stop)
             if self.config.export_faces else None,
+            frames_decoded=chunk.owned_frames,
             concealed_frames=tuple(sorted(set(concealed))),
             notes=tuple(getattr(self.swapper, "notes", ())),
         )

@@ -23,8 +23,7 @@ import numpy.typing as npt
 
 from fusionray.errors import ConfigError, choices_message
 from fusionray.models.catalog import get_model_spec
-from fusionray.models.session import check_contract, create_session
-from fusionray.models.store import ensure_model
+from fusionray.models.loader import ModelOptions, ModelRunner
 from fusionray.types import Face, FloatArray, FrameBGR
 
 log = logging.getLogger(__name__)
@@ -282,8 +281,13 @@ class BlazeFaceDetector:
         threads: int = 1,
         cache_dir: Path | None = None,
         tiles: int = 1,
+        shared_dirs: Sequence[Path] | None = None,
+        offline: bool | None = None,
+        allow_unverified: bool = False,
     ) -> None:
-        """Fetch (if needed), verify and open the model.
+        """Fetch (if needed), verify and open the model, through the same loader as every other
+        model (`ModelRunner`): shared folders, offline mode, the published-file check and the
+        provider fallback apply to the default detector too.
 
         Args:
             model: `front` (128 px input, close-ups) or `back` (256 px, smaller faces).
@@ -294,6 +298,8 @@ class BlazeFaceDetector:
             cache_dir: model cache folder; default `fusionray.models.store.default_cache_dir()`.
             tiles: also run on tiles×tiles-ish overlapping tiles (along the longer side) and merge,
                 for faces too small for one full-frame pass; 1 disables tiling.
+            shared_dirs, offline, allow_unverified: model folders, download policy and
+                unverified files; see `ModelOptions`.
 
         Raises:
             ConfigError: unknown model or out-of-range option.
@@ -308,9 +314,12 @@ class BlazeFaceDetector:
         if tiles < 1:
             raise ConfigError(f"Invalid tiles={tiles!r}: must be >= 1")
         spec = get_model_spec(BLAZEFACE_MODELS[model])
-        path = ensure_model(spec.name, cache_dir=cache_dir)
-        self.session, self.provider = create_session(path, providers=providers, threads=threads)
-        check_contract(self.session, spec)
+        self.runner = ModelRunner(spec.name, ModelOptions(
+            providers=tuple(providers), threads=threads, cache_dir=cache_dir,
+            shared_dirs=tuple(shared_dirs) if shared_dirs is not None else None,
+            offline=offline, allow_unverified=allow_unverified,
+        ))
+        self.session, self.provider = self.runner.session, self.runner.provider
         self.model = model
         self.input_size = spec.input_size
         self.input_name = spec.inputs[0].name
@@ -321,7 +330,7 @@ class BlazeFaceDetector:
 
     def forward(self, tensor: FloatArray) -> RawDetections:
         """Run the network on one (1, S, S, 3) input; decoded rows in input coordinates."""
-        scores_a, scores_b, boxes_a, boxes_b = self.session.run(None, {self.input_name: tensor})
+        scores_a, scores_b, boxes_a, boxes_b = self.runner.run(tensor)
         return decode_outputs(
             np.concatenate([scores_a.reshape(-1), scores_b.reshape(-1)]),
             np.concatenate([boxes_a.reshape(-1, 16), boxes_b.reshape(-1, 16)]),

@@ -46,6 +46,7 @@ def build_detector(
     input_size: int = 640,
     shared_dirs: Sequence[Path] | None = None,
     offline: bool | None = None,
+    allow_unverified: bool = False,
 ) -> Detector:
     """Create a detector by name.
 
@@ -59,7 +60,8 @@ def build_detector(
         cache_dir: model cache folder (default: the user cache).
         tiles: extra tiled passes for small faces (1 = off; BlazeFace).
         input_size: SCRFD network input side in pixels.
-        shared_dirs, offline: model folders and download policy (SCRFD; see `ModelOptions`).
+        shared_dirs, offline, allow_unverified: model folders, download policy and unverified
+            model files (see `ModelOptions`).
 
     Raises:
         ConfigError: unknown name or bad option.
@@ -76,6 +78,9 @@ def build_detector(
             threads=threads,
             cache_dir=cache_dir,
             tiles=tiles,
+            shared_dirs=shared_dirs,
+            offline=offline,
+            allow_unverified=allow_unverified,
         )
     if name == "scrfd":
         from fusionray.faces.scrfd import SCRFDDetector

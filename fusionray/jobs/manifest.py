@@ -3,8 +3,11 @@
 A job writes each finished chunk's segment into the work folder (`.NAME.fusionray-work/` beside
 the output) and then records it in `manifest.parquet`: owned frame range, segment file, byte
 size, sha256, and the job key it was made under (config hash plus the identity of the input
-video and the source images). Both writes go through a temporary name and a rename, so a job
-killed at any instant leaves a manifest that lists only segments that are complete on disk.
+video and the source images). The segment is written through a temporary name and a rename,
+then its row is appended to `manifest.records.jsonl` (one fsynced JSON line per chunk, so
+recording costs O(1) per chunk, not a rewrite of the whole table). Opening the folder compacts
+the records into `manifest.parquet`. A job killed at any instant leaves a manifest that lists
+only segments that are complete on disk (a torn last line is ignored).
 
 On a rerun, a recorded chunk is reused only when its job key matches this job's, its range is
 the one this job's plan gives it, and its segment file still has the recorded sha256. A work
@@ -14,6 +17,7 @@ segments are never mixed with new ones.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,6 +34,7 @@ from fusionray.types import Chunk, VideoInfo
 log = logging.getLogger("fusionray")
 
 MANIFEST_NAME = "manifest.parquet"
+RECORDS_NAME = "manifest.records.jsonl"
 SEGMENT_SUFFIX = ".segment"
 
 MANIFEST_SCHEMA = pa.schema([
@@ -114,7 +119,7 @@ class FinishedChunk:
 
 @dataclass
 class Manifest:
-    """The manifest of one work folder, kept in memory and rewritten after every chunk."""
+    """The manifest of one work folder: compacted Parquet plus an append-only record file."""
 
     work: Path
     config_hash: str
@@ -126,6 +131,10 @@ class Manifest:
     @property
     def path(self) -> Path:
         return self.work / MANIFEST_NAME
+
+    @property
+    def records_path(self) -> Path:
+        return self.work / RECORDS_NAME
 
     @classmethod
     def open(
@@ -144,6 +153,7 @@ class Manifest:
         recorded = manifest._read()
         if recorded is None:
             manifest._clear_folder()
+            manifest._write()
             return manifest
         stale = [row for row in recorded
                  if (row.config_hash, row.input_identity) != (config_hash, input_identity)]
@@ -156,6 +166,7 @@ class Manifest:
             )
             log.warning("%s", manifest.notes[-1])
             manifest._clear_folder()
+            manifest._write()
             return manifest
         planned = {chunk.index: chunk for chunk in chunks}
         dropped = retried = 0
@@ -188,6 +199,17 @@ class Manifest:
         manifest._write()
         return manifest
 
+    @classmethod
+    def count_recorded(cls, work: Path) -> int:
+        """Chunks recorded in a work folder right now (read-only; a job may be writing it)."""
+        rows: set[int] = set()
+        path = work / MANIFEST_NAME
+        with contextlib.suppress(OSError, pa.ArrowInvalid):
+            rows.update(pq.read_table(pa.BufferReader(path.read_bytes()))["chunk"].to_pylist())
+        rows.update(int(row["chunk"]) for row in _read_records(work / RECORDS_NAME)  # type: ignore[call-overload]
+                    if "chunk" in row)
+        return len(rows)
+
     def segment_path(self, chunk: Chunk) -> Path:
         return self.work / f"chunk_{chunk.index:06d}{SEGMENT_SUFFIX}"
 
@@ -204,29 +226,46 @@ class Manifest:
             input_identity=self.input_identity, faces_swapped=faces_swapped,
             frames_with_faces=frames_with_faces, passthrough=passthrough,
         )
-        self._write()
+        line = json.dumps(self.rows[chunk.index].__dict__, sort_keys=True) + "\n"
+        with self.records_path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
         return path
 
     def _read(self) -> list[FinishedChunk] | None:
-        if not self.path.is_file():
+        """Compacted rows, then appended records (a later record of a chunk wins)."""
+        records = _read_records(self.records_path)
+        if not self.path.is_file() and not records:
             return None
-        try:
-            table = pq.read_table(self.path)
-        except (OSError, pa.ArrowInvalid) as error:
-            self.notes.append(f"unreadable manifest '{self.path}' ({error}); started clean")
-            return None
-        if not set(MANIFEST_SCHEMA.names) <= set(table.column_names):
-            self.notes.append(f"manifest '{self.path}' is from another version; started clean")
-            return None
-        return [FinishedChunk(**{name: row[name] for name in MANIFEST_SCHEMA.names})
-                for row in table.to_pylist()]
+        rows: list[dict[str, object]] = []
+        if self.path.is_file():
+            try:
+                table = pq.read_table(self.path)
+            except (OSError, pa.ArrowInvalid) as error:
+                self.notes.append(f"unreadable manifest '{self.path}' ({error}); started clean")
+                return None
+            if not set(MANIFEST_SCHEMA.names) <= set(table.column_names):
+                self.notes.append(f"manifest '{self.path}' is from another version; "
+                                  "started clean")
+                return None
+            rows = table.to_pylist()
+        latest: dict[object, FinishedChunk] = {}
+        for row in [*rows, *records]:
+            if not set(MANIFEST_SCHEMA.names) <= set(row):
+                continue
+            latest[row["chunk"]] = FinishedChunk(
+                **{name: row[name] for name in MANIFEST_SCHEMA.names})  # type: ignore[arg-type]
+        return list(latest.values())
 
     def _write(self) -> None:
+        """Compact: every row into the Parquet file, then an empty record file."""
         rows = [self.rows[index].__dict__ for index in sorted(self.rows)]
         table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
         partial = self.path.with_name(self.path.name + ".partial")
         pq.write_table(table, partial)
         os.replace(partial, self.path)
+        self.records_path.unlink(missing_ok=True)
 
     def _clear_folder(self) -> None:
         for entry in self.work.iterdir():
@@ -243,7 +282,36 @@ class Manifest:
         """
         stems = {row.segment.split(".", 1)[0] for row in self.rows.values()}
         for entry in self.work.iterdir():
-            if entry.name == MANIFEST_NAME or not entry.is_file():
+            if entry.name in (MANIFEST_NAME, RECORDS_NAME) or not entry.is_file():
                 continue
             if entry.name.split(".", 1)[0] not in stems:
                 entry.unlink()
+
+
+def _read_records(path: Path) -> list[dict[str, object]]:
+    """The rows appended to a record file; a line cut short by a kill is skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def write_parquet_atomic(path: Path, table: pa.Table) -> None:
+    """Write a Parquet table through a temporary name and a rename."""
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    pq.write_table(table, partial)
+    os.replace(partial, path)
+
+
+def chunk_faces_path(manifest: Manifest, chunk: Chunk) -> Path:
+    """Where a chunk's face-tracks table waits in the work folder (kept for resume)."""
+    return manifest.work / f"chunk_{chunk.index:06d}.faces.parquet"

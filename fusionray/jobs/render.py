@@ -3,10 +3,10 @@
 With `-m` (a Hydra multirun sweep, e.g. `quality=draft,standard,master`) every job shares one
 Ray and the sweep folder gets a summary table and contact sheet (`fusionray.jobs.sweep`).
 
-The one place that turns exceptions into exit codes: bad input or config -> 2, a render that
-failed after it started -> 1, interrupted (SIGINT, SIGTERM) -> 130, each with a one-line message
-on stderr. A failed or interrupted job keeps its finished chunks: rerunning the same command
-resumes.
+Exceptions become exit codes here, through the one table in `fusionray.jobs.exit_codes`: bad
+input or config -> 2, a render that failed after it started -> 1, a complete render whose upload
+failed -> 3, interrupted (SIGINT, SIGTERM) -> 130, each with a one-line message on stderr. A
+failed or interrupted job keeps its finished chunks: rerunning the same command resumes.
 """
 
 from __future__ import annotations
@@ -23,16 +23,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from fusionray.config import register_configs, to_render_config
-from fusionray.errors import FusionrayError, RenderError, RenderInterrupted
+from fusionray.errors import FusionrayError, RenderInterrupted
+from fusionray.jobs.exit_codes import exit_code_for, exit_message
 
 log = logging.getLogger("fusionray")
 
 register_configs()
-
-EXIT_BAD_INPUT = 2
-EXIT_RENDER_FAILED = 1
-EXIT_INTERRUPTED = 130
-
 
 def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
     # `ray job stop` and schedulers send SIGTERM: unwind like Ctrl-C, so the lock is released
@@ -53,6 +49,14 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
+        from fusionray.jobs.shots import render_shots, shot_specs
+
+        specs = shot_specs(cfg)
+        if specs is not None:  # a shot list: many videos in one Ray job
+            report = render_shots(cfg, specs, run_dir=Path(hydra_cfg.runtime.output_dir),
+                                  quality=hydra_cfg.runtime.choices.get("quality"))
+            print(report.table())
+            sys.exit(report.exit_code)
         config = to_render_config(cfg)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             keep_ray_for_sweep(config)
@@ -62,22 +66,34 @@ def main(cfg: DictConfig) -> None:
             config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
             quality=hydra_cfg.runtime.choices.get("quality"),
         )
-    except RenderInterrupted as error:
-        print(f"fusionray: error: {error}", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
-        print("fusionray: error: Interrupted before rendering started", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
-    except RenderError as error:
-        print(f"fusionray: error: {error}", file=sys.stderr)
-        sys.exit(EXIT_RENDER_FAILED)
+    except (RenderInterrupted, KeyboardInterrupt) as error:
+        print(exit_message(error), file=sys.stderr)  # interrupts end a sweep too
+        sys.exit(exit_code_for(error))
     except FusionrayError as error:
-        print(f"fusionray: error: {error}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+        return _failed(error, hydra_cfg.mode, hydra_cfg.runtime.output_dir)
+    except Exception as error:
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise
+        log.exception("Sweep job failed")
+        return _failed(error, hydra_cfg.mode, hydra_cfg.runtime.output_dir)
     print(
         f"fusionray: wrote {summary.output} ({summary.frames} frames, "
         f"{summary.faces_swapped} faces swapped, {summary.frames_per_second:.1f} frames/s)"
     )
+
+
+def _failed(error: BaseException, mode: RunMode | None, job_dir: str) -> None:
+    """Report a failed job: exit with its code (`exit_code_for`), or in a multirun record it in
+    `job_dir` and return, so the sweep runs its other jobs (`fusionray.jobs.sweep` exits
+    non-zero at the end; Hydra would not catch a SystemExit here and the whole sweep would
+    stop)."""
+    code = exit_code_for(error)
+    print(exit_message(error), file=sys.stderr)
+    if mode != RunMode.MULTIRUN:
+        sys.exit(code)
+    from fusionray.jobs.sweep import record_failed_job
+
+    record_failed_job(Path(job_dir), exit_code=code, error=error)
 
 
 if __name__ == "__main__":

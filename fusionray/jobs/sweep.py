@@ -6,12 +6,20 @@ one it started itself, so every later job finds the same cluster (and warm model
 of paying Ray's start-up again. `SweepCallback.on_multirun_end` shuts it down and writes the
 sweep summary (`fusionray.report.sweep`); an atexit hook shuts it down if the sweep dies first.
 Cluster settings (`cluster.*`) are therefore taken from the first job of a sweep.
+
+One failing job does not end the sweep: the job records its exit code and error in its folder
+(`record_failed_job`, called by `jobs/render.py` instead of exiting) and returns; the rest
+run; the summary lists it with its error, and the sweep exits non-zero at the end (1 if any
+render failed, 2 if every failure was bad input or config).
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +40,31 @@ def keep_ray_for_sweep(config: RenderConfig) -> None:
         atexit.register(ray.shutdown)
 
 
+def record_failed_job(job_dir: Path, *, exit_code: int, error: BaseException) -> Path:
+    """Write the failure of one sweep job into its folder, for the summary and the exit code.
+
+    Returns:
+        The file written (`fusionray.report.sweep.FAILED_JOB_FILE` in `job_dir`).
+    """
+    from fusionray.report.sweep import FAILED_JOB_FILE
+
+    job_dir.mkdir(parents=True, exist_ok=True)
+    path = job_dir / FAILED_JOB_FILE
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial.write_text(json.dumps({"exit_code": exit_code, "error": str(error),
+                                   "error_type": type(error).__name__}, indent=2) + "\n")
+    os.replace(partial, path)
+    return path
+
+
+def sweep_exit_code(exit_codes: list[int]) -> int:
+    """The sweep's exit code from its failed jobs' codes: 0 if none, 1 if any render failed
+    (or anything but bad input), 2 when every failure was bad input or config."""
+    if not exit_codes:
+        return 0
+    return 2 if all(code == 2 for code in exit_codes) else 1
+
+
 class SweepCallback(Callback):
     """Registered in `conf/config.yaml` under `hydra.callbacks`; acts only on multiruns."""
 
@@ -42,6 +75,17 @@ class SweepCallback(Callback):
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         table = summarize_sweep(sweep_dir)
-        if table.num_rows:
-            print(f"fusionray: sweep of {table.num_rows} renders: {sweep_dir / SUMMARY_CSV}, "
-                  f"{sweep_dir / CONTACT_SHEET}")
+        if not table.num_rows:
+            return
+        rows = table.to_pylist()
+        failed = [row for row in rows if row.get("status") == "failed"]
+        print(f"fusionray: sweep of {table.num_rows} renders: {sweep_dir / SUMMARY_CSV}"
+              + (f", {sweep_dir / CONTACT_SHEET}" if len(failed) < len(rows) else ""))
+        if failed:
+            for row in failed:
+                print(f"fusionray: error: sweep job {row['job']} failed (exit "
+                      f"{row['exit_code']}): {row['error']}", file=sys.stderr)
+            print(f"fusionray: error: {len(failed)} of {len(rows)} sweep jobs failed",
+                  file=sys.stderr)
+            # Hydra does not catch SystemExit: the sweep process ends with this code.
+            sys.exit(sweep_exit_code([int(row["exit_code"]) for row in failed]))

@@ -5,8 +5,13 @@ Every node of a cluster reads the same shot and writes to shared storage:
 - **Inputs** (the video, source images) are *localised*: a local path is used as is; a URI is
   downloaded once per node into a cache keyed by the URI, size and modification time
   (`$FUSIONRAY_CACHE/inputs/`), through a temporary file and a rename, so concurrent actors on
-  one node never read a half-written copy. Video decoding seeks, which object stores do
-  poorly through a stream, so a local copy is the right trade for chunked decoding.
+  one node never read a half-written copy. Actors localising the same input at once take a
+  per-entry file lock (`flock`): one downloads, the others wait and then use its copy. Video
+  decoding seeks, which object stores do poorly through a stream, so a local copy is the right
+  trade for chunked decoding. The cache is bounded (`InputCachePolicy`): after each download,
+  entries unused for longer than `max_age_seconds`, then the least recently used beyond
+  `max_bytes`, are removed, never one used within `keep_recent_seconds` (an actor may be about
+  to open it) nor one being downloaded (its lock is held).
 - **Outputs** are rendered into a local staging folder and then *published*: each file is
   uploaded to a temporary key beside its destination (`.NAME.partial-<random>`) and moved onto
   the final key only once complete. On S3 and GCS the move is a server-side copy, which creates
@@ -23,16 +28,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
+import logging
 import os
+import shutil
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from fusionray.config import StorageConfig
 from fusionray.errors import MediaError, OutputError
 from fusionray.types import VideoInfo
 
@@ -40,6 +50,81 @@ REMOTE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs")
 """URI schemes that name shared storage (file:// is local)."""
 COPY_BLOCK_BYTES = 8 << 20
 """Bytes per read/write when streaming a file to or from storage."""
+ENTRY_LOCK = ".lock"
+"""File in each input-cache entry folder that its downloader holds locked (`flock`)."""
+
+log = logging.getLogger("fusionray")
+
+
+@contextlib.contextmanager
+def exclusive_file_lock(path: Path, *, blocking: bool = True,
+                        remove: bool = False) -> Iterator[bool]:
+    """Hold an exclusive `flock` on `path` (created if missing) for the `with` block.
+
+    Works between processes and between threads of one process (each call opens its own file
+    description). The lock dies with its holder, so a crashed downloader never blocks the next.
+    On network file systems `flock` may be node-local: this is a per-node lock by design.
+    With `remove`, the holder deletes the lock file before releasing it (nothing is left in
+    the folder); a waiter that then gets the deleted file's lock notices and locks anew.
+
+    Yields:
+        True when the lock is held; False only with `blocking=False` when another holds it.
+    """
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(descriptor)
+            yield False
+            return
+        try:
+            # The file may have been moved away (an evicted entry) while we waited: a lock on
+            # it would guard nothing at `path`, so take the lock again on the file there now.
+            same = os.fstat(descriptor).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(descriptor)
+    try:
+        yield True
+    finally:
+        if remove:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        os.close(descriptor)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputCachePolicy:
+    """How much of the node-local input cache is kept (`storage.input_cache_*` keys)."""
+
+    max_bytes: int | None = 100 << 30
+    """Total size kept, in bytes (None = no size limit)."""
+    max_age_seconds: float | None = 7 * 24 * 3600.0
+    """Entries unused for longer are removed (None = no age limit)."""
+    keep_recent_seconds: float = 600.0
+    """Entries used more recently are never removed, whatever the size (an actor that just
+    localised an input may not have opened it yet)."""
+
+    @classmethod
+    def from_config(cls, storage: StorageConfig) -> InputCachePolicy:
+        """The policy of a job's `storage.input_cache_*` keys (0 = no limit)."""
+        return cls(
+            max_bytes=int(storage.input_cache_max_gb * 1e9) or None,
+            max_age_seconds=storage.input_cache_max_age_hours * 3600.0 or None,
+        )
+
+    def __post_init__(self) -> None:
+        if self.max_bytes is not None and self.max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0 or None, got {self.max_bytes!r}")
+        if self.max_age_seconds is not None and self.max_age_seconds <= 0:
+            raise ValueError(f"max_age_seconds must be > 0 or None, got {self.max_age_seconds!r}")
+        if self.keep_recent_seconds < 0:
+            raise ValueError(f"keep_recent_seconds must be >= 0, got {self.keep_recent_seconds!r}")
 
 
 def is_uri(location: str | os.PathLike[str]) -> bool:
@@ -72,12 +157,18 @@ def input_cache_dir() -> Path:
     return (Path(base) if base else Path.home() / ".cache" / "fusionray") / "inputs"
 
 
-def localise(location: str | os.PathLike[str], *, cache_dir: Path | None = None) -> Path:
+def localise(
+    location: str | os.PathLike[str],
+    *,
+    cache_dir: Path | None = None,
+    policy: InputCachePolicy | None = None,
+) -> Path:
     """A local path holding the file at `location` (downloaded once per node when remote).
 
     Args:
         location: a local path, or a URI that `pyarrow.fs` understands.
         cache_dir: where remote files are kept (default `input_cache_dir()`).
+        policy: how much of the cache to keep after a download (default `InputCachePolicy()`).
 
     Raises:
         MediaError: the URI cannot be opened, the file does not exist, or the download fails.
@@ -95,20 +186,98 @@ def localise(location: str | os.PathLike[str], *, cache_dir: Path | None = None)
     if info.type != pafs.FileType.File:
         raise MediaError(f"Input not found: {text!r}")
     stamp = f"{text}\n{info.size}\n{info.mtime_ns}".encode()
-    folder = (cache_dir or input_cache_dir()) / hashlib.sha256(stamp).hexdigest()[:24]
+    root = cache_dir or input_cache_dir()
+    folder = root / hashlib.sha256(stamp).hexdigest()[:24]
     target = folder / PurePosixPath(path).name
-    if target.is_file() and target.stat().st_size == info.size:
+    if _complete(target, info.size):
+        _mark_used(folder)
         return target
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        with exclusive_file_lock(folder / ENTRY_LOCK):
+            # Whoever held the lock before us may have downloaded it meanwhile.
+            if not _complete(target, info.size):
+                _download(filesystem, path, target, text)
+            _mark_used(folder)
+    except OSError as error:
+        raise MediaError(f"Cannot download {text!r}: {_first_line(error)}") from None
+    evict_inputs(root, policy or InputCachePolicy(), keep=folder)
+    return target
+
+
+def _complete(target: Path, size: int | None) -> bool:
+    return target.is_file() and (size is None or target.stat().st_size == size)
+
+
+def _download(filesystem: pafs.FileSystem, path: str, target: Path, text: str) -> None:
+    partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         with filesystem.open_input_stream(path) as source, open(partial, "wb") as sink:
             _copy(source, sink)
         os.replace(partial, target)
-    except OSError as error:
+    except OSError:
         partial.unlink(missing_ok=True)
-        raise MediaError(f"Cannot download {text!r}: {_first_line(error)}") from None
-    return target
+        raise
+
+
+def _mark_used(folder: Path) -> None:
+    """Record the entry's last use (the folder's mtime), which eviction orders by."""
+    with contextlib.suppress(OSError):
+        os.utime(folder)
+
+
+def evict_inputs(root: Path, policy: InputCachePolicy, *, keep: Path | None = None) -> list[Path]:
+    """Apply `policy` to the input cache at `root`; returns the entry folders removed.
+
+    Entries unused for longer than `max_age_seconds` go first, then the least recently used
+    until the total is within `max_bytes`. Never removed: `keep`, entries used within
+    `keep_recent_seconds`, and entries whose lock another process holds (being downloaded).
+    A file an actor already has open stays readable after removal (POSIX unlink semantics).
+    """
+    now = time.time()
+    entries: list[tuple[float, int, Path]] = []
+    try:
+        folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        return []
+    for folder in folders:
+        try:
+            used = folder.stat().st_mtime
+            size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        except OSError:
+            continue  # removed meanwhile
+        entries.append((used, size, folder))
+    entries.sort()  # least recently used first
+    total = sum(size for _, size, _ in entries)
+    removed: list[Path] = []
+    for used, size, folder in entries:
+        too_old = policy.max_age_seconds is not None and now - used > policy.max_age_seconds
+        too_big = policy.max_bytes is not None and total > policy.max_bytes
+        if not (too_old or too_big):
+            continue
+        if folder == keep or now - used < policy.keep_recent_seconds:
+            continue
+        if _remove_entry(folder):
+            total -= size
+            removed.append(folder)
+            log.info("Input cache: removed %s (%.1f MB, unused for %.0f s)", folder,
+                     size / 1e6, now - used)
+    return removed
+
+
+def _remove_entry(folder: Path) -> bool:
+    """Remove one entry unless its downloader holds its lock; False when skipped."""
+    with exclusive_file_lock(folder / ENTRY_LOCK, blocking=False) as held:
+        if not held:
+            return False
+        # Moved aside first: a localise() arriving now sees no entry and downloads afresh,
+        # instead of finding a folder half deleted.
+        aside = folder.with_name(f".evicted-{folder.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(folder, aside)
+        except OSError:
+            return False
+    shutil.rmtree(aside, ignore_errors=True)
+    return True
 
 
 def local_video_info(info: VideoInfo) -> VideoInfo:

@@ -249,7 +249,7 @@ def open_batched_runner(name: str, options: ModelOptions) -> tuple[ModelRunner, 
             the cached rewrite.
     """
     source = ensure_model(name, cache_dir=options.cache_dir, shared_dirs=options.shared_dirs,
-                          offline=options.offline)
+                          offline=options.offline, allow_unverified=options.allow_unverified)
     plan = plan_dynamic_batch(name, source, cache_dir=options.cache_dir or default_cache_dir(),
                               threads=options.threads)
     if plan.path == source:

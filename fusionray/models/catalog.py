@@ -71,6 +71,36 @@ ModelSource = NpmSource | UrlSource | ArchiveSource
 
 
 @dataclass(frozen=True)
+class PublishedFile:
+    """The bytes of one published release of a model file, as its publisher lists them.
+
+    A file is "the published file" when its size and every hash given here match. A model may
+    have several (insightface's pack and FaceFusion's re-export of the same weights differ).
+    """
+
+    size_bytes: int
+    """Exact size in bytes."""
+    sha256: str | None = None
+    """Lower-case hex sha256, where one is published."""
+    crc32: str | None = None
+    """8 lower-case hex digits (FaceFusion's `.hash` sidecar), where one is published."""
+    release: str = ""
+    """Which release this is, for messages (e.g. `insightface buffalo_l v0.7`)."""
+
+    def __post_init__(self) -> None:
+        if self.size_bytes <= 0:
+            raise ValueError(f"PublishedFile {self.release}: size_bytes must be > 0")
+        if self.sha256 is not None and not _is_hex(self.sha256, 64):
+            raise ValueError(f"PublishedFile {self.release}: sha256 must be 64 lower-case hex")
+        if self.crc32 is not None and not _is_hex(self.crc32, 8):
+            raise ValueError(f"PublishedFile {self.release}: crc32 must be 8 lower-case hex")
+
+
+def _is_hex(text: str, length: int) -> bool:
+    return len(text) == length and all(c in "0123456789abcdef" for c in text)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Everything fusionray knows about one model file."""
 
@@ -97,6 +127,18 @@ class ModelSpec:
     description: str = ""
     role: str = "detector"
     """What the model does: detector, recognizer, swapper or enhancer."""
+    published: tuple[PublishedFile, ...] = ()
+    """Releases of this file whose size (and hashes) are published, besides the one that
+    `sha256`/`size_bytes` pin; see `pins`."""
+
+    @property
+    def pins(self) -> tuple[PublishedFile, ...]:
+        """Every published release this file may be: `sha256`/`size_bytes` (when given), then
+        `published`. Empty when nothing is published: the file cannot be told apart then."""
+        main: tuple[PublishedFile, ...] = ()
+        if self.size_bytes is not None:
+            main = (PublishedFile(self.size_bytes, self.sha256, release="catalogue"),)
+        return main + self.published
 
     def __post_init__(self) -> None:
         if self.sha256 is not None and (
@@ -202,6 +244,11 @@ MODELS: dict[str, ModelSpec] = {
             input_size=640,
             license="insightface non-commercial research",
             description="SCRFD 10 GF face detector with 5 keypoints (insightface buffalo_l)",
+            # insightface v0.7 buffalo_l pack, det_10g.onnx (the same bytes are redistributed as
+            # scrfd_10g_bnkps.onnx).
+            published=(PublishedFile(
+                16923827, "5838f7fe053675b1c7a08b633df49e7af5495cee0493c7dcf6697200b85b5b91",
+                release="insightface buffalo_l v0.7"),),
         ),
         ModelSpec(
             name="scrfd_2.5g",
@@ -233,6 +280,13 @@ MODELS: dict[str, ModelSpec] = {
             license="insightface non-commercial research",
             description="ArcFace ResNet-50 (WebFace600K) identity embedding, 512-d",
             role="recognizer",
+            published=(
+                PublishedFile(174388474, release="FaceFusion models-3.0.0"),
+                PublishedFile(
+                    174383860,
+                    "4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43",
+                    release="insightface buffalo_l v0.7 (w600k_r50.onnx)"),
+            ),
         ),
         ModelSpec(
             name="inswapper_128",
@@ -246,6 +300,9 @@ MODELS: dict[str, ModelSpec] = {
             license="insightface non-commercial research",
             description="insightface inswapper, 128 px face swapper (emap: last initializer)",
             role="swapper",
+            published=(PublishedFile(
+                554253681, "e4a3f08c753cb72d04e10aa0f7dbe3deebbf39567d4ead6dce08e98aa49e16af",
+                release="insightface inswapper_128 (FaceFusion models)"),),
         ),
         ModelSpec(
             name="inswapper_128_fp16",
@@ -260,6 +317,9 @@ MODELS: dict[str, ModelSpec] = {
             license="insightface non-commercial research",
             description="inswapper_128 with float16 weights (half the memory; GPU providers)",
             role="swapper",
+            published=(PublishedFile(
+                277680638, "6d51a9278a1f650cffefc18ba53f38bf2769bf4bbff89267822cf72945f8a38b",
+                release="FaceFusion models-3.0.0"),),
         ),
         ModelSpec(
             name="gfpgan_1.4",
@@ -273,6 +333,9 @@ MODELS: dict[str, ModelSpec] = {
             license="Apache-2.0",
             description="GFPGAN 1.4 face restoration, 512 px (FFHQ alignment), for enhancement",
             role="enhancer",
+            published=(PublishedFile(
+                340299087, "accc4757b26bdb89b32b4d3500d4f79c9dff97c1dd7c7104bf9dcb95e3311385",
+                crc32="5a6c6364", release="FaceFusion models-3.0.0"),),
         ),
     )
 }

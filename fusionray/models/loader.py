@@ -40,6 +40,8 @@ class ModelOptions:
     """Never download (None: `$FUSIONRAY_OFFLINE`)."""
     gpu: GpuConfig = field(default_factory=GpuConfig)
     """How sessions use the GPU this process was given (`gpu:` in the config)."""
+    allow_unverified: bool = False
+    """Use model files that are not the published ones (`models.allow_unverified`)."""
 
 
 class ModelRunner:
@@ -63,7 +65,7 @@ class ModelRunner:
         self.spec: ModelSpec = get_model_spec(name)
         self.path: Path = path if path is not None else ensure_model(
             name, cache_dir=options.cache_dir, shared_dirs=options.shared_dirs,
-            offline=options.offline)
+            offline=options.offline, allow_unverified=options.allow_unverified)
         cache = options.cache_dir or default_cache_dir()
         self.opened = open_session(
             self.path, providers=options.providers, threads=options.threads,

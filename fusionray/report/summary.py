@@ -46,6 +46,18 @@ class RunSummary:
     {"chunk", "start", "stop"} with frames [start, stop)."""
     ray_session: str | None = None
     """Ray session name: equal across the jobs of a sweep that shared one Ray."""
+    frames_decoded: int = 0
+    """Frames decoded by this run's actors, every pass and stage together."""
+    frames_written: int = 0
+    """Frames in the output (rendered by this run, reused or written unswapped)."""
+    actor_threads: dict[str, int] = field(default_factory=dict)
+    """Inference/decode/encode threads per actor, by pool."""
+    pool_events: list[str] = field(default_factory=list)
+    """Actors started (and on which node), restarted, or gone for good, in order."""
+    chunks_by_actor: dict[str, int] = field(default_factory=dict)
+    """Chunks each actor finished (e.g. {"render-0": 3, "render-2": 1})."""
+    chunk_timeouts: list[dict[str, Any]] = field(default_factory=list)
+    """Chunks cancelled as hung: chunk, attempt, seconds, limit_seconds, actor."""
     concealed_frames: list[int] = field(default_factory=list)
     """Frames that could not be decoded (or predict from one that could not) and were written
     as a copy of the last good frame (`media.strict_decode=false`), ascending; frames of

@@ -5,13 +5,15 @@ swapper.mask_blur=0.1,0.3`, the sweep folder holds one numbered folder per job (
 video, run.json, faces.parquet and `.hydra/overrides.yaml`) and, from `summarize_sweep`:
 
 - `sweep_summary.parquet` and `sweep_summary.csv`: per job its settings (one column per
-  override key), frames/s, wall seconds, faces swapped, output size, the quality proxy and the
-  identity score;
+  override key), status (`ok` or `failed`, with the exit code and error of a failed job),
+  frames/s, wall seconds, faces swapped, output size, the quality proxy and the identity
+  score;
 - `contact_sheet.png`: the same frames under every setting, cropped around the face, one row
   per job labelled with its settings and figures, the input on top.
 
-Quality proxy: PSNR (dB) of the output against the input *outside* the faces (every detected
-face box of that frame, grown by `FACE_MARGIN` on each side), over evenly spaced frames. It
+Quality proxy: PSNR (dB) of the output against its own job's input *outside* the faces (every
+detected face box of that frame, grown by `FACE_MARGIN` on each side), over evenly spaced
+frames. It
 measures what the codec and CRF did to the picture the swap must not touch; the face region
 itself is meant to change. Identity score (cosine similarity of the swapped face's embedding
 to the source's) needs a face recognizer; none is available offline, so the column is null and
@@ -55,31 +57,46 @@ LABEL_WIDTH = 330
 IDENTITY_NOTE = "no face recognizer available offline (ArcFace weights not reachable)"
 
 
+FAILED_JOB_FILE = "fusionray.failed.json"
+"""Written into a job's folder by a sweep job that failed (`fusionray.jobs.sweep`): its exit
+code and error, so the summary lists it and the sweep exits non-zero."""
+
+
 @dataclass(frozen=True)
 class SweepRun:
-    """One finished job of the sweep."""
+    """One job of the sweep: finished (`run` is its run.json) or failed (`failure`)."""
 
     folder: Path
     job: str
     settings: dict[str, str]
     """Override key -> value as given on the command line (`quality`, `swapper.mask_blur`)."""
     run: dict[str, Any]
-    """The job's run.json."""
+    """The job's run.json (empty for a failed job)."""
+    failure: dict[str, Any] | None = None
+    """`exit_code` and `error` of a failed job (its FAILED_JOB_FILE), else None."""
 
 
 def find_runs(sweep_dir: Path) -> list[SweepRun]:
-    """Every job folder under `sweep_dir` that finished (has a run.json), in job order."""
+    """Every job folder under `sweep_dir` that finished (has a run.json) or recorded a
+    failure, in job order."""
     runs = []
-    for run_json in sorted(sweep_dir.glob("*/*.run.json")):
-        folder = run_json.parent
+    for folder in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+        run_jsons = sorted(folder.glob("*.run.json"))
+        failed = folder / FAILED_JOB_FILE
+        if not run_jsons and not failed.is_file():
+            continue
         overrides_file = folder / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
         settings = {}
         for item in overrides or []:
             key, _, value = str(item).lstrip("+~").partition("=")
             settings[key] = value
-        runs.append(SweepRun(folder=folder, job=folder.name, settings=settings,
-                             run=json.loads(run_json.read_text())))
+        if run_jsons:
+            runs.append(SweepRun(folder=folder, job=folder.name, settings=settings,
+                                 run=json.loads(run_jsons[0].read_text())))
+        else:
+            runs.append(SweepRun(folder=folder, job=folder.name, settings=settings, run={},
+                                 failure=json.loads(failed.read_text())))
     return sorted(runs, key=lambda r: (not r.job.isdigit(), int(r.job) if r.job.isdigit() else 0,
                                        r.job))
 
@@ -204,7 +221,7 @@ def summarize_sweep(sweep_dir: str | os.PathLike[str], *, sheet_frames: int = 3)
     """Write the summary table (Parquet, CSV) and the contact sheet into `sweep_dir`.
 
     Returns:
-        The summary table (empty when no job finished).
+        The summary table (empty when no job finished or failed).
     """
     folder = Path(sweep_dir)
     runs = find_runs(folder)
@@ -212,20 +229,41 @@ def summarize_sweep(sweep_dir: str | os.PathLike[str], *, sheet_frames: int = 3)
         return pa.table({})
     setting_keys = sorted({k for r in runs for k in r.settings})
     labelled = _varying(runs)
-    input_info = probe_video(runs[0].run["input"])
-    indices = preview_indices(input_info.frame_count, PSNR_FRAMES)
-    sheet_indices = preview_indices(input_info.frame_count, sheet_frames)
+    finished = [run for run in runs if run.failure is None]
+    # Each row is measured against its own input: a sweep may vary `+video` too.
+    inputs: dict[str, VideoInfo] = {}
+
+    def input_of(run: SweepRun) -> VideoInfo:
+        path = str(run.run["input"])
+        if path not in inputs:
+            inputs[path] = probe_video(path)
+        return inputs[path]
+
+    first_input = input_of(finished[0]) if finished else None
+    sheet_indices = (preview_indices(first_input.frame_count, sheet_frames)
+                     if first_input else [])
     records: list[dict[str, Any]] = []
     sheet_rows: list[tuple[list[str], list[np.ndarray]]] = []
     reference_boxes: dict[int, list[np.ndarray]] = {}
     for run in runs:
-        output = Path(run.run["output"])
-        boxes = face_boxes_by_frame(output.with_name(f"{output.stem}.faces.parquet"))
-        reference_boxes = reference_boxes or boxes
-        output_info = probe_video(output)
-        proxy = psnr_outside_faces(input_info, output_info, boxes, indices)
         record: dict[str, Any] = {"job": run.job}
         record.update({f"setting.{k}": run.settings.get(k) for k in setting_keys})
+        if run.failure is not None:
+            record.update(status="failed", exit_code=int(run.failure.get("exit_code", 1)),
+                          error=str(run.failure.get("error", "")))
+            records.append(record)
+            continue
+        output = Path(run.run["output"])
+        boxes = face_boxes_by_frame(output.with_name(f"{output.stem}.faces.parquet"))
+        input_info = input_of(run)
+        # The sheet crops every row around the first input's faces; another input, its own.
+        same_input = first_input is not None and input_info.path == first_input.path
+        if same_input:
+            reference_boxes = reference_boxes or boxes
+        output_info = probe_video(output)
+        indices = preview_indices(input_info.frame_count, PSNR_FRAMES)
+        proxy = psnr_outside_faces(input_info, output_info, boxes, indices)
+        record.update(status="ok", exit_code=0, error=None)
         record.update(
             quality=run.run.get("quality"),
             frames=run.run["frames"],
@@ -247,21 +285,24 @@ def summarize_sweep(sweep_dir: str | os.PathLike[str], *, sheet_frames: int = 3)
                  f"PSNR outside face {proxy:.1f} dB",
                  f"{output.stat().st_size / 1e6:.2f} MB, {run.run['faces_swapped']} faces"]
         tiles = []
+        own_boxes = reference_boxes if same_input else boxes
         for index in sheet_indices:
-            frame = _frame(output_info, index)
-            tiles.append(_tile(frame, _crop_box(reference_boxes, index, frame.shape[:2])))
+            # Another input may be shorter than the first: its last frame stands in.
+            frame = _frame(output_info, min(index, output_info.frame_count - 1))
+            tiles.append(_tile(frame, _crop_box(own_boxes, index, frame.shape[:2])))
         sheet_rows.append((label, tiles))
-    input_tiles = []
-    for index in sheet_indices:
-        frame = _frame(input_info, index)
-        input_tiles.append(_tile(frame, _crop_box(reference_boxes, index, frame.shape[:2])))
-    sheet_rows.insert(0, (["input", Path(input_info.path).name], input_tiles))
 
     table = pa.Table.from_pylist(records)
     _write_atomic(folder / SUMMARY_PARQUET, lambda p: pq.write_table(table, p))
     _write_atomic(folder / SUMMARY_CSV, lambda p: pacsv.write_csv(table, p))
-    sheet = build_contact_sheet(sheet_indices, sheet_rows)
-    _write_atomic(folder / CONTACT_SHEET, lambda p: _imwrite(p, sheet))
+    if first_input is not None:
+        input_tiles = []
+        for index in sheet_indices:
+            frame = _frame(first_input, index)
+            input_tiles.append(_tile(frame, _crop_box(reference_boxes, index, frame.shape[:2])))
+        sheet_rows.insert(0, (["input", Path(first_input.path).name], input_tiles))
+        sheet = build_contact_sheet(sheet_indices, sheet_rows)
+        _write_atomic(folder / CONTACT_SHEET, lambda p: _imwrite(p, sheet))
     return table
 
 

@@ -1,0 +1,107 @@
+"""What a render reads and where it writes: input paths, the output path and its sidecars, and
+the checks that run before Ray starts (so a bad command costs seconds and leaves nothing)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+from fusionray.config import RenderConfig
+from fusionray.errors import OutputError
+from fusionray.media.assemble import OUTPUT_FORMATS, check_output_codec, output_extension
+from fusionray.media.demo import demo_source_image_path, ensure_demo_clip
+from fusionray.media.storage import InputCachePolicy, check_destination, is_remote, localise
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where a render writes: the video and its sidecars, all in one folder."""
+
+    video: Path
+    run_json: Path
+    preview: Path
+    config: Path
+    faces: Path
+    """Per-frame detections and selection (`fusionray.faces.tracks`)."""
+    work: Path
+    """Segments and manifest while the job runs (removed on success unless keep_work)."""
+
+    @classmethod
+    def for_video(cls, video: Path) -> OutputPaths:
+        stem = video.stem
+        return cls(
+            video=video,
+            run_json=video.with_name(f"{stem}.run.json"),
+            preview=video.with_name(f"{stem}.preview.png"),
+            config=video.with_name(f"{stem}.config.yaml"),
+            faces=video.with_name(f"{stem}.faces.parquet"),
+            work=video.with_name(f".{video.name}.fusionray-work"),
+        )
+
+
+def resolve_inputs(config: RenderConfig) -> tuple[Path, list[Path]]:
+    """Local paths of the input video and source images (URIs are downloaded to this node's
+    cache, trimmed to `storage.input_cache_*`); `demo` maps to the built-in demo."""
+    policy = InputCachePolicy.from_config(config.storage)
+    sources = [localise(s, policy=policy) for s in config.source_paths]
+    if config.video == "demo":
+        return ensure_demo_clip(), sources or [demo_source_image_path()]
+    return localise(config.video, policy=policy), sources
+
+
+def default_output(video: Path, run_dir: Path, codec: str = "") -> Path:
+    """`<run dir>/<video name>.swapped<ext>`: the input's container where fusionray writes it
+    (an .mkv keeps its subtitle streams), else .mp4 (.mov for ProRes/DNxHR output)."""
+    return run_dir / f"{video.stem}.swapped{output_extension(video.suffix, codec)}"
+
+
+def resolve_output(
+    config: RenderConfig, video: Path, run_dir: Path, *, codec: str = "",
+) -> tuple[Path, str | None]:
+    """The local output path, and the remote destination it is published to (None: local).
+
+    Args:
+        codec: the segment encoder's codec (`settings_for_video(...).codec`): it picks the
+            default container and is checked against the one asked for.
+
+    Raises:
+        OutputError: the remote destination cannot be written (checked before rendering), or
+            the output container cannot hold `codec` (e.g. ProRes in .mp4).
+    """
+    destination = config.output if config.output and is_remote(config.output) else None
+    if destination:
+        check_destination(destination)
+        local = run_dir / PurePosixPath(urlsplit(destination).path).name
+    elif config.output:
+        local = localise(config.output)
+    else:
+        local = default_output(video, run_dir, codec)
+    check_output_codec(local, codec)
+    return local, destination
+
+
+def check_output(paths: OutputPaths, video: Path) -> None:
+    """Fail early if the output cannot be written.
+
+    Raises:
+        OutputError: the output is the input, its folder cannot be created, or is not writable.
+    """
+    target = paths.video
+    if target.suffix.lower() not in OUTPUT_FORMATS:
+        raise OutputError(
+            f"Unsupported output extension {target.suffix!r} for '{target}'. "
+            f"Choose one of: {', '.join(OUTPUT_FORMATS)}"
+        )
+    if target.exists() and video.exists() and target.resolve() == video.resolve():
+        raise OutputError(f"Output path is the input video: '{target}'")
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".fusionray-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise OutputError(f"Output folder is not writable: '{folder}' ({reason})") from None

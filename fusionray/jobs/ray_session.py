@@ -1,0 +1,96 @@
+"""Joining Ray: the configured cluster, or a local Ray of this job's own; and the one-line
+reasons Ray's errors reduce to."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+
+import ray
+
+from fusionray.config import RenderConfig
+from fusionray.errors import ClusterError
+
+_CLUSTER_HINT = "(start one with `ray start --head`, or drop cluster.address to run locally)"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def check_reachable(address: str, timeout_seconds: float = 10.0) -> None:
+    """Fail fast when nothing accepts connections at an explicit `host:port` Ray address.
+
+    `ray.init` retries an unreachable GCS for minutes before it gives up; a render node told
+    the wrong address should hear so at once. `auto` (found by Ray itself) is not checked.
+
+    Raises:
+        ClusterError: the address names a host and port that refuse or do not answer.
+    """
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_seconds):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ClusterError(
+            f"Cannot join the Ray cluster at {address!r}: nothing answers at {host}:{port} "
+            f"({reason}) {_CLUSTER_HINT}"
+        ) from None
+
+
+def start_ray(config: RenderConfig) -> bool:
+    """Join the configured cluster, or start a local Ray sized to this machine.
+
+    Returns:
+        True when this call started Ray (and so the job should shut it down).
+    """
+    if ray.is_initialized():
+        return False
+    address = config.cluster.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        check_reachable(address)
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ClusterError(
+                f"Cannot join the Ray cluster at {address!r}: {first_line} {_CLUSTER_HINT}"
+            ) from None
+    else:
+        # address="local": a Ray of this job's own even where another job's Ray or a
+        # `ray start` node already runs on this machine (plain ray.init() would join that one,
+        # or refuse because num_cpus was given).
+        ray.init(address="local", num_cpus=config.cluster.num_cpus or os.cpu_count() or 1,
+                 num_gpus=config.cluster.num_gpus, include_dashboard=False,
+                 logging_level=logging.WARNING)
+    return True
+
+
+def ray_session_name() -> str | None:
+    """The connected Ray's session name (a new one each time a cluster starts)."""
+    node = getattr(ray._private.worker.global_worker, "node", None)
+    return getattr(node, "session_name", None)
+
+
+def actor_start_failure(error: ray.exceptions.RayActorError) -> str:
+    """The reason an actor's constructor raised, as one line (the exception's own message,
+    without Ray's traceback and colour codes)."""
+    text = _ANSI.sub("", str(error))
+    reasons = [line.strip() for line in text.splitlines()
+               if line.strip() and not line[:1].isspace() and ": " in line]
+    reason = reasons[-1] if reasons else type(error).__name__
+    # "fusionray.errors.ModelError: Model ..." -> "Model ..."
+    return re.sub(r"^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception): ", "", reason)
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line on why a remote call failed: the actor's own exception when Ray wraps one."""
+    cause = getattr(error, "cause", None)
+    if isinstance(error, ray.exceptions.RayTaskError) and isinstance(cause, BaseException):
+        error = cause
+    text = _ANSI.sub("", str(error)).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__

@@ -1,0 +1,54 @@
+"""Fault-injecting stage classes for the fault tests: production code never reads a test hook;
+the tests hand these to `render(..., stage_classes=...)` (or, for a driver run as a separate
+process, `python -m tests.fault_cli HOOKS.json ...`).
+
+Faults: `frame_delay_seconds` (sleep per owned frame before the chunk renders, so a fault lands
+mid-job), `fail_start` (the render stage's constructor raises), `fail_chunks` (chunk indices
+whose render raises), `hang_chunks` (chunks that hang `hang_seconds` on their first attempt
+only), `marker_dir` (a file `chunk-I-pid-P` appears there when chunk I starts in worker P).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from fusionray.actors.pools import StageClasses
+from fusionray.actors.render_stage import RenderStage
+
+
+class FaultyRenderStage(RenderStage):
+    """`RenderStage` with the faults of its class attribute `hooks`."""
+
+    hooks: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, config: Any, *, threads: int = 1) -> None:
+        if self.hooks.get("fail_start"):
+            raise RuntimeError("test hook: the render stage cannot start")
+        super().__init__(config, threads=threads)
+
+    def __call__(self, info: Any, chunk: Any, source: Any, detected: Any = None,
+                 shot: Any = None) -> Any:
+        hooks = self.hooks
+        marker_dir = hooks.get("marker_dir")
+        if marker_dir:
+            Path(marker_dir, f"chunk-{chunk.index}-pid-{os.getpid()}").touch()
+        if chunk.index in hooks.get("fail_chunks", ()):
+            raise RuntimeError(f"test hook: chunk {chunk.index} fails")
+        if chunk.index in hooks.get("hang_chunks", ()):
+            # First attempt only: the state file says an attempt already hung.
+            state = Path(hooks["state_dir"], f"hung-{chunk.index}")
+            if not state.exists():
+                state.touch()
+                time.sleep(float(hooks.get("hang_seconds", 600.0)))
+        time.sleep(float(hooks.get("frame_delay_seconds", 0.0)) * chunk.owned_frames)
+        return super().__call__(info, chunk, source, detected, shot)
+
+
+def faulty_stages(**hooks: Any) -> StageClasses:
+    """Stage classes whose render stage injects `hooks` (a class made here, shipped to the
+    actors by value)."""
+    stage = type("FaultyRenderStage", (FaultyRenderStage,), {"hooks": dict(hooks)})
+    return StageClasses(render=stage)
