@@ -5,27 +5,34 @@ The chunk's read range is decoded ONCE, streaming through steps on their own thr
 
     decode ─► detect ─► track ─► prepare ─► forward ─► paste ─► encode (caller's thread)
 
-- decode: `av.VideoFrame`s of the read range, nothing converted (GOP lead-in counted).
+- decode: `av.VideoFrame`s of the read range, nothing converted (GOP lead-in counted), on
+  the decoder `gpu.decode` chooses for this actor (NVDEC or CPU; `decode:<label>` in the
+  chunk's providers). Undecodable frames are concealed with the last good frame and listed in
+  `ChunkResult.concealed_frames` (or, with `media.strict_decode`, fail the chunk naming them).
 - detect: faces of every read frame from a small swscale image (`FaceFinder`, whose target
-  gate re-detects each face on its full-resolution aligned crop), or the detections of a
-  pre-pass (`detected`) when one ran. Frames outside the owned range are dropped here; only
-  their detections go on.
+  gate re-detects each face on its full-resolution aligned crop), or the
+  detections of a pre-pass (`detected`) when one ran. Frames outside the owned range are
+  dropped here; only their detections go on.
 - track: a sliding window. A frame's faces depend only on the detections within
   `temporal.reach <= chunk.overlap` frames of it (`faces_near`), so owned frame f is released
   as soon as frame f + reach has been detected; at most reach + 1 frames wait here.
+  Frames after the owned range are kept (unswapped) as the encoder's look-ahead.
 - prepare: the frame in the encoder's pixel format (`working_frame`: no copy when the formats
   match and the decoder holds no reference, one conversion otherwise), each face region read
   as BGR, and the engine's CPU preparation (alignment) of its faces.
 - forward: the swap model, over the faces of several consecutive frames in one call.
 - paste: composite into each region, write the changed samples back into the planes; with a
   recognizer (inswapper) each swapped face is embedded again for the identity score.
+- encode: `av.VideoFrame`s in the output pixel format straight into the encoder, then the
+  look-ahead frames (`encode_segment_bytes(lookahead=...)`: rate control sees past the
+  chunk's end, so its last frames are not coded as the end of a stream; their packets are
+  dropped).
 
 With a `SourceSet` (`selection.mode=map`) each target gets the identity of the person its shot
 track was assigned to: prepare and forward run per identity, paste composites them all.
-- encode: `av.VideoFrame`s in the output pixel format straight into the encoder.
 
-Memory is bounded by the window plus the queue depths (about 2 * overlap + 1 + 6 * depth
-frames), not by the chunk length. Every step keeps frame order, and what reaches the model
+Memory is bounded by the window, the look-ahead and the queue depths (about 3 * overlap + 1 +
+6 * depth frames), not by the chunk length. Every step keeps frame order, and what reaches the model
 in one call is decided by the frames' content (never by timing), so output bytes do not depend
 on thread scheduling.
 
@@ -50,10 +57,12 @@ from fusionray.actors.stages import (
     DetectResult,
     DisplayRegion,
     FaceFinder,
+    choose_decoder_for,
     display_size,
     display_turns,
     embedder_from_config,
     encoder_settings_for,
+    open_reader,
     read_region,
     swapper_from_config,
     write_region,
@@ -68,10 +77,10 @@ from fusionray.faces.shot import ShotSelection
 from fusionray.faces.table import table_to_faces
 from fusionray.faces.temporal import faces_near, neighbourhood
 from fusionray.faces.tracks import build_face_tracks
-from fusionray.media.decode import VideoReader
 from fusionray.media.encode import encode_segment_bytes
+from fusionray.media.formats import INTRA_CODECS
 from fusionray.media.frame import PlaneFrame, face_regions, shift_face, working_frame
-from fusionray.media.storage import local_video_info
+from fusionray.media.hwaccel import DecodeChoice
 from fusionray.swap.base import SourceIdentity, Swapper
 from fusionray.types import Chunk, Face, VideoInfo
 
@@ -175,6 +184,15 @@ class RenderStage:
             embedder_from_config(config, threads=threads)
             if config.swapper.name == "inswapper" else None)
         self.queue_depth = queue_depth
+        self._decoders: dict[tuple[str, str], DecodeChoice] = {}
+
+    def decoder_for(self, info: VideoInfo) -> DecodeChoice:
+        """Where this actor decodes `info`, chosen once per video (NVDEC is verified by
+        decoding a frame, and the GPU assignment does not change within an actor)."""
+        key = (info.path, info.codec_name)
+        if key not in self._decoders:
+            self._decoders[key] = choose_decoder_for(self.config, info)
+        return self._decoders[key]
 
     @property
     def finder(self) -> FaceFinder:
@@ -221,14 +239,23 @@ class RenderStage:
         given = table_to_faces(detected.detections) if detected is not None else None
         finder = self.finder if detected is None else None
         owned = range(chunk.start, chunk.stop)
+        decoder = self.decoder_for(info)
+        concealed: list[int] = []
+        # The read range after the owned frames goes to the encoder as look-ahead, as decoded:
+        # unswapped pixels are fine there, rate control only needs their motion and detail,
+        # and their packets are dropped. Intra-only codecs ignore look-ahead: not kept.
+        lookahead_pts = (info.frame_pts[chunk.stop:chunk.read_stop]
+                         if settings.codec not in INTRA_CODECS else ())
+        lookahead: deque[av.VideoFrame] = deque()
 
         def decode() -> Iterator[_Frame]:
-            with VideoReader(local_video_info(info)) as reader:
+            with open_reader(self.config, info, decoder) as reader:
                 try:
                     for index, frame in reader.video_frames(chunk.read_start, chunk.read_stop):
                         yield _Frame(index, frame)
                 finally:
                     counts["decoded"] = reader.frames_decoded
+                    concealed.extend(reader.concealed)
 
         def detect(frames: Iterator[_Frame]) -> Iterator[_Frame]:
             for frame in frames:
@@ -239,7 +266,9 @@ class RenderStage:
                     assert finder is not None
                     frame.faces = finder.find(frame.decoded, info.rotation)
                 if frame.index not in owned:
-                    frame.decoded = None  # Read for its detections only.
+                    if frame.index >= chunk.stop and lookahead_pts:
+                        lookahead.append(frame.decoded)
+                    frame.decoded = None  # Read for its detections (and the look-ahead) only.
                 yield frame
 
         def track(frames: Iterator[_Frame]) -> Iterator[_Frame]:
@@ -315,10 +344,18 @@ class RenderStage:
                     waited[0] += time.perf_counter() - now
                 yield item
 
+        def look_ahead() -> Iterator[av.VideoFrame]:
+            """The frames after the owned range; the encoder takes them only after the last
+            owned frame, when every step (detect included) has finished. Each is let go as it
+            is encoded."""
+            while lookahead:
+                yield lookahead.popleft()
+
         started = time.perf_counter()
         segment = encode_segment_bytes(
             timed(run_steps(decode(), steps, depth=self.queue_depth, clock=clock)),
             pts=info.frame_pts[chunk.start:chunk.stop], info=info, settings=settings,
+            lookahead=look_ahead(), lookahead_pts=lookahead_pts,
         )
         wall = time.perf_counter() - started
         seconds = {("decode" if name == "source" else name): value
@@ -339,6 +376,7 @@ class RenderStage:
             providers=(
                 detected.provider if detected is not None else self.finder.provider,
                 f"{self.swapper.name}:{getattr(self.swapper, 'provider', 'none')}",
+                f"decode:{decoder.label}",
             ),
             face_tracks=build_face_tracks(faces_by_frame, selected_by_frame, info,
                                           start=chunk.start, stop=chunk.stop)
@@ -346,6 +384,8 @@ class RenderStage:
             frames_decoded=counts["decoded"]
             + (detected.frames_decoded if detected is not None else 0),
             identity_scores=np.concatenate(scores) if scores else None,
+            concealed_frames=tuple(sorted({index for index in concealed if index in owned})),
+            notes=tuple(getattr(self.swapper, "notes", ())),
         )
 
     @staticmethod

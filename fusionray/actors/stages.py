@@ -48,6 +48,7 @@ from fusionray.media.frame import (
     small_bgr,
     working_frame,
 )
+from fusionray.media.hwaccel import DecodeChoice, choose_for_video, decoder_open_options
 from fusionray.media.storage import local_video_info
 from fusionray.models.loader import ModelOptions
 from fusionray.swap.base import SourceIdentity, Swapper
@@ -326,18 +327,43 @@ def encoder_settings_for(config: RenderConfig, info: VideoInfo) -> EncoderSettin
     return settings_for_video(config.encode, info)
 
 
-def passthrough_segment(config: RenderConfig, info: VideoInfo, chunk: Chunk) -> bytes:
+def conceals(config: RenderConfig) -> bool:
+    """Whether actor decodes conceal undecodable frames (`media.strict_decode` off)."""
+    return not config.media.strict_decode
+
+
+def choose_decoder_for(config: RenderConfig, info: VideoInfo) -> DecodeChoice:
+    """Where this process decodes `info` (`gpu.decode`, the GPU Ray assigned this actor, what
+    PyAV's build offers); NVDEC is verified on the video's first frame."""
+    return choose_for_video(local_video_info(info).path, info.codec_name, config.gpu.decode)
+
+
+def open_reader(config: RenderConfig, info: VideoInfo,
+                choice: DecodeChoice | None = None) -> VideoReader:
+    """A reader of `info` for an actor: concealing unless `media.strict_decode`, on the
+    decoder `choice` (CPU when None)."""
+    return VideoReader(local_video_info(info), conceal=conceals(config),
+                       open_options=decoder_open_options(choice) if choice else None)
+
+
+def passthrough_segment(config: RenderConfig, info: VideoInfo, chunk: Chunk, *,
+                        concealed: list[int] | None = None) -> bytes:
     """A chunk's owned frames re-encoded unswapped, with the job's settings (on_chunk_error=
     passthrough). The frames take the render path's planes, converted only where the output
-    format differs (`working_frame`), so they equal an unswapped render's. Raises `MediaError`
-    when the frames themselves cannot be decoded."""
+    format differs (`working_frame`), so they equal an unswapped render's. Frames concealed
+    while decoding are appended to `concealed`. Raises `MediaError` when the frames themselves
+    cannot be decoded (or, with `media.strict_decode`, one is damaged)."""
     settings = encoder_settings_for(config, info)
-    with VideoReader(local_video_info(info)) as reader:
-        return encode_segment_bytes(
-            (working_frame(frame, settings.pix_fmt, writable=False)
-             for _, frame in reader.video_frames(chunk.start, chunk.stop)),
-            pts=info.frame_pts[chunk.start:chunk.stop], info=info, settings=settings,
-        )
+    with VideoReader(local_video_info(info), conceal=conceals(config)) as reader:
+        try:
+            return encode_segment_bytes(
+                (working_frame(frame, settings.pix_fmt, writable=False)
+                 for _, frame in reader.video_frames(chunk.start, chunk.stop)),
+                pts=info.frame_pts[chunk.start:chunk.stop], info=info, settings=settings,
+            )
+        finally:
+            if concealed is not None:
+                concealed.extend(reader.concealed)
 
 
 def thread_count(num_cpus: float) -> int:
@@ -358,6 +384,8 @@ class DetectResult:
     provider: str
     frames_decoded: int = 0
     """Frames the decoder produced for this pass, GOP lead-in included."""
+    concealed_frames: tuple[int, ...] = ()
+    """Frames of the read range that could not be decoded and were concealed (ascending)."""
 
 
 @dataclass(frozen=True)
@@ -383,6 +411,11 @@ class ChunkResult:
     """(N, 2) float32 per swapped face: cosine similarity of the swapped face to the source
     identity, and to the original target face (`fusionray.faces.identity`); None without a
     recognizer."""
+    concealed_frames: tuple[int, ...] = ()
+    """Owned frames that could not be decoded (or predict from one that could not) and were
+    written as a copy of the last good frame (ascending; `media.strict_decode` off)."""
+    notes: tuple[str, ...] = ()
+    """The swap engine's notes for run.json (e.g. why its batch stays at 1)."""
 
 
 class DetectStage:
@@ -391,13 +424,14 @@ class DetectStage:
 
     def __init__(self, config: RenderConfig, *, threads: int = 1) -> None:
         cv2.setNumThreads(threads)
+        self.config = config
         self.finder = FaceFinder(config, threads=threads)
         self.detector = self.finder.detector
 
     def __call__(self, info: VideoInfo, chunk: Chunk) -> DetectResult:
         faces_by_frame: dict[int, list[Face]] = {}
         decode_seconds = detect_seconds = 0.0
-        with VideoReader(local_video_info(info)) as reader:
+        with open_reader(self.config, info) as reader:
             frames = reader.video_frames(chunk.read_start, chunk.read_stop)
             clock = time.perf_counter()
             for frame_index, frame in frames:
@@ -409,6 +443,7 @@ class DetectStage:
                 clock = time.perf_counter()
                 detect_seconds += clock - now
             decoded = reader.frames_decoded
+            concealed = tuple(sorted(set(reader.concealed)))
         return DetectResult(
             chunk_index=chunk.index,
             detections=faces_to_table(faces_by_frame),
@@ -417,6 +452,7 @@ class DetectStage:
             detect_seconds=detect_seconds,
             provider=self.finder.provider,
             frames_decoded=decoded,
+            concealed_frames=concealed,
         )
 
 
@@ -449,11 +485,14 @@ class SwapStage:
         swapped = frames_with_faces = 0
         scores: list[np.ndarray] = []
 
+        concealed: list[int] = []
+
         def swapped_frames() -> Iterator[np.ndarray]:
             nonlocal swapped, frames_with_faces
             clock = time.perf_counter()
             for frame_index, frame in decode_frames(local_video_info(info), chunk.start,
-                                                    chunk.stop):
+                                                    chunk.stop, conceal=conceals(self.config),
+                                                    concealed=concealed):
                 now = time.perf_counter()
                 timings["decode"] += now - clock
                 targets = select_faces(
@@ -511,6 +550,8 @@ class SwapStage:
             if self.config.export_faces else None,
             frames_decoded=chunk.owned_frames,
             identity_scores=np.concatenate(scores) if scores else None,
+            concealed_frames=tuple(sorted(set(concealed))),
+            notes=tuple(getattr(self.swapper, "notes", ())),
         )
 
     @staticmethod

@@ -229,6 +229,10 @@ def finish_shot(
     if totals.passthrough:
         notes.append(f"{len(totals.passthrough)} chunk(s) failed every retry and were written "
                      "unswapped (on_chunk_error=passthrough); see passthrough_chunks")
+    if totals.concealed:
+        notes.append(f"{len(set(totals.concealed))} damaged frame(s) were concealed with the "
+                     "last good frame; see concealed_frames (media.strict_decode=true fails)")
+    notes.extend(note for note in totals.notes if note not in notes)
     stages.update(totals.seconds)
     wall = time.perf_counter() - shot.started
     summary = RunSummary(
@@ -262,6 +266,7 @@ def finish_shot(
         chunks_by_actor=report.chunks_by_actor,
         chunk_timeouts=totals.timeouts,
         identity=summarize_identity(totals.identity_scores),
+        concealed_frames=sorted(set(totals.concealed)),
     )
     try:
         write_summary(paths.run_json, summary)

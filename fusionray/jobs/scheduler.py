@@ -53,6 +53,10 @@ class ChunkTotals:
     """Chunks cancelled as hung: {"chunk", "attempt", "seconds", "limit_seconds", "actor"}."""
     identity_scores: list[Any] = field(default_factory=list)
     """Each rendered chunk's (N, 2) identity scores (`fusionray.faces.identity`)."""
+    concealed: list[int] = field(default_factory=list)
+    """Frames concealed by the decoder (`ChunkResult.concealed_frames`, passthrough chunks')."""
+    notes: list[str] = field(default_factory=list)
+    """The swap engines' notes, each once."""
 
     def add(self, result: ChunkResult) -> None:
         if result.identity_scores is not None:
@@ -64,6 +68,8 @@ class ChunkTotals:
         for stage, seconds in result.seconds.items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
         self.providers.update(result.providers)
+        self.concealed.extend(result.concealed_frames)
+        self.notes.extend(note for note in result.notes if note not in self.notes)
         self.rendered += 1
 
     def add_reused(self, row: FinishedChunk) -> None:
@@ -109,7 +115,7 @@ def give_up_on_chunk(
     if config.on_chunk_error != "passthrough":
         raise RenderError(message) from error
     try:
-        segment = passthrough_segment(config, info, chunk)
+        segment = passthrough_segment(config, info, chunk, concealed=totals.concealed)
     except MediaError as media_error:
         raise RenderError(f"{message}; writing it unswapped failed too: {media_error}") from error
     record_segment(manifest, chunk, segment, faces_swapped=0, frames_with_faces=0,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import cast
+from typing import Any, cast
 
 import av
 import av.error
@@ -30,13 +30,16 @@ class VideoReader:
     Use as a context manager (or call `close`). Not thread-safe: one reader per worker.
     """
 
-    def __init__(self, info: VideoInfo, *, conceal: bool = False) -> None:
+    def __init__(self, info: VideoInfo, *, conceal: bool = False,
+                 open_options: Mapping[str, Any] | None = None) -> None:
         """Open `info.path` for decoding.
 
         Args:
             info: The probe result of the file; its `frame_pts` define the frame indices.
             conceal: Conceal undecodable frames instead of failing (`conceal_damage`);
                 `concealed` lists the frame indices that were filled.
+            open_options: Extra keyword arguments for `av.open`, e.g. the hardware decoder
+                (`fusionray.media.hwaccel.decoder_open_options`).
         """
         self.info = info
         self.conceal = conceal
@@ -47,7 +50,9 @@ class VideoReader:
         self.frames_decoded = 0
         """Frames the decoder produced so far, including GOP lead-in before a range's start and
         frames retried from an earlier keyframe: the decode cost, not the frames yielded."""
-        self._container = open_input(info.path)
+        self._damage: av.error.FFmpegError | None = None
+        """Strict mode: the decoder's refusal of a packet, held until the lost frame shows."""
+        self._container = open_input(info.path, **(open_options or {}))
         self._stream = self._container.streams.video[info.video_stream_index]
         # Frame threading keeps the output bit-exact (H.264 decoding is fully specified) and
         # uses every core the actor was given.
@@ -125,6 +130,7 @@ class VideoReader:
         range_text = f"frames [{start}, {stop}) of {info.path!r}"
         try:
             self._container.seek(frame_pts[entry], stream=self._stream, backward=True)
+            self._damage = None
             expected = start
             decoded_next = entry  # the index the decoder should give next, from the entry
             last_good: av.VideoFrame | None = None  # newest frame not predicted from a loss
@@ -134,6 +140,15 @@ class VideoReader:
                     pts = frame.pts if frame.pts is not None else frame.dts
                     if pts is None:
                         continue
+                    if self._damage is not None and decoded_next < len(frame_pts) and \
+                            pts > frame_pts[decoded_next]:
+                        # Strict: the gap names the lost frame (the refused packet does not:
+                        # with frame threads the error surfaces on a later packet).
+                        gap_stop = bisect.bisect_left(frame_pts, pts)
+                        raise MediaError(
+                            f"Cannot decode {range_text}: frames [{decoded_next}, {gap_stop}) "
+                            f"are damaged ({self._damage}); media.strict_decode=false conceals "
+                            "them")
                     if expected == start and pts > frame_pts[start]:
                         if allow_retry:
                             return False
@@ -144,7 +159,9 @@ class VideoReader:
                     if index >= len(frame_pts) or frame_pts[index] != pts:
                         continue  # a pts the probe never saw
                     frozen = False
-                    if self.conceal:
+                    if not self.conceal:
+                        decoded_next = max(decoded_next, index + 1)
+                    else:
                         # Losses are tracked from the entry keyframe, before the range too, so
                         # every chunk that decodes this GOP conceals the same frames.
                         if index > decoded_next:
@@ -161,7 +178,7 @@ class VideoReader:
                         yield from self.conceal_damage(expected, stop_fill, last_good, range_text)
                         expected = stop_fill
                         if expected == stop:
-                            return True
+                            return self._undamaged()
                     if frozen and last_good is not frame:
                         # Predicted from the lost frame: garbage, whatever the decoder says.
                         yield from self.conceal_damage(index, index + 1, last_good, range_text)
@@ -169,19 +186,30 @@ class VideoReader:
                         yield index, frame
                     expected = index + 1
                     if expected == stop:
-                        return True
+                        return self._undamaged()
+            self._undamaged()
         except av.error.FFmpegError as error:
             raise MediaError(f"Cannot decode {range_text} ({error})") from error
         yield from self.conceal_damage(expected, stop, last_good, range_text)
         return True
 
+    def _undamaged(self) -> bool:
+        """True; in strict mode, raise the decoder's refusal of a packet when the range ended
+        before the lost frame showed (B-frames of the range may reference it)."""
+        if self._damage is not None:
+            raise self._damage
+        return True
+
     def _decode_packet(self, packet: av.Packet) -> list[av.VideoFrame]:
         """The packet's frames; with `conceal`, a packet the decoder refuses yields none."""
-        if not self.conceal:
-            return packet.decode()
         try:
             return packet.decode()
-        except av.error.InvalidDataError:
+        except av.error.InvalidDataError as error:
+            if not self.conceal:
+                # Strict: keep decoding until the gap shows which frame was lost, then fail
+                # naming it (`_frames_from`).
+                self._damage = self._damage or error
+                return []
             # The lost frame shows as a gap in the frames that come out (with frame threads,
             # later than this error), which `_freeze` handles.
             return []

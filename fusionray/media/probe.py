@@ -11,6 +11,7 @@ import itertools
 import os
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import av.error
@@ -27,13 +28,14 @@ _STILL_IMAGE_FORMAT_SUFFIX = "_pipe"
 _INDEXED_FORMATS = ("mov,mp4,m4a,3gp,3g2,mj2",)
 
 
-def open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
-    """Open `path` for demuxing, turning FFmpeg's errors into one-line `MediaError`s."""
+def open_input(path: str | os.PathLike[str], **options: Any) -> av.container.InputContainer:
+    """Open `path` for demuxing, turning FFmpeg's errors into one-line `MediaError`s.
+    `options` go to `av.open` (e.g. `hwaccel`)."""
     path_text = os.fspath(path)
     if not Path(path_text).is_file():
         raise MediaError(f"Input video not found: {path_text!r}")
     try:
-        return av.open(path_text, mode="r")
+        return av.open(path_text, mode="r", **options)
     except av.error.FFmpegError as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise MediaError(f"Not a readable video file: {path_text!r} ({reason})") from error

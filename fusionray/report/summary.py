@@ -63,6 +63,10 @@ class RunSummary:
     (`source_mean`, `source_p05`) and to the original target faces (`target_mean`,
     `target_p95`) over `faces` scored faces (`fusionray.faces.identity`); else None. Covers
     the chunks this run rendered (a resumed job's reused chunks are not scored again)."""
+    concealed_frames: list[int] = field(default_factory=list)
+    """Frames that could not be decoded (or predict from one that could not) and were written
+    as a copy of the last good frame (`media.strict_decode=false`), ascending; frames of
+    chunks reused from an interrupted run are not known here."""
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
