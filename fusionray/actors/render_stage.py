@@ -363,9 +363,7 @@ class RenderStage:
         # The encoder runs in this thread, between the frames it waits for.
         seconds["encode"] = max(0.0, wall - waited[0])
         seconds["render_wall"] = wall
-        if detected is not None:
-            seconds["detect_decode"] = detected.decode_seconds
-            seconds["detect"] = seconds.get("detect", 0.0) + detected.detect_seconds
+        # A pre-pass's own seconds are the scheduler's to count, once, as prepass_*.
         return ChunkResult(
             chunk_index=chunk.index,
             segment=segment,
