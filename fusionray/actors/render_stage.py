@@ -379,8 +379,8 @@ class RenderStage:
             face_tracks=build_face_tracks(faces_by_frame, selected_by_frame, info,
                                           start=chunk.start, stop=chunk.stop)
             if self.config.export_faces else None,
-            frames_decoded=counts["decoded"]
-            + (detected.frames_decoded if detected is not None else 0),
+            # A pre-pass's decodes are counted once, by the scheduler, when it finishes.
+            frames_decoded=counts["decoded"],
             identity_scores=np.concatenate(scores) if scores else None,
             concealed_frames=tuple(sorted({index for index in concealed if index in owned})),
             notes=tuple(getattr(self.swapper, "notes", ())),

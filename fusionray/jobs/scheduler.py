@@ -363,7 +363,7 @@ class DetectJob:
     def done(self, chunk: Chunk, result: Any) -> None:
         self.refs[chunk.index] = self._submitted[chunk.index]
         self.results[chunk.index] = result
-        self.totals.frames_decoded += result.frames
+        self.totals.frames_decoded += result.frames_decoded  # GOP lead-in included
         self.totals.seconds["prepass_decode"] = (self.totals.seconds.get("prepass_decode", 0.0)
                                                  + result.decode_seconds)
         self.totals.seconds["prepass_detect"] = (self.totals.seconds.get("prepass_detect", 0.0)
