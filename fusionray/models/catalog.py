@@ -289,3 +289,67 @@ def get_model_spec(name: str) -> ModelSpec:
         return MODELS[name]
     except KeyError:
         raise ModelError(choices_message("model", name, sorted(MODELS))) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Face models for masks and landmarks (issue 13). FaceFusion publishes each in a numbered
+# release of its assets (the stem and release as its own model tables name them), with a CRC32
+# `.hash` beside it and the same file on its mirror.
+
+
+def _facefusion_release(release: str, stem: str) -> tuple[UrlSource, UrlSource]:
+    """FaceFusion's asset `stem` of release `models-<release>` and its mirror, with sidecars."""
+    return tuple(  # type: ignore[return-value]
+        UrlSource(f"{base}/{stem}.onnx", hash_url=f"{base}/{stem}.hash")
+        for base in (
+            f"https://github.com/facefusion/facefusion-assets/releases/download/models-{release}",
+            f"https://huggingface.co/facefusion/models-{release}/resolve/main",
+        )
+    )
+
+
+def _face_model(name: str, release: str, *, inputs: tuple[TensorSpec, ...],
+                outputs: tuple[TensorSpec, ...], input_size: int, license: str,
+                description: str, role: str, stem: str | None = None) -> ModelSpec:
+    return ModelSpec(name=name, filename=f"{stem or name}.onnx", sha256=None, size_bytes=None,
+                     sources=_facefusion_release(release, stem or name), inputs=inputs,
+                     outputs=outputs, input_size=input_size, license=license,
+                     description=description, role=role)
+
+
+FACE_MODEL_SPECS: tuple[ModelSpec, ...] = (
+    *(
+        _face_model(
+            name, release,
+            # XSeg: NHWC frame / 255 in, a one-channel face probability out, both 256 px.
+            inputs=(TensorSpec("input", ("batch", 256, 256, 3)),),
+            outputs=(TensorSpec(None, ("batch", 256, 256, 1)),),
+            input_size=256, license="GPL-3.0", role="occluder",
+            description=f"DeepFaceLab XSeg face occlusion mask ({name[-1]}), 256 px",
+        )
+        for name, release in (("xseg_1", "3.1.0"), ("xseg_2", "3.1.0"), ("xseg_3", "3.2.0"))
+    ),
+    *(
+        _face_model(
+            name, release,
+            # BiSeNet: NCHW RGB with ImageNet mean/std in, 19 class logits per pixel out.
+            inputs=(TensorSpec("input", ("batch", 3, 512, 512)),),
+            outputs=(TensorSpec(None, ("batch", 19, 512, 512)),),
+            input_size=512, license="MIT", role="parser",
+            description=f"BiSeNet face parser ({name.split('_', 1)[1]}), 19 regions, 512 px",
+        )
+        for name, release in (("bisenet_resnet_18", "3.1.0"), ("bisenet_resnet_34", "3.0.0"))
+    ),
+    _face_model(
+        "2dfan4", "3.0.0",
+        # 2DFAN4: a 256 px face crop / 255 in; 68 (x, y, score) points in 64 px heatmap units
+        # and the 68 heatmaps out.
+        inputs=(TensorSpec("input", ("batch", 3, 256, 256)),),
+        outputs=(TensorSpec(None, ("batch", 68, 3)), TensorSpec(None, ("batch", 68, 64, 64))),
+        input_size=256, license="MIT", role="landmarker",
+        description="2DFAN4 68-point face landmarks, 256 px",
+    ),
+)
+"""Occlusion, parsing and landmark models (faces/occlusion.py, parser.py, landmarks68.py)."""
+
+MODELS.update({spec.name: spec for spec in FACE_MODEL_SPECS})

@@ -23,10 +23,19 @@ from fusionray.errors import ConfigError, FaceNotFoundError, ModelError, choices
 from fusionray.faces.align import align_face
 from fusionray.faces.embed import ArcFaceEmbedder, average_identity
 from fusionray.faces.enhance import FaceEnhancer
-from fusionray.faces.mask import build_face_mask
+from fusionray.faces.landmarks68 import FaceLandmarker68
+from fusionray.faces.mask import MaskRecipe, build_crop_mask, build_face_mask
+from fusionray.faces.occlusion import FaceOccluder
+from fusionray.faces.parser import FACE_REGIONS, FaceParser
 from fusionray.faces.paste import paste_crop
 from fusionray.models.loader import ModelOptions, ModelRunner
 from fusionray.swap.base import SourceIdentity
+from fusionray.swap.pixel_boost import (
+    PIXEL_BOOST_SIZES,
+    boost_factor,
+    explode_pixel_boost,
+    implode_pixel_boost,
+)
 from fusionray.types import Face, FloatArray, FrameBGR
 
 INSWAPPER_MODELS = ("inswapper_128", "inswapper_128_fp16")
@@ -64,8 +73,14 @@ def source_latent(embedding: npt.ArrayLike, emap: FloatArray) -> FloatArray:
 
 
 def prepare_target(crop_bgr: np.ndarray, out: npt.NDArray[np.float32]) -> None:
-    """Write a (128, 128, 3) uint8 BGR aligned crop into `out` (1, 3, 128, 128) as RGB / 255."""
-    np.divide(np.asarray(crop_bgr)[..., ::-1].transpose(2, 0, 1), 255.0, out=out[0])
+    """Write a (128, 128, 3) uint8 BGR aligned crop into `out` (1, 3, 128, 128) as RGB / 255.
+
+    Also takes a batch: (B, 128, 128, 3) crops into `out` (B, 3, 128, 128)."""
+    crops = np.asarray(crop_bgr)
+    if crops.ndim == 3:
+        np.divide(crops[..., ::-1].transpose(2, 0, 1), 255.0, out=out[0])
+    else:
+        np.divide(crops[..., ::-1].transpose(0, 3, 1, 2), 255.0, out=out)
 
 
 def output_to_bgr(output: np.ndarray) -> FrameBGR:
@@ -93,6 +108,12 @@ class InswapperSwapper:
         soft_mask: bool = False,
         enhancer: str | None = None,
         enhancer_blend: float = 0.8,
+        pixel_boost: int = CROP_SIZE,
+        masks: MaskRecipe | None = None,
+        occluder: str = "xseg_1",
+        parser: str = "bisenet_resnet_34",
+        mask_regions: tuple[str, ...] = tuple(FACE_REGIONS),
+        landmarker: str | None = None,
     ) -> None:
         """Open the swapper (and the enhancer, if any) once; the recognizer opens on demand.
 
@@ -107,6 +128,14 @@ class InswapperSwapper:
             soft_mask: scale the mask by the detection's confidence.
             enhancer: None, or an enhancer model (`gfpgan_1.4`).
             enhancer_blend: weight of the enhanced face, in [0, 1].
+            pixel_boost: side of the aligned crop, one of `PIXEL_BOOST_SIZES` (128 = off); a
+                larger crop is swapped as (pixel_boost / 128)² interleaved 128 px sub-images
+                (`fusionray.swap.pixel_boost`).
+            masks: which masks to combine (None: the box mask alone).
+            occluder: XSeg model(s) of the occlusion mask (`xseg_1/2/3` or `many`).
+            parser: BiSeNet model of the region mask; mask_regions: its regions.
+            landmarker: None, or `2dfan4`: 68 landmarks align each face (and feed the area
+                and mouth masks).
 
         Raises:
             ConfigError: bad option. ModelError: a model is missing, corrupt or wrong.
@@ -117,21 +146,37 @@ class InswapperSwapper:
             raise ConfigError(choices_message("blend", blend, BLEND_MODES))
         if not 1 <= blend_levels <= 8:
             raise ConfigError(f"Invalid blend_levels={blend_levels!r}: must be in [1, 8]")
+        if pixel_boost not in PIXEL_BOOST_SIZES:
+            raise ConfigError(choices_message("pixel_boost", pixel_boost,
+                                              [str(size) for size in PIXEL_BOOST_SIZES]))
+        self.crop_size = pixel_boost
+        self.boost = boost_factor(pixel_boost, CROP_SIZE)
         self.options = options or ModelOptions()
         self.recognizer = recognizer
         self.runner = ModelRunner(model, self.options)
         self.provider = self.runner.provider
         self.emap = load_emap(self.runner.path)
-        self.mask = build_face_mask(CROP_SIZE, padding=mask_padding, blur=mask_blur)
+        self.mask = build_face_mask(self.crop_size, padding=mask_padding, blur=mask_blur)
         self.colour_match = colour_match
         self.blend = blend
         self.blend_levels = blend_levels
         self.soft_mask = soft_mask
         self.enhancer = (FaceEnhancer(model=enhancer, blend=enhancer_blend, options=self.options)
                          if enhancer else None)
+        self.masks = masks or MaskRecipe()
+        if self.masks.needs_landmarks and landmarker is None:
+            raise ConfigError("The area mask needs 68 landmarks: set swapper.landmarker=2dfan4")
+        self.occluder = (FaceOccluder(occluder, options=self.options)
+                         if "occlusion" in self.masks.types else None)
+        self.parser = (FaceParser(parser, regions=mask_regions, options=self.options)
+                       if "region" in self.masks.types else None)
+        self.landmarker = (FaceLandmarker68(landmarker, options=self.options)
+                           if landmarker else None)
         self._embedder: ArcFaceEmbedder | None = None
-        # Prebuilt input buffer: each face is written into it, no per-face allocation.
-        self._target = np.zeros((1, 3, CROP_SIZE, CROP_SIZE), np.float32)
+        # Prebuilt input buffer: each face is written into it, no per-face allocation. A graph
+        # with a free batch dimension takes all boost sub-images in one call.
+        batch = self.boost**2 if self.runner.batchable else 1
+        self._target = np.zeros((batch, 3, CROP_SIZE, CROP_SIZE), np.float32)
         self._latent_cache: tuple[bytes, FloatArray] | None = None
 
     @property
@@ -172,9 +217,43 @@ class InswapperSwapper:
         return self._latent_cache[1]
 
     def swap_crop(self, crop_bgr: np.ndarray, latent: FloatArray) -> FrameBGR:
-        """Run the swapper on one 128 px aligned BGR crop; returns the swapped BGR crop."""
-        prepare_target(crop_bgr, self._target)
-        return output_to_bgr(self.runner.run(self._target, latent)[0])
+        """Run the swapper on one aligned BGR crop of `crop_size`; returns the swapped crop.
+
+        At 128 px that is one model call. With pixel boost the crop is split into k² sub-images
+        (k = crop_size / 128), swapped with the same latent in one batched call where the graph
+        has a free batch dimension (else one call each), and interleaved back.
+        """
+        if self.boost == 1:
+            prepare_target(crop_bgr, self._target)
+            return output_to_bgr(self.runner.run(self._target, latent)[0])
+        tiles = implode_pixel_boost(np.asarray(crop_bgr), self.boost)
+        swapped = np.empty_like(tiles)
+        step = self._target.shape[0]
+        for start in range(0, len(tiles), step):
+            prepare_target(tiles[start:start + step], self._target)
+            result = self.runner.run(self._target, np.repeat(latent, step, axis=0))[0]
+            for offset in range(step):
+                swapped[start + offset] = output_to_bgr(result[offset:offset + 1])
+        return explode_pixel_boost(swapped, self.boost)  # type: ignore[return-value]
+
+    def crop_mask(self, crop: FrameBGR, swapped: FrameBGR, to_crop: npt.NDArray[np.float64],
+                  landmarks_68: npt.NDArray[np.float64] | None) -> FloatArray:
+        """The paste mask of one face: the configured masks, minimum-combined (crop space).
+
+        Occlusion is read from the target crop (what covers the target's face must stay); the
+        regions from the swapped crop (the new face's own skin, brows, lips), as FaceFusion
+        does; area and mouth from the target's 68 landmarks mapped into the crop.
+        """
+        if self.masks.types == ("box",):
+            return self.mask
+        in_crop = (None if landmarks_68 is None
+                   else landmarks_68 @ to_crop[:, :2].T + to_crop[:, 2])
+        return build_crop_mask(
+            self.masks, self.mask,
+            occlusion=self.occluder.mask(crop) if self.occluder is not None else None,
+            region=self.parser.mask(swapped) if self.parser is not None else None,
+            landmarks_68=in_crop,
+        )
 
     def swap(
         self, frame_bgr: np.ndarray, faces: Sequence[Face], source: SourceIdentity
@@ -182,11 +261,15 @@ class InswapperSwapper:
         """Swap every face in `faces`, in order; returns a new frame (the input is untouched)."""
         latent = self.latent_for(source)
         output = np.array(frame_bgr, dtype=np.uint8, copy=True)
-        for face in faces:
+        for detected in faces:
+            face, landmarks_68 = (self.landmarker.refine(output, detected)
+                                  if self.landmarker is not None else (detected, None))
             # Align from the output so overlapping faces see earlier swaps, as pasted.
-            crop, to_crop = align_face(output, face, CROP_SIZE, interpolation=cv2.INTER_CUBIC)
+            crop, to_crop = align_face(output, face, self.crop_size,
+                                       interpolation=cv2.INTER_CUBIC)
             swapped = self.swap_crop(crop, latent)
-            paste_crop(output, swapped, to_crop, self.mask, colour_match=self.colour_match,
+            mask = self.crop_mask(crop, swapped, to_crop, landmarks_68)
+            paste_crop(output, swapped, to_crop, mask, colour_match=self.colour_match,
                        blend=self.blend, blend_levels=self.blend_levels,
                        opacity=float(np.clip(face.score, 0.0, 1.0)) if self.soft_mask else 1.0,
                        interpolation=cv2.INTER_CUBIC)
