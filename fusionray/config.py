@@ -22,6 +22,9 @@ from typing import Any, Literal, get_args, get_origin
 
 from fusionray.errors import ConfigError, choices_message
 
+if typing.TYPE_CHECKING:
+    from fusionray.faces.mask import MaskRecipe
+
 DETECTORS = ("blazeface", "scrfd")
 BLAZEFACE_MODELS = ("auto", "front", "back")
 SCRFD_MODELS = ("10g", "2.5g")
@@ -131,6 +134,88 @@ class SwapperConfig:
     """Face enhancement after the swap: none or gfpgan_1.4 (inswapper only)."""
     enhancer_blend: float = 0.8
     """Weight of the enhanced face, in [0, 1]."""
+    # Face models (issue 13): pixel boost, masks, 68-point landmarks. Checked in
+    # `_check_face_models`.
+    pixel_boost: int = 128
+    """Side of the aligned face the learned swapper works on: 128 (off), 256, 384, 512, 768 or
+    1024; above 128 the face is swapped as (pixel_boost / 128)² interleaved 128 px sub-images
+    (that many times the model's cost)."""
+    masks: tuple[str, ...] = ("box",)
+    """Masks combined per pixel by minimum: box (the feathered face outline), occlusion (XSeg:
+    hands, hair, objects in front of the face stay), region (face-parser classes in
+    `mask_regions`), area (68-landmark areas in `mask_areas`; needs `landmarker`), mouth (the
+    target's own mouth stays). Anything but box needs the learned engine."""
+    occluder: str = "xseg_1"
+    """Occlusion model: xseg_1, xseg_2, xseg_3, or many (the minimum of all three)."""
+    parser: str = "bisenet_resnet_34"
+    """Face parser of the region mask: bisenet_resnet_18 or bisenet_resnet_34."""
+    mask_regions: tuple[str, ...] = (
+        "skin", "left-eyebrow", "right-eyebrow", "left-eye", "right-eye", "glasses", "nose",
+        "mouth", "upper-lip", "lower-lip",
+    )
+    """Regions the region mask keeps: skin, left-/right-eyebrow, left-/right-eye, glasses, nose,
+    mouth, upper-/lower-lip, or the groups brows, eyes, lips."""
+    mask_areas: tuple[str, ...] = ("upper-face", "lower-face", "mouth")
+    """Areas the area mask covers: upper-face, lower-face, mouth."""
+    occlusion_padding: float = 0.0
+    """Grow (>0) or shrink (<0) the occlusion mask, fraction of the crop, in [-0.3, 0.3]."""
+    occlusion_blur: float = 0.25
+    """Feather of the occlusion mask (sigma = blur × crop / 12, inward), in [0, 1]."""
+    region_padding: float = 0.0
+    """Grow or shrink the region mask, fraction of the crop, in [-0.3, 0.3]."""
+    region_blur: float = 0.25
+    """Feather of the region mask, in [0, 1]."""
+    area_padding: float = 0.0
+    """Grow or shrink the area mask, fraction of the crop, in [-0.3, 0.3]."""
+    area_blur: float = 0.25
+    """Feather of the area mask, in [0, 1]."""
+    mouth_padding: float = 0.03
+    """Grow the kept mouth beyond the lips, fraction of the crop, in [-0.3, 0.3]."""
+    mouth_blur: float = 0.25
+    """Feather of the kept mouth's edge, in [0, 1]."""
+    landmarker: str = "none"
+    """68-point landmarks: none or 2dfan4 (aligns each face from 68 points, gives BlazeFace
+    faces mouth corners, feeds the area and mouth masks)."""
+
+    def _check_face_models(self) -> None:
+        from fusionray.faces.occlusion import OCCLUDER_CHOICES
+        from fusionray.faces.parser import PARSER_MODELS, region_classes
+        from fusionray.swap.pixel_boost import PIXEL_BOOST_SIZES
+
+        _require(self.pixel_boost in PIXEL_BOOST_SIZES, "swapper.pixel_boost", self.pixel_boost,
+                 "one of " + ", ".join(str(size) for size in PIXEL_BOOST_SIZES))
+        _require(self.pixel_boost == 128 or self.name != "classic", "swapper.pixel_boost",
+                 self.pixel_boost, "128 with the classic engine (it has no model to boost)")
+        try:
+            self.mask_recipe()
+        except ConfigError as error:
+            raise ConfigError(f"Invalid swapper.masks: {error}") from None
+        _require(self.masks == ("box",) or self.name != "classic", "swapper.masks", self.masks,
+                 "[box] with the classic engine (the model masks follow the learned engine)")
+        _require_choice("swapper.occluder", self.occluder, OCCLUDER_CHOICES)
+        _require_choice("swapper.parser", self.parser, PARSER_MODELS)
+        _require_choice("swapper.landmarker", self.landmarker, ("none", "2dfan4"))
+        _require(self.landmarker == "none" or self.name != "classic", "swapper.landmarker",
+                 self.landmarker, "none with the classic engine")
+        _require("area" not in self.masks or self.landmarker != "none", "swapper.masks",
+                 self.masks, "without area unless swapper.landmarker=2dfan4 (areas come from "
+                 "68 landmarks)")
+        try:
+            region_classes(self.mask_regions)
+        except ConfigError as error:
+            raise ConfigError(f"Invalid swapper.mask_regions: {error}") from None
+
+    def mask_recipe(self) -> MaskRecipe:
+        """The `fusionray.faces.mask.MaskRecipe` these settings describe."""
+        from fusionray.faces.mask import MaskRecipe
+
+        return MaskRecipe(
+            types=self.masks, areas=self.mask_areas,
+            occlusion_padding=self.occlusion_padding, occlusion_blur=self.occlusion_blur,
+            region_padding=self.region_padding, region_blur=self.region_blur,
+            area_padding=self.area_padding, area_blur=self.area_blur,
+            mouth_padding=self.mouth_padding, mouth_blur=self.mouth_blur,
+        )
 
     def __post_init__(self) -> None:
         _require_choice("swapper.name", self.name, SWAPPERS)
@@ -152,6 +237,7 @@ class SwapperConfig:
         _require_choice("swapper.blend", self.blend, BLENDS)
         _require(1 <= self.blend_levels <= 8, "swapper.blend_levels", self.blend_levels,
                  "in [1, 8]")
+        self._check_face_models()
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,15 @@ face only where all three agree.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
 from fusionray.errors import ConfigError, choices_message
-from fusionray.models.loader import ModelOptions, ModelRunner
+
+if TYPE_CHECKING:
+    from fusionray.models.loader import ModelOptions
 from fusionray.types import FloatArray, FrameBGR
 
 OCCLUDER_MODELS = ("xseg_1", "xseg_2", "xseg_3")
@@ -42,6 +46,9 @@ class FaceOccluder:
         Raises:
             ConfigError: unknown choice. ModelError: a model is missing, corrupt or wrong.
         """
+        # Imported here: config validation reads this module's choices without onnxruntime.
+        from fusionray.models.loader import ModelOptions, ModelRunner
+
         options = options or ModelOptions()
         self.runners = [ModelRunner(name, options) for name in occluder_model_names(choice)]
         self.provider = self.runners[0].provider

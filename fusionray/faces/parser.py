@@ -8,11 +8,15 @@ is 1 where the arg-max class is one of the chosen regions.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
 from fusionray.errors import ConfigError, choices_message
-from fusionray.models.loader import ModelOptions, ModelRunner
+
+if TYPE_CHECKING:
+    from fusionray.models.loader import ModelOptions
 from fusionray.types import FloatArray, FrameBGR
 
 PARSER_MODELS = ("bisenet_resnet_18", "bisenet_resnet_34")
@@ -82,6 +86,9 @@ class FaceParser:
         Raises:
             ConfigError: unknown model or region. ModelError: model missing, corrupt or wrong.
         """
+        # Imported here: config validation reads this module's choices without onnxruntime.
+        from fusionray.models.loader import ModelOptions, ModelRunner
+
         if model not in PARSER_MODELS:
             raise ConfigError(choices_message("face parser", model, PARSER_MODELS))
         self.classes = np.array(region_classes(regions), np.int64)
