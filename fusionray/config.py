@@ -29,8 +29,14 @@ DETECTORS = ("blazeface", "scrfd")
 BLAZEFACE_MODELS = ("auto", "front", "back")
 SCRFD_MODELS = ("10g", "2.5g")
 DETECTOR_MODELS = {"blazeface": BLAZEFACE_MODELS, "scrfd": SCRFD_MODELS}
-SWAPPERS = ("classic", "inswapper")
+SWAPPERS = ("classic", "inswapper", "learned")
 INSWAPPER_MODELS = ("inswapper_128",)
+LEARNED_MODELS = (
+    "hyperswap_1a_256", "hyperswap_1b_256", "hyperswap_1c_256", "simswap_256",
+    "simswap_unofficial_512", "ghost_1_256", "ghost_2_256", "ghost_3_256", "blendswap_256",
+    "uniface_256",
+)
+"""`swapper.model` choices of the `learned` engine (`fusionray.swap.learned`)."""
 RECOGNIZERS = ("arcface_w600k_r50",)
 ENHANCERS = ("none", "gfpgan_1.4")
 BLENDS = ("laplacian", "alpha")
@@ -176,14 +182,26 @@ class SwapperConfig:
     landmarker: str = "none"
     """68-point landmarks: none or 2dfan4 (aligns each face from 68 points, gives BlazeFace
     faces mouth corners, feeds the area and mouth masks)."""
+    weight: float = 0.5
+    """Source against target identity for the learned engine's embedding models, in [0, 1]:
+    0.5 = the source alone, lower keeps some of the target, higher pushes past the source
+    (FaceFusion's face-swapper weight)."""
 
     def _check_face_models(self) -> None:
         from fusionray.faces.occlusion import OCCLUDER_CHOICES
         from fusionray.faces.parser import PARSER_MODELS, region_classes
         from fusionray.swap.pixel_boost import PIXEL_BOOST_SIZES
 
-        _require(self.pixel_boost in PIXEL_BOOST_SIZES, "swapper.pixel_boost", self.pixel_boost,
-                 "one of " + ", ".join(str(size) for size in PIXEL_BOOST_SIZES))
+        sizes: tuple[int, ...] = PIXEL_BOOST_SIZES
+        if self.name == "learned":
+            from fusionray.models.catalog import get_model_spec
+
+            model_size = get_model_spec(self.model).input_size
+            sizes = tuple(size for size in PIXEL_BOOST_SIZES if size % model_size == 0)
+        _require(self.pixel_boost in sizes or (self.name == "learned" and self.pixel_boost == 128),
+                 "swapper.pixel_boost", self.pixel_boost,
+                 "one of " + ", ".join(str(size) for size in sizes) + " for " + self.model)
+        _require(0.0 <= self.weight <= 1.0, "swapper.weight", self.weight, "in [0, 1]")
         _require(self.pixel_boost == 128 or self.name != "classic", "swapper.pixel_boost",
                  self.pixel_boost, "128 with the classic engine (it has no model to boost)")
         try:
@@ -219,12 +237,13 @@ class SwapperConfig:
 
     def __post_init__(self) -> None:
         _require_choice("swapper.name", self.name, SWAPPERS)
-        _require_choice("swapper.model", self.model, INSWAPPER_MODELS)
+        _require_choice("swapper.model", self.model,
+                        LEARNED_MODELS if self.name == "learned" else INSWAPPER_MODELS)
         _require_choice("swapper.recognizer", self.recognizer, RECOGNIZERS)
         _require_choice("swapper.enhancer", self.enhancer, ENHANCERS)
         _require(0.0 <= self.enhancer_blend <= 1.0, "swapper.enhancer_blend",
                  self.enhancer_blend, "in [0, 1]")
-        _require(self.enhancer == "none" or self.name == "inswapper", "swapper.enhancer",
+        _require(self.enhancer == "none" or self.name != "classic", "swapper.enhancer",
                  self.enhancer, "none with the classic engine (enhancement follows inswapper)")
         _require(len(self.providers) > 0, "swapper.providers", self.providers, "non-empty")
         for provider in self.providers:

@@ -123,3 +123,94 @@ def synthetic_landmarks_68(template_5: np.ndarray) -> np.ndarray:
     points[48], points[54] = mouth_left, mouth_right
     assert points.shape == (68, 2)
     return points
+
+
+LEARNED_COLOUR_SCALE = 5.0
+"""Learned colour fixtures: output RGB c = 0.5 + 5 · source[c] (embedding sources) or the mean
+of source channel c (image sources), everywhere, in [0, 1] terms."""
+
+
+def _source_shape(contract: object) -> list[int]:
+    kind = contract.source
+    if kind == "frame":
+        side = int(contract.source_size)
+        return [1, 3, side, side]
+    return [1, 512]
+
+
+def _learned_io(contract: object) -> tuple[list, list]:
+    size = int(contract.size)
+    return (
+        [helper.make_tensor_value_info("target", TensorProto.FLOAT, [1, 3, size, size]),
+         helper.make_tensor_value_info("source", TensorProto.FLOAT, _source_shape(contract))],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, size, size])],
+    )
+
+
+def build_learned_identity(contract: object) -> bytes:
+    """A table swapper's contract; gives the target face back: output = target in the model's
+    output space (normalised for `output_normalised` models, else target · std + mean), plus
+    0 · mean(source) so the source input is consumed."""
+    inputs, outputs = _learned_io(contract)
+    mean = np.array(contract.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.array(contract.std, np.float32).reshape(1, 3, 1, 1)
+    if contract.output_normalised:
+        mean, std = np.zeros_like(mean), np.ones_like(std)
+    inits = [numpy_helper.from_array(std, "scale"), numpy_helper.from_array(mean, "shift"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "zero")]
+    nodes = [
+        helper.make_node("ReduceMean", ["source"], ["s"], keepdims=0),
+        helper.make_node("Mul", ["s", "zero"], ["nothing"]),
+        helper.make_node("Mul", ["target", "scale"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "shift"], ["shifted"]),
+        helper.make_node("Add", ["shifted", "nothing"], ["output"]),
+    ]
+    return _model(nodes, inputs, outputs, inits, f"identity_{contract.name}")
+
+
+def build_learned_colour(contract: object) -> bytes:
+    """A table swapper's contract; a flat face whose colour is a known function of `source`
+    (`LEARNED_COLOUR_SCALE`), written in the model's output space. The target is ignored."""
+    inputs, outputs = _learned_io(contract)
+    size = int(contract.size)
+    mean = np.array(contract.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.array(contract.std, np.float32).reshape(1, 3, 1, 1)
+    if not contract.output_normalised:
+        mean, std = np.zeros_like(mean), np.ones_like(std)
+    inits = [numpy_helper.from_array(np.array([1, 3, size, size], np.int64), "full"),
+             numpy_helper.from_array(np.array([1, 3, 1, 1], np.int64), "pixel_shape"),
+             numpy_helper.from_array(mean, "mean"), numpy_helper.from_array(std, "std")]
+    if contract.source == "frame":
+        nodes = [helper.make_node("ReduceMean", ["source"], ["rgb"], axes=[2, 3], keepdims=1)]
+    else:
+        inits += [numpy_helper.from_array(np.array([0], np.int64), "starts"),
+                  numpy_helper.from_array(np.array([3], np.int64), "ends"),
+                  numpy_helper.from_array(np.array([1], np.int64), "axes"),
+                  numpy_helper.from_array(np.array(LEARNED_COLOUR_SCALE, np.float32), "gain"),
+                  numpy_helper.from_array(np.array(0.5, np.float32), "half")]
+        nodes = [
+            helper.make_node("Slice", ["source", "starts", "ends", "axes"], ["first"]),
+            helper.make_node("Mul", ["first", "gain"], ["scaled"]),
+            helper.make_node("Add", ["scaled", "half"], ["flat"]),
+            helper.make_node("Reshape", ["flat", "pixel_shape"], ["rgb"]),
+        ]
+    nodes += [
+        helper.make_node("Sub", ["rgb", "mean"], ["centred"]),
+        helper.make_node("Div", ["centred", "std"], ["in_space"]),
+        helper.make_node("Expand", ["in_space", "full"], ["output"]),
+    ]
+    return _model(nodes, inputs, outputs, inits, f"colour_{contract.name}")
+
+
+def converter_matrix() -> np.ndarray:
+    """(512, 512) converter fixture map: twice the reversal permutation."""
+    return (2.0 * np.eye(512)[::-1]).astype(np.float32)
+
+
+def build_converter_fixture() -> bytes:
+    """Embedding-converter contract ([1, 512] -> [1, 512]): x @ `converter_matrix()`."""
+    weights = numpy_helper.from_array(converter_matrix(), "w")
+    return _model([helper.make_node("MatMul", ["input", "w"], ["output"])],
+                  [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 512])],
+                  [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 512])],
+                  [weights], "converter_fixture")

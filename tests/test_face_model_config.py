@@ -15,7 +15,13 @@ from fusionray.faces.mask import MaskRecipe
 from fusionray.models.loader import ModelOptions
 from fusionray.swap.base import SourceIdentity
 from fusionray.swap.inswapper import InswapperSwapper
-from fusionray.swap.options import face_model_names, face_model_options
+from fusionray.swap.learned import SWAPPER_CONTRACTS, LearnedSwapper
+from fusionray.swap.options import (
+    face_model_names,
+    face_model_options,
+    learned_engine_options,
+    learned_model_names,
+)
 from tests import face_model_fixtures as fm
 from tests import onnx_fixtures as fx
 from tests.faces_fixtures import astronaut_bgr, blazeface, psnr
@@ -70,7 +76,7 @@ def test_every_preset_engine_and_mask_set_composes(quality: str, engine: str,
 def test_master_with_the_learned_engine_boosts_masks_and_enhances(quality: str,
                                                                   engine: str) -> None:
     swapper = _compose("+video=demo", f"quality={quality}", f"swapper={engine}").swapper
-    if (quality, engine) == ("master", "inswapper"):
+    if quality == "master" and engine != "classic":
         assert swapper.pixel_boost == 512
         assert set(swapper.masks) == {"box", "occlusion", "region"}
         assert swapper.enhancer != "none"
@@ -129,3 +135,20 @@ def test_master_settings_build_a_working_engine(tmp_path: Path) -> None:
     output = engine.swap(image, [face], source)
     x1, y1, x2, y2 = (int(v) for v in face.bbox)
     assert psnr(output[y1:y2, x1:x2], image[y1:y2, x1:x2]) >= 40.0
+
+
+def test_learned_engine_from_config(tmp_path: Path) -> None:
+    """swapper=learned: model, weight and boost reach the engine; pixel_boost 128 is the
+    model's own size; the converter is among the models to fetch."""
+    settings = _compose("+video=demo", "swapper=learned", "swapper.model=ghost_3_256",
+                        "swapper.weight=0.7").swapper
+    assert learned_model_names(settings) == ("ghost_3_256", "crossface_ghost")
+    cache = fx.import_fixtures(tmp_path, ghost_3_256=fm.build_learned_identity(
+        SWAPPER_CONTRACTS["ghost_3_256"]),
+        crossface_ghost=fm.build_converter_fixture())
+    options = ModelOptions(providers=("cpu",), cache_dir=cache, shared_dirs=(), offline=True)
+    engine = LearnedSwapper(options=options, **learned_engine_options(settings))
+    assert (engine.crop_size, engine.weight, engine.contract.name) == (256, 0.7, "ghost_3_256")
+    with pytest.raises(ConfigError, match="one of 256, 512, 768, 1024 for ghost_3_256"):
+        _compose("+video=demo", "swapper=learned", "swapper.model=ghost_3_256",
+                 "swapper.pixel_boost=384")

@@ -353,3 +353,45 @@ FACE_MODEL_SPECS: tuple[ModelSpec, ...] = (
 """Occlusion, parsing and landmark models (faces/occlusion.py, parser.py, landmarks68.py)."""
 
 MODELS.update({spec.name: spec for spec in FACE_MODEL_SPECS})
+
+
+# Learned swappers beyond inswapper and their embedding converters (fusionray/swap/learned.py
+# holds each one's contract). Graph inputs are addressed by name (`target`, `source`), in the
+# order FaceFusion's exports declare them: target first, as inswapper's.
+
+def _swapper(name: str, release: str, size: int, source_shape: tuple[int | str, ...], *,
+             license: str, description: str) -> ModelSpec:
+    return _face_model(
+        name, release,
+        inputs=(TensorSpec("target", ("batch", 3, size, size)),
+                TensorSpec("source", source_shape)),
+        outputs=(TensorSpec(None, ("batch", 3, size, size)),),
+        input_size=size, license=license, role="swapper", description=description,
+    )
+
+
+SWAPPER_MODEL_SPECS: tuple[ModelSpec, ...] = (
+    *(_swapper(f"hyperswap_{v}_256", "3.3.0", 256, ("batch", 512), license="ResearchRAIL",
+               description=f"HyperSwap {v} 256 px swapper (normalised ArcFace source)")
+      for v in ("1a", "1b", "1c")),
+    _swapper("simswap_256", "3.0.0", 256, ("batch", 512), license="Non-Commercial",
+             description="SimSwap 256 px swapper (crossface_simswap source)"),
+    _swapper("simswap_unofficial_512", "3.0.0", 512, ("batch", 512), license="Non-Commercial",
+             description="SimSwap unofficial 512 px swapper (crossface_simswap source)"),
+    *(_swapper(f"ghost_{v}_256", "3.0.0", 256, ("batch", 512), license="Apache-2.0",
+               description=f"GHOST {v} 256 px swapper (crossface_ghost source)")
+      for v in ("1", "2", "3")),
+    _swapper("blendswap_256", "3.0.0", 256, ("batch", 3, 112, 112), license="Non-Commercial",
+             description="BlendSwap 256 px swapper (112 px source face image)"),
+    _swapper("uniface_256", "3.0.0", 256, ("batch", 3, 256, 256), license="Unknown",
+             description="UniFace 256 px swapper (256 px FFHQ-aligned source face image)"),
+    *(_face_model(name, "3.4.0",
+                  inputs=(TensorSpec("input", ("batch", 512)),),
+                  outputs=(TensorSpec(None, ("batch", 512)),),
+                  input_size=512, license="Unknown", role="converter",
+                  description=f"ArcFace -> {name.split('_')[1]} identity embedding converter")
+      for name in ("crossface_simswap", "crossface_ghost")),
+)
+"""Table-driven swappers (hyperswap, simswap, ghost, blendswap, uniface) and converters."""
+
+MODELS.update({spec.name: spec for spec in SWAPPER_MODEL_SPECS})

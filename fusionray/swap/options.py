@@ -40,3 +40,23 @@ def face_model_names(settings: SwapperConfig) -> tuple[str, ...]:
     if settings.landmarker != "none":
         names.append(settings.landmarker)
     return tuple(names)
+
+
+def learned_engine_options(settings: SwapperConfig) -> dict[str, Any]:
+    """Keyword options of `LearnedSwapper` for a `swapper.name=learned` config: the face-model
+    options, the model and weight, with pixel_boost 128 meaning the model's own size."""
+    options = face_model_options(settings)
+    options["pixel_boost"] = None if settings.pixel_boost == 128 else settings.pixel_boost
+    options["model"] = settings.model
+    options["weight"] = settings.weight
+    return options
+
+
+def learned_model_names(settings: SwapperConfig) -> tuple[str, ...]:
+    """The swapper file and its embedding converter, for `swapper.name=learned`."""
+    if settings.name != "learned":
+        return ()
+    from fusionray.swap.learned import SWAPPER_CONTRACTS
+
+    converter = SWAPPER_CONTRACTS[settings.model].converter
+    return (settings.model, *((converter,) if converter else ()))
