@@ -38,7 +38,10 @@ LEARNED_MODELS = (
 )
 """`swapper.model` choices of the `learned` engine (`fusionray.swap.learned`)."""
 RECOGNIZERS = ("arcface_w600k_r50",)
-ENHANCERS = ("none", "gfpgan_1.4")
+ENHANCERS = (
+    "none", "gfpgan_1.4", "gfpgan_1.2", "gfpgan_1.3", "codeformer", "gpen_bfr_256", "gpen_bfr_512",
+    "gpen_bfr_1024", "restoreformer_plus_plus",
+)
 BLENDS = ("laplacian", "alpha")
 SELECTIONS = ("one", "many", "reference")
 CHUNK_ERROR_POLICIES = ("fail", "passthrough")
@@ -137,7 +140,8 @@ class SwapperConfig:
     soft_mask: bool = False
     """Scale the face mask by the detection confidence (uncertain faces blend in partly)."""
     enhancer: str = "none"
-    """Face enhancement after the swap: none or gfpgan_1.4 (inswapper only)."""
+    """Face enhancement after the swap (learned engines only): none, gfpgan_1.2, gfpgan_1.3,
+    gfpgan_1.4, codeformer, gpen_bfr_256, gpen_bfr_512, gpen_bfr_1024, restoreformer_plus_plus."""
     enhancer_blend: float = 0.8
     """Weight of the enhanced face, in [0, 1]."""
     # Face models (issue 13): pixel boost, masks, 68-point landmarks. Checked in
@@ -182,6 +186,9 @@ class SwapperConfig:
     landmarker: str = "none"
     """68-point landmarks: none or 2dfan4 (aligns each face from 68 points, gives BlazeFace
     faces mouth corners, feeds the area and mouth masks)."""
+    enhancer_fidelity: float = 0.5
+    """CodeFormer's fidelity weight, in [0, 1]: 0 restores most, 1 stays closest to the swapped
+    face (other enhancers have no such input)."""
     weight: float = 0.5
     """Source against target identity for the learned engine's embedding models, in [0, 1]:
     0.5 = the source alone, lower keeps some of the target, higher pushes past the source
@@ -202,6 +209,8 @@ class SwapperConfig:
                  "swapper.pixel_boost", self.pixel_boost,
                  "one of " + ", ".join(str(size) for size in sizes) + " for " + self.model)
         _require(0.0 <= self.weight <= 1.0, "swapper.weight", self.weight, "in [0, 1]")
+        _require(0.0 <= self.enhancer_fidelity <= 1.0, "swapper.enhancer_fidelity",
+                 self.enhancer_fidelity, "in [0, 1]")
         _require(self.pixel_boost == 128 or self.name != "classic", "swapper.pixel_boost",
                  self.pixel_boost, "128 with the classic engine (it has no model to boost)")
         try:

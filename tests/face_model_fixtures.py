@@ -214,3 +214,29 @@ def build_converter_fixture() -> bytes:
                   [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 512])],
                   [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 512])],
                   [weights], "converter_fixture")
+
+
+def build_enhancer_fixture(size: int, *, fidelity_input: bool, invert: bool = False) -> bytes:
+    """Enhancer contract ([1, 3, S, S] in [-1, 1] -> same; CodeFormer also `weight` [1] double).
+
+    Without a fidelity input: identity (or the negative with `invert`). With one: a flat face at
+    2 · weight − 1 everywhere (so the grey level shows the weight the engine fed), + 0 · input.
+    """
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])]
+    outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, size, size])]
+    if not fidelity_input:
+        op = "Neg" if invert else "Identity"
+        return _model([helper.make_node(op, ["input"], ["output"])], inputs, outputs, [],
+                      f"enhancer_{size}")
+    inputs.append(helper.make_tensor_value_info("weight", TensorProto.DOUBLE, [1]))
+    inits = [numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "zero")]
+    nodes = [
+        helper.make_node("Cast", ["weight"], ["w"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["w", "two"], ["w2"]),
+        helper.make_node("Sub", ["w2", "one"], ["level"]),
+        helper.make_node("Mul", ["input", "zero"], ["blank"]),
+        helper.make_node("Add", ["blank", "level"], ["output"]),
+    ]
+    return _model(nodes, inputs, outputs, inits, "fidelity_enhancer")

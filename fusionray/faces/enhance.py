@@ -1,46 +1,57 @@
-"""Face enhancement (GFPGAN 1.4, 512 px) applied to a swapped face, mixed in by a blend factor.
+"""Face enhancement applied to a swapped face, mixed in by a blend factor; table-driven.
 
-Contract: the face aligned to the FFHQ 512 template, RGB, (x / 255 − 0.5) / 0.5, NCHW
-[1, 3, 512, 512]; output the same layout in [−1, 1]. The restored crop is pasted back through a
-feathered box mask whose weight is the blend factor (0 = off, 1 = the enhancer's face only).
+Contract shared by every enhancer (FaceFusion's face_enhancer for the same files): the face
+aligned to the model's template at its size, RGB, (x / 255 − 0.5) / 0.5, NCHW `input`
+[1, 3, S, S]; output the same layout in [−1, 1]. CodeFormer also takes `weight` [1] float64,
+its fidelity (0 = most restoration, 1 = closest to the input). Templates and sizes per model are
+in `ENHANCER_CONTRACTS`. The restored crop is pasted back through a feathered box mask whose
+weight is the blend factor (0 = off, 1 = the enhancer's face only).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from fusionray.errors import ConfigError, choices_message
-from fusionray.faces.align import estimate_similarity
+from fusionray.faces.align import warp_template_matrix
 from fusionray.faces.paste import paste_crop
 from fusionray.models.loader import ModelOptions, ModelRunner
 from fusionray.types import Face, FloatArray, FrameBGR
 
-ENHANCER_MODELS = ("gfpgan_1.4",)
 
-FFHQ_TEMPLATE_512 = np.array(
-    [
-        [192.98138, 239.94708],
-        [318.90277, 240.19366],
-        [256.63416, 314.01935],
-        [201.26117, 371.41043],
-        [313.08905, 371.15118],
-    ],
-    dtype=np.float64,
-)
-"""FFHQ alignment of GFPGAN's training faces on a 512 px crop (pixels): eyes, nose, mouth
-corners, in the ArcFace point order."""
+@dataclass(frozen=True)
+class EnhancerContract:
+    """How one enhancer file is fed."""
+
+    name: str
+    """Catalogue name."""
+    template: str
+    """`fusionray.faces.align.WARP_TEMPLATES` key the face is aligned to."""
+    size: int
+    """Side of the input and output, pixels."""
+    fidelity_input: bool = False
+    """The graph takes a `weight` [1] float64 fidelity input (CodeFormer)."""
 
 
-def ffhq_matrix(face: Face, crop_size: int) -> npt.NDArray[np.float64]:
-    """(2, 3) similarity mapping the face's keypoints onto the FFHQ template of `crop_size`."""
-    template = FFHQ_TEMPLATE_512 * (crop_size / 512)
-    if face.layout == "blazeface6":
-        mouth = template[3:5].mean(axis=0, keepdims=True)
-        return estimate_similarity(face.keypoints[:4], np.concatenate([template[:3], mouth]))
-    return estimate_similarity(face.keypoints[:5], template)
+ENHANCER_CONTRACTS: dict[str, EnhancerContract] = {
+    contract.name: contract
+    for contract in (
+        EnhancerContract("codeformer", "ffhq_512", 512, fidelity_input=True),
+        EnhancerContract("gfpgan_1.2", "ffhq_512", 512),
+        EnhancerContract("gfpgan_1.3", "ffhq_512", 512),
+        EnhancerContract("gfpgan_1.4", "ffhq_512", 512),
+        EnhancerContract("gpen_bfr_256", "arcface_128", 256),
+        EnhancerContract("gpen_bfr_512", "ffhq_512", 512),
+        EnhancerContract("gpen_bfr_1024", "ffhq_512", 1024),
+        EnhancerContract("restoreformer_plus_plus", "ffhq_512", 512),
+    )
+}
+"""Every enhancer by catalogue name."""
 
+ENHANCER_MODELS = tuple(ENHANCER_CONTRACTS)
 
 def box_mask(crop_size: int, *, blur: float = 0.3, padding: float = 0.05) -> FloatArray:
     """(S, S) float32 box mask: 0 over a `padding` border, Gaussian feather of `blur` × S / 6."""
@@ -55,12 +66,13 @@ class FaceEnhancer:
     """GFPGAN-contract face restoration pass."""
 
     def __init__(self, *, model: str = "gfpgan_1.4", blend: float = 0.8,
-                 options: ModelOptions | None = None) -> None:
+                 fidelity: float = 0.5, options: ModelOptions | None = None) -> None:
         """Open the model once.
 
         Args:
             model: one of `ENHANCER_MODELS`.
             blend: weight of the enhanced face, in [0, 1].
+            fidelity: CodeFormer's `weight` input, in [0, 1] (other models have none).
 
         Raises:
             ConfigError: unknown model or blend out of range. ModelError: model missing/wrong.
@@ -69,10 +81,14 @@ class FaceEnhancer:
             raise ConfigError(choices_message("enhancer", model, ENHANCER_MODELS))
         if not 0.0 <= blend <= 1.0:
             raise ConfigError(f"Invalid enhancer blend={blend!r}: must be in [0, 1]")
+        if not 0.0 <= fidelity <= 1.0:
+            raise ConfigError(f"Invalid enhancer fidelity={fidelity!r}: must be in [0, 1]")
+        self.contract = ENHANCER_CONTRACTS[model]
         self.blend = blend
+        self.fidelity = np.array([fidelity], np.float64)
         self.runner = ModelRunner(model, options or ModelOptions())
         self.provider = self.runner.provider
-        self.crop_size = self.runner.spec.input_size
+        self.crop_size = self.contract.size
         self.mask = box_mask(self.crop_size)
         self._input = np.zeros((1, 3, self.crop_size, self.crop_size), np.float32)
 
@@ -80,13 +96,22 @@ class FaceEnhancer:
         """Restore one face of `output` in place (no-op at blend 0)."""
         if self.blend <= 0.0:
             return
-        matrix = ffhq_matrix(face, self.crop_size)
+        matrix = warp_template_matrix(face, self.contract.template, self.crop_size)
         crop = cv2.warpAffine(output, matrix, (self.crop_size, self.crop_size),
                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         np.divide(crop[..., ::-1].transpose(2, 0, 1), 127.5, out=self._input[0])
         self._input -= 1.0
-        restored = self.runner.run(self._input)[0][0]
+        restored = self._forward()[0]
         rgb = (np.clip(restored, -1.0, 1.0) + 1.0) * 127.5
         enhanced = np.rint(rgb.transpose(1, 2, 0)[..., ::-1]).astype(np.uint8)
         paste_crop(output, np.ascontiguousarray(enhanced), matrix, self.mask,
                    colour_match=False, blend="alpha", blend_levels=1, opacity=self.blend)
+
+    def _forward(self) -> np.ndarray:
+        """The model on the prepared input: (1, 3, S, S) in [-1, 1]."""
+        if not self.contract.fidelity_input:
+            return np.asarray(self.runner.run(self._input)[0])
+        # By name, with the float64 fidelity as the graph declares it (ModelRunner casts every
+        # input to its float type, which a double input would reject).
+        feeds = {"input": self._input, "weight": self.fidelity}
+        return np.asarray(self.runner.session.run(self.runner.output_names[:1], feeds)[0])

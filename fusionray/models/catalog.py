@@ -395,3 +395,35 @@ SWAPPER_MODEL_SPECS: tuple[ModelSpec, ...] = (
 """Table-driven swappers (hyperswap, simswap, ghost, blendswap, uniface) and converters."""
 
 MODELS.update({spec.name: spec for spec in SWAPPER_MODEL_SPECS})
+
+
+# Face enhancers beyond GFPGAN 1.4 (fusionray/faces/enhance.py holds each one's template and
+# size). All take `input` [1, 3, S, S] in [-1, 1]; CodeFormer also its float64 fidelity.
+
+def _enhancer(name: str, size: int, *, license: str, description: str,
+              fidelity: bool = False) -> ModelSpec:
+    inputs: tuple[TensorSpec, ...] = (TensorSpec("input", (1, 3, size, size)),)
+    if fidelity:
+        inputs = (*inputs, TensorSpec("weight", (1,), "float64"))
+    return _face_model(name, "3.0.0", inputs=inputs,
+                       outputs=(TensorSpec(None, (1, 3, size, size)),), input_size=size,
+                       license=license, role="enhancer", description=description)
+
+
+ENHANCER_MODEL_SPECS: tuple[ModelSpec, ...] = (
+    _enhancer("codeformer", 512, license="S-Lab-1.0", fidelity=True,
+              description="CodeFormer face restoration, 512 px, with a fidelity weight"),
+    _enhancer("gfpgan_1.2", 512, license="Apache-2.0", description="GFPGAN 1.2, 512 px"),
+    _enhancer("gfpgan_1.3", 512, license="Apache-2.0", description="GFPGAN 1.3, 512 px"),
+    _enhancer("gpen_bfr_256", 256, license="Non-Commercial",
+              description="GPEN-BFR 256 px face restoration (ArcFace 128 alignment)"),
+    _enhancer("gpen_bfr_512", 512, license="Non-Commercial",
+              description="GPEN-BFR 512 px face restoration"),
+    _enhancer("gpen_bfr_1024", 1024, license="Non-Commercial",
+              description="GPEN-BFR 1024 px face restoration"),
+    _enhancer("restoreformer_plus_plus", 512, license="Apache-2.0",
+              description="RestoreFormer++ face restoration, 512 px"),
+)
+"""Enhancers of `fusionray.faces.enhance.ENHANCER_CONTRACTS` not catalogued above."""
+
+MODELS.update({spec.name: spec for spec in ENHANCER_MODEL_SPECS})

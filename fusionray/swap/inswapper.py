@@ -108,6 +108,7 @@ class InswapperSwapper:
         soft_mask: bool = False,
         enhancer: str | None = None,
         enhancer_blend: float = 0.8,
+        enhancer_fidelity: float = 0.5,
         pixel_boost: int = CROP_SIZE,
         masks: MaskRecipe | None = None,
         occluder: str = "xseg_1",
@@ -126,8 +127,9 @@ class InswapperSwapper:
             blend: `alpha` or `laplacian` (multi-band).
             blend_levels: pyramid levels for `laplacian`, in [1, 8].
             soft_mask: scale the mask by the detection's confidence.
-            enhancer: None, or an enhancer model (`gfpgan_1.4`).
+            enhancer: None, or an enhancer model (`fusionray.faces.enhance.ENHANCER_MODELS`).
             enhancer_blend: weight of the enhanced face, in [0, 1].
+            enhancer_fidelity: CodeFormer's fidelity weight, in [0, 1].
             pixel_boost: side of the aligned crop, one of `PIXEL_BOOST_SIZES` (128 = off); a
                 larger crop is swapped as (pixel_boost / 128)² interleaved 128 px sub-images
                 (`fusionray.swap.pixel_boost`).
@@ -161,7 +163,8 @@ class InswapperSwapper:
         self.blend = blend
         self.blend_levels = blend_levels
         self.soft_mask = soft_mask
-        self.enhancer = (FaceEnhancer(model=enhancer, blend=enhancer_blend, options=self.options)
+        self.enhancer = (FaceEnhancer(model=enhancer, blend=enhancer_blend,
+                                      fidelity=enhancer_fidelity, options=self.options)
                          if enhancer else None)
         self.masks = masks or MaskRecipe()
         if self.masks.needs_landmarks and landmarker is None:

@@ -7,7 +7,8 @@ source face image. Its output is RGB NCHW, either in [0, 1] directly or in the i
 normalised space (then × std + mean). Contracts (templates, sizes, mean/std, source kind,
 converter, output range) are FaceFusion's for the same files (its face_swapper model table).
 
-Alignment templates are FaceFusion's normalised five-point templates × the crop side. Pixel
+Alignment templates are FaceFusion's normalised five-point templates × the crop side
+(`fusionray.faces.align.WARP_TEMPLATES`). Pixel
 boost, masks, 68-point landmarks, paste-back and the enhancer are shared with inswapper.
 
 `weight` balances source and target identity as FaceFusion's face-swapper weight does:
@@ -28,7 +29,12 @@ import numpy as np
 import numpy.typing as npt
 
 from fusionray.errors import ConfigError, FaceNotFoundError, choices_message
-from fusionray.faces.align import arcface_template, estimate_similarity, template_for
+from fusionray.faces.align import (
+    WARP_TEMPLATES,
+    arcface_template,
+    estimate_similarity,
+    warp_template_matrix,
+)
 from fusionray.faces.embed import ArcFaceEmbedder, average_identity
 from fusionray.faces.enhance import FaceEnhancer
 from fusionray.faces.landmarks68 import FaceLandmarker68
@@ -42,23 +48,6 @@ from fusionray.swap.pixel_boost import boost_factor, explode_pixel_boost, implod
 from fusionray.types import Face, FloatArray, FrameBGR
 
 Float64Array = npt.NDArray[np.float64]
-
-WARP_TEMPLATES: dict[str, Float64Array] = {
-    "arcface_112_v1": np.array([[0.35473214, 0.45658929], [0.64526786, 0.45658929],
-                                [0.50000000, 0.61154464], [0.37913393, 0.77687500],
-                                [0.62086607, 0.77687500]]),
-    "arcface_112_v2": np.array([[0.34191607, 0.46157411], [0.65653393, 0.45983393],
-                                [0.50022500, 0.64050536], [0.37097589, 0.82469196],
-                                [0.63151696, 0.82325089]]),
-    "arcface_128": np.array([[0.36167656, 0.40387734], [0.63696719, 0.40235469],
-                             [0.50019687, 0.56044219], [0.38710391, 0.72160547],
-                             [0.61507734, 0.72034453]]),
-    "ffhq_512": np.array([[0.37691676, 0.46864664], [0.62285697, 0.46912813],
-                          [0.50123859, 0.61331904], [0.39308822, 0.72541100],
-                          [0.61150205, 0.72490465]]),
-}
-"""Five-point templates as fractions of the crop side (eyes, nose, mouth corners; image-left
-first), FaceFusion's `WARP_TEMPLATE_SET`. `arcface_112_v2` is insightface's 112 template."""
 
 SourceKind = Literal["embedding_norm", "converted", "converted_norm", "frame"]
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -128,15 +117,8 @@ SWAPPER_CONTRACTS: dict[str, SwapperContract] = {
 LEARNED_SWAPPERS = tuple(SWAPPER_CONTRACTS)
 
 
-def template_matrix(face: Face, template: str, size: int) -> Float64Array:
-    """(2, 3) similarity mapping `face`'s keypoints onto `template` scaled to `size` pixels
-    (BlazeFace faces: eyes, nose and mouth centre onto the template's, as `template_for`)."""
-    points = WARP_TEMPLATES[template] * size
-    if face.layout == "blazeface6":
-        points = np.concatenate([points[:3], points[3:5].mean(axis=0, keepdims=True)])
-        return estimate_similarity(face.keypoints[:4], points)
-    _, indices = template_for(face.layout, size)
-    return estimate_similarity(face.keypoints[indices], points)
+template_matrix = warp_template_matrix
+"""(2, 3) frame -> crop similarity onto a `WARP_TEMPLATES` template (`warp_template_matrix`)."""
 
 
 def template_face_mask(template: str, size: int, *, padding: float, blur: float) -> FloatArray:
@@ -194,6 +176,7 @@ class LearnedSwapper:
         landmarker: str | None = None,
         enhancer: str | None = None,
         enhancer_blend: float = 0.8,
+        enhancer_fidelity: float = 0.5,
     ) -> None:
         """Open the swapper (and its converter, masks, landmarker, enhancer) once.
 
@@ -233,7 +216,8 @@ class LearnedSwapper:
                        if "region" in self.masks.types else None)
         self.landmarker = (FaceLandmarker68(landmarker, options=self.options)
                            if landmarker else None)
-        self.enhancer = (FaceEnhancer(model=enhancer, blend=enhancer_blend, options=self.options)
+        self.enhancer = (FaceEnhancer(model=enhancer, blend=enhancer_blend,
+                                      fidelity=enhancer_fidelity, options=self.options)
                          if enhancer else None)
         self._embedder: ArcFaceEmbedder | None = None
         names = self.runner.input_names

@@ -25,6 +25,7 @@ def face_model_options(settings: SwapperConfig) -> dict[str, Any]:
         "parser": settings.parser,
         "mask_regions": settings.mask_regions,
         "landmarker": None if settings.landmarker == "none" else settings.landmarker,
+        "enhancer_fidelity": settings.enhancer_fidelity,
     }
 
 
