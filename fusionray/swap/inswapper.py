@@ -36,7 +36,7 @@ from fusionray.faces.align import align_face
 from fusionray.faces.embed import ArcFaceEmbedder, average_identity
 from fusionray.faces.enhance import FaceEnhancer
 from fusionray.faces.landmarks68 import FaceLandmarker68
-from fusionray.faces.mask import MaskRecipe, build_crop_mask, build_face_mask
+from fusionray.faces.mask import MaskRecipe, build_face_mask
 from fusionray.faces.occlusion import FaceOccluder
 from fusionray.faces.parser import FACE_REGIONS, FaceParser
 from fusionray.faces.paste import paste_crop
@@ -44,6 +44,7 @@ from fusionray.models.batch import open_batched_runner
 from fusionray.models.loader import ModelOptions, ModelRunner
 from fusionray.models.onnx_file import OnnxFileParts
 from fusionray.swap.base import FaceJob, SourceIdentity, require_outputs
+from fusionray.swap.job_mask import job_crop_mask
 from fusionray.swap.pixel_boost import (
     PIXEL_BOOST_SIZES,
     boost_factor,
@@ -338,28 +339,6 @@ class InswapperSwapper:
         return [job.with_sub_outputs(swapped[index * count:(index + 1) * count])
                 for index, job in enumerate(jobs)]
 
-    def crop_mask(self, job: FaceJob, swapped: FrameBGR) -> FloatArray:
-        """The paste mask of one face: the configured masks, minimum-combined (crop space).
-
-        Occlusion is read from the target crop (what covers the target's face must stay); the
-        regions from the swapped crop (the new face's own skin, brows, lips), as FaceFusion
-        does; area and mouth from the target's 68 landmarks mapped into the crop.
-        """
-        if self.masks.types == ("box",):
-            return self.mask
-        to_crop = job.matrix
-        in_crop = (None if job.landmarks_68 is None
-                   else job.landmarks_68 @ to_crop[:, :2].T + to_crop[:, 2])
-        if self.occluder is not None and job.crop is None:
-            raise ValueError("The occlusion mask needs the job's target crop (from prepare())")
-        return build_crop_mask(
-            self.masks, self.mask,
-            occlusion=(self.occluder.mask(job.crop)  # type: ignore[arg-type]
-                       if self.occluder is not None else None),
-            region=self.parser.mask(swapped) if self.parser is not None else None,
-            landmarks_68=in_crop,
-        )
-
     def paste(self, frame_bgr: np.ndarray, jobs: Sequence[FaceJob]) -> FrameBGR:
         """Blend each job's swapped face into a copy of the frame, then enhance the faces.
 
@@ -376,7 +355,9 @@ class InswapperSwapper:
         output = np.array(frame_bgr, dtype=np.uint8, copy=True)
         for job in jobs:
             swapped = job.model_output()
-            paste_crop(output, swapped, job.matrix, self.crop_mask(job, swapped),
+            mask = job_crop_mask(job, swapped, recipe=self.masks, box=self.mask,
+                                 occluder=self.occluder, parser=self.parser)
+            paste_crop(output, swapped, job.matrix, mask,
                        colour_match=self.colour_match, blend=self.blend,
                        blend_levels=self.blend_levels,
                        opacity=float(np.clip(job.face.score, 0.0, 1.0)) if self.soft_mask
