@@ -151,8 +151,9 @@ def test_image_source_is_the_aligned_source_face(tmp_path: Path, name: str) -> N
 
 
 def test_pixel_boost_on_a_256_model(tmp_path: Path) -> None:
-    swapper = LearnedSwapper(model="hyperswap_1b_256", pixel_boost=512, options=_options(
-        tmp_path, **_models("hyperswap_1b_256", fm.build_learned_identity)))
+    swapper = LearnedSwapper(model="hyperswap_1b_256", pixel_boost=512, max_batch=1,
+                             options=_options(tmp_path, **_models("hyperswap_1b_256",
+                                                                  fm.build_learned_identity)))
     calls = []
     run = swapper.runner.run
     swapper.runner.run = lambda *inputs: calls.append(1) or run(*inputs)  # type: ignore[method-assign]
@@ -172,3 +173,59 @@ def test_bad_model_and_weight_are_refused(tmp_path: Path) -> None:
         LearnedSwapper(model="ghost_9_256", options=options)
     with pytest.raises(ConfigError, match=r"weight=1\.5: must be in \[0, 1\]"):
         LearnedSwapper(model="ghost_2_256", weight=1.5, options=options)
+
+
+def test_phases_batch_sub_images_of_several_frames(tmp_path: Path) -> None:
+    """prepare/forward/paste: every sub-image of every job in calls of max_batch rows, each row
+    with its own job's source (the target embeddings differ when weight != 0.5)."""
+    swapper = LearnedSwapper(model="hyperswap_1b_256", pixel_boost=512, max_batch=8, weight=0.0,
+                             options=_options(tmp_path, **_models("hyperswap_1b_256",
+                                                                  fm.build_learned_identity)))
+    assert swapper.runner.batchable and swapper.max_batch == 8 and swapper.notes == ()
+    canvas, face = _face(scale=4.0)
+    frames = [(canvas, [Face(bbox=face.bbox, keypoints=face.keypoints, score=0.9,
+                             embedding=_unit(seed))]) for seed in (11, 12, 13)]
+    source = SourceIdentity(crop=None, crop_size=256, image_count=1, embedding=_unit(1))
+    jobs = [job for frame, faces in frames for job in swapper.prepare(frame, faces, source)]
+    assert [(job.boost, None if job.sub_images is None else job.sub_images.shape)
+            for job in jobs] == [(2, (4, 256, 256, 3))] * 3
+    calls: list[tuple[int, np.ndarray]] = []
+    run = swapper.runner.run
+
+    def recording_run(*inputs: np.ndarray) -> list[np.ndarray]:
+        feeds = dict(zip(swapper.runner.input_names, inputs, strict=True))
+        calls.append((feeds["target"].shape[0], feeds["source"].copy()))
+        return run(*inputs)
+
+    swapper.runner.run = recording_run  # type: ignore[method-assign]
+    done = swapper.forward(jobs, source)
+    assert [rows for rows, _ in calls] == [8, 4]  # Twelve sub-images of three frames.
+    sources = np.concatenate([rows for _, rows in calls])
+    for index, job in enumerate(jobs):
+        expected = swapper.source_input(source, job.face.embedding)
+        np.testing.assert_allclose(sources[index * 4:(index + 1) * 4],
+                                   np.repeat(expected, 4, axis=0), rtol=0, atol=1e-6)
+        # The identity model gives each row its own target back: nothing was mixed up.
+        assert done[index].output is None and done[index].sub_outputs is not None
+        np.testing.assert_array_equal(done[index].sub_outputs, job.sub_images)
+        np.testing.assert_array_equal(done[index].model_output(), job.crop)
+    assert np.abs(sources[0] - sources[4]).max() > 0.01  # The targets' mix differs per job.
+    swapper.runner.run = run  # type: ignore[method-assign]
+    for (frame, faces), job in zip(frames, done, strict=True):
+        np.testing.assert_array_equal(swapper.paste(frame, [job]),
+                                      swapper.swap(frame, faces, source))
+
+
+def test_fixed_batch_learned_graph_stays_at_one_with_a_note(tmp_path: Path) -> None:
+    """The colour fixture reshapes to a constant [1, 3, 1, 1]: its batch cannot be freed."""
+    swapper = LearnedSwapper(model="hyperswap_1a_256", options=_options(
+        tmp_path, **_models("hyperswap_1a_256", fm.build_learned_colour)))
+    assert swapper.max_batch == 1 and not swapper.runner.batchable
+    assert len(swapper.notes) == 1 and swapper.notes[0].startswith(
+        "hyperswap_1a_256: batch stays at 1")
+    canvas, face = _face(scale=2.0)
+    source = SourceIdentity(crop=None, crop_size=256, image_count=1, embedding=_unit(4))
+    jobs = swapper.forward(swapper.prepare(canvas, [face, face], source), source)
+    assert [job.output is not None for job in jobs] == [True, True]
+    with pytest.raises(ValueError, match=r"needs jobs with outputs .* jobs \[0\] have none"):
+        swapper.paste(canvas, swapper.prepare(canvas, [face], source))

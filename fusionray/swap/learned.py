@@ -16,12 +16,19 @@ w = interp(weight, [0, 1], [0.35, −0.35]); source ← source · (1 − w) + ta
 the source alone, lower keeps more of the target, higher pushes past the source. fusionray
 mixes the two after the same preparation (normalisation, converter), so both terms are in the
 model's own input space.
+
+The engine runs in the three phases of `fusionray.swap.base`: `prepare` refines (landmarker),
+embeds the target where the weight needs it, aligns at the crop size and splits the crop into
+its model-size sub-images; `forward` runs every sub-image of every job, each with its job's
+source tensor, in calls of up to `max_batch` rows where the graph's batch dimension is free
+(`fusionray.models.batch`; published exports fix it at 1, and a graph that reshapes to a fixed
+batch stays at 1 with a note); `paste` interleaves, masks, composites and enhances.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import cv2
@@ -38,12 +45,14 @@ from fusionray.faces.align import (
 from fusionray.faces.embed import ArcFaceEmbedder, average_identity
 from fusionray.faces.enhance import FaceEnhancer
 from fusionray.faces.landmarks68 import FaceLandmarker68
-from fusionray.faces.mask import MaskRecipe, build_crop_mask, build_face_mask
+from fusionray.faces.mask import MaskRecipe, build_face_mask
 from fusionray.faces.occlusion import FaceOccluder
 from fusionray.faces.parser import FACE_REGIONS, FaceParser
 from fusionray.faces.paste import paste_crop
+from fusionray.models.batch import open_batched_runner
 from fusionray.models.loader import ModelOptions, ModelRunner
-from fusionray.swap.base import SourceIdentity
+from fusionray.swap.base import FaceJob, SourceIdentity, require_outputs
+from fusionray.swap.job_mask import job_crop_mask
 from fusionray.swap.pixel_boost import boost_factor, explode_pixel_boost, implode_pixel_boost
 from fusionray.types import Face, FloatArray, FrameBGR
 
@@ -177,6 +186,7 @@ class LearnedSwapper:
         enhancer: str | None = None,
         enhancer_blend: float = 0.8,
         enhancer_fidelity: float = 0.5,
+        max_batch: int = 8,
     ) -> None:
         """Open the swapper (and its converter, masks, landmarker, enhancer) once.
 
@@ -184,6 +194,8 @@ class LearnedSwapper:
             model: one of `LEARNED_SWAPPERS`.
             weight: source against target identity, in [0, 1] (0.5 = the source alone).
             pixel_boost: crop side, a multiple of the model's size (None: the model's size).
+            max_batch: most model-size rows per call, >= 1 (capped at 1 where the graph's
+                batch is fixed); a pixel-boosted face is (pixel_boost / size)² rows.
             Others: as `InswapperSwapper`.
 
         Raises:
@@ -193,14 +205,23 @@ class LearnedSwapper:
             raise ConfigError(choices_message("swapper model", model, LEARNED_SWAPPERS))
         if not 0.0 <= weight <= 1.0:
             raise ConfigError(f"Invalid swapper weight={weight!r}: must be in [0, 1]")
+        if max_batch < 1:
+            raise ConfigError(f"Invalid max_batch={max_batch!r}: must be >= 1")
         self.contract = SWAPPER_CONTRACTS[model]
         self.options = options or ModelOptions()
         self.recognizer = recognizer
         self.weight = weight
         self.crop_size = pixel_boost or self.contract.size
         self.boost = boost_factor(self.crop_size, self.contract.size)
-        self.runner = ModelRunner(model, self.options)
+        notes: list[str] = []
+        if max_batch > 1:
+            self.runner, _, plan = open_batched_runner(model, self.options)
+            notes += [plan.note] if plan.note else []
+        else:
+            self.runner = ModelRunner(model, self.options)
         self.provider = self.runner.provider
+        self.max_batch = max_batch if self.runner.batchable else 1
+        """Most model-size rows per call (1 where the graph's batch could not be freed)."""
         self.converter = (ModelRunner(self.contract.converter, self.options)
                           if self.contract.converter else None)
         self.mask = template_face_mask(self.contract.template, self.crop_size,
@@ -219,7 +240,11 @@ class LearnedSwapper:
         self.enhancer = (FaceEnhancer(model=enhancer, blend=enhancer_blend,
                                       fidelity=enhancer_fidelity, options=self.options)
                          if enhancer else None)
+        self.notes: tuple[str, ...] = tuple(notes) + (self.enhancer.notes if self.enhancer
+                                                      else ())
+        """What run.json should say about this engine (e.g. why its batch stays at 1)."""
         self._embedder: ArcFaceEmbedder | None = None
+        self._source_cache: tuple[bytes, np.ndarray] | None = None
         names = self.runner.input_names
         if set(names) != {"target", "source"}:
             raise ConfigError(f"{model}: expected graph inputs 'target' and 'source', got {names}")
@@ -270,65 +295,156 @@ class LearnedSwapper:
             converted = converted / max(float(np.linalg.norm(converted)), 1e-12)
         return converted
 
-    def source_input(self, source: SourceIdentity, target: FloatArray | None) -> np.ndarray:
-        """The `source` tensor for one target face (`target`: its normalised embedding, needed
-        only when weight != 0.5)."""
+    @property
+    def needs_target_embedding(self) -> bool:
+        """True when each target's own embedding is mixed into the source (weight != 0.5 on
+        an embedding-source model)."""
+        return balance_weight(self.weight) != 0.0 and self.contract.source != "frame"
+
+    def _source_tensor(self, source: SourceIdentity) -> np.ndarray:
+        """(1, ...) float32 `source` tensor of the identity alone (computed once per identity:
+        the converter runs once, not per face)."""
         if self.contract.source == "frame":
             if source.crop is None or source.crop_size != self.contract.source_size:
                 raise ConfigError(f"{self.contract.name} needs the source face image; this "
                                   "source identity was prepared by another engine")
+            key = source.crop.tobytes()
+        else:
+            if source.embedding is None:
+                raise ConfigError(f"{self.contract.name} needs a source embedding")
+            key = source.embedding.tobytes()
+        cached = self._source_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        if self.contract.source == "frame":
+            assert source.crop is not None  # Checked above; narrows the type.
             rgb = source.crop[..., ::-1].astype(np.float32) / 255.0
-            return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])
-        if source.embedding is None:
-            raise ConfigError(f"{self.contract.name} needs a source embedding")
-        prepared = self._prepare_embedding(source.embedding)
+            tensor = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])
+        else:
+            assert source.embedding is not None
+            tensor = self._prepare_embedding(source.embedding).astype(np.float32)
+        self._source_cache = (key, tensor)
+        return tensor
+
+    def source_input(self, source: SourceIdentity, target: FloatArray | None) -> np.ndarray:
+        """The `source` tensor for one target face (`target`: its normalised embedding, needed
+        only when weight != 0.5)."""
+        prepared = self._source_tensor(source)
         shift = balance_weight(self.weight)
-        if shift != 0.0 and target is not None:
-            prepared = prepared * (1.0 - shift) + self._prepare_embedding(target) * shift
-        return prepared.astype(np.float32)
+        if self.contract.source == "frame" or shift == 0.0 or target is None:
+            return prepared
+        mixed = prepared * (1.0 - shift) + self._prepare_embedding(target) * shift
+        return mixed.astype(np.float32)
 
     def swap_crop(self, crop_bgr: np.ndarray, source_tensor: np.ndarray) -> FrameBGR:
         """Swap one aligned crop of `crop_size` (pixel-boosted when larger than the model)."""
         tiles = implode_pixel_boost(np.asarray(crop_bgr), self.boost)
-        blob = prepare_target_blob(tiles, self.contract)
-        step = len(tiles) if self.runner.batchable else 1
-        outputs = []
-        for start in range(0, len(tiles), step):
-            count = min(step, len(tiles) - start)
-            feeds = {"target": blob[start:start + count],
-                     "source": np.repeat(source_tensor, count, axis=0)}
-            outputs.append(self.runner.run(*(feeds[name] for name in self.runner.input_names))[0])
-        swapped = decode_output(np.concatenate(outputs), self.contract)
+        sources = np.repeat(source_tensor, len(tiles), axis=0)
+        swapped = self._run_rows(tiles, sources)
         return explode_pixel_boost(swapped, self.boost)  # type: ignore[return-value]
+
+    def _run_rows(self, tiles: np.ndarray, sources: np.ndarray) -> np.ndarray:
+        """(B, M, M, 3) uint8 BGR sub-images with their (B, ...) source rows -> (B, M, M, 3)
+        uint8 BGR swapped, `max_batch` rows per model call."""
+        blob = prepare_target_blob(tiles, self.contract)
+        outputs = []
+        for start in range(0, len(tiles), self.max_batch):
+            stop = start + self.max_batch
+            feeds = {"target": blob[start:stop], "source": sources[start:stop]}
+            outputs.append(self.runner.run(*(feeds[name] for name in self.runner.input_names))[0])
+        return decode_output(np.concatenate(outputs), self.contract)
+
+    def prepare(self, frame_bgr: np.ndarray, faces: Sequence[Face], source: SourceIdentity
+                ) -> list[FaceJob]:
+        """Refine (68-point landmarker, where configured), embed the targets the weight needs
+        (one batched recognizer call for the frame's faces without an embedding), align each
+        face at `crop_size` on the model's template (bicubic) and split the crop into its
+        model-size sub-images; one job per face.
+
+        Args:
+            frame_bgr: (H, W, 3) uint8 BGR; read only.
+            faces: target faces in frame pixels.
+            source: checked here, so a source of another engine fails before model time.
+
+        Raises:
+            ConfigError: the source lacks what this model needs (embedding or face image).
+        """
+        self._source_tensor(source)
+        frame = np.asarray(frame_bgr)
+        refined = [self.landmarker.refine(frame, face) if self.landmarker is not None
+                   else (face, None) for face in faces]
+        if self.needs_target_embedding:
+            missing = [index for index, (face, _) in enumerate(refined) if face.embedding is None]
+            if missing:
+                embedded = self.embedder.embed(frame, [refined[index][0] for index in missing])
+                for index, embedding in zip(missing, embedded, strict=True):
+                    face, points = refined[index]
+                    refined[index] = (replace(face, embedding=embedding), points)
+        jobs = []
+        for face, landmarks_68 in refined:
+            to_crop = template_matrix(face, self.contract.template, self.crop_size)
+            crop = np.asarray(cv2.warpAffine(frame, to_crop, (self.crop_size, self.crop_size),
+                                             flags=cv2.INTER_CUBIC,
+                                             borderMode=cv2.BORDER_REPLICATE), np.uint8)
+            crop.setflags(write=False)
+            tiles = crop[None] if self.boost == 1 else implode_pixel_boost(crop, self.boost)
+            tiles.setflags(write=False)
+            jobs.append(FaceJob(face=face, matrix=to_crop, crop_size=self.crop_size, crop=crop,
+                                boost=self.boost, sub_images=tiles,  # type: ignore[arg-type]
+                                landmarks_68=landmarks_68))
+        return jobs
+
+    def forward(self, jobs: Sequence[FaceJob], source: SourceIdentity) -> list[FaceJob]:
+        """Swap every sub-image of every job, each with its job's source tensor (the source
+        identity, mixed with the job's target embedding when weight != 0.5); `max_batch` rows
+        per model call, jobs of any number of frames, in order.
+
+        Raises:
+            ConfigError: the source lacks what this model needs.
+            ValueError: a job was not prepared by this engine's `prepare` (size or boost).
+        """
+        if not jobs:
+            return []
+        wrong = [index for index, job in enumerate(jobs)
+                 if job.sub_images is None or job.crop_size != self.crop_size
+                 or job.boost != self.boost]
+        if wrong:
+            raise ValueError(f"{self.contract.name} forward() needs {self.crop_size} px jobs "
+                             f"with {self.boost ** 2} sub-images (from its prepare()); jobs "
+                             f"{wrong} are not")
+        count = self.boost**2
+        tiles = np.concatenate([job.sub_images for job in jobs])
+        sources = np.concatenate([
+            np.repeat(self.source_input(source, job.face.embedding), count, axis=0)
+            for job in jobs])
+        swapped = self._run_rows(tiles, sources)
+        return [job.with_sub_outputs(swapped[index * count:(index + 1) * count])
+                for index, job in enumerate(jobs)]
+
+    def paste(self, frame_bgr: np.ndarray, jobs: Sequence[FaceJob]) -> FrameBGR:
+        """A new frame with each job's face interleaved back, masked (the configured masks,
+        minimum-combined) and composited, then the enhancer over the frame's faces (batched).
+
+        Raises:
+            ValueError: a job has no output.
+        """
+        require_outputs(jobs)
+        output = np.array(frame_bgr, dtype=np.uint8, copy=True)
+        for job in jobs:
+            swapped = job.model_output()
+            mask = job_crop_mask(job, swapped, recipe=self.masks, box=self.mask,
+                                 occluder=self.occluder, parser=self.parser)
+            paste_crop(output, swapped, job.matrix, mask, colour_match=self.colour_match,
+                       blend=self.blend, blend_levels=self.blend_levels,
+                       opacity=float(np.clip(job.face.score, 0.0, 1.0)) if self.soft_mask
+                       else 1.0,
+                       interpolation=cv2.INTER_CUBIC)
+        if self.enhancer is not None and jobs:
+            self.enhancer.enhance_many(output, [job.face for job in jobs])
+        return output
 
     def swap(self, frame_bgr: np.ndarray, faces: Sequence[Face], source: SourceIdentity
              ) -> FrameBGR:
-        """Swap every face in `faces`, in order; returns a new frame."""
-        output = np.array(frame_bgr, dtype=np.uint8, copy=True)
-        needs_target = balance_weight(self.weight) != 0.0 and self.contract.source != "frame"
-        for detected in faces:
-            face, landmarks_68 = (self.landmarker.refine(output, detected)
-                                  if self.landmarker is not None else (detected, None))
-            target = None
-            if needs_target:
-                target = (face.embedding if face.embedding is not None
-                          else self.embedder.embed(np.asarray(frame_bgr), [face])[0])
-            to_crop = template_matrix(face, self.contract.template, self.crop_size)
-            crop = np.asarray(cv2.warpAffine(output, to_crop, (self.crop_size, self.crop_size),
-                                             flags=cv2.INTER_CUBIC,
-                                             borderMode=cv2.BORDER_REPLICATE), np.uint8)
-            swapped = self.swap_crop(crop, self.source_input(source, target))
-            in_crop = (None if landmarks_68 is None
-                       else landmarks_68 @ to_crop[:, :2].T + to_crop[:, 2])
-            mask = self.mask if self.masks.types == ("box",) else build_crop_mask(
-                self.masks, self.mask,
-                occlusion=self.occluder.mask(crop) if self.occluder is not None else None,
-                region=self.parser.mask(swapped) if self.parser is not None else None,
-                landmarks_68=in_crop)
-            paste_crop(output, swapped, to_crop, mask, colour_match=self.colour_match,
-                       blend=self.blend, blend_levels=self.blend_levels,
-                       opacity=float(np.clip(face.score, 0.0, 1.0)) if self.soft_mask else 1.0,
-                       interpolation=cv2.INTER_CUBIC)
-            if self.enhancer is not None:
-                self.enhancer.enhance(output, face)
-        return output
+        """Swap every face in `faces`, in order; returns a new frame (the input is untouched).
+        `paste(frame, forward(prepare(frame, faces, source), source))`."""
+        return self.paste(frame_bgr, self.forward(self.prepare(frame_bgr, faces, source), source))
