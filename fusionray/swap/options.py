@@ -1,9 +1,8 @@
 """Engine options for the face-model features (pixel boost, masks, landmarks) from config.
 
-The render stage builds the learned engine as `build_swapper("inswapper", **common,
-**face_model_options(config.swapper), ...)`, and the driver adds `face_model_names(...)` to the
-models it locates or fetches before Ray starts, so a missing mask or landmark model is one clear
-error up front.
+`fusionray.swap.factory.swapper_from_config` builds the model engines with these options, and
+its `swap_model_names` (which the driver locates or fetches before Ray starts) includes
+`face_model_names(...)`, so a missing mask or landmark model is one clear error up front.
 """
 
 from __future__ import annotations
