@@ -4,13 +4,17 @@
 A swap runs in three phases so that a pipeline can batch the model over faces of several frames
 and overlap the CPU phases with it on other threads:
 
-1. `prepare(frame_bgr, faces, source) -> list[FaceJob]`: CPU. Align each target face (the crop
-   the model reads and the frame -> crop matrix). Reads the frame, never writes it.
-2. `forward(jobs, source) -> list[FaceJob]`: the model. ONE batched call over jobs from any
-   number of frames (split to the engine's `max_batch`), returning the jobs in the same order
-   with `output` filled in. Touches no frame, so frames may be pasted meanwhile.
-3. `paste(frame_bgr, jobs) -> frame_bgr`: CPU (plus the enhancer model, where one is
-   configured). Composite every job's output into a copy of its frame.
+1. `prepare(frame_bgr, faces, source) -> list[FaceJob]`: CPU (plus the 68-point landmarker,
+   where configured). Align each target face (the crop and the frame -> crop matrix) and split
+   the crop into the model's units of work: with pixel boost, k² interleaved sub-images of the
+   model's size (`FaceJob.sub_images`; one, the crop itself, at k = 1). Reads the frame only.
+2. `forward(jobs, source) -> list[FaceJob]`: the model. Batched calls over every sub-image of
+   jobs from any number of frames (split to the engine's `max_batch` rows), returning the jobs
+   in the same order with `sub_outputs` (and, at k = 1, `output`) filled in. Touches no frame,
+   so frames may be pasted meanwhile.
+3. `paste(frame_bgr, jobs) -> frame_bgr`: CPU (plus the mask and enhancer models, where
+   configured). Interleave each job's sub-outputs back (`FaceJob.model_output`), build its mask
+   and composite it into a copy of its frame.
 
 `swap(frame, faces, source)` is `paste(frame, forward(prepare(frame, faces, source), source))`.
 Each face is aligned from the frame as given, so overlapping faces all see the original pixels
@@ -230,7 +234,7 @@ class Swapper(Protocol):
 
     def forward(self, jobs: Sequence[FaceJob], source: SourceIdentity) -> list[FaceJob]:
         """Run the model over jobs from any number of frames; the same jobs, in order, with
-        `output` set. Batched up to `max_batch` faces per call."""
+        their output set (`FaceJob.has_output`). Batched up to `max_batch` rows per call."""
         ...
 
     def paste(self, frame_bgr: np.ndarray, jobs: Sequence[FaceJob]) -> FrameBGR:
