@@ -113,7 +113,7 @@ def test_classic_engine_refuses_pixel_boost() -> None:
 
 def test_master_settings_build_a_working_engine(tmp_path: Path) -> None:
     """config -> face_model_options -> InswapperSwapper, on fixture models: it loads exactly
-    the models face_model_names lists, swaps at 512 (16 calls of the fixed-batch graph), and
+    the models face_model_names lists, swaps at 512 (16 sub-images, batched), and
     the identity models give the face back."""
     swapper_config = _compose("+video=demo", "quality=master", "swapper=inswapper",
                               "swapper.enhancer=none",
