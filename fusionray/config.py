@@ -23,14 +23,26 @@ from typing import Any, Literal, get_args, get_origin
 from fusionray.errors import ConfigError, choices_message
 from fusionray.media.formats import CODECS, PIX_FMTS, PROFILES
 
+if typing.TYPE_CHECKING:
+    from fusionray.faces.mask import MaskRecipe
+
 DETECTORS = ("blazeface", "scrfd")
 BLAZEFACE_MODELS = ("auto", "front", "back")
 SCRFD_MODELS = ("10g", "2.5g")
 DETECTOR_MODELS = {"blazeface": BLAZEFACE_MODELS, "scrfd": SCRFD_MODELS}
-SWAPPERS = ("classic", "inswapper")
+SWAPPERS = ("classic", "inswapper", "learned")
 INSWAPPER_MODELS = ("inswapper_128",)
+LEARNED_MODELS = (
+    "hyperswap_1a_256", "hyperswap_1b_256", "hyperswap_1c_256", "simswap_256",
+    "simswap_unofficial_512", "ghost_1_256", "ghost_2_256", "ghost_3_256", "blendswap_256",
+    "uniface_256",
+)
+"""`swapper.model` choices of the `learned` engine (`fusionray.swap.learned`)."""
 RECOGNIZERS = ("arcface_w600k_r50",)
-ENHANCERS = ("none", "gfpgan_1.4")
+ENHANCERS = (
+    "none", "gfpgan_1.4", "gfpgan_1.2", "gfpgan_1.3", "codeformer", "gpen_bfr_256", "gpen_bfr_512",
+    "gpen_bfr_1024", "restoreformer_plus_plus",
+)
 BLENDS = ("laplacian", "alpha")
 SELECTIONS = ("one", "many", "reference", "map")
 CHUNK_ERROR_POLICIES = ("fail", "passthrough")
@@ -127,18 +139,119 @@ class SwapperConfig:
     soft_mask: bool = False
     """Scale the face mask by the detection confidence (uncertain faces blend in partly)."""
     enhancer: str = "none"
-    """Face enhancement after the swap: none or gfpgan_1.4 (inswapper only)."""
+    """Face enhancement after the swap (learned engines only): none, gfpgan_1.2, gfpgan_1.3,
+    gfpgan_1.4, codeformer, gpen_bfr_256, gpen_bfr_512, gpen_bfr_1024, restoreformer_plus_plus."""
     enhancer_blend: float = 0.8
     """Weight of the enhanced face, in [0, 1]."""
+    # Face models (issue 13): pixel boost, masks, 68-point landmarks. Checked in
+    # `_check_face_models`.
+    pixel_boost: int = 128
+    """Side of the aligned face the learned swapper works on: 128 (off), 256, 384, 512, 768 or
+    1024; above 128 the face is swapped as (pixel_boost / 128)² interleaved 128 px sub-images
+    (that many times the model's cost)."""
+    masks: tuple[str, ...] = ("box",)
+    """Masks combined per pixel by minimum: box (the feathered face outline), occlusion (XSeg:
+    hands, hair, objects in front of the face stay), region (face-parser classes in
+    `mask_regions`), area (68-landmark areas in `mask_areas`; needs `landmarker`), mouth (the
+    target's own mouth stays). Anything but box needs the learned engine."""
+    occluder: str = "xseg_1"
+    """Occlusion model: xseg_1, xseg_2, xseg_3, or many (the minimum of all three)."""
+    parser: str = "bisenet_resnet_34"
+    """Face parser of the region mask: bisenet_resnet_18 or bisenet_resnet_34."""
+    mask_regions: tuple[str, ...] = (
+        "skin", "left-eyebrow", "right-eyebrow", "left-eye", "right-eye", "glasses", "nose",
+        "mouth", "upper-lip", "lower-lip",
+    )
+    """Regions the region mask keeps: skin, left-/right-eyebrow, left-/right-eye, glasses, nose,
+    mouth, upper-/lower-lip, or the groups brows, eyes, lips."""
+    mask_areas: tuple[str, ...] = ("upper-face", "lower-face", "mouth")
+    """Areas the area mask covers: upper-face, lower-face, mouth."""
+    occlusion_padding: float = 0.0
+    """Grow (>0) or shrink (<0) the occlusion mask, fraction of the crop, in [-0.3, 0.3]."""
+    occlusion_blur: float = 0.25
+    """Feather of the occlusion mask (sigma = blur × crop / 12, inward), in [0, 1]."""
+    region_padding: float = 0.0
+    """Grow or shrink the region mask, fraction of the crop, in [-0.3, 0.3]."""
+    region_blur: float = 0.25
+    """Feather of the region mask, in [0, 1]."""
+    area_padding: float = 0.0
+    """Grow or shrink the area mask, fraction of the crop, in [-0.3, 0.3]."""
+    area_blur: float = 0.25
+    """Feather of the area mask, in [0, 1]."""
+    mouth_padding: float = 0.03
+    """Grow the kept mouth beyond the lips, fraction of the crop, in [-0.3, 0.3]."""
+    mouth_blur: float = 0.25
+    """Feather of the kept mouth's edge, in [0, 1]."""
+    landmarker: str = "none"
+    """68-point landmarks: none or 2dfan4 (aligns each face from 68 points, gives BlazeFace
+    faces mouth corners, feeds the area and mouth masks)."""
+    enhancer_fidelity: float = 0.5
+    """CodeFormer's fidelity weight, in [0, 1]: 0 restores most, 1 stays closest to the swapped
+    face (other enhancers have no such input)."""
+    weight: float = 0.5
+    """Source against target identity for the learned engine's embedding models, in [0, 1]:
+    0.5 = the source alone, lower keeps some of the target, higher pushes past the source
+    (FaceFusion's face-swapper weight)."""
+
+    def _check_face_models(self) -> None:
+        from fusionray.faces.occlusion import OCCLUDER_CHOICES
+        from fusionray.faces.parser import PARSER_MODELS, region_classes
+        from fusionray.swap.pixel_boost import PIXEL_BOOST_SIZES
+
+        sizes: tuple[int, ...] = PIXEL_BOOST_SIZES
+        if self.name == "learned":
+            from fusionray.models.catalog import get_model_spec
+
+            model_size = get_model_spec(self.model).input_size
+            sizes = tuple(size for size in PIXEL_BOOST_SIZES if size % model_size == 0)
+        _require(self.pixel_boost in sizes or (self.name == "learned" and self.pixel_boost == 128),
+                 "swapper.pixel_boost", self.pixel_boost,
+                 "one of " + ", ".join(str(size) for size in sizes) + " for " + self.model)
+        _require(0.0 <= self.weight <= 1.0, "swapper.weight", self.weight, "in [0, 1]")
+        _require(0.0 <= self.enhancer_fidelity <= 1.0, "swapper.enhancer_fidelity",
+                 self.enhancer_fidelity, "in [0, 1]")
+        _require(self.pixel_boost == 128 or self.name != "classic", "swapper.pixel_boost",
+                 self.pixel_boost, "128 with the classic engine (it has no model to boost)")
+        try:
+            self.mask_recipe()
+        except ConfigError as error:
+            raise ConfigError(f"Invalid swapper.masks: {error}") from None
+        _require(self.masks == ("box",) or self.name != "classic", "swapper.masks", self.masks,
+                 "[box] with the classic engine (the model masks follow the learned engine)")
+        _require_choice("swapper.occluder", self.occluder, OCCLUDER_CHOICES)
+        _require_choice("swapper.parser", self.parser, PARSER_MODELS)
+        _require_choice("swapper.landmarker", self.landmarker, ("none", "2dfan4"))
+        _require(self.landmarker == "none" or self.name != "classic", "swapper.landmarker",
+                 self.landmarker, "none with the classic engine")
+        _require("area" not in self.masks or self.landmarker != "none", "swapper.masks",
+                 self.masks, "without area unless swapper.landmarker=2dfan4 (areas come from "
+                 "68 landmarks)")
+        try:
+            region_classes(self.mask_regions)
+        except ConfigError as error:
+            raise ConfigError(f"Invalid swapper.mask_regions: {error}") from None
+
+    def mask_recipe(self) -> MaskRecipe:
+        """The `fusionray.faces.mask.MaskRecipe` these settings describe."""
+        from fusionray.faces.mask import MaskRecipe
+
+        return MaskRecipe(
+            types=self.masks, areas=self.mask_areas,
+            occlusion_padding=self.occlusion_padding, occlusion_blur=self.occlusion_blur,
+            region_padding=self.region_padding, region_blur=self.region_blur,
+            area_padding=self.area_padding, area_blur=self.area_blur,
+            mouth_padding=self.mouth_padding, mouth_blur=self.mouth_blur,
+        )
 
     def __post_init__(self) -> None:
         _require_choice("swapper.name", self.name, SWAPPERS)
-        _require_choice("swapper.model", self.model, INSWAPPER_MODELS)
+        _require_choice("swapper.model", self.model,
+                        LEARNED_MODELS if self.name == "learned" else INSWAPPER_MODELS)
         _require_choice("swapper.recognizer", self.recognizer, RECOGNIZERS)
         _require_choice("swapper.enhancer", self.enhancer, ENHANCERS)
         _require(0.0 <= self.enhancer_blend <= 1.0, "swapper.enhancer_blend",
                  self.enhancer_blend, "in [0, 1]")
-        _require(self.enhancer == "none" or self.name == "inswapper", "swapper.enhancer",
+        _require(self.enhancer == "none" or self.name != "classic", "swapper.enhancer",
                  self.enhancer, "none with the classic engine (enhancement follows inswapper)")
         _require(len(self.providers) > 0, "swapper.providers", self.providers, "non-empty")
         for provider in self.providers:
@@ -151,6 +264,7 @@ class SwapperConfig:
         _require_choice("swapper.blend", self.blend, BLENDS)
         _require(1 <= self.blend_levels <= 8, "swapper.blend_levels", self.blend_levels,
                  "in [1, 8]")
+        self._check_face_models()
 
 
 @dataclass(frozen=True)

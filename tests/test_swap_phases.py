@@ -302,3 +302,57 @@ def test_arcface_embeds_faces_of_several_images_in_batches(
         np.testing.assert_allclose(rows, expected, atol=1e-5)  # Same faces, batched run.
     np.testing.assert_allclose(np.linalg.norm(together[3], axis=1), 1.0, atol=1e-5)
     assert embedder.embed_many([]) == []
+
+
+def test_pixel_boosted_jobs_batch_their_sub_images_across_frames(
+    identity_options: ModelOptions, frames: list[tuple[np.ndarray, list[Face]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At pixel_boost 256 each face is 4 sub-images of 128 px: prepare splits, forward runs all
+    rows of all jobs in max_batch calls (rows never mixed up), paste interleaves them back."""
+    swapper = InswapperSwapper(options=identity_options, pixel_boost=256, max_batch=3)
+    source = _identity()
+    jobs = [job for frame, faces in frames for job in swapper.prepare(frame, faces, source)]
+    assert len(jobs) == 4 and all(job.boost == 2 and job.crop_size == 256 for job in jobs)
+    for job in jobs:
+        assert job.crop is not None and job.sub_images is not None
+        np.testing.assert_array_equal(job.sub_images[1], job.crop[0::2, 1::2])  # (i, j) = (0, 1)
+    batch_sizes: list[int] = []
+    run = swapper.runner.run
+
+    def counting_run(*inputs: np.ndarray) -> list[np.ndarray]:
+        batch_sizes.append(inputs[0].shape[0])
+        return run(*inputs)
+
+    monkeypatch.setattr(swapper.runner, "run", counting_run)
+    done = swapper.forward(jobs, source)
+    assert batch_sizes == [3, 3, 3, 3, 3, 1]  # 16 rows of four faces of three frames.
+    for job, result in zip(jobs, done, strict=True):
+        assert result.output is None  # Interleaving is paste's work.
+        np.testing.assert_array_equal(result.sub_outputs, job.sub_images)
+        np.testing.assert_array_equal(result.model_output(), job.crop)
+    start = 0
+    for frame, faces in frames:
+        pasted = swapper.paste(frame, done[start:start + len(faces)])
+        start += len(faces)
+        np.testing.assert_array_equal(pasted, swapper.swap(frame, faces, source))
+    with pytest.raises(ValueError, match=r"needs 256 px jobs with 4 sub-images .* jobs \[0\]"):
+        swapper.forward(InswapperSwapper(options=identity_options).prepare(*frames[0], source),
+                        source)
+
+
+def test_face_job_sub_image_validation(frames: list[tuple[np.ndarray, list[Face]]]) -> None:
+    face = frames[0][1][0]
+    crop = np.zeros((256, 256, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"boost must be >= 1 and divide crop_size 256, got 3"):
+        FaceJob(face=face, matrix=np.eye(2, 3), crop_size=256, boost=3)
+    with pytest.raises(ValueError, match=r"sub_images must be uint8 \(4, 128, 128, 3\), got "
+                                         r"uint8 \(1, 256, 256, 3\)"):
+        FaceJob(face=face, matrix=np.eye(2, 3), crop_size=256, crop=crop, boost=2,
+                sub_images=crop[None])
+    with pytest.raises(ValueError, match=r"landmarks_68 must be \(68, 2\), got \(5, 2\)"):
+        FaceJob(face=face, matrix=np.eye(2, 3), crop_size=256, landmarks_68=np.zeros((5, 2)))
+    job = FaceJob(face=face, matrix=np.eye(2, 3), crop_size=256, boost=2)
+    assert not job.has_output
+    with pytest.raises(ValueError, match="run forward"):
+        job.model_output()

@@ -13,7 +13,6 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import av
 import cv2
@@ -50,10 +49,14 @@ from fusionray.media.frame import (
 )
 from fusionray.media.hwaccel import DecodeChoice, choose_for_video, decoder_open_options
 from fusionray.media.storage import local_video_info
-from fusionray.models.loader import ModelOptions
-from fusionray.swap.base import SourceIdentity, Swapper
-from fusionray.swap.classic import build_swapper
+from fusionray.models.options import model_options_from_config
+from fusionray.swap.base import SourceIdentity
+from fusionray.swap.factory import swap_model_names as swap_model_names  # Re-export (below).
+from fusionray.swap.factory import swapper_from_config
 from fusionray.types import Chunk, Face, FrameBGR, VideoInfo
+
+# Engine construction from config lives in `fusionray.swap.factory` (and `model_options_from_
+# config` in `fusionray.models.options`); the driver and benchmarks still import them from here.
 
 
 def to_display(frame: np.ndarray, rotation: int) -> np.ndarray:
@@ -66,21 +69,6 @@ def from_display(frame: np.ndarray, rotation: int) -> np.ndarray:
     """Inverse of `to_display`."""
     turns = round(rotation / 90) % 4
     return np.ascontiguousarray(np.rot90(frame, -turns)) if turns else frame
-
-
-def model_options_from_config(
-    config: RenderConfig, *, providers: tuple[str, ...], threads: int = 1
-) -> ModelOptions:
-    """Where the config keeps models, and how to run them."""
-    return ModelOptions(
-        providers=providers,
-        threads=threads,
-        cache_dir=Path(config.models.cache_dir) if config.models.cache_dir else None,
-        shared_dirs=tuple(Path(p) for p in config.models.shared_dirs) or None,
-        offline=True if config.models.offline else None,
-        gpu=config.gpu,
-        allow_unverified=config.models.allow_unverified,
-    )
 
 
 def detector_from_config(config: RenderConfig, *, threads: int) -> Detector:
@@ -130,41 +118,6 @@ def embedder_from_config(config: RenderConfig, *, threads: int = 1) -> ArcFaceEm
     """The ArcFace embedder for reference selection and inswapper sources."""
     return ArcFaceEmbedder(model=config.swapper.recognizer, options=model_options_from_config(
         config, providers=config.swapper.providers, threads=threads))
-
-
-def swap_model_names(config: RenderConfig) -> tuple[str, ...]:
-    """The model files the swap actors load (catalogue names; none for the classic engine).
-
-    The driver fetches or locates them before Ray starts (`fusionray.jobs.pipeline`), so a
-    missing model is one clear error up front instead of every swap actor failing to start.
-    """
-    settings = config.swapper
-    if settings.name != "inswapper":
-        return ()
-    names = [settings.model + ("_fp16" if settings.fp16 else "")]
-    if settings.enhancer != "none":
-        names.append(settings.enhancer)
-    return tuple(names)
-
-
-def swapper_from_config(config: RenderConfig, *, threads: int = 1) -> Swapper:
-    """The swap engine the config asks for."""
-    settings = config.swapper
-    common = {"mask_padding": settings.mask_padding, "mask_blur": settings.mask_blur,
-              "colour_match": settings.colour_match, "blend": settings.blend,
-              "blend_levels": settings.blend_levels}
-    if settings.name == "inswapper":
-        return build_swapper(
-            "inswapper", **common,
-            model=swap_model_names(config)[0],
-            recognizer=settings.recognizer,
-            options=model_options_from_config(config, providers=settings.providers,
-                                              threads=threads),
-            soft_mask=settings.soft_mask,
-            enhancer=None if settings.enhancer == "none" else settings.enhancer,
-            enhancer_blend=settings.enhancer_blend,
-        )
-    return build_swapper(settings.name, crop_size=settings.crop_size, **common)
 
 
 def display_turns(rotation: int) -> int:

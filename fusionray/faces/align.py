@@ -23,6 +23,41 @@ ARCFACE_TEMPLATE_112 = np.array(
 
 Float64Array = npt.NDArray[np.float64]
 
+WARP_TEMPLATES: dict[str, Float64Array] = {
+    "arcface_112_v1": np.array([[0.35473214, 0.45658929], [0.64526786, 0.45658929],
+                                [0.50000000, 0.61154464], [0.37913393, 0.77687500],
+                                [0.62086607, 0.77687500]]),
+    "arcface_112_v2": np.array([[0.34191607, 0.46157411], [0.65653393, 0.45983393],
+                                [0.50022500, 0.64050536], [0.37097589, 0.82469196],
+                                [0.63151696, 0.82325089]]),
+    "arcface_128": np.array([[0.36167656, 0.40387734], [0.63696719, 0.40235469],
+                             [0.50019687, 0.56044219], [0.38710391, 0.72160547],
+                             [0.61507734, 0.72034453]]),
+    "ffhq_512": np.array([[0.37691676, 0.46864664], [0.62285697, 0.46912813],
+                          [0.50123859, 0.61331904], [0.39308822, 0.72541100],
+                          [0.61150205, 0.72490465]]),
+}
+"""Five-point templates as fractions of the crop side (eyes, nose, mouth corners; image-left
+first), FaceFusion's `WARP_TEMPLATE_SET`. `arcface_112_v2` is insightface's 112 template."""
+
+
+def warp_template_matrix(face: Face, template: str, size: int) -> Float64Array:
+    """(2, 3) similarity mapping `face`'s keypoints onto `WARP_TEMPLATES[template]` × `size`.
+
+    BlazeFace faces (no mouth corners) fit eyes, nose and mouth centre onto the template's eyes,
+    nose and the midpoint of its mouth corners, as `template_for` does.
+
+    Raises:
+        ConfigError: unknown template.
+    """
+    if template not in WARP_TEMPLATES:
+        raise ConfigError(choices_message("alignment template", template, list(WARP_TEMPLATES)))
+    points = WARP_TEMPLATES[template] * size
+    if face.layout == "blazeface6":
+        points = np.concatenate([points[:3], points[3:5].mean(axis=0, keepdims=True)])
+        return estimate_similarity(face.keypoints[:4], points)
+    return estimate_similarity(face.keypoints[:5], points)
+
 
 def arcface_template(crop_size: int) -> Float64Array:
     """The 5-point ArcFace template for a square crop of `crop_size` pixels, (5, 2) float64.

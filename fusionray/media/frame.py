@@ -38,8 +38,7 @@ import numpy.typing as npt
 from av.video.reformatter import Interpolation
 
 from fusionray.errors import MediaError
-from fusionray.faces.align import face_to_template_matrix
-from fusionray.faces.enhance import ffhq_matrix
+from fusionray.faces.align import face_to_template_matrix, warp_template_matrix
 from fusionray.types import Face, FrameBGR
 
 Rect = tuple[int, int, int, int]
@@ -430,7 +429,8 @@ def face_footprint(face: Face) -> tuple[float, float, float, float]:
     points = []
     # Both ArcFace template families (multiples of 112, and the 128 one) and FFHQ.
     for matrix, size in ((face_to_template_matrix(face, 128), 128),
-                         (face_to_template_matrix(face, 112), 112), (ffhq_matrix(face, 512), 512)):
+                         (face_to_template_matrix(face, 112), 112),
+                         (warp_template_matrix(face, "ffhq_512", 512), 512)):
         corners = unit * np.array([size, size, 1.0])
         points.append(corners @ cv2.invertAffineTransform(matrix).T)
     stacked = np.concatenate(points)

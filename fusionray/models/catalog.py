@@ -352,3 +352,141 @@ def get_model_spec(name: str) -> ModelSpec:
         return MODELS[name]
     except KeyError:
         raise ModelError(choices_message("model", name, sorted(MODELS))) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Face models for masks and landmarks (issue 13). FaceFusion publishes each in a numbered
+# release of its assets (the stem and release as its own model tables name them), with a CRC32
+# `.hash` beside it and the same file on its mirror.
+
+
+def _facefusion_release(release: str, stem: str) -> tuple[UrlSource, UrlSource]:
+    """FaceFusion's asset `stem` of release `models-<release>` and its mirror, with sidecars."""
+    return tuple(  # type: ignore[return-value]
+        UrlSource(f"{base}/{stem}.onnx", hash_url=f"{base}/{stem}.hash")
+        for base in (
+            f"https://github.com/facefusion/facefusion-assets/releases/download/models-{release}",
+            f"https://huggingface.co/facefusion/models-{release}/resolve/main",
+        )
+    )
+
+
+def _face_model(name: str, release: str, *, inputs: tuple[TensorSpec, ...],
+                outputs: tuple[TensorSpec, ...], input_size: int, license: str,
+                description: str, role: str, stem: str | None = None) -> ModelSpec:
+    return ModelSpec(name=name, filename=f"{stem or name}.onnx", sha256=None, size_bytes=None,
+                     sources=_facefusion_release(release, stem or name), inputs=inputs,
+                     outputs=outputs, input_size=input_size, license=license,
+                     description=description, role=role)
+
+
+FACE_MODEL_SPECS: tuple[ModelSpec, ...] = (
+    *(
+        _face_model(
+            name, release,
+            # XSeg: NHWC frame / 255 in, a one-channel face probability out, both 256 px.
+            inputs=(TensorSpec("input", ("batch", 256, 256, 3)),),
+            outputs=(TensorSpec(None, ("batch", 256, 256, 1)),),
+            input_size=256, license="GPL-3.0", role="occluder",
+            description=f"DeepFaceLab XSeg face occlusion mask ({name[-1]}), 256 px",
+        )
+        for name, release in (("xseg_1", "3.1.0"), ("xseg_2", "3.1.0"), ("xseg_3", "3.2.0"))
+    ),
+    *(
+        _face_model(
+            name, release,
+            # BiSeNet: NCHW RGB with ImageNet mean/std in, 19 class logits per pixel out.
+            inputs=(TensorSpec("input", ("batch", 3, 512, 512)),),
+            outputs=(TensorSpec(None, ("batch", 19, 512, 512)),),
+            input_size=512, license="MIT", role="parser",
+            description=f"BiSeNet face parser ({name.split('_', 1)[1]}), 19 regions, 512 px",
+        )
+        for name, release in (("bisenet_resnet_18", "3.1.0"), ("bisenet_resnet_34", "3.0.0"))
+    ),
+    _face_model(
+        "2dfan4", "3.0.0",
+        # 2DFAN4: a 256 px face crop / 255 in; 68 (x, y, score) points in 64 px heatmap units
+        # and the 68 heatmaps out.
+        inputs=(TensorSpec("input", ("batch", 3, 256, 256)),),
+        outputs=(TensorSpec(None, ("batch", 68, 3)), TensorSpec(None, ("batch", 68, 64, 64))),
+        input_size=256, license="MIT", role="landmarker",
+        description="2DFAN4 68-point face landmarks, 256 px",
+    ),
+)
+"""Occlusion, parsing and landmark models (faces/occlusion.py, parser.py, landmarks68.py)."""
+
+MODELS.update({spec.name: spec for spec in FACE_MODEL_SPECS})
+
+
+# Learned swappers beyond inswapper and their embedding converters (fusionray/swap/learned.py
+# holds each one's contract). Graph inputs are addressed by name (`target`, `source`), in the
+# order FaceFusion's exports declare them: target first, as inswapper's.
+
+def _swapper(name: str, release: str, size: int, source_shape: tuple[int | str, ...], *,
+             license: str, description: str) -> ModelSpec:
+    return _face_model(
+        name, release,
+        inputs=(TensorSpec("target", ("batch", 3, size, size)),
+                TensorSpec("source", source_shape)),
+        outputs=(TensorSpec(None, ("batch", 3, size, size)),),
+        input_size=size, license=license, role="swapper", description=description,
+    )
+
+
+SWAPPER_MODEL_SPECS: tuple[ModelSpec, ...] = (
+    *(_swapper(f"hyperswap_{v}_256", "3.3.0", 256, ("batch", 512), license="ResearchRAIL",
+               description=f"HyperSwap {v} 256 px swapper (normalised ArcFace source)")
+      for v in ("1a", "1b", "1c")),
+    _swapper("simswap_256", "3.0.0", 256, ("batch", 512), license="Non-Commercial",
+             description="SimSwap 256 px swapper (crossface_simswap source)"),
+    _swapper("simswap_unofficial_512", "3.0.0", 512, ("batch", 512), license="Non-Commercial",
+             description="SimSwap unofficial 512 px swapper (crossface_simswap source)"),
+    *(_swapper(f"ghost_{v}_256", "3.0.0", 256, ("batch", 512), license="Apache-2.0",
+               description=f"GHOST {v} 256 px swapper (crossface_ghost source)")
+      for v in ("1", "2", "3")),
+    _swapper("blendswap_256", "3.0.0", 256, ("batch", 3, 112, 112), license="Non-Commercial",
+             description="BlendSwap 256 px swapper (112 px source face image)"),
+    _swapper("uniface_256", "3.0.0", 256, ("batch", 3, 256, 256), license="Unknown",
+             description="UniFace 256 px swapper (256 px FFHQ-aligned source face image)"),
+    *(_face_model(name, "3.4.0",
+                  inputs=(TensorSpec("input", ("batch", 512)),),
+                  outputs=(TensorSpec(None, ("batch", 512)),),
+                  input_size=512, license="Unknown", role="converter",
+                  description=f"ArcFace -> {name.split('_')[1]} identity embedding converter")
+      for name in ("crossface_simswap", "crossface_ghost")),
+)
+"""Table-driven swappers (hyperswap, simswap, ghost, blendswap, uniface) and converters."""
+
+MODELS.update({spec.name: spec for spec in SWAPPER_MODEL_SPECS})
+
+
+# Face enhancers beyond GFPGAN 1.4 (fusionray/faces/enhance.py holds each one's template and
+# size). All take `input` [1, 3, S, S] in [-1, 1]; CodeFormer also its float64 fidelity.
+
+def _enhancer(name: str, size: int, *, license: str, description: str,
+              fidelity: bool = False) -> ModelSpec:
+    inputs: tuple[TensorSpec, ...] = (TensorSpec("input", (1, 3, size, size)),)
+    if fidelity:
+        inputs = (*inputs, TensorSpec("weight", (1,), "float64"))
+    return _face_model(name, "3.0.0", inputs=inputs,
+                       outputs=(TensorSpec(None, (1, 3, size, size)),), input_size=size,
+                       license=license, role="enhancer", description=description)
+
+
+ENHANCER_MODEL_SPECS: tuple[ModelSpec, ...] = (
+    _enhancer("codeformer", 512, license="S-Lab-1.0", fidelity=True,
+              description="CodeFormer face restoration, 512 px, with a fidelity weight"),
+    _enhancer("gfpgan_1.2", 512, license="Apache-2.0", description="GFPGAN 1.2, 512 px"),
+    _enhancer("gfpgan_1.3", 512, license="Apache-2.0", description="GFPGAN 1.3, 512 px"),
+    _enhancer("gpen_bfr_256", 256, license="Non-Commercial",
+              description="GPEN-BFR 256 px face restoration (ArcFace 128 alignment)"),
+    _enhancer("gpen_bfr_512", 512, license="Non-Commercial",
+              description="GPEN-BFR 512 px face restoration"),
+    _enhancer("gpen_bfr_1024", 1024, license="Non-Commercial",
+              description="GPEN-BFR 1024 px face restoration"),
+    _enhancer("restoreformer_plus_plus", 512, license="Apache-2.0",
+              description="RestoreFormer++ face restoration, 512 px"),
+)
+"""Enhancers of `fusionray.faces.enhance.ENHANCER_CONTRACTS` not catalogued above."""
+
+MODELS.update({spec.name: spec for spec in ENHANCER_MODEL_SPECS})

@@ -4,13 +4,17 @@
 A swap runs in three phases so that a pipeline can batch the model over faces of several frames
 and overlap the CPU phases with it on other threads:
 
-1. `prepare(frame_bgr, faces, source) -> list[FaceJob]`: CPU. Align each target face (the crop
-   the model reads and the frame -> crop matrix). Reads the frame, never writes it.
-2. `forward(jobs, source) -> list[FaceJob]`: the model. ONE batched call over jobs from any
-   number of frames (split to the engine's `max_batch`), returning the jobs in the same order
-   with `output` filled in. Touches no frame, so frames may be pasted meanwhile.
-3. `paste(frame_bgr, jobs) -> frame_bgr`: CPU (plus the enhancer model, where one is
-   configured). Composite every job's output into a copy of its frame.
+1. `prepare(frame_bgr, faces, source) -> list[FaceJob]`: CPU (plus the 68-point landmarker,
+   where configured). Align each target face (the crop and the frame -> crop matrix) and split
+   the crop into the model's units of work: with pixel boost, k² interleaved sub-images of the
+   model's size (`FaceJob.sub_images`; one, the crop itself, at k = 1). Reads the frame only.
+2. `forward(jobs, source) -> list[FaceJob]`: the model. Batched calls over every sub-image of
+   jobs from any number of frames (split to the engine's `max_batch` rows), returning the jobs
+   in the same order with `sub_outputs` (and, at k = 1, `output`) filled in. Touches no frame,
+   so frames may be pasted meanwhile.
+3. `paste(frame_bgr, jobs) -> frame_bgr`: CPU (plus the mask and enhancer models, where
+   configured). Interleave each job's sub-outputs back (`FaceJob.model_output`), build its mask
+   and composite it into a copy of its frame.
 
 `swap(frame, faces, source)` is `paste(frame, forward(prepare(frame, faces, source), source))`.
 Each face is aligned from the frame as given, so overlapping faces all see the original pixels
@@ -27,6 +31,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from fusionray.swap.pixel_boost import explode_pixel_boost
 from fusionray.types import Face, FloatArray, FrameBGR
 
 
@@ -101,7 +106,20 @@ class FaceJob:
     """(S, S, 3) uint8 BGR target face aligned by `matrix`: what the model reads. None for
     engines that do not read the target (classic)."""
     output: FrameBGR | None = None
-    """(S, S, 3) uint8 BGR face to paste, aligned like `crop`; None until `forward`."""
+    """(S, S, 3) uint8 BGR face to paste, aligned like `crop`; None until `forward` (for a
+    pixel-boosted job, until `paste` interleaves `sub_outputs`)."""
+    boost: int = 1
+    """k, sub-images per side: the model reads `crop` as k² interleaved (S/k)-pixel sub-images
+    (`fusionray.swap.pixel_boost`); 1 = the crop itself."""
+    sub_images: npt.NDArray[np.uint8] | None = None
+    """(k², S/k, S/k, 3) uint8 BGR: `crop` split for the model (from `prepare`), one row of a
+    model call each; None for engines without a model input (classic)."""
+    sub_outputs: npt.NDArray[np.uint8] | None = None
+    """(k², S/k, S/k, 3) uint8 BGR: the model's output per sub-image (from `forward`); `paste`
+    interleaves them into the face it composites (`model_output`)."""
+    landmarks_68: npt.NDArray[np.float64] | None = None
+    """(68, 2) float64 frame pixels from the 68-point landmarker (`prepare`), or None; `paste`
+    maps them into the crop for the area and mouth masks."""
 
     def __post_init__(self) -> None:
         matrix = np.array(self.matrix, dtype=np.float64)
@@ -122,6 +140,53 @@ class FaceJob:
                 array = array.copy()
                 array.setflags(write=False)
             object.__setattr__(self, field_name, array)
+        if self.boost < 1 or self.crop_size % self.boost:
+            raise ValueError(f"FaceJob.boost must be >= 1 and divide crop_size "
+                             f"{self.crop_size}, got {self.boost}")
+        side = self.crop_size // self.boost
+        tiles = (self.boost**2, side, side, 3)
+        for field_name in ("sub_images", "sub_outputs"):
+            value = getattr(self, field_name)
+            if value is None:
+                continue
+            array = np.asarray(value)
+            if array.dtype != np.uint8 or array.shape != tiles:
+                raise ValueError(f"FaceJob.{field_name} must be uint8 {tiles}, got "
+                                 f"{array.dtype} {array.shape}")
+            if array.flags.writeable:
+                array = array.copy()
+                array.setflags(write=False)
+            object.__setattr__(self, field_name, array)
+        if self.landmarks_68 is not None:
+            points = np.array(self.landmarks_68, dtype=np.float64)
+            if points.shape != (68, 2):
+                raise ValueError(f"FaceJob.landmarks_68 must be (68, 2), got {points.shape}")
+            points.setflags(write=False)
+            object.__setattr__(self, "landmarks_68", points)
+
+    @property
+    def has_output(self) -> bool:
+        """True once `forward` ran: `output` or `sub_outputs` is set."""
+        return self.output is not None or self.sub_outputs is not None
+
+    def model_output(self) -> FrameBGR:
+        """(S, S, 3) uint8 BGR face to paste: `output`, or `sub_outputs` interleaved back.
+
+        Raises:
+            ValueError: the job did not go through `forward`.
+        """
+        if self.output is not None:
+            return self.output
+        if self.sub_outputs is None:
+            raise ValueError("FaceJob has no output: run forward() first")
+        return explode_pixel_boost(self.sub_outputs, self.boost)  # type: ignore[return-value]
+
+    def with_sub_outputs(self, sub_outputs: npt.NDArray[np.uint8]) -> FaceJob:
+        """This job with the model's per-sub-image outputs (what `forward` returns). Where
+        boost is 1 the one sub-image is also the `output` (nothing to interleave)."""
+        if self.boost == 1:
+            return replace(self, sub_outputs=sub_outputs, output=np.asarray(sub_outputs)[0])
+        return replace(self, sub_outputs=sub_outputs)
 
     def with_output(self, output: FrameBGR) -> FaceJob:
         """This job with `output` set (what `forward` returns)."""
@@ -134,7 +199,7 @@ def require_outputs(jobs: Sequence[FaceJob]) -> None:
     Raises:
         ValueError: a job has no output (naming its position).
     """
-    missing = [index for index, job in enumerate(jobs) if job.output is None]
+    missing = [index for index, job in enumerate(jobs) if not job.has_output]
     if missing:
         raise ValueError(f"paste() needs jobs with outputs (from forward()); jobs {missing} "
                          "have none")
@@ -147,8 +212,9 @@ class Swapper(Protocol):
     name: str
     """Engine name, e.g. `classic`."""
     max_batch: int
-    """Most faces one model call takes (1 where the graph's batch is fixed); `forward` splits
-    longer job lists itself, so this only tells a pipeline how many faces to gather."""
+    """Most model rows one call takes (1 where the graph's batch is fixed): a face is one row,
+    a pixel-boosted face `boost`² rows (its sub-images). `forward` splits longer job lists
+    itself, so this only tells a pipeline how much work to gather."""
 
     def prepare_source(
         self, images: Sequence[np.ndarray], faces: Sequence[Face]
@@ -168,7 +234,7 @@ class Swapper(Protocol):
 
     def forward(self, jobs: Sequence[FaceJob], source: SourceIdentity) -> list[FaceJob]:
         """Run the model over jobs from any number of frames; the same jobs, in order, with
-        `output` set. Batched up to `max_batch` faces per call."""
+        their output set (`FaceJob.has_output`). Batched up to `max_batch` rows per call."""
         ...
 
     def paste(self, frame_bgr: np.ndarray, jobs: Sequence[FaceJob]) -> FrameBGR:

@@ -19,7 +19,7 @@ from fusionray.faces.paste import MASK_SUPPORT, paste_crop
 from fusionray.swap.base import FaceJob, SourceIdentity, Swapper, require_outputs
 from fusionray.types import Face, FrameBGR
 
-SWAPPER_NAMES = ("classic", "inswapper")
+SWAPPER_NAMES = ("classic", "inswapper", "learned")
 """Engines `build_swapper` knows."""
 BLEND_MODES = ("laplacian", "alpha")
 
@@ -172,7 +172,8 @@ def build_swapper(name: str, **options: object) -> Swapper:
     Args:
         name: one of `SWAPPER_NAMES`.
         **options: the engine's keyword options (`ClassicSwapper`: crop_size, mask_padding,
-            mask_blur, colour_match, blend, blend_levels; `InswapperSwapper`: see there).
+            mask_blur, colour_match, blend, blend_levels; `InswapperSwapper`,
+            `LearnedSwapper`: see there).
 
     Raises:
         ConfigError: unknown name or option.
@@ -189,4 +190,11 @@ def build_swapper(name: str, **options: object) -> Swapper:
             return InswapperSwapper(**options)  # type: ignore[arg-type]
         except TypeError as error:
             raise ConfigError(f"Bad option for the inswapper swapper: {error}") from error
+    if name == "learned":
+        from fusionray.swap.learned import LearnedSwapper
+
+        try:
+            return LearnedSwapper(**options)  # type: ignore[arg-type]
+        except TypeError as error:
+            raise ConfigError(f"Bad option for the learned swapper: {error}") from error
     raise ConfigError(choices_message("swapper", name, SWAPPER_NAMES))

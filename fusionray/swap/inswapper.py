@@ -5,11 +5,20 @@ template, RGB, / 255; `source` [1, 512] is `latent = normed_embedding @ emap`, t
 `latent /= ‖latent‖`, where `emap` is the graph's LAST initializer (512 × 512); the output
 [1, 3, 128, 128] is RGB in [0, 1]: clip, × 255, to BGR. The swapped crop is pasted back over
 the face's region only (`fusionray.faces.paste`), through the feathered face mask, optionally
-colour-matched, multi-band blended, scaled by detection confidence and enhanced (GFPGAN).
+colour-matched, multi-band blended, scaled by detection confidence and enhanced (any
+`fusionray.faces.enhance.ENHANCER_MODELS`).
+
+Face-model features (FaceFusion's): pixel boost aligns the face at N = k·128 px and swaps it as
+k² interleaved 128 px sub-images (`fusionray.swap.pixel_boost`); the paste mask is the per-pixel
+minimum of the configured masks (box, occlusion, region, area, mouth: `MaskRecipe`); a 68-point
+landmarker can refine each face's alignment (and feeds the area and mouth masks).
 
 The published graph fixes the batch at 1; where its ops allow, `fusionray.models.batch` frees
 it (checked once with ONNX Runtime, cached in the model cache), and `forward` then runs up to
-`max_batch` faces, from any number of frames, as [N, 3, 128, 128] and [N, 512] in one call.
+`max_batch` rows (sub-images of faces from any number of frames) as [B, 3, 128, 128] and
+[B, 512] in one call. The phases split the work so: `prepare` refines (landmarker), aligns at
+the boost size and splits each crop into its sub-images; `forward` runs every sub-image of every
+job through the model; `paste` interleaves them back, builds the face's mask and composites.
 """
 
 from __future__ import annotations
@@ -26,12 +35,22 @@ from fusionray.errors import ConfigError, FaceNotFoundError, ModelError, choices
 from fusionray.faces.align import align_face
 from fusionray.faces.embed import ArcFaceEmbedder, average_identity
 from fusionray.faces.enhance import FaceEnhancer
-from fusionray.faces.mask import build_face_mask
+from fusionray.faces.landmarks68 import FaceLandmarker68
+from fusionray.faces.mask import MaskRecipe, build_face_mask
+from fusionray.faces.occlusion import FaceOccluder
+from fusionray.faces.parser import FACE_REGIONS, FaceParser
 from fusionray.faces.paste import paste_crop
 from fusionray.models.batch import open_batched_runner
 from fusionray.models.loader import ModelOptions, ModelRunner
 from fusionray.models.onnx_file import OnnxFileParts
 from fusionray.swap.base import FaceJob, SourceIdentity, require_outputs
+from fusionray.swap.job_mask import job_crop_mask
+from fusionray.swap.pixel_boost import (
+    PIXEL_BOOST_SIZES,
+    boost_factor,
+    explode_pixel_boost,
+    implode_pixel_boost,
+)
 from fusionray.types import Face, FloatArray, FrameBGR
 
 INSWAPPER_MODELS = ("inswapper_128", "inswapper_128_fp16")
@@ -79,11 +98,11 @@ def prepare_target(crop_bgr: np.ndarray, out: npt.NDArray[np.float32]) -> None:
     np.divide(np.asarray(crop_bgr)[..., ::-1].transpose(2, 0, 1), 255.0, out=out[0])
 
 
-def prepare_targets(crops_bgr: Sequence[np.ndarray]) -> npt.NDArray[np.float32]:
+def prepare_targets(crops_bgr: Sequence[np.ndarray] | np.ndarray) -> npt.NDArray[np.float32]:
     """(N, 128, 128, 3) uint8 BGR aligned crops -> (N, 3, 128, 128) float32 RGB / 255."""
-    blob = np.empty((len(crops_bgr), 3, CROP_SIZE, CROP_SIZE), np.float32)
-    for index, crop in enumerate(crops_bgr):
-        np.divide(np.asarray(crop)[..., ::-1].transpose(2, 0, 1), 255.0, out=blob[index])
+    crops = np.asarray(crops_bgr)
+    blob = np.empty((crops.shape[0], 3, CROP_SIZE, CROP_SIZE), np.float32)
+    np.divide(crops[..., ::-1].transpose(0, 3, 1, 2), 255.0, out=blob)
     return blob
 
 
@@ -93,9 +112,10 @@ def output_to_bgr(output: np.ndarray) -> FrameBGR:
     return np.ascontiguousarray(np.rint(rgb.transpose(1, 2, 0)[..., ::-1]).astype(np.uint8))
 
 
-def outputs_to_bgr(outputs: np.ndarray) -> list[FrameBGR]:
-    """(N, 3, S, S) RGB in [0, 1] -> N (S, S, 3) uint8 BGR crops (see `output_to_bgr`)."""
-    return [output_to_bgr(outputs[index:index + 1]) for index in range(outputs.shape[0])]
+def outputs_to_bgr(outputs: np.ndarray) -> npt.NDArray[np.uint8]:
+    """(N, 3, S, S) RGB in [0, 1] -> (N, S, S, 3) uint8 BGR crops (see `output_to_bgr`)."""
+    rgb = np.clip(np.asarray(outputs, dtype=np.float32), 0.0, 1.0) * 255.0
+    return np.ascontiguousarray(np.rint(rgb.transpose(0, 2, 3, 1)[..., ::-1]).astype(np.uint8))
 
 
 class InswapperSwapper:
@@ -118,6 +138,13 @@ class InswapperSwapper:
         enhancer: str | None = None,
         enhancer_blend: float = 0.8,
         max_batch: int = 8,
+        enhancer_fidelity: float = 0.5,
+        pixel_boost: int = CROP_SIZE,
+        masks: MaskRecipe | None = None,
+        occluder: str = "xseg_1",
+        parser: str = "bisenet_resnet_34",
+        mask_regions: tuple[str, ...] = tuple(FACE_REGIONS),
+        landmarker: str | None = None,
     ) -> None:
         """Open the swapper (and the enhancer, if any) once; the recognizer opens on demand.
 
@@ -130,10 +157,19 @@ class InswapperSwapper:
             blend: `alpha` or `laplacian` (multi-band).
             blend_levels: pyramid levels for `laplacian`, in [1, 8].
             soft_mask: scale the mask by the detection's confidence.
-            enhancer: None, or an enhancer model (`gfpgan_1.4`).
+            enhancer: None, or an enhancer model (`fusionray.faces.enhance.ENHANCER_MODELS`).
             enhancer_blend: weight of the enhanced face, in [0, 1].
-            max_batch: most faces per swapper call, >= 1 (capped at 1 where the graph's
-                batch is fixed).
+            max_batch: most 128 px rows per swapper call, >= 1 (capped at 1 where the graph's
+                batch is fixed); a pixel-boosted face is (pixel_boost / 128)² rows.
+            enhancer_fidelity: CodeFormer's fidelity weight, in [0, 1].
+            pixel_boost: side of the aligned crop, one of `PIXEL_BOOST_SIZES` (128 = off); a
+                larger crop is swapped as (pixel_boost / 128)² interleaved 128 px sub-images
+                (`fusionray.swap.pixel_boost`).
+            masks: which masks to combine (None: the box mask alone).
+            occluder: XSeg model(s) of the occlusion mask (`xseg_1/2/3` or `many`).
+            parser: BiSeNet model of the region mask; mask_regions: its regions.
+            landmarker: None, or `2dfan4`: 68 landmarks align each face (and feed the area
+                and mouth masks).
 
         Raises:
             ConfigError: bad option. ModelError: a model is missing, corrupt or wrong.
@@ -146,6 +182,16 @@ class InswapperSwapper:
             raise ConfigError(f"Invalid blend_levels={blend_levels!r}: must be in [1, 8]")
         if max_batch < 1:
             raise ConfigError(f"Invalid max_batch={max_batch!r}: must be >= 1")
+        if pixel_boost not in PIXEL_BOOST_SIZES:
+            raise ConfigError(choices_message("pixel_boost", pixel_boost,
+                                              [str(size) for size in PIXEL_BOOST_SIZES]))
+        self.masks = masks or MaskRecipe()
+        if self.masks.needs_landmarks and landmarker is None:
+            raise ConfigError("The area mask needs 68 landmarks: set swapper.landmarker=2dfan4")
+        self.crop_size = pixel_boost
+        """Side of the aligned crop (the pixel-boost size; 128 = off)."""
+        self.boost = boost_factor(pixel_boost, CROP_SIZE)
+        """k: sub-images per side of the crop."""
         self.options = options or ModelOptions()
         self.recognizer = recognizer
         notes: list[str] = []
@@ -158,14 +204,21 @@ class InswapperSwapper:
         self.provider = self.runner.provider
         self.emap = load_emap(source_path)
         self.max_batch = max_batch if self.runner.batchable else 1
-        """Most faces per swapper call (1 where the graph's batch could not be freed)."""
-        self.mask = build_face_mask(CROP_SIZE, padding=mask_padding, blur=mask_blur)
+        """Most 128 px rows per swapper call (1 where the graph's batch could not be freed)."""
+        self.mask = build_face_mask(self.crop_size, padding=mask_padding, blur=mask_blur)
         self.colour_match = colour_match
         self.blend = blend
         self.blend_levels = blend_levels
         self.soft_mask = soft_mask
-        self.enhancer = (FaceEnhancer(model=enhancer, blend=enhancer_blend, options=self.options)
+        self.enhancer = (FaceEnhancer(model=enhancer, blend=enhancer_blend,
+                                      fidelity=enhancer_fidelity, options=self.options)
                          if enhancer else None)
+        self.occluder = (FaceOccluder(occluder, options=self.options)
+                         if "occlusion" in self.masks.types else None)
+        self.parser = (FaceParser(parser, regions=mask_regions, options=self.options)
+                       if "region" in self.masks.types else None)
+        self.landmarker = (FaceLandmarker68(landmarker, options=self.options)
+                           if landmarker else None)
         self.notes: tuple[str, ...] = tuple(notes) + (self.enhancer.notes if self.enhancer
                                                       else ())
         """What run.json should say about this engine (e.g. why its batch stays at 1)."""
@@ -210,15 +263,30 @@ class InswapperSwapper:
         return self._latent_cache[1]
 
     def swap_crop(self, crop_bgr: np.ndarray, latent: FloatArray) -> FrameBGR:
-        """Run the swapper on one 128 px aligned BGR crop; returns the swapped BGR crop."""
-        target = np.empty((1, 3, CROP_SIZE, CROP_SIZE), np.float32)
-        prepare_target(crop_bgr, target)
-        return output_to_bgr(self.runner.run(target, latent)[0])
+        """Run the swapper on one aligned BGR crop of `crop_size`; returns the swapped crop.
+
+        The crop is split into its k² sub-images (k = crop_size / 128; one at 128 px), run in
+        calls of up to `max_batch` rows, and interleaved back (what the phases do for a job).
+        """
+        tiles = implode_pixel_boost(np.asarray(crop_bgr), self.boost)
+        swapped = self._run_rows(tiles, latent)
+        return explode_pixel_boost(swapped, self.boost)  # type: ignore[return-value]
+
+    def _run_rows(self, rows: np.ndarray, latent: FloatArray) -> npt.NDArray[np.uint8]:
+        """(B, 128, 128, 3) uint8 BGR sub-images -> (B, 128, 128, 3) swapped, `max_batch`
+        rows per model call, all with the one identity `latent` (1, 512)."""
+        outputs = []
+        for start in range(0, rows.shape[0], self.max_batch):
+            blob = prepare_targets(rows[start:start + self.max_batch])
+            latents = np.repeat(latent, blob.shape[0], axis=0)
+            outputs.append(outputs_to_bgr(self.runner.run(blob, latents)[0]))
+        return np.concatenate(outputs)
 
     def prepare(
         self, frame_bgr: np.ndarray, faces: Sequence[Face], source: SourceIdentity
     ) -> list[FaceJob]:
-        """Align each face to the 128 px ArcFace template (bicubic); one job per face.
+        """Refine (68-point landmarker, where configured), align each face at `crop_size`
+        (bicubic) and split the crop into its model sub-images; one job per face.
 
         Args:
             frame_bgr: (H, W, 3) uint8 BGR; read only.
@@ -232,41 +300,53 @@ class InswapperSwapper:
         self.latent_for(source)
         frame = np.asarray(frame_bgr)
         jobs = []
-        for face in faces:
-            crop, to_crop = align_face(frame, face, CROP_SIZE, interpolation=cv2.INTER_CUBIC)
-            jobs.append(FaceJob(face=face, matrix=to_crop, crop_size=CROP_SIZE, crop=crop))
+        for detected in faces:
+            face, landmarks_68 = (self.landmarker.refine(frame, detected)
+                                  if self.landmarker is not None else (detected, None))
+            crop, to_crop = align_face(frame, face, self.crop_size,
+                                       interpolation=cv2.INTER_CUBIC)
+            crop.setflags(write=False)  # Shared with its sub-images view; nobody writes it.
+            tiles = crop[None] if self.boost == 1 else implode_pixel_boost(crop, self.boost)
+            tiles.setflags(write=False)
+            jobs.append(FaceJob(face=face, matrix=to_crop, crop_size=self.crop_size, crop=crop,
+                                boost=self.boost, sub_images=tiles,  # type: ignore[arg-type]
+                                landmarks_68=landmarks_68))
         return jobs
 
     def forward(self, jobs: Sequence[FaceJob], source: SourceIdentity) -> list[FaceJob]:
-        """Swap every job's crop; one model call per `max_batch` jobs, in order.
+        """Swap every sub-image of every job; one model call per `max_batch` rows, in order.
 
-        Jobs may come from any number of frames; they share the one source identity.
+        Jobs may come from any number of frames; they share the one source identity. Each job
+        comes back with its `sub_outputs` (and, at boost 1, `output`) set.
 
         Raises:
             ConfigError: the source has no embedding.
-            ValueError: a job has no crop (it was prepared by another engine).
+            ValueError: a job was not prepared by this engine's `prepare` (size or boost).
         """
         if not jobs:
             return []
         latent = self.latent_for(source)
-        missing = [index for index, job in enumerate(jobs) if job.crop is None]
-        if missing or any(job.crop_size != CROP_SIZE for job in jobs):
-            raise ValueError(f"inswapper forward() needs {CROP_SIZE} px jobs with crops (from "
-                             f"its prepare()); jobs {missing} have no crop")
-        crops = [job.crop for job in jobs]
-        outputs: list[FrameBGR] = []
-        for start in range(0, len(crops), self.max_batch):
-            blob = prepare_targets(crops[start:start + self.max_batch])  # type: ignore[arg-type]
-            latents = np.repeat(latent, blob.shape[0], axis=0)
-            outputs += outputs_to_bgr(self.runner.run(blob, latents)[0])
-        return [job.with_output(output) for job, output in zip(jobs, outputs, strict=True)]
+        wrong = [index for index, job in enumerate(jobs)
+                 if job.sub_images is None or job.crop_size != self.crop_size
+                 or job.boost != self.boost]
+        if wrong:
+            raise ValueError(f"inswapper forward() needs {self.crop_size} px jobs with "
+                             f"{self.boost ** 2} sub-images (from its prepare()); jobs {wrong} "
+                             "are not")
+        rows = np.concatenate([job.sub_images for job in jobs])
+        swapped = self._run_rows(rows, latent)
+        count = self.boost**2
+        return [job.with_sub_outputs(swapped[index * count:(index + 1) * count])
+                for index, job in enumerate(jobs)]
 
     def paste(self, frame_bgr: np.ndarray, jobs: Sequence[FaceJob]) -> FrameBGR:
-        """Blend each job's swapped crop into a copy of the frame (bicubic warp, feathered
-        mask, optional colour match and confidence-scaled opacity), then enhance the faces.
+        """Blend each job's swapped face into a copy of the frame, then enhance the faces.
 
-        The enhancer runs after every face of the frame is pasted, its faces batched where its
-        graph allows; it reads the pasted frame, as it did face by face before.
+        Per job: interleave its sub-image outputs back into the `crop_size` face, build its
+        mask (the configured masks, minimum-combined), and composite it (bicubic warp, optional
+        colour match and confidence-scaled opacity). The enhancer runs after every face of the
+        frame is pasted, its faces batched where its graph allows; it reads the pasted frame,
+        as it did face by face before.
 
         Raises:
             ValueError: a job has no output.
@@ -274,9 +354,12 @@ class InswapperSwapper:
         require_outputs(jobs)
         output = np.array(frame_bgr, dtype=np.uint8, copy=True)
         for job in jobs:
-            assert job.output is not None  # Checked above; narrows the type.
-            paste_crop(output, job.output, job.matrix, self.mask, colour_match=self.colour_match,
-                       blend=self.blend, blend_levels=self.blend_levels,
+            swapped = job.model_output()
+            mask = job_crop_mask(job, swapped, recipe=self.masks, box=self.mask,
+                                 occluder=self.occluder, parser=self.parser)
+            paste_crop(output, swapped, job.matrix, mask,
+                       colour_match=self.colour_match, blend=self.blend,
+                       blend_levels=self.blend_levels,
                        opacity=float(np.clip(job.face.score, 0.0, 1.0)) if self.soft_mask
                        else 1.0,
                        interpolation=cv2.INTER_CUBIC)
