@@ -1,29 +1,36 @@
-"""Render the same clip three ways and print a table.
+"""Render the same clip as whole processes, the sides alternating, and print tables.
 
-1. fusionray: the Ray pipeline (`fusionray.jobs.pipeline.render`, local Ray on this machine).
-2. fusionray in process: `RenderStage` over the keyframe-aware plan, chunk after chunk in this
-   process, no Ray (one decode per chunk, steps on threads, frames kept in their planes): what
-   the render actor does, without the cluster around it.
-3. sequential: one process, frame by frame, the way single-machine tools work: decode to
+Sides (each a separate process, run round after round in the same order: A B A B):
+
+1. fusionray: `python -m fusionray.jobs.render` exactly as a user types it (local Ray on this
+   machine, the config's pools and threads).
+2. sequential: one process, frame by frame, the way single-machine tools work: decode to
    full-size BGR -> detect -> swap -> encode with the same engine functions, then the same
    assembly. This is the honest baseline, so it keeps the full-frame BGR path such tools use
    (FaceFusion, roop: every frame to BGR, detect and swap on it, back to YUV for the encoder);
    it does not get fusionray's plane path, thread overlap or small detector image.
+3. with `--in-process`: `RenderStage` over the keyframe-aware plan, chunk after chunk in one
+   process, no Ray: what the render actor does, without the cluster around it.
 
-Reports frames/s of each and their ratio, frames decoded per frame written, per-stage seconds,
-and peak resident memory (the driver plus every process it started, sampled every 0.1 s). A
-benchmark, not a test. `--seconds` takes several clip lengths; the issue's cases are 48 and 60:
+Reports the median wall seconds of each side and its ratio to the sequential loop, frames
+decoded per frame written (fusionray's from its run.json), per-stage seconds, and peak resident
+memory (the side's process plus every process it started, sampled every 0.1 s). A benchmark,
+not a test. `--seconds` takes several clip lengths; the issue's cases are 48 and 60, and
+`--gop 250` measures decode amplification at a long GOP:
 
-    .venv/bin/python benchmarks/bench_render.py --seconds 12
     .venv/bin/python benchmarks/bench_render.py --seconds 60
+    .venv/bin/python benchmarks/bench_render.py --seconds 60 --gop 250 --repeats 1
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
+import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -37,7 +44,7 @@ from fusionray.actors.render_stage import RenderStage
 from fusionray.actors.stages import detector_from_config, swapper_from_config
 from fusionray.config import RenderConfig, register_configs, to_render_config
 from fusionray.faces.select import select_faces
-from fusionray.jobs.pipeline import build_source_identity, render
+from fusionray.jobs.pipeline import build_source_identity
 from fusionray.media.assemble import assemble_video
 from fusionray.media.decode import decode_frames
 from fusionray.media.demo import demo_source_image_path, write_demo_clip
@@ -139,86 +146,154 @@ def in_process(config: RenderConfig, video: Path, output: Path) -> dict[str, flo
     return totals
 
 
-def bench(seconds: float, overrides: list[str], work: Path) -> None:
-    """Render a `seconds` demo clip all three ways and print the tables."""
-    video = write_demo_clip(work / f"clip-{seconds:g}s.mp4", seconds=seconds)
+def worker(mode: str, video: Path, output: Path, overrides: list[str]) -> None:
+    """One timed side, in this (child) process: print its stage seconds as JSON."""
+    register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
-            f"+video={video}", f"+source={demo_source_image_path()}",
-            f"output={work / 'ray.mp4'}", "progress=false", "preview_frames=0", *overrides])
+            f"+video={video}", f"+source={demo_source_image_path()}", f"output={output}",
+            "progress=false", "preview_frames=0", *overrides])
     config = to_render_config(cfg)
+    run = sequential if mode == "sequential" else in_process
+    print(json.dumps(run(config, video, output)))
+
+
+def timed_child(command: list[str]) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (bytes, the child and all its descendants) and stdout of one
+    whole child process, which must succeed."""
+    with PeakMemory() as memory:
+        started = time.perf_counter()
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:4])} failed ({result.returncode}):\n"
+                         f"{result.stderr[-4000:]}")
+    return seconds, memory.peak, result.stdout
+
+
+def command_for(name: str, video: Path, output: Path, overrides: list[str]) -> list[str]:
+    """The whole-process command line of one side."""
+    if name == "fusionray":
+        return [sys.executable, "-m", "fusionray.jobs.render", f"+video={video}",
+                f"+source={demo_source_image_path()}", f"output={output}", "progress=false",
+                "preview_frames=0", f"hydra.run.dir={output.parent / ('hydra-' + output.stem)}",
+                *overrides]
+    return [sys.executable, str(Path(__file__).resolve()), "--worker", name,
+            "--video", str(video), "--output", str(output), *overrides]
+
+
+def bench(seconds: float, *, gop: int, repeats: int, sides: list[str], overrides: list[str],
+          work: Path) -> None:
+    """Render a `seconds` demo clip with each side as a whole process, alternating the sides
+    round by round (A B A B), and print the tables."""
+    video = write_demo_clip(work / f"clip-{seconds:g}s-g{gop}.mp4", seconds=seconds, gop=gop)
     info = probe_video(video)
     frames = info.frame_count
+    walls: dict[str, list[float]] = {name: [] for name in sides}
+    peaks: dict[str, list[int]] = {name: [] for name in sides}
+    stages: dict[str, dict[str, float]] = {}
+    run_json: dict[str, object] = {}
+    for round_index in range(repeats):
+        for name in sides:
+            output = work / f"{name}-{seconds:g}s-g{gop}-{round_index}.mp4"
+            wall, peak, stdout = timed_child(command_for(name, video, output, overrides))
+            walls[name].append(wall)
+            peaks[name].append(peak)
+            if name == "fusionray":
+                run_json = json.loads(output.with_suffix(".run.json").read_text())
+            else:
+                stages[name] = json.loads(stdout.strip().splitlines()[-1])
+            print(f"round {round_index + 1} {name:11s} {wall:7.2f} s", flush=True)
 
-    with PeakMemory() as ray_memory:
-        started = time.perf_counter()
-        summary = render(config, run_dir=work, config_yaml="")
-        ray_wall = time.perf_counter() - started
-    with PeakMemory() as stage_memory:
-        started = time.perf_counter()
-        stage_totals = in_process(config, video, work / "in-process.mp4")
-        stage_wall = time.perf_counter() - started
-    with PeakMemory() as seq_memory:
-        started = time.perf_counter()
-        seq_stages = sequential(config, video, work / "sequential.mp4")
-        seq_wall = time.perf_counter() - started
-
-    ray_fps, stage_fps, seq_fps = frames / ray_wall, frames / stage_wall, frames / seq_wall
-    ray_decoded = getattr(summary, "frames_decoded", None)
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {sys.version.split()[0]}; clip: {frames} frames "
-          f"{info.width}x{info.height}, keyframes every "
-          f"{frames / max(1, len(info.keyframe_indices)):.0f} frames; overrides: "
-          f"{' '.join(overrides) or '(none)'}")
-    print(f"actors: {summary.actors}, chunk.frames={config.chunk.frames}, "
-          f"providers: {', '.join(summary.providers)}")
     print()
-    print("| run | wall s | frames/s | vs sequential | decoded per written | peak RSS MB |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    ray_ratio = f"{ray_decoded / frames:.2f}" if ray_decoded else "n/a"
-    print(f"| fusionray (Ray) | {ray_wall:.2f} | {ray_fps:.2f} | {ray_fps / seq_fps:.2f}x | "
-          f"{ray_ratio} | {ray_memory.peak / 2**20:.0f} |")
-    print(f"| fusionray RenderStage, in process | {stage_wall:.2f} | {stage_fps:.2f} | "
-          f"{stage_fps / seq_fps:.2f}x | "
-          f"{stage_totals['frames_decoded'] / stage_totals['frames_written']:.2f} | "
-          f"{stage_memory.peak / 2**20:.0f} |")
-    print(f"| sequential loop | {seq_wall:.2f} | {seq_fps:.2f} | 1.00x | 1.00 | "
-          f"{seq_memory.peak / 2**20:.0f} |")
+    print(f"machine: {machine_description()}")
+    print(f"clip: {frames} frames {info.width}x{info.height} at 25 fps, keyframes every "
+          f"{frames / max(1, len(info.keyframe_indices)):.0f} frames (asked: {gop}); "
+          f"overrides: {' '.join(overrides) or '(none)'}; rounds: {repeats}, sides alternating")
+    if run_json:
+        print(f"fusionray actors: {run_json['actors']}, threads {run_json['actor_threads']}, "
+              f"chunks {run_json['chunks']}, providers: {', '.join(run_json['providers'])}")
     print()
+    base = statistics.median(walls["sequential"]) if "sequential" in walls else None
+    print("| run (whole process) | wall s (median) | runs s | frames/s | vs sequential | "
+          "decoded per written | peak RSS MB |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
+    for name in sides:
+        wall = statistics.median(walls[name])
+        if name == "fusionray" and run_json:
+            decoded = f"{int(run_json['frames_decoded']) / int(run_json['frames_written']):.2f}"
+        elif name == "in-process":
+            decoded = (f"{stages[name]['frames_decoded'] / stages[name]['frames_written']:.2f}")
+        else:
+            decoded = "1.00"
+        ratio = f"{base / wall:.2f}x" if base else "n/a"
+        print(f"| {LABELS[name]} | {wall:.2f} | {', '.join(f'{t:.1f}' for t in walls[name])} | "
+              f"{frames / wall:.2f} | {ratio} | {decoded} | {max(peaks[name]) / 2**20:.0f} |")
+    print()
+    ray_stages: dict[str, float] = dict(run_json.get("stage_seconds", {})) if run_json else {}
     print("| stage | fusionray s (actor seconds) | in process s (busy, per thread) | "
           "sequential s |")
     print("| --- | ---: | ---: | ---: |")
-    ray_stages = summary.stage_seconds
-    rows = [("decode", ray_stages.get("detect_decode", 0) + ray_stages.get("swap_decode", 0)
-             + ray_stages.get("decode", 0), stage_totals.get("decode", 0), seq_stages["decode"]),
-            ("detect", ray_stages.get("detect", 0), stage_totals.get("detect", 0),
-             seq_stages["detect"]),
-            ("track + select", ray_stages.get("track", 0), stage_totals.get("track", 0), 0.0),
-            ("swap (prepare + forward + paste)", ray_stages.get("swap", 0)
-             + sum(ray_stages.get(k, 0) for k in ("prepare", "forward", "paste")),
-             sum(stage_totals.get(k, 0) for k in ("prepare", "forward", "paste")),
-             seq_stages["swap"]),
-            ("encode", ray_stages.get("encode", 0), stage_totals.get("encode", 0),
-             seq_stages["encode"]),
-            ("assemble", ray_stages.get("assemble", 0), stage_totals.get("assemble", 0),
-             seq_stages["assemble"]),
-            ("ray start + actors", ray_stages.get("ray_start", 0), 0.0, 0.0)]
-    for name, ray_s, stage_s, seq_s in rows:
-        print(f"| {name} | {ray_s:.2f} | {stage_s:.2f} | {seq_s:.2f} |")
+    in_proc = stages.get("in-process", {})
+    seq = stages.get("sequential", {})
+    rows = [("decode", ("detect_decode", "swap_decode", "decode"), ("decode",), ("decode",)),
+            ("detect", ("detect",), ("detect",), ("detect",)),
+            ("track + select", ("track",), ("track",), ()),
+            ("swap (prepare + forward + paste)", ("swap", "prepare", "forward", "paste"),
+             ("prepare", "forward", "paste"), ("swap",)),
+            ("encode", ("encode",), ("encode",), ("encode",)),
+            ("assemble", ("assemble",), ("assemble",), ("assemble",)),
+            ("ray start + actors", ("ray_start",), (), ())]
+    for label, ray_keys, stage_keys, seq_keys in rows:
+        values = [sum(table.get(key, 0.0) for key in keys)
+                  for table, keys in ((ray_stages, ray_keys), (in_proc, stage_keys),
+                                      (seq, seq_keys))]
+        print(f"| {label} | " + " | ".join(f"{value:.2f}" for value in values) + " |")
     print()
+
+
+LABELS = {"fusionray": "fusionray (`python -m fusionray.jobs.render`, local Ray)",
+          "in-process": "fusionray RenderStage in one process, no Ray",
+          "sequential": "sequential loop (decode, BGR, detect, swap, encode per frame)"}
+
+
+def machine_description() -> str:
+    """CPU model, cores, memory, Python, and the load average before the runs."""
+    model = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{platform.node()} {platform.machine()}, {model}, {os.cpu_count()} CPUs, "
+            f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python "
+            f"{sys.version.split()[0]}, load average {load:.1f} at start")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[12.0],
                         help="clip lengths at 25 fps, one table each (e.g. 12 60)")
+    parser.add_argument("--gop", type=int, default=25,
+                        help="keyframe interval of the generated clip, frames (25, or 250)")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds of the sides, A B A B")
+    parser.add_argument("--in-process", action="store_true",
+                        help="also time RenderStage chunk after chunk in one process, no Ray")
+    parser.add_argument("--worker", choices=["sequential", "in-process"], help=argparse.SUPPRESS)
+    parser.add_argument("--video", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. quality=draft")
     args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.video, args.output, args.overrides)
+        return 0
 
-    register_configs()
+    sides = ["fusionray", *(["in-process"] if args.in_process else []), "sequential"]
     work = Path(tempfile.mkdtemp(prefix="fusionray-bench-"))
     for seconds in args.seconds:
-        bench(seconds, args.overrides, work)
+        bench(seconds, gop=args.gop, repeats=args.repeats, sides=sides,
+              overrides=args.overrides, work=work)
     return 0
 
 

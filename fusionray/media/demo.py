@@ -108,8 +108,12 @@ def render_demo_audio(seconds: float) -> np.ndarray:
     return np.stack([left, right]).astype(np.float32)
 
 
-def write_demo_clip(path: Path, *, seconds: float = DEMO_SECONDS) -> Path:
-    """Encode the demo to `path` (H.264 + AAC in MP4), atomically."""
+def write_demo_clip(path: Path, *, seconds: float = DEMO_SECONDS, gop: int = DEMO_FPS) -> Path:
+    """Encode the demo to `path` (H.264 + AAC in MP4), atomically.
+
+    `gop` is the keyframe interval in frames (benchmarks use 250, a common delivery GOP, to
+    measure decode amplification at chunk edges).
+    """
     frames = render_demo_frames(seconds)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}.mp4")
@@ -117,7 +121,7 @@ def write_demo_clip(path: Path, *, seconds: float = DEMO_SECONDS) -> Path:
         with av.open(str(partial), "w") as container:
             video = container.add_stream("libx264", rate=DEMO_FPS)
             video.width, video.height, video.pix_fmt = DEMO_WIDTH, DEMO_HEIGHT, "yuv420p"
-            video.options = {"crf": "16", "preset": "medium", "g": str(DEMO_FPS), "threads": "1"}
+            video.options = {"crf": "16", "preset": "medium", "g": str(gop), "threads": "1"}
             audio = container.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
             for index, image in enumerate(frames):
                 frame = av.VideoFrame.from_ndarray(image, format="bgr24")
