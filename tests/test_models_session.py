@@ -46,6 +46,10 @@ def test_cpu_session_settings() -> None:
     assert provider == "CPUExecutionProvider"
     options = session.get_session_options()
     assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
+    # Idle pool threads sleep instead of spinning on the cores the actor's other steps use.
+    config = options.get_session_config_entry
+    assert config("session.intra_op.allow_spinning") == "0"
+    assert config("session.inter_op.allow_spinning") == "0"
     with pytest.raises(ConfigError, match="threads"):
         create_session(_identity_model(), threads=0)
     assert set(PROVIDER_NAMES) == {

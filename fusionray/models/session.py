@@ -125,6 +125,13 @@ def _session_options(threads: int, *, strict_nodes: bool = False) -> ort.Session
     # warning, so the placement is recorded and reported by fusionray instead.
     options.log_severity_level = 3
     options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    # No busy-waiting: ORT's pool threads otherwise spin after every parallel section and every
+    # run, on cores the actor's other steps (decode, paste, encode) and the node's other actors
+    # need. Measured on the 2-core VM, render stage with BlazeFace + verifier + classic swap:
+    # 104.7 -> 49.8 ms CPU and 54.4 -> 37.6 ms wall per frame; the inswapper stand-in alone on
+    # both cores is unchanged within noise (benchmarks/RESULTS.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if strict_nodes:
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     return options
