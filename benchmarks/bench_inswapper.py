@@ -55,7 +55,7 @@ def main() -> None:
                         *(["--fp16"] if args.fp16 else [])], check=True,
                        stdout=subprocess.DEVNULL)
         build_seconds = time.perf_counter() - started
-        import_model(name, model, cache_dir=folder / "cache")
+        import_model(name, model, cache_dir=folder / "cache", allow_unverified=True)
         model.unlink()
         options = ModelOptions(providers=tuple(args.providers.split(",")), threads=args.threads,
                                cache_dir=folder / "cache", shared_dirs=(), offline=True)
