@@ -369,3 +369,40 @@ def test_a_rotated_video_is_swapped_upright_and_exact_outside_the_faces(
         assert outside.shape == a.shape
         assert np.array_equal(a[outside], b[outside]), f"frame {index} changed outside"
         assert np.abs(a[~outside] - b[~outside]).mean() > 1.0, f"frame {index}: no swap"
+
+
+def test_decoder_and_encoder_threads_follow_the_actor(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """An actor's decoder and encoder use the cores it was given (issue 10: they used to size
+    themselves to the whole machine, or to a fixed 4 encoder threads)."""
+    import fusionray.actors.render_stage as render_stage_module
+
+    video = write_tagged_clip(tmp_path / "in.mp4", frames=6, pix_fmt="yuv420p",
+                              colorspace=BT709, color_range=1, primaries=BT709, trc=BT709)
+    config = compose_config(f"+video={video}", f"+source={demo_source_image_path()}",
+                            f"output={tmp_path / 'out.mp4'}", "progress=false",
+                            "preview_frames=0")
+    info = probe_video(video)
+    seen: dict[str, int] = {}
+    open_reader, encoder_settings = (render_stage_module.open_reader,
+                                     render_stage_module.encoder_settings_for)
+
+    def recording_reader(*args: object, threads: int = 0, **kwargs: object) -> object:
+        reader = open_reader(*args, threads=threads, **kwargs)  # type: ignore[arg-type]
+        seen["decoder"] = reader._stream.codec_context.thread_count
+        return reader
+
+    def recording_settings(*args: object, threads: int | None = None) -> object:
+        settings = encoder_settings(*args, threads=threads)  # type: ignore[arg-type]
+        seen["encoder"] = settings.threads
+        return settings
+
+    monkeypatch.setattr(render_stage_module, "open_reader", recording_reader)
+    monkeypatch.setattr(render_stage_module, "encoder_settings_for", recording_settings)
+    stage = RenderStage(config, threads=3)
+    source, _ = build_source_identity(config, [demo_source_image_path()],
+                                      detector_from_config(config, threads=1))
+    chunk = plan_chunks(info.frame_count, chunk_frames=6, overlap=0)[0]
+    result = stage(info, chunk, source)
+    assert result.frames == 6
+    assert seen == {"decoder": 3, "encoder": 3}

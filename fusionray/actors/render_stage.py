@@ -230,7 +230,10 @@ class RenderStage:
             identities = [source]
         scorer = self.scorer
         scores: list[np.ndarray] = []
-        settings = encoder_settings_for(self.config, info)
+        # The encoder's threads follow the actor's cores like every other step (lossy
+        # bitstreams then differ between actors of other sizes; decoded lossless output
+        # does not).
+        settings = encoder_settings_for(self.config, info, threads=self.threads)
         turns = display_turns(info.rotation)
         clock = StepClock()
         counts = {"decoded": 0, "swapped": 0, "frames_with_faces": 0}
@@ -249,7 +252,7 @@ class RenderStage:
         lookahead: deque[av.VideoFrame] = deque()
 
         def decode() -> Iterator[_Frame]:
-            with open_reader(self.config, info, decoder) as reader:
+            with open_reader(self.config, info, decoder, threads=self.threads) as reader:
                 try:
                     for index, frame in reader.video_frames(chunk.read_start, chunk.read_stop):
                         yield _Frame(index, frame)

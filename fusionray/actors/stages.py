@@ -275,9 +275,11 @@ def replace_embedding(face: Face, embedding: npt.NDArray[np.float32] | None) -> 
                 embedding=embedding, pose=face.pose)
 
 
-def encoder_settings_for(config: RenderConfig, info: VideoInfo) -> EncoderSettings:
-    """The job's segment encoder settings for this video."""
-    return settings_for_video(config.encode, info)
+def encoder_settings_for(config: RenderConfig, info: VideoInfo, *,
+                         threads: int | None = None) -> EncoderSettings:
+    """The job's segment encoder settings for this video; `threads`: the encoding actor's
+    cores (None: the fixed `DEFAULT_ENCODER_THREADS`, for callers outside an actor)."""
+    return settings_for_video(config.encode, info, threads=threads)
 
 
 def conceals(config: RenderConfig) -> bool:
@@ -292,10 +294,10 @@ def choose_decoder_for(config: RenderConfig, info: VideoInfo) -> DecodeChoice:
 
 
 def open_reader(config: RenderConfig, info: VideoInfo,
-                choice: DecodeChoice | None = None) -> VideoReader:
+                choice: DecodeChoice | None = None, *, threads: int = 0) -> VideoReader:
     """A reader of `info` for an actor: concealing unless `media.strict_decode`, on the
-    decoder `choice` (CPU when None)."""
-    return VideoReader(local_video_info(info), conceal=conceals(config),
+    decoder `choice` (CPU when None), with `threads` decoder threads (0: FFmpeg's own count)."""
+    return VideoReader(local_video_info(info), conceal=conceals(config), threads=threads,
                        open_options=decoder_open_options(choice) if choice else None)
 
 

@@ -30,7 +30,7 @@ class VideoReader:
     Use as a context manager (or call `close`). Not thread-safe: one reader per worker.
     """
 
-    def __init__(self, info: VideoInfo, *, conceal: bool = False,
+    def __init__(self, info: VideoInfo, *, conceal: bool = False, threads: int = 0,
                  open_options: Mapping[str, Any] | None = None) -> None:
         """Open `info.path` for decoding.
 
@@ -38,9 +38,13 @@ class VideoReader:
             info: The probe result of the file; its `frame_pts` define the frame indices.
             conceal: Conceal undecodable frames instead of failing (`conceal_damage`);
                 `concealed` lists the frame indices that were filled.
+            threads: Decoder threads: the cores the decoding actor may use (0: FFmpeg's
+                automatic count, every core of the machine).
             open_options: Extra keyword arguments for `av.open`, e.g. the hardware decoder
                 (`fusionray.media.hwaccel.decoder_open_options`).
         """
+        if threads < 0:
+            raise ValueError(f"Decoder threads must be >= 0, got {threads}")
         self.info = info
         self.conceal = conceal
         self.concealed: list[int] = []
@@ -55,8 +59,9 @@ class VideoReader:
         self._container = open_input(info.path, **(open_options or {}))
         self._stream = self._container.streams.video[info.video_stream_index]
         # Frame threading keeps the output bit-exact (H.264 decoding is fully specified) and
-        # uses every core the actor was given.
+        # uses every core the actor was given, and no more (actors share a node's cores).
         self._stream.codec_context.thread_type = "AUTO"
+        self._stream.codec_context.thread_count = threads
 
     def __enter__(self) -> VideoReader:
         return self
