@@ -11,10 +11,15 @@ import numpy as np
 import pytest
 import skimage.data
 
-from fusionray.actors.stages import verify_footprint, verify_scores
+from fusionray.actors.stages import (
+    small_image_serves,
+    verify_footprint,
+    verify_scores,
+    verify_scores_with_small,
+)
 from fusionray.config import SelectionConfig
 from fusionray.faces.gate import FaceVerifier
-from fusionray.media.frame import shift_face
+from fusionray.media.frame import shift_face, small_bgr
 from fusionray.types import Face
 from tests.faces_fixtures import astronaut_bgr, blazeface
 
@@ -54,3 +59,27 @@ def test_region_scores_equal_whole_frame_scores(turns: int) -> None:
     # Both verdicts occur: the astronaut is confirmed, the cat is not.
     assert max(whole) > 0.7 and min(whole) < SelectionConfig().verify_min_score
     assert verify_scores(verifier, frame, faces, turns) == whole
+
+
+@pytest.mark.parametrize("turns", [0, 1])
+@pytest.mark.parametrize("side", [256, 900])
+def test_scores_from_the_detector_image_keep_the_verdicts(turns: int, side: int) -> None:
+    """Where the detector's small image holds a crop's detail the crop is cut from it (cheap),
+    else from the full-resolution region: the verdicts are the whole frame's either way, and
+    the scores within 0.05 of it."""
+    display, faces = display_image()
+    coded = np.ascontiguousarray(np.rot90(display, -turns))
+    frame = av.VideoFrame.from_ndarray(coded, format="bgr24")
+    small, scale_x, scale_y = small_bgr(frame, side)
+    if turns:  # as FaceFinder.find does: the detector's image upright, its factors swapped
+        small = np.ascontiguousarray(np.rot90(small, turns))
+        scale_x, scale_y = scale_y, scale_x
+    served = [small_image_serves(face, scale_x, scale_y) for face in faces]
+    # The full-size image serves every face; the 256 px one is too coarse for the astronaut.
+    assert all(served) if side == 900 else not all(served)
+    verifier = FaceVerifier(blazeface("front"))
+    whole = [verifier.score(display, face) for face in faces]
+    scores = verify_scores_with_small(verifier, frame, faces, turns, small, scale_x, scale_y)
+    threshold = SelectionConfig().verify_min_score
+    assert [s >= threshold for s in scores] == [w >= threshold for w in whole]
+    np.testing.assert_allclose(scores, whole, atol=0.05)
