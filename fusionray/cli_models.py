@@ -67,12 +67,16 @@ def models_list(args: argparse.Namespace) -> int:
 
 
 def _provenance_note(provenance: Provenance) -> str:
-    from fusionray.models.store import NOT_PUBLISHED
+    """What `check_published` found, in the store's own words: "published (release)",
+    "unpinned: why", or "not the published file: what differs"."""
+    from fusionray.models.store import NOT_PUBLISHED, PUBLISHED, UNPINNED
 
-    if provenance.status != NOT_PUBLISHED:
-        return ""
+    if provenance.status == PUBLISHED:
+        return f"; {PUBLISHED} ({provenance.release})"
+    if provenance.status == UNPINNED:
+        return f"; {UNPINNED}: {provenance.detail}"
     how = ", imported with --allow-unverified" if provenance.accepted else ""
-    return f"; not the published file{how}: {provenance.detail}"
+    return f"; {NOT_PUBLISHED}{how}: {provenance.detail}"
 
 
 def models_pull(args: argparse.Namespace) -> int:

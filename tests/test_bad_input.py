@@ -184,7 +184,7 @@ def test_missing_model_fails_before_ray(tmp_path: Path) -> None:
 @pytest.mark.parametrize("scheme", ["", "ray://"])
 def test_unreachable_cluster_address_is_one_line_at_once(tmp_path: Path, scheme: str) -> None:
     """An explicit address nothing listens on: Ray itself would retry for minutes."""
-    from tests.s3server import free_port
+    from tests.ports import free_port
 
     address = f"{scheme}127.0.0.1:{free_port()}"
     output = tmp_path / "out.mp4"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.s3server import free_port
+from tests.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
@@ -130,10 +130,10 @@ def running_head(
 ) -> Iterator[tuple[str, dict[str, str], int]]:
     """A head node as in `ray_head`; `temp_dir=None` uses Ray's default one, where a node
     announces itself to every plain `ray.init()` on the machine (as a studio node's does)."""
-    ports = {name: free_port() for name in (
-        "port", "dashboard-port", "ray-client-server-port", "node-manager-port",
-        "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-        "metrics-export-port", "runtime-env-agent-port")}
+    names = ("port", "dashboard-port", "ray-client-server-port", "node-manager-port",
+             "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+             "metrics-export-port", "runtime-env-agent-port")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     bin_dir = Path(sys.executable).parent
     # Ray enables token authentication for new clusters: give head and clients one token.
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",

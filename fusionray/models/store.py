@@ -191,7 +191,8 @@ def check_published(spec: ModelSpec, path: Path) -> Provenance:
     release of the same size)."""
     pins = spec.pins
     if not pins:
-        return Provenance(UNPINNED, None, f"no published size or hash for {spec.name}")
+        return Provenance(UNPINNED, None, f"no published size or hash for {spec.name}"
+                          + (f": {spec.unpinned_reason}" if spec.unpinned_reason else ""))
     size = path.stat().st_size
     for pin in pins:
         if _matches(pin, path, size):
