@@ -55,5 +55,5 @@ def test_studio_input_renders_in_kind(local_ray, tmp_path: Path, name: str) -> N
           f"{(after.color_range, after.colorspace, after.color_primaries, after.color_trc)} "
           f"timecode {after.timecode} shift {shift:+.3f}")
     # The actor keeps the planes outside the faces (media/frame.py) and these clips hold no face,
-    # so only the re-encode moves the picture (measured: |shift| <= 0.03 code).
+    # so only the re-encode moves the picture (measured: |shift| <= 0.06 code, the NTSC H.264 clip).
     assert abs(shift) <= 0.1, f"mean luma shift {shift:+.3f} codes"
