@@ -8,6 +8,7 @@ Frames are `tests.clips.make_frame` pictures (frame counter, moving square, grad
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -42,18 +43,31 @@ class StudioClip:
     timecode: str | None = None
     """Written as the video stream's `timecode` tag: a tmcd track in .mov/.mp4."""
     audio: bool = False
+    audio_codec: str = "aac"
+    """`aac` for MP4/MOV, `libopus` for WebM/Matroska."""
+
+
+def lift_to_16_bits(image: np.ndarray) -> np.ndarray:
+    """uint8 BGR (H, W, 3) as uint16 BGR (0..65535): times 257 plus a ramp of 0..255 across
+    the width, below one 8-bit step, so a 10-bit coding of it holds more than 8 bits."""
+    width = image.shape[1]
+    base = image.astype(np.uint32) * 257
+    ramp = (np.arange(width, dtype=np.uint32) * 255 // max(1, width - 1))
+    return np.minimum(base + ramp[None, :, None], 65535).astype(np.uint16)
 
 
 def studio_frame(index: int, *, width: int, height: int) -> np.ndarray:
-    """Frame `index` as uint16 BGR (0..65535): the 8-bit test picture times 257 plus a ramp
-    of 0..255 across the width, below one 8-bit step."""
-    base = make_frame(index, width=width, height=height).astype(np.uint16) * 257
-    ramp = (np.arange(width, dtype=np.uint32) * 255 // max(1, width - 1)).astype(np.uint16)
-    return np.minimum(base.astype(np.uint32) + ramp[None, :, None], 65535).astype(np.uint16)
+    """Frame `index` as uint16 BGR (0..65535): the 8-bit test picture lifted to 16 bits."""
+    return lift_to_16_bits(make_frame(index, width=width, height=height))
 
 
-def write_studio_clip(path: str | os.PathLike[str], clip: StudioClip) -> Path:
-    """Write `clip` to `path` (the container follows the extension) and return the path."""
+def write_studio_clip(path: str | os.PathLike[str], clip: StudioClip, *,
+                      picture: Callable[[int], np.ndarray] | None = None) -> Path:
+    """Write `clip` to `path` (the container follows the extension) and return the path.
+
+    Args:
+        picture: frame index -> uint16 BGR (height, width, 3); default `studio_frame`.
+    """
     path = Path(path)
     muxer_options = ({"movie_timescale": str(clip.time_base.denominator)}
                      if path.suffix.lower() in (".mp4", ".mov") else {})
@@ -70,11 +84,13 @@ def write_studio_clip(path: str | os.PathLike[str], clip: StudioClip) -> Path:
         context.color_trc = clip.color_trc
         if clip.timecode:
             video.metadata["timecode"] = clip.timecode
-        audio = container.add_stream("aac", rate=AUDIO_RATE, layout="mono") if clip.audio else None
+        audio = (container.add_stream(clip.audio_codec, rate=AUDIO_RATE, layout="mono")
+                 if clip.audio else None)
         matrix = clip.colorspace if clip.colorspace != 2 else None
         for index in range(clip.frames):
-            frame = av.VideoFrame.from_ndarray(
-                studio_frame(index, width=clip.width, height=clip.height), format="bgr48le")
+            image = (picture(index) if picture is not None
+                     else studio_frame(index, width=clip.width, height=clip.height))
+            frame = av.VideoFrame.from_ndarray(image, format="bgr48le")
             frame = frame.reformat(format=clip.pix_fmt, dst_colorspace=matrix,
                                    dst_color_range=clip.color_range or None)
             # Encoders such as prores_ks code the frame's own tags, not the context's.

@@ -24,6 +24,7 @@ from fusionray.media.encode import (
     encode_segment,
     settings_for_video,
 )
+from fusionray.media.formats import MOV_ONLY_CODECS, NOT_FOR_PLAYERS_CODECS
 from fusionray.media.probe import probe_video
 from fusionray.types import VideoInfo
 from tests.clips import audio_packet_payloads
@@ -214,7 +215,8 @@ def test_lookahead_flattens_the_quality_dip_before_chunk_joins(tmp_path: Path) -
     ("suffix", "codec", "extension"),
     [(".mp4", "libx264", ".mp4"), (".MOV", "libx264", ".mov"), (".mkv", "prores_ks", ".mkv"),
      (".mxf", "prores_ks", ".mov"), (".mxf", "dnxhd", ".mov"), (".mp4", "dnxhd", ".mov"),
-     (".avi", "libx265", ".mp4"), (".webm", "ffv1", ".mp4")],
+     (".avi", "libx265", ".mp4"), (".webm", "ffv1", ".mkv"), (".mp4", "libx264rgb", ".mov"),
+     (".mkv", "libx264rgb", ".mkv"), (".mp4", "ffv1", ".mkv"), (".mov", "ffv1", ".mov")],
 )
 def test_output_extension_table(suffix: str, codec: str, extension: str) -> None:
     assert output_extension(suffix, codec) == extension
@@ -241,3 +243,63 @@ def test_a_failed_verification_says_what_to_change_not_to_rerun(tmp_path: Path) 
     assert message.endswith("Rerunning the same command would fail the same way.")
     assert "resume" not in message and VerificationError.resumable is False
     assert not (tmp_path / "out.mov").exists()
+
+
+PLAYER_INPUTS = {
+    "h264 8-bit .mp4": (".mp4", "h264", "yuv420p", ""),
+    "h264 full range .mp4": (".mp4", "h264", "yuvj420p", ""),
+    "hevc 10-bit .mp4": (".mp4", "hevc", "yuv420p10le", "Main 10"),
+    "vp9 .webm": (".webm", "vp9", "yuv420p", "Profile 0"),
+    "prores hq .mov": (".mov", "prores", "yuv422p10le", "HQ"),
+    "dnxhr hqx .mov": (".mov", "dnxhd", "yuv422p10le", "DNXHR HQX"),
+}
+"""Input -> (suffix, codec, pix_fmt, profile) for the playable-presets table."""
+FAMILY = {"libx264": "h264", "libx265": "hevc", "prores_ks": "prores", "dnxhd": "dnxhd"}
+
+
+@pytest.mark.parametrize("preset", ["draft", "standard", "master", "lossless"])
+@pytest.mark.parametrize("name", list(PLAYER_INPUTS))
+def test_every_preset_plays_or_says_what_it_is(preset: str, name: str) -> None:
+    """Issue 12 item 8: a preset's default output plays in the players that open 8-bit 4:2:0
+    H.264 .mp4, or wherever its input plays (same family, layout, depth and container), or is a
+    mezzanine in .mov/.mkv; never RGB H.264 or FFV1 in an .mp4 (which players refuse)."""
+    from tests.test_render import compose_config
+
+    suffix, codec_name, pix_fmt, profile = PLAYER_INPUTS[name]
+    info = VideoInfo(path=f"in{suffix}", format_name="", codec_name=codec_name, width=640,
+                     height=360, pix_fmt=pix_fmt, time_base=Fraction(1, 25),
+                     average_rate=Fraction(25), frame_pts=(0,), keyframe_indices=(0,),
+                     profile=profile)
+    settings = settings_for_video(compose_config("+video=demo", f"quality={preset}").encode,
+                                  info)
+    extension = output_extension(suffix, settings.codec)
+    universal = (settings.codec, settings.pix_fmt) == ("libx264", "yuv420p") and extension in (
+        ".mp4", ".mov")
+    in_kind = (FAMILY.get(settings.codec) == codec_name
+               and settings.pix_fmt == pix_fmt.replace("yuvj", "yuv") and extension == suffix)
+    mezzanine = (settings.codec in MOV_ONLY_CODECS | set(NOT_FOR_PLAYERS_CODECS)
+                 and extension in (".mov", ".mkv"))
+    assert universal or in_kind or mezzanine, (
+        f"quality={preset} on {name}: {settings.codec} {settings.pix_fmt} in {extension}")
+
+
+@pytest.mark.parametrize(("codec", "extension"), [("libx264rgb", ".mov"), ("ffv1", ".mkv")])
+def test_lossless_output_in_its_default_container_is_exact(tmp_path: Path, codec: str,
+                                                           extension: str) -> None:
+    """The lossless codecs' default containers hold them with every frame bit-exact; .mov also
+    keeps the NTSC start pts and time base exactly (Matroska counts milliseconds)."""
+    file_name, clip = STUDIO_CLIPS["ntsc-bframes-start-1001"]
+    source = write_studio_clip(tmp_path / file_name, clip)
+    info = probe_video(source)
+    settings = settings_for_video(EncodeConfig(codec=codec, lossless=True, preset="veryfast"),
+                                  info)
+    frames = [frame.to_ndarray(format="bgr24") for frame in decoded_frames(source)]
+    segments = encode_chunks(info, frames, settings, tmp_path / "work")
+    output = tmp_path / f"out{output_extension(source.suffix, settings.codec)}"
+    assert output.suffix == extension
+    assemble_video(info, segments, output)
+    written = probe_video(output)
+    if extension == ".mov":
+        assert (written.time_base, written.frame_pts) == (info.time_base, info.frame_pts)
+    for index, (before, after) in enumerate(zip(frames, decoded_frames(output), strict=True)):
+        assert np.array_equal(before, after.to_ndarray(format="bgr24")), f"frame {index}"

@@ -23,7 +23,7 @@ import av.error
 
 from fusionray.errors import MediaError, OutputError, choices_message
 from fusionray.media.encode import ColourTags, mp4_muxer_options, output_colour_tags
-from fusionray.media.formats import MOV_ONLY_CODECS
+from fusionray.media.formats import MOV_ONLY_CODECS, NOT_FOR_PLAYERS_CODECS
 from fusionray.media.probe import open_input, probe_video
 from fusionray.media.timecode import parse_timecode, timecode_to_frames
 from fusionray.types import VideoInfo
@@ -55,13 +55,18 @@ class VerificationError(MediaError):
 def output_extension(input_suffix: str, codec: str) -> str:
     """The default output extension (pure): the input's container where fusionray writes it
     (an .mkv keeps its subtitle streams), else .mp4; .mov for ProRes/DNxHR output unless the
-    input is Matroska (Matroska holds them too).
+    input is Matroska (Matroska holds them too); .mov for RGB H.264 and .mkv for FFV1 (an .mp4
+    of them is one players cannot open: `formats.NOT_FOR_PLAYERS_CODECS`).
 
     >>> output_extension(".mxf", "prores_ks"), output_extension(".MKV", "dnxhd")
     ('.mov', '.mkv')
+    >>> output_extension(".mp4", "libx264rgb")
+    '.mov'
     """
     suffix = input_suffix.lower()
     extension = suffix if suffix in OUTPUT_FORMATS else ".mp4"
+    if codec in NOT_FOR_PLAYERS_CODECS and extension == ".mp4":
+        return NOT_FOR_PLAYERS_CODECS[codec]
     if codec in MOV_ONLY_CODECS and extension == ".mp4":
         return ".mov"
     return extension

@@ -35,3 +35,8 @@ INTRA_CODECS = frozenset({"prores_ks", "dnxhd", "ffv1"})
 """Encoders whose every frame is a keyframe: segment joins are invisible by construction."""
 MOV_ONLY_CODECS = frozenset({"prores_ks", "dnxhd"})
 """Encoders whose output belongs in QuickTime (.mov) or Matroska, never in .mp4."""
+NOT_FOR_PLAYERS_CODECS: dict[str, str] = {"libx264rgb": ".mov", "ffv1": ".mkv"}
+"""Encoders .mp4 may hold but common players (QuickTime, browsers, most editors) do not open
+from it (RGB H.264, High 4:4:4 Predictive; FFV1) -> their default output container instead of
+.mp4: .mov for RGB H.264 (a mezzanine container; exact time base and timecode), Matroska for
+FFV1 (its archival home; FFmpeg's QuickTime muxer does not take it)."""
