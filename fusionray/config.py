@@ -202,12 +202,23 @@ class SwapperConfig:
         if self.name == "learned":
             from fusionray.models.catalog import get_model_spec
 
-            model_size = get_model_spec(self.model).input_size
+            spec = get_model_spec(self.model)
+            model_size = spec.input_size
+            # A model whose `source` is a face image (blendswap, uniface) has no embedding to
+            # mix the target's into.
+            _require(self.weight == 0.5 or len(spec.inputs[1].shape) == 2, "swapper.weight",
+                     self.weight, f"0.5 with {self.model} (its source is a face image, not an "
+                     "identity embedding)")
             sizes = tuple(size for size in PIXEL_BOOST_SIZES if size % model_size == 0)
         _require(self.pixel_boost in sizes or (self.name == "learned" and self.pixel_boost == 128),
                  "swapper.pixel_boost", self.pixel_boost,
                  "one of " + ", ".join(str(size) for size in sizes) + " for " + self.model)
         _require(0.0 <= self.weight <= 1.0, "swapper.weight", self.weight, "in [0, 1]")
+        # Only the learned engine mixes the target's identity in; elsewhere the key would be
+        # accepted and silently do nothing.
+        _require(self.weight == 0.5 or self.name == "learned", "swapper.weight", self.weight,
+                 f"0.5 with the {self.name} engine (only swapper=learned balances source and "
+                 "target identity)")
         _require(0.0 <= self.enhancer_fidelity <= 1.0, "swapper.enhancer_fidelity",
                  self.enhancer_fidelity, "in [0, 1]")
         _require(self.pixel_boost == 128 or self.name != "classic", "swapper.pixel_boost",

@@ -18,6 +18,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+import skimage.data
 
 from fusionray.media.demo import demo_source_image_path
 from tests.clips import write_clip
@@ -95,6 +96,12 @@ def _case(tmp_path: Path, name: str) -> tuple[list[str], str, Path]:
     if name == "source-without-face":
         path = blank_image(tmp_path / "wall.png")
         return [f"+video={good_video}", f"+source={path}", f"output={output}"], "No face", path
+    if name == "source-is-a-cat":
+        # skimage's cat: BlazeFace calls its head a face; the source gate must refuse it.
+        path = tmp_path / "chelsea.png"
+        cv2.imwrite(str(path), cv2.cvtColor(skimage.data.chelsea(), cv2.COLOR_RGB2BGR))
+        return ([f"+video={good_video}", f"+source={path}", f"output={output}"],
+                "No usable human face", path)
     if name == "missing-source":
         path = tmp_path / "ghost.jpg"
         return [f"+video={good_video}", f"+source={path}", f"output={output}"], "not found", path
@@ -111,8 +118,8 @@ def _case(tmp_path: Path, name: str) -> tuple[list[str], str, Path]:
 @pytest.mark.parametrize(
     "name",
     ["missing-video", "not-a-video", "zero-byte", "still-image", "truncated-mp4",
-     "truncated-faststart-mp4", "no-video-stream", "source-without-face", "missing-source",
-     "unwritable-output-folder"],
+     "truncated-faststart-mp4", "no-video-stream", "source-without-face", "source-is-a-cat",
+     "missing-source", "unwritable-output-folder"],
 )
 def test_bad_input_fails_cleanly(tmp_path: Path, name: str) -> None:
     args, fragment, named = _case(tmp_path, name)

@@ -152,3 +152,40 @@ def test_learned_engine_from_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="one of 256, 512, 768, 1024 for ghost_3_256"):
         _compose("+video=demo", "swapper=learned", "swapper.model=ghost_3_256",
                  "swapper.pixel_boost=384")
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (("swapper=inswapper", "swapper.weight=0.7"), "0.5 with the inswapper engine"),
+    (("swapper=classic", "swapper.weight=0.2"), "0.5 with the classic engine"),
+    (("swapper=learned", "swapper.model=blendswap_256", "swapper.weight=0.7"),
+     "0.5 with blendswap_256 (its source is a face image"),
+    (("swapper=learned", "swapper.model=uniface_256", "swapper.weight=0.3"),
+     "0.5 with uniface_256"),
+])
+def test_weight_is_refused_where_nothing_would_use_it(overrides: tuple[str, ...],
+                                                      expected: str) -> None:
+    """swapper.weight mixes target identity into an embedding source; an engine or model
+    without one would accept the key and do nothing, so it is refused, naming the key."""
+    with pytest.raises(ConfigError, match=r"swapper\.weight=.*" + expected.replace(
+            "(", r"\(")):
+        _compose("+video=demo", *overrides)
+    for model in ("hyperswap_1a_256", "simswap_256", "ghost_2_256"):
+        assert _compose("+video=demo", "swapper=learned", f"swapper.model={model}",
+                        "swapper.weight=0.7").swapper.weight == 0.7
+
+
+@pytest.mark.parametrize("model", sorted(SWAPPER_CONTRACTS))
+@pytest.mark.parametrize("quality", QUALITIES)
+def test_every_preset_composes_with_every_learned_model(quality: str, model: str) -> None:
+    """quality=master's pixel boost 512 is a multiple of every model's size (256 or 512);
+    the other presets leave each model at its own size."""
+    swapper = _compose("+video=demo", f"quality={quality}", "swapper=learned",
+                       f"swapper.model={model}").swapper
+    options = learned_engine_options(swapper)
+    size = SWAPPER_CONTRACTS[model].size
+    if quality == "master":
+        assert options["pixel_boost"] == 512 and 512 % size == 0
+        assert face_model_names(swapper) == ("xseg_1", "bisenet_resnet_34")
+    else:
+        assert options["pixel_boost"] is None and face_model_names(swapper) == ()
+    assert learned_model_names(swapper)[0] == model

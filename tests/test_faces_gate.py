@@ -37,7 +37,10 @@ SOURCE_MIN = SelectionConfig().source_verify_min_score
 
 NON_FACES = ("chelsea", "coffee", "rocket", "logo", "colorwheel", "cell", "microaneurysms",
              "horse", "clock", "coins", "moon", "page", "text", "hubble_deep_field", "retina",
-             "immunohistochemistry", "grass", "gravel", "brick", "checkerboard")
+             "immunohistochemistry", "grass", "gravel", "brick", "checkerboard",
+             "shepp_logan_phantom", "stereo_motorcycle", "mask_black", "mask_blue", "mask_green",
+             "mask_white")
+"""skimage's bundled photos without a person, and insightface's face-mask textures."""
 
 
 def to_bgr(image: np.ndarray) -> FrameBGR:
@@ -48,6 +51,14 @@ def to_bgr(image: np.ndarray) -> FrameBGR:
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
     return np.ascontiguousarray(cv2.cvtColor(image[..., :3], cv2.COLOR_RGB2BGR))
+
+
+def non_face_photo(name: str) -> FrameBGR:
+    """One of `NON_FACES` as BGR (the stereo pair's left view; insightface's masks as read)."""
+    if name.startswith("mask_"):
+        return cv2.imread(str(INSIGHTFACE_IMAGES / f"{name}.jpg"), cv2.IMREAD_COLOR)
+    image = getattr(skimage.data, name)()
+    return to_bgr(image[0] if name == "stereo_motorcycle" else image)
 
 
 def face_photos() -> dict[str, FrameBGR]:
@@ -93,7 +104,7 @@ def test_every_face_photo_passes_the_target_gate(model: str, faces: int) -> None
 def test_non_face_photos_fail_the_target_gate(name: str) -> None:
     """Detector at its video default (0.7), then the verifier: nothing gets through. (Below
     0.7 one detection does: the cell image's 0.62 box re-scores 0.64.)"""
-    image = to_bgr(getattr(skimage.data, name)())
+    image = non_face_photo(name)
     for model in ("front", "back"):
         for face in blazeface(model).detect(image):
             assert verifier().score(image, face) < TARGET_MIN, (name, model, face.score)
@@ -133,7 +144,7 @@ def source_gate() -> GateLimits:
                          min_size=selection.source_min_face_size)
 
 
-@pytest.mark.parametrize("name", ["astronaut", "tom_hanks", "t1"])
+@pytest.mark.parametrize("name", ["astronaut", "camera", "tom_hanks", "t1"])
 def test_face_photos_pass_the_source_gate(name: str) -> None:
     image = face_photos()[name]
     faces = blazeface("back").detect(image)
@@ -155,6 +166,21 @@ def test_animal_or_object_source_is_refused(name: str, message: str) -> None:
     text = str(caught.value)
     assert text.startswith(f"No usable human face in source image '/photos/{name}.png': ")
     assert message in text and "\n" not in text
+
+
+@pytest.mark.parametrize("name", NON_FACES)
+def test_every_non_face_photo_is_refused_as_a_source(name: str) -> None:
+    """What a user would get from `+source=<that photo>`: one line naming the file (the driver
+    exits 2 on it), whether the detector finds nothing or the gate refuses what it found."""
+    image = non_face_photo(name)
+    faces = lenient("back").detect(image) + lenient("front").detect(image)
+    with pytest.raises(FaceNotFoundError) as caught:
+        check_source_face(image, faces, source_gate(), path=f"/photos/{name}.png",
+                          verifier=verifier(), min_verify_score=SOURCE_MIN)
+    text = str(caught.value)
+    assert text.startswith((f"No usable human face in source image '/photos/{name}.png': ",
+                            f"No face found in source image '/photos/{name}.png'"))
+    assert "\n" not in text
 
 
 def test_small_or_missing_source_face_is_refused() -> None:

@@ -173,6 +173,9 @@ def test_bad_model_and_weight_are_refused(tmp_path: Path) -> None:
         LearnedSwapper(model="ghost_9_256", options=options)
     with pytest.raises(ConfigError, match=r"weight=1\.5: must be in \[0, 1\]"):
         LearnedSwapper(model="ghost_2_256", weight=1.5, options=options)
+    # An image-source model has no embedding to mix the target into: refused, not ignored.
+    with pytest.raises(ConfigError, match=r"weight=0\.7: must be 0\.5 with blendswap_256"):
+        LearnedSwapper(model="blendswap_256", weight=0.7, options=options)
 
 
 def test_phases_batch_sub_images_of_several_frames(tmp_path: Path) -> None:

@@ -113,7 +113,7 @@ def test_sweep_shares_ray_and_writes_summary_and_contact_sheet(tmp_path: Path) -
 
 
 def _job(sweep: Path, job: str, overrides: list[str], *, clip: Path | None = None,
-         failure: BaseException | None = None) -> None:
+         failure: BaseException | None = None, identity: dict | None = None) -> None:
     """A job folder as Hydra and the render leave it: overrides, and a run.json whose output
     is a copy of its input (so its PSNR against its own input is the cap), or a failure."""
     import shutil
@@ -132,6 +132,8 @@ def _job(sweep: Path, job: str, overrides: list[str], *, clip: Path | None = Non
     run = {"input": str(clip), "output": str(output), "quality": "standard", "frames": 12,
            "frames_per_second": 10.0, "wall_seconds": 1.2, "faces_swapped": 0,
            "frames_with_faces": 0, "config_hash": job}
+    if identity is not None:
+        run["identity"] = identity
     (folder / f"{output.stem}.run.json").write_text(json.dumps(run))
 
 
@@ -187,3 +189,23 @@ def test_sweep_with_one_broken_input_runs_the_rest_and_exits_non_zero(tmp_path: 
     # Each finished row is measured against its own input (the demo and the face clip).
     assert (table["psnr_outside_face_db"][:2] > 28).all(), table["psnr_outside_face_db"]
     assert len(set(table["output"][:2])) == 2
+
+
+def test_summary_shows_each_jobs_identity_score(tmp_path: Path) -> None:
+    """A job with a recognizer carries run.json's identity block into its row (mean, 5th
+    percentile, similarity to the target); a job without one says why its cells are empty."""
+    from fusionray.report.sweep import IDENTITY_NOTE, summarize_sweep
+    from tests.clips import write_clip
+
+    clip = write_clip(tmp_path / "a.mp4", width=160, height=96, frames=12, audio=False)
+    sweep = tmp_path / "sweep"
+    scores = {"faces": 12, "source_mean": 0.71, "source_p05": 0.62, "target_mean": 0.18,
+              "target_p95": 0.25}
+    _job(sweep, "0", [f"+video={clip}", "swapper.pixel_boost=512"], clip=clip, identity=scores)
+    _job(sweep, "1", [f"+video={clip}", "swapper=classic"], clip=clip)
+    table = summarize_sweep(sweep).to_pandas()
+    assert table[["identity_score", "identity_p05", "identity_to_target"]].iloc[0].tolist() == [
+        0.71, 0.62, 0.18]
+    assert pd.isna(table["identity_note"].iloc[0])
+    assert table[["identity_score", "identity_p05"]].iloc[1].isna().all()
+    assert table["identity_note"].iloc[1] == IDENTITY_NOTE

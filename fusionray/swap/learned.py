@@ -208,6 +208,9 @@ class LearnedSwapper:
         if max_batch < 1:
             raise ConfigError(f"Invalid max_batch={max_batch!r}: must be >= 1")
         self.contract = SWAPPER_CONTRACTS[model]
+        if weight != 0.5 and self.contract.source == "frame":
+            raise ConfigError(f"Invalid swapper weight={weight!r}: must be 0.5 with {model} "
+                              "(its source is a face image, not an identity embedding)")
         self.options = options or ModelOptions()
         self.recognizer = recognizer
         self.weight = weight
