@@ -31,6 +31,8 @@ class OutputPaths:
     """Segments and manifest while the job runs (removed on success unless keep_work)."""
     sequence: bool = False
     """`video` is the folder of an image-sequence output (`for_sequence`)."""
+    frames: Path | None = None
+    """A sequence's per-frame record (sizes and sha256, for a per-frame resume)."""
 
     @classmethod
     def for_sequence(cls, folder: Path) -> OutputPaths:
@@ -44,6 +46,7 @@ class OutputPaths:
             faces=folder.with_name(f"{folder.name}.faces.parquet"),
             work=folder.with_name(f".{folder.name}.fusionray-work"),
             sequence=True,
+            frames=folder.with_name(f"{folder.name}.frames.json"),
         )
 
     @classmethod

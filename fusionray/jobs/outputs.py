@@ -23,7 +23,12 @@ from fusionray.jobs.manifest import Manifest, chunk_faces_path, write_parquet_at
 from fusionray.media.assemble import assemble_video
 from fusionray.media.decode import decode_frames
 from fusionray.media.probe import probe_video
-from fusionray.media.sequence import check_complete, place_frames, probe_sequence
+from fusionray.media.sequence import (
+    check_complete,
+    place_frames,
+    probe_sequence,
+    write_frame_records,
+)
 from fusionray.media.storage import publish, publish_all, sibling
 from fusionray.report.preview import build_preview, preview_indices
 from fusionray.report.provenance import provenance_metadata
@@ -54,9 +59,11 @@ def assemble_output(
             f"{paths.video.suffix} and were not copied; an .mkv output keeps them"]
 
 
-def assemble_sequence(segments: list[Path], target: ImageSequence) -> list[str]:
+def assemble_sequence(segments: list[Path], target: ImageSequence, *, record: Path,
+                      job_key: str) -> list[str]:
     """Place every chunk's frames into the output sequence, each file atomically (a frame
-    already holding the same bytes is kept), then check that every frame is there.
+    already holding the same bytes is kept), check that every frame is there, and record
+    their digests in `record` for a per-frame resume under `job_key`.
 
     Returns:
         A note on frames kept from an earlier run, for run.json.
@@ -67,7 +74,8 @@ def assemble_sequence(segments: list[Path], target: ImageSequence) -> list[str]:
     try:
         written, kept = place_frames(segments, target)
         check_complete(target)
-    except (MediaError, OutputError) as error:
+        write_frame_records(record, target, job_key=job_key)
+    except (MediaError, OutputError, OSError) as error:
         raise RenderError(f"Writing the output sequence '{target.location}' failed: "
                           f"{error}") from error
     log.info("Output sequence %s: %d frame(s) written, %d already in place", target.location,

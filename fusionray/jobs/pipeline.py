@@ -64,7 +64,7 @@ from fusionray.jobs.scheduler import DetectJob, RenderJob, Task, run_tasks, segm
 from fusionray.media.assemble import VerificationError
 from fusionray.media.encode import settings_for_video
 from fusionray.media.plan import plan_video_chunks
-from fusionray.media.sequence import probe_input
+from fusionray.media.sequence import probe_input, verified_frames
 from fusionray.media.storage import is_remote
 from fusionray.models.providers import driver_config
 from fusionray.models.store import ensure_model
@@ -123,6 +123,8 @@ class Shot:
     """The shot-level selection, when the shot planned one (`needs_shot_pass`)."""
     output_frames: ImageSequence | None = None
     """The output sequence of an image-sequence input (then `paths.video` is its folder)."""
+    complete_chunks: frozenset[int] = frozenset()
+    """Sequence output: chunks whose every frame a finished earlier run left verified."""
 
     @property
     def pool_key(self) -> str:
@@ -187,6 +189,23 @@ def open_work(shot: Shot) -> None:
                                   input_identity=input_identity(shot.info, shot.sources),
                                   chunks=shot.chunks)
     shot.notes += shot.manifest.notes
+    if shot.output_frames is not None and shot.paths.frames is not None:
+        done = verified_frames(shot.paths.frames, shot.output_frames,
+                               job_key=sequence_job_key(shot))
+        shot.complete_chunks = frozenset(
+            chunk.index for chunk in shot.chunks
+            if chunk.index not in shot.manifest.rows
+            and all(index in done for index in range(chunk.start, chunk.stop)))
+        if done:
+            shot.notes.append(f"resumed per frame: {len(done)} of {shot.info.frame_count} "
+                              f"output frame(s) were already written and verified; "
+                              f"{len(shot.complete_chunks)} chunk(s) not rendered again")
+
+
+def sequence_job_key(shot: Shot) -> str:
+    """What output frames are valid for: the config hash and the input identity."""
+    assert shot.manifest is not None
+    return f"{shot.manifest.config_hash}:{shot.manifest.input_identity}"
 
 
 def keep_work_on_failure(shot: Shot, error: BaseException) -> BaseException:
@@ -226,7 +245,12 @@ def finish_shot(
     clock = time.perf_counter()
     segments = segment_paths(shot.manifest, shot.chunks)
     if shot.output_frames is not None:
-        notes += assemble_sequence(segments, shot.output_frames)
+        assert paths.frames is not None
+        # Chunks left complete by an earlier run have no segment: their frames are in place.
+        notes += assemble_sequence(
+            [path for chunk, path in zip(shot.chunks, segments, strict=True)
+             if chunk.index not in shot.complete_chunks], shot.output_frames,
+            record=paths.frames, job_key=sequence_job_key(shot))
     else:
         notes += assemble_output(shot.info, segments, paths,
                                  shot.digest if config.provenance else None)
@@ -382,7 +406,8 @@ def run_shots(
         for shot in shots:
             assert shot.manifest is not None
             shot.job = RenderJob(shot.config, shot.shared_info, shot.manifest,
-                                 ray.put(shot.shared_info), ray.put(shot.source))
+                                 ray.put(shot.shared_info), ray.put(shot.source),
+                                 complete=shot.complete_chunks)
         groups: dict[str, list[Shot]] = {}
         for shot in shots:
             groups.setdefault(shot.pool_key, []).append(shot)

@@ -1,4 +1,4 @@
-"""Image sequences: numbered PNG, TIFF, DPX or OpenEXR frames read and written as one video.
+"""Image sequences: numbered PNG, TIFF or DPX frames read and written as one video.
 
 A sequence is named by its folder (holding one numbered series) or by a printf pattern
 (`shots/frame_%04d.png`). Its frames are contiguous: a gap is an error naming the missing
@@ -8,7 +8,7 @@ frame number is kept, and the output is written with the same names.
 Timing: files carry none, so the probe gives frame i the pts i in a time base of
 1 / `media.frame_rate`. Every frame is a keyframe (each file stands alone).
 
-Pixels: frames are decoded with FFmpeg's image decoders (EXR: `fusionray.media.exr`) into a
+Pixels: frames are decoded with FFmpeg's image decoders into a
 packed RGB working format, 8 bits where the file has 8 bits and 16 bits otherwise
 (`working_pix_fmt`), which a `PlaneFrame` renders into; each frame is then encoded back in
 the file's own pixel format. Both conversions are exact for every format of
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import tarfile
@@ -54,6 +55,9 @@ def is_pattern(location: str) -> bool:
 
 def _codec_of(name: str, location: str) -> str:
     suffix = Path(name).suffix.lower()
+    if suffix == ".exr":
+        raise MediaError(f"OpenEXR sequences ({location!r}) are not supported yet; convert "
+                         "them to 16-bit TIFF or DPX (display-referred) to render them")
     if suffix not in SEQUENCE_CODECS:
         raise MediaError(f"Unsupported image-sequence file type {suffix!r} in {location!r}. "
                          f"Choose one of: {', '.join(SEQUENCE_CODECS)}")
@@ -87,7 +91,7 @@ def find_sequence(location: str | os.PathLike[str]) -> ImageSequence | None:
         folder = path
         names = sorted(p.name for p in folder.iterdir()
                        if p.is_file() and not p.name.startswith(".")
-                       and p.suffix.lower() in SEQUENCE_CODECS)
+                       and p.suffix.lower() in (*SEQUENCE_CODECS, ".exr"))
         series: dict[tuple[str, str], list[str]] = {}
         for name in names:
             match = _NUMBERED.match(name)
@@ -134,7 +138,7 @@ def find_sequence(location: str | os.PathLike[str]) -> ImageSequence | None:
 
 def working_pix_fmt(pix_fmt: str) -> str:
     """The packed RGB format a sequence frame of `pix_fmt` is rendered in: `rgb24` for 8-bit
-    files, `rgb48le` for anything deeper (10/12/16-bit integer, and EXR's display image)."""
+    files, `rgb48le` for anything deeper (10/12/16-bit integer)."""
     return "rgb24" if pix_fmt == "rgb24" else "rgb48le"
 
 
@@ -173,10 +177,6 @@ def read_frame(path: Path, codec: str) -> av.VideoFrame:
     Raises:
         MediaError: the file is missing or does not decode as `codec`.
     """
-    if codec == "exr":
-        from fusionray.media.exr import read_exr_frame
-
-        return read_exr_frame(path)
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -198,8 +198,6 @@ def encode_frame(frame: av.VideoFrame, codec: str, pix_fmt: str) -> bytes:
     Raises:
         MediaError: the encoder refuses the frame.
     """
-    if codec == "exr":
-        raise MediaError("EXR frames are written by fusionray.media.exr, not here")
     try:
         if frame.format.name != pix_fmt:
             frame = frame.reformat(format=pix_fmt)
@@ -400,10 +398,60 @@ def encode_owned(frames: Iterable[av.VideoFrame], info: VideoInfo, start: int) -
     format) encoded in the input's own codec and pixel format, packed (`pack_frames`)."""
     sequence = info.sequence
     assert sequence is not None
-    if sequence.codec == "exr":
-        from fusionray.media.exr import encode_exr_frame
-
-        return pack_frames((index, encode_exr_frame(frame, info, index))
-                           for index, frame in enumerate(frames, start))
     return pack_frames((index, encode_frame(frame, sequence.codec, info.pix_fmt))
                        for index, frame in enumerate(frames, start))
+
+
+# Per-frame resume. After a sequence is complete, `<folder>.frames.json` records each frame's
+# size and sha256 under the job key (config hash + input identity). A rerun under the same key
+# trusts a frame only when its file still has that size and digest; chunks whose owned frames
+# all pass are not rendered again (`verified_frames`).
+
+FRAMES_RECORD_VERSION = 1
+
+
+def frame_records(target: ImageSequence) -> dict[str, FrameRecord]:
+    """Size and sha256 of every frame file of `target` (all must exist)."""
+    records = {}
+    for index in range(target.count):
+        data = frame_path(target, index).read_bytes()
+        name = target.name(index)
+        records[name] = FrameRecord(name=name, size=len(data), sha256=sha256_of(data))
+    return records
+
+
+def write_frame_records(path: Path, target: ImageSequence, *, job_key: str) -> None:
+    """Record `target`'s frames for a rerun under `job_key`, atomically."""
+    records = frame_records(target)
+    body = {"version": FRAMES_RECORD_VERSION, "job_key": job_key, "pattern": target.pattern,
+            "first": target.first,
+            "frames": {name: [r.size, r.sha256] for name, r in records.items()}}
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial.write_text(json.dumps(body, indent=1))
+    os.replace(partial, path)
+
+
+def verified_frames(path: Path, target: ImageSequence, *, job_key: str) -> frozenset[int]:
+    """Indices of `target`'s frames that a finished run under `job_key` wrote and that are
+    still on disk unchanged (size, then sha256); empty when the record is missing, unreadable
+    or from another job key."""
+    try:
+        body = json.loads(path.read_text())
+        if body.get("version") != FRAMES_RECORD_VERSION or body.get("job_key") != job_key:
+            return frozenset()
+        recorded = {str(k): (int(v[0]), str(v[1])) for k, v in body["frames"].items()}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return frozenset()
+    good = set()
+    for index in range(target.count):
+        name = target.name(index)
+        file = frame_path(target, index)
+        if name not in recorded:
+            continue
+        size, digest = recorded[name]
+        try:
+            if file.stat().st_size == size and sha256_of(file.read_bytes()) == digest:
+                good.add(index)
+        except OSError:
+            continue
+    return frozenset(good)
