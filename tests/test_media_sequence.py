@@ -158,7 +158,7 @@ def test_sixteen_bit_plane_frame_keeps_unchanged_pixels_exactly() -> None:
 
 def render_sequence(video: str, tmp_path: Path, *overrides: str):
     config = compose_config(f"+video={video}", f"+source={demo_source_image_path()}",
-                            "progress=false", "chunk.frames=3", "chunk.overlap=2",
+                            "progress=false", "chunk.frames=3", "chunk.keyframe_aligned=false",
                             "preview_frames=1", *overrides)
     return render(config, run_dir=tmp_path / "run", config_yaml="x: 1\n")
 
