@@ -99,15 +99,19 @@ def test_a_gap_names_the_missing_frame(tmp_path: Path) -> None:
         find_sequence(folder)
 
 
-def test_several_series_and_exr_are_refused_by_name(tmp_path: Path) -> None:
+def test_several_series_and_a_damaged_exr_are_refused_by_name(tmp_path: Path) -> None:
     folder = write_sequence(tmp_path / "s", [np.zeros((8, 8, 3), np.uint8)] * 2)
     write_sequence(folder, [np.zeros((8, 8, 3), np.uint8)] * 2, name="other_%02d")
     with pytest.raises(MediaError, match="several image series"):
         find_sequence(folder)
+    # OpenEXR is a sequence type now (tests/test_media_exr.py); a file that is not one is
+    # refused when probed, naming the file and the format.
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "f_0001.exr").write_bytes(b"")
-    with pytest.raises(MediaError, match="OpenEXR"):
-        find_sequence(tmp_path / "e")
+    sequence = find_sequence(tmp_path / "e")
+    assert sequence is not None and sequence.codec == "exr"
+    with pytest.raises(MediaError, match=r"f_0001\.exr.*OpenEXR"):
+        probe_sequence(sequence, Fraction(25))
 
 
 @pytest.mark.parametrize("value", ["0", "-25", "abc", "1/0", "5000"])

@@ -36,14 +36,18 @@ INTRA_CODECS = frozenset({"prores_ks", "dnxhd", "ffv1"})
 MOV_ONLY_CODECS = frozenset({"prores_ks", "dnxhd"})
 """Encoders whose output belongs in QuickTime (.mov) or Matroska, never in .mp4."""
 
-SEQUENCE_CODECS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".dpx": "dpx"}
-"""Image-sequence frame files by extension (lower case) -> the FFmpeg image codec that reads
-and writes them (`fusionray.media.sequence`). OpenEXR (.exr) is not supported yet: it needs
-the linear -> display transform and its inverse in the face region (see README)."""
+SEQUENCE_CODECS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".dpx": "dpx", ".exr": "exr"}
+"""Image-sequence frame files by extension (lower case) -> the image codec that reads and
+writes them (`fusionray.media.sequence`): FFmpeg's for PNG, TIFF and DPX; OpenEXR's own
+library for `exr` (`fusionray.media.exr`, linear frames shown through
+`fusionray.media.display`)."""
 SEQUENCE_PIX_FMTS = {
     "png": ("rgb24", "rgb48be"),
     "tiff": ("rgb24", "rgb48le"),
     "dpx": ("rgb24", "rgb48le", "rgb48be", "gbrp10le", "gbrp10be", "gbrp12le", "gbrp12be"),
+    "exr": ("rgbf16le", "rgbaf16le", "rgbf32le", "rgbaf32le"),
 }
 """Frame pixel formats a sequence keeps bit for bit, per codec: frames are written back in the
-input's own format. (Alpha and grey frames are not among them yet.)"""
+input's own format. For `exr` the names say the R/G/B sample type (f16 = HALF, f32 = FLOAT)
+and whether an A channel rides along (kept untouched). (Alpha and grey frames of the other
+codecs are not among them yet.)"""

@@ -1,4 +1,4 @@
-"""Image sequences: numbered PNG, TIFF or DPX frames read and written as one video.
+"""Image sequences: numbered PNG, TIFF, DPX or OpenEXR frames read and written as one video.
 
 A sequence is named by its folder (holding one numbered series) or by a printf pattern
 (`shots/frame_%04d.png`). Its frames are contiguous: a gap is an error naming the missing
@@ -13,6 +13,11 @@ packed RGB working format, 8 bits where the file has 8 bits and 16 bits otherwis
 (`working_pix_fmt`), which a `PlaneFrame` renders into; each frame is then encoded back in
 the file's own pixel format. Both conversions are exact for every format of
 `SEQUENCE_PIX_FMTS`, so pixels outside the faces come back bit for bit.
+
+OpenEXR frames are scene-linear half or float: they are read with OpenEXR's library and
+rendered as their 16-bit sRGB display image (`fusionray.media.display`: clip to [0, 1], sRGB
+OETF), and written back by `fusionray.media.exr`: only the pixels the swap changed go through
+the inverse curve into the file's own type; every other sample keeps its bits.
 
 Output frames are written under a temporary name and renamed (`write_frame_atomic`): a frame
 file is either absent or complete. A frame already present with the same bytes is not
@@ -39,6 +44,7 @@ import av.error
 from av.video.codeccontext import VideoCodecContext
 
 from fusionray.errors import MediaError, OutputError
+from fusionray.media.exr import display_frame, encode_display_frame, read_exr
 from fusionray.media.formats import SEQUENCE_CODECS, SEQUENCE_PIX_FMTS
 from fusionray.types import FrameBGR, ImageSequence, VideoInfo
 
@@ -46,6 +52,9 @@ _NUMBERED = re.compile(r"^(?P<prefix>.*?)(?P<digits>\d+)(?P<suffix>\.[A-Za-z0-9]
 _FIELD = re.compile(r"%(0?)(\d*)d")
 RGB_COLORSPACE = 0
 """FFmpeg AVColorSpace of RGB pictures (no Y'CbCr matrix)."""
+BT709_PRIMARIES, LINEAR_TRC = 1, 8
+"""FFmpeg AVColorPrimaries / AVColorTransferCharacteristic of an OpenEXR frame: Rec. 709
+primaries (the format's default chromaticities), linear light."""
 
 
 def is_pattern(location: str) -> bool:
@@ -55,9 +64,6 @@ def is_pattern(location: str) -> bool:
 
 def _codec_of(name: str, location: str) -> str:
     suffix = Path(name).suffix.lower()
-    if suffix == ".exr":
-        raise MediaError(f"OpenEXR sequences ({location!r}) are not supported yet; convert "
-                         "them to 16-bit TIFF or DPX (display-referred) to render them")
     if suffix not in SEQUENCE_CODECS:
         raise MediaError(f"Unsupported image-sequence file type {suffix!r} in {location!r}. "
                          f"Choose one of: {', '.join(SEQUENCE_CODECS)}")
@@ -91,7 +97,7 @@ def find_sequence(location: str | os.PathLike[str]) -> ImageSequence | None:
         folder = path
         names = sorted(p.name for p in folder.iterdir()
                        if p.is_file() and not p.name.startswith(".")
-                       and p.suffix.lower() in (*SEQUENCE_CODECS, ".exr"))
+                       and p.suffix.lower() in SEQUENCE_CODECS)
         series: dict[tuple[str, str], list[str]] = {}
         for name in names:
             match = _NUMBERED.match(name)
@@ -138,7 +144,7 @@ def find_sequence(location: str | os.PathLike[str]) -> ImageSequence | None:
 
 def working_pix_fmt(pix_fmt: str) -> str:
     """The packed RGB format a sequence frame of `pix_fmt` is rendered in: `rgb24` for 8-bit
-    files, `rgb48le` for anything deeper (10/12/16-bit integer)."""
+    files, `rgb48le` for anything deeper (10/12/16-bit integer; OpenEXR's display image)."""
     return "rgb24" if pix_fmt == "rgb24" else "rgb48le"
 
 
@@ -149,20 +155,28 @@ def probe_sequence(sequence: ImageSequence, frame_rate: Fraction) -> VideoInfo:
         MediaError: the first frame cannot be decoded, or its pixel format is not one a
             sequence keeps exactly (`SEQUENCE_PIX_FMTS`).
     """
-    first = read_frame(frame_path(sequence, 0), sequence.codec)
+    path = frame_path(sequence, 0)
+    if sequence.codec == "exr":
+        exr = read_exr(path)
+        height, width = exr.rgb.shape[:2]
+        pix_fmt, primaries, trc = exr.pix_fmt, BT709_PRIMARIES, LINEAR_TRC
+    else:
+        first = read_frame(path, sequence.codec)
+        width, height, pix_fmt = first.width, first.height, first.format.name
+        primaries, trc = int(first.color_primaries), int(first.color_trc)
     allowed = SEQUENCE_PIX_FMTS[sequence.codec]
-    if first.format.name not in allowed:
+    if pix_fmt not in allowed:
         raise MediaError(
-            f"Unsupported pixel format {first.format.name!r} in {sequence.location!r} "
+            f"Unsupported pixel format {pix_fmt!r} in {sequence.location!r} "
             f"({sequence.codec}); image sequences support: {', '.join(allowed)}")
     count = sequence.count
     return VideoInfo(
         path=sequence.location, format_name="image2", codec_name=sequence.codec,
-        width=first.width, height=first.height, pix_fmt=first.format.name,
+        width=width, height=height, pix_fmt=pix_fmt,
         time_base=1 / frame_rate, average_rate=frame_rate, frame_pts=tuple(range(count)),
         keyframe_indices=tuple(range(count)), frame_durations=(1,) * count,
-        colorspace=RGB_COLORSPACE, color_primaries=int(first.color_primaries),
-        color_trc=int(first.color_trc), color_range=2, sequence=sequence,
+        colorspace=RGB_COLORSPACE, color_primaries=primaries,
+        color_trc=trc, color_range=2, sequence=sequence,
     )
 
 
@@ -172,11 +186,15 @@ def frame_path(sequence: ImageSequence, index: int) -> Path:
 
 
 def read_frame(path: Path, codec: str) -> av.VideoFrame:
-    """Decode one image file into an `av.VideoFrame` in its own pixel format.
+    """Decode one image file into an `av.VideoFrame` in its own pixel format; an OpenEXR
+    file (linear float, which FFmpeg frames do not carry here) as its 16-bit display image
+    (`fusionray.media.exr.display_frame`).
 
     Raises:
         MediaError: the file is missing or does not decode as `codec`.
     """
+    if codec == "exr":
+        return display_frame(read_exr(path))
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -398,6 +416,10 @@ def encode_owned(frames: Iterable[av.VideoFrame], info: VideoInfo, start: int) -
     format) encoded in the input's own codec and pixel format, packed (`pack_frames`)."""
     sequence = info.sequence
     assert sequence is not None
+    if sequence.codec == "exr":
+        # Written back into the original file's own linear values (only changed pixels).
+        return pack_frames((index, encode_display_frame(frame, frame_path(sequence, index)))
+                           for index, frame in enumerate(frames, start))
     return pack_frames((index, encode_frame(frame, sequence.codec, info.pix_fmt))
                        for index, frame in enumerate(frames, start))
 
