@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import OpenEXR
+import pyarrow.parquet as pq
 import pytest
 
 from fusionray.errors import MediaError
@@ -21,27 +22,33 @@ from fusionray.media.display import (
     to_display,
 )
 from fusionray.media.exr import encode_display_frame, read_exr
+from fusionray.media.frame import face_regions
 from fusionray.media.sequence import (
     SequenceReader,
     find_sequence,
     probe_sequence,
     read_frame,
 )
+from fusionray.types import Face
 from tests.test_media_sequence import render_sequence
 
 HOT = 4.0
-"""A background highlight above display white (linear), and its negative twin."""
+"""A background highlight above display white (linear)."""
+HOT_ROWS = ((slice(300, 310), slice(10, 200)), (slice(315, 320), slice(10, 200)),
+            (slice(325, 330), slice(10, 200)))
+"""Where the background gets values above 1.0 and below 0 (bottom left, never near the face
+in the demo's camera path)."""
 
 
 def linearise(bgr: np.ndarray, dtype: type) -> np.ndarray:
     """(h, w, 3) uint8 BGR -> (h, w, 3) linear RGB of `dtype`, with highlights above 1.0 and
-    negative values in the top rows (background, far from the face)."""
+    negative values in the background (`HOT_ROWS`)."""
     rgb = bgr[:, :, ::-1].astype(np.float64) / 255.0
     linear = srgb_eotf(rgb)
-    linear[5:15, 10:200] = HOT
-    linear[20:25, 10:200] = -0.25
-    linear[30:35, 10:200] = np.linspace(1.0, 70000.0 if dtype == np.float32 else 60000.0,
-                                        190)[None, :, None]
+    linear[HOT_ROWS[0]] = HOT
+    linear[HOT_ROWS[1]] = -0.25
+    linear[HOT_ROWS[2]] = np.linspace(1.0, 70000.0 if dtype == np.float32 else 60000.0,
+                                      190)[None, :, None]
     return linear.astype(dtype)
 
 
@@ -212,8 +219,19 @@ def test_unsupported_channels_and_types_are_refused_by_name(tmp_path: Path) -> N
 
 # ---- renders ------------------------------------------------------------------------------
 
-FACE = (slice(60, 260), slice(220, 420))
-"""Rows, columns generously around the astronaut's face in every demo frame (640x360)."""
+def swap_regions(faces_parquet: Path, width: int, height: int) -> dict[int, np.ndarray]:
+    """Frame index -> (height, width) mask of the regions a swap may touch: the engine's own
+    `face_regions` of the faces the render recorded."""
+    table = pq.read_table(faces_parquet).to_pylist()
+    masks: dict[int, np.ndarray] = {}
+    for row in table:
+        face = Face(bbox=np.array(row["bbox"], np.float32),
+                    keypoints=np.array(row["landmarks"], np.float32).reshape(-1, 2),
+                    score=row["score"], layout=row["landmarks_layout"])
+        mask = masks.setdefault(row["frame"], np.zeros((height, width), bool))
+        for (x0, y0, x1, y1), _ in face_regions([face], width, height):
+            mask[y0:y1, x0:x1] = True
+    return masks
 
 
 @pytest.mark.ray
@@ -229,20 +247,21 @@ def test_render_writes_the_exr_sequence_back_in_its_own_space(
     names = sorted(p.name for p in output.iterdir())
     assert names == sorted(p.name for p in (tmp_path / "shot").iterdir())
     assert names[0] == "frame_1001.exr"
+    regions = swap_regions(tmp_path / "run" / "shot.swapped.faces.parquet", 640, 360)
     changed_frames = 0
-    for name, before in zip(names, written, strict=True):
+    for index, (name, before) in enumerate(zip(names, written, strict=True)):
         after = read_exr(output / name)
         assert after.rgb.dtype == np.dtype(dtype) and after.alpha is None  # pixel type kept
         assert after.header["compression"] == OpenEXR.PIZ_COMPRESSION
         assert [c.name for c in after.header["channels"]] == ["B", "G", "R"]
-        outside = np.ones(before.shape[:2], bool)
-        outside[FACE] = False
-        # Bit-exact outside the face, the > 1.0 and negative background included.
-        assert after.rgb[outside].tobytes() == before[outside].tobytes()
-        assert np.array_equal(after.rgb[5:35, 10:200].view(np.uint8),
-                              before[5:35, 10:200].view(np.uint8))
-        face = np.abs(to_display(after.rgb[FACE]).astype(np.int64)
-                      - to_display(before[FACE])).mean() / 257
-        changed_frames += face > 2.0
+        inside = regions.get(index, np.zeros(before.shape[:2], bool))
+        # Bit-exact outside the swap regions, the > 1.0 and negative background included.
+        assert after.rgb[~inside].tobytes() == before[~inside].tobytes()
+        for rows in HOT_ROWS:
+            assert after.rgb[rows].tobytes() == before[rows].tobytes()
+        if inside.any():
+            face = np.abs(to_display(after.rgb[inside]).astype(np.int64)
+                          - to_display(before[inside])).mean() / 257
+            changed_frames += face > 2.0
     assert changed_frames >= len(demo_frames) - 1
     assert probe_sequence(find_sequence(output), Fraction(25)).pix_fmt == pix_fmt  # type: ignore
