@@ -18,6 +18,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Literal, get_args, get_origin
 
 from fusionray.errors import ConfigError, choices_message
@@ -460,6 +461,31 @@ class MediaConfig:
     strict_decode: bool = False
     """An undecodable frame fails the job; false: it (and the frames predicting from it, up to
     the next keyframe) is concealed with the last good frame and listed in run.json."""
+    frame_rate: str = "24"
+    """Frames per second of an image-sequence input (which carries no timing): a positive
+    integer, decimal or ratio such as `24000/1001`; ignored for video files."""
+
+    def __post_init__(self) -> None:
+        # YAML gives 25 or 23.976 as numbers: kept as the text the user wrote.
+        object.__setattr__(self, "frame_rate", str(self.frame_rate))
+        _require(_positive_rate(self.frame_rate) is not None, "media.frame_rate",
+                 self.frame_rate, "a frame rate > 0 and <= 1000, e.g. 24, 25, 24000/1001")
+
+    @property
+    def rate(self) -> Fraction:
+        """`frame_rate` as an exact fraction (frames per second)."""
+        rate = _positive_rate(self.frame_rate)
+        assert rate is not None
+        return rate
+
+
+def _positive_rate(text: str) -> Fraction | None:
+    """`text` as a frame rate in (0, 1000], or None when it is not one."""
+    try:
+        rate = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        return None
+    return rate if 0 < rate <= 1000 else None
 
 
 @dataclass(frozen=True)

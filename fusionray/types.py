@@ -92,6 +92,30 @@ class AudioStreamInfo:
 
 
 @dataclass(frozen=True)
+class ImageSequence:
+    """Numbered image files that make one video: `folder/pattern % number` for every number
+    in `[first, first + count)` (`fusionray.media.sequence` finds and checks them)."""
+
+    folder: str
+    pattern: str
+    """printf-style file name with one integer field, e.g. `frame_%04d.png`."""
+    first: int
+    """Number of the first frame (kept on output)."""
+    count: int
+    codec: str
+    """Image codec of the files (`png`, `tiff`, `dpx`, `exr`)."""
+
+    def name(self, index: int) -> str:
+        """File name of presentation index `index` (0-based)."""
+        return self.pattern % (self.first + index)
+
+    @property
+    def location(self) -> str:
+        """`folder/pattern`, the form `+video=` and `output=` accept."""
+        return f"{self.folder.rstrip('/')}/{self.pattern}"
+
+
+@dataclass(frozen=True)
 class VideoInfo:
     """What the probe learnt about the input: exact, from packets, never from `stream.frames`."""
 
@@ -132,6 +156,9 @@ class VideoInfo:
     timecode: str | None = None
     """Start timecode of the first frame (`HH:MM:SS:FF`, `;` before the frames = drop-frame)
     from the video stream's tag, a tmcd/data track or the container; None when absent."""
+    sequence: ImageSequence | None = None
+    """Set when the input is an image sequence (then `path` is `sequence.location`, pts are
+    frame indices and every frame is a keyframe)."""
 
     @property
     def frame_count(self) -> int:

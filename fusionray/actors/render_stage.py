@@ -64,6 +64,7 @@ from fusionray.actors.stages import (
     encoder_settings_for,
     open_reader,
     read_region,
+    render_pix_fmt,
     swapper_from_config,
     write_region,
 )
@@ -81,6 +82,7 @@ from fusionray.media.encode import encode_segment_bytes
 from fusionray.media.formats import INTRA_CODECS
 from fusionray.media.frame import PlaneFrame, face_regions, shift_face, working_frame
 from fusionray.media.hwaccel import DecodeChoice
+from fusionray.media.sequence import encode_owned
 from fusionray.swap.base import SourceIdentity, Swapper
 from fusionray.types import Chunk, Face, VideoInfo
 
@@ -248,7 +250,9 @@ class RenderStage:
         # unswapped pixels are fine there, rate control only needs their motion and detail,
         # and their packets are dropped. Intra-only codecs ignore look-ahead: not kept.
         lookahead_pts = (info.frame_pts[chunk.stop:chunk.read_stop]
-                         if settings.codec not in INTRA_CODECS else ())
+                         if settings.codec not in INTRA_CODECS and info.sequence is None
+                         else ())
+        pix_fmt = render_pix_fmt(settings, info)
         lookahead: deque[av.VideoFrame] = deque()
 
         def decode() -> Iterator[_Frame]:
@@ -283,12 +287,11 @@ class RenderStage:
                 assert frame.decoded is not None
                 if not frame.targets:
                     # Untouched: the decoded frame itself where the encoder takes its format.
-                    frame.output = working_frame(frame.decoded, settings.pix_fmt,
-                                                 writable=False)
+                    frame.output = working_frame(frame.decoded, pix_fmt, writable=False)
                     frame.decoded = None
                     yield frame
                     continue
-                plane = PlaneFrame(working_frame(frame.decoded, settings.pix_fmt))
+                plane = PlaneFrame(working_frame(frame.decoded, pix_fmt))
                 frame.output = plane.frame
                 frame.plane, frame.decoded = plane, None
                 width, height = display_size(plane.width, plane.height, turns)
@@ -355,11 +358,15 @@ class RenderStage:
                 yield lookahead.popleft()
 
         started = time.perf_counter()
-        segment = encode_segment_bytes(
-            timed(run_steps(decode(), steps, depth=self.queue_depth, clock=clock)),
-            pts=info.frame_pts[chunk.start:chunk.stop], info=info, settings=settings,
-            lookahead=look_ahead(), lookahead_pts=lookahead_pts,
-        )
+        rendered = timed(run_steps(decode(), steps, depth=self.queue_depth, clock=clock))
+        if info.sequence is not None:
+            # Each owned frame becomes its own file, in the input's format.
+            segment = encode_owned(rendered, info, chunk.start)
+        else:
+            segment = encode_segment_bytes(
+                rendered, pts=info.frame_pts[chunk.start:chunk.stop], info=info,
+                settings=settings, lookahead=look_ahead(), lookahead_pts=lookahead_pts,
+            )
         wall = time.perf_counter() - started
         seconds = {("decode" if name == "source" else name): value
                    for name, value in clock.seconds.items()}

@@ -48,6 +48,7 @@ from fusionray.media.frame import (
     working_frame,
 )
 from fusionray.media.hwaccel import DecodeChoice, choose_for_video, decoder_open_options
+from fusionray.media.sequence import SequenceReader, encode_owned, working_pix_fmt
 from fusionray.media.storage import local_video_info
 from fusionray.models.options import model_options_from_config
 from fusionray.swap.base import SourceIdentity
@@ -321,6 +322,12 @@ def encoder_settings_for(config: RenderConfig, info: VideoInfo, *,
     return settings_for_video(config.encode, info, threads=threads)
 
 
+def render_pix_fmt(settings: EncoderSettings, info: VideoInfo) -> str:
+    """The pixel format frames are rendered in: the encoder's, or for an image sequence its
+    packed RGB working format (`fusionray.media.sequence.working_pix_fmt`)."""
+    return working_pix_fmt(info.pix_fmt) if info.sequence is not None else settings.pix_fmt
+
+
 def conceals(config: RenderConfig) -> bool:
     """Whether actor decodes conceal undecodable frames (`media.strict_decode` off)."""
     return not config.media.strict_decode
@@ -329,13 +336,19 @@ def conceals(config: RenderConfig) -> bool:
 def choose_decoder_for(config: RenderConfig, info: VideoInfo) -> DecodeChoice:
     """Where this process decodes `info` (`gpu.decode`, the GPU Ray assigned this actor, what
     PyAV's build offers); NVDEC is verified on the video's first frame."""
+    if info.sequence is not None:
+        return DecodeChoice("cpu", reason=f"{info.codec_name} image sequence")
     return choose_for_video(local_video_info(info).path, info.codec_name, config.gpu.decode)
 
 
 def open_reader(config: RenderConfig, info: VideoInfo,
-                choice: DecodeChoice | None = None, *, threads: int = 0) -> VideoReader:
+                choice: DecodeChoice | None = None, *,
+                threads: int = 0) -> VideoReader | SequenceReader:
     """A reader of `info` for an actor: concealing unless `media.strict_decode`, on the
-    decoder `choice` (CPU when None), with `threads` decoder threads (0: FFmpeg's own count)."""
+    decoder `choice` (CPU when None), with `threads` decoder threads (0: FFmpeg's own count);
+    an image sequence reads its files."""
+    if info.sequence is not None:
+        return SequenceReader(info, conceal=conceals(config))
     return VideoReader(local_video_info(info), conceal=conceals(config), threads=threads,
                        open_options=decoder_open_options(choice) if choice else None)
 
@@ -347,6 +360,11 @@ def passthrough_segment(config: RenderConfig, info: VideoInfo, chunk: Chunk, *,
     format differs (`working_frame`), so they equal an unswapped render's. Frames concealed
     while decoding are appended to `concealed`. Raises `MediaError` when the frames themselves
     cannot be decoded (or, with `media.strict_decode`, one is damaged)."""
+    if info.sequence is not None:
+        with SequenceReader(info) as frames:
+            return encode_owned((frame for _, frame in frames.video_frames(chunk.start,
+                                                                           chunk.stop)),
+                                info, chunk.start)
     settings = encoder_settings_for(config, info)
     with VideoReader(local_video_info(info), conceal=conceals(config)) as reader:
         try:

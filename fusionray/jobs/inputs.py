@@ -12,7 +12,9 @@ from fusionray.config import RenderConfig
 from fusionray.errors import OutputError
 from fusionray.media.assemble import OUTPUT_FORMATS, check_output_codec, output_extension
 from fusionray.media.demo import demo_source_image_path, ensure_demo_clip
+from fusionray.media.sequence import output_sequence
 from fusionray.media.storage import InputCachePolicy, check_destination, is_remote, localise
+from fusionray.types import ImageSequence, VideoInfo
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,25 @@ class OutputPaths:
     """Per-frame detections and selection (`fusionray.faces.tracks`)."""
     work: Path
     """Segments and manifest while the job runs (removed on success unless keep_work)."""
+    sequence: bool = False
+    """`video` is the folder of an image-sequence output (`for_sequence`)."""
+    frames: Path | None = None
+    """A sequence's per-frame record (sizes and sha256, for a per-frame resume)."""
+
+    @classmethod
+    def for_sequence(cls, folder: Path) -> OutputPaths:
+        """An image-sequence output: `video` is its folder, the sidecars sit beside it, named
+        after it (`shot.swapped/` -> `shot.swapped.run.json`)."""
+        return cls(
+            video=folder,
+            run_json=folder.with_name(f"{folder.name}.run.json"),
+            preview=folder.with_name(f"{folder.name}.preview.png"),
+            config=folder.with_name(f"{folder.name}.config.yaml"),
+            faces=folder.with_name(f"{folder.name}.faces.parquet"),
+            work=folder.with_name(f".{folder.name}.fusionray-work"),
+            sequence=True,
+            frames=folder.with_name(f"{folder.name}.frames.json"),
+        )
 
     @classmethod
     def for_video(cls, video: Path) -> OutputPaths:
@@ -49,6 +70,37 @@ def resolve_inputs(config: RenderConfig) -> tuple[Path, list[Path]]:
     if config.video == "demo":
         return ensure_demo_clip(), sources or [demo_source_image_path()]
     return localise(config.video, policy=policy), sources
+
+
+def default_sequence_output(sequence: ImageSequence, run_dir: Path) -> Path:
+    """`<run dir>/<sequence folder name>.swapped/`: the input's file names, in a folder."""
+    return run_dir / f"{Path(sequence.folder).name}.swapped"
+
+
+def resolve_sequence_output(config: RenderConfig, info: VideoInfo,
+                            run_dir: Path) -> tuple[OutputPaths, ImageSequence]:
+    """Where an image-sequence input's output sequence goes: `output=` as a folder or a printf
+    pattern, else `default_sequence_output`.
+
+    Raises:
+        OutputError: a remote or video-file output (not supported for sequences yet), or a
+            pattern of another file type, or the output is the input folder.
+    """
+    assert info.sequence is not None
+    location = config.output
+    if location and is_remote(location):
+        raise OutputError(f"output={location!r}: an image sequence is written to a local (or "
+                          "mounted) folder; remote destinations take video files only")
+    if location and Path(location).suffix.lower() in OUTPUT_FORMATS:
+        raise OutputError(f"output={location!r} is a video file, but the input is an image "
+                          f"sequence ({info.sequence.location!r}); name a folder or a pattern "
+                          f"such as 'out/{info.sequence.pattern}'")
+    target = output_sequence(info, localise(location) if location
+                             else default_sequence_output(info.sequence, run_dir))
+    if Path(target.folder).resolve() == Path(info.sequence.folder).resolve() and \
+            target.pattern == info.sequence.pattern:
+        raise OutputError(f"The output sequence is the input: '{target.location}'")
+    return OutputPaths.for_sequence(Path(target.folder)), target
 
 
 def default_output(video: Path, run_dir: Path, codec: str = "") -> Path:
@@ -89,14 +141,17 @@ def check_output(paths: OutputPaths, video: Path) -> None:
         OutputError: the output is the input, its folder cannot be created, or is not writable.
     """
     target = paths.video
-    if target.suffix.lower() not in OUTPUT_FORMATS:
+    if paths.sequence:
+        folder = target
+    elif target.suffix.lower() not in OUTPUT_FORMATS:
         raise OutputError(
             f"Unsupported output extension {target.suffix!r} for '{target}'. "
             f"Choose one of: {', '.join(OUTPUT_FORMATS)}"
         )
-    if target.exists() and video.exists() and target.resolve() == video.resolve():
+    elif target.exists() and video.exists() and target.resolve() == video.resolve():
         raise OutputError(f"Output path is the input video: '{target}'")
-    folder = target.parent
+    if not paths.sequence:
+        folder = target.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".fusionray-write-test-{os.getpid()}"

@@ -73,13 +73,21 @@ def input_identity(info: VideoInfo, sources: list[Path]) -> str:
     codec) catches a same-size rewrite that kept the mtime; source images are small, so their
     content is hashed.
     """
-    stat = os.stat(info.path)
     probe = hashlib.sha256(json.dumps([
         info.codec_name, info.width, info.height, info.pix_fmt, str(info.time_base),
         list(info.frame_pts), list(info.keyframe_indices), info.rotation,
     ]).encode()).hexdigest()
+    if info.sequence is not None:
+        # Every frame file's size and mtime: replacing any one frame changes the identity.
+        folder = Path(info.sequence.folder)
+        stats = [os.stat(folder / info.sequence.name(i)) for i in range(info.frame_count)]
+        video: dict[str, object] = {"sizes": [st.st_size for st in stats], "probe": probe,
+                                    "mtimes_ns": [st.st_mtime_ns for st in stats]}
+    else:
+        stat = os.stat(info.path)
+        video = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "probe": probe}
     parts = {
-        "video": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "probe": probe},
+        "video": video,
         "sources": [sha256_file(path) for path in sources],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

@@ -23,10 +23,16 @@ from fusionray.jobs.manifest import Manifest, chunk_faces_path, write_parquet_at
 from fusionray.media.assemble import assemble_video
 from fusionray.media.decode import decode_frames
 from fusionray.media.probe import probe_video
+from fusionray.media.sequence import (
+    check_complete,
+    place_frames,
+    probe_sequence,
+    write_frame_records,
+)
 from fusionray.media.storage import publish, publish_all, sibling
 from fusionray.report.preview import build_preview, preview_indices
 from fusionray.report.provenance import provenance_metadata
-from fusionray.types import Chunk, VideoInfo
+from fusionray.types import Chunk, ImageSequence, VideoInfo
 
 log = logging.getLogger("fusionray")
 
@@ -53,6 +59,30 @@ def assemble_output(
             f"{paths.video.suffix} and were not copied; an .mkv output keeps them"]
 
 
+def assemble_sequence(segments: list[Path], target: ImageSequence, *, record: Path,
+                      job_key: str) -> list[str]:
+    """Place every chunk's frames into the output sequence, each file atomically (a frame
+    already holding the same bytes is kept), check that every frame is there, and record
+    their digests in `record` for a per-frame resume under `job_key`.
+
+    Returns:
+        A note on frames kept from an earlier run, for run.json.
+
+    Raises:
+        RenderError: a frame cannot be written, or one is missing afterwards.
+    """
+    try:
+        written, kept = place_frames(segments, target)
+        check_complete(target)
+        write_frame_records(record, target, job_key=job_key)
+    except (MediaError, OutputError, OSError) as error:
+        raise RenderError(f"Writing the output sequence '{target.location}' failed: "
+                          f"{error}") from error
+    log.info("Output sequence %s: %d frame(s) written, %d already in place", target.location,
+             written, kept)
+    return [f"{kept} output frame(s) already held these bytes and were kept"] if kept else []
+
+
 def export_faces(
     config: RenderConfig, info: VideoInfo, manifest: Manifest, chunks: list[Chunk], target: Path
 ) -> None:
@@ -65,12 +95,15 @@ def export_faces(
     write_parquet_atomic(target, tracks)
 
 
-def write_preview(config: RenderConfig, info: VideoInfo, output: Path, target: Path) -> None:
-    """Decode a few frames of input and output and save the before/after strip."""
+def write_preview(config: RenderConfig, info: VideoInfo, output: Path, target: Path,
+                  output_frames: ImageSequence | None = None) -> None:
+    """Decode a few frames of input and output (`output_frames` for a sequence) and save the
+    before/after strip."""
     indices = preview_indices(info.frame_count, config.preview_frames)
     if not indices:
         return
-    output_info = probe_video(output)
+    output_info = (probe_sequence(output_frames, info.average_rate)
+                   if output_frames is not None else probe_video(output))
     before, after = [], []
     for index in indices:
         before += [to_display(f, info.rotation) for _, f in decode_frames(info, index, index + 1)]
@@ -86,6 +119,7 @@ def write_preview(config: RenderConfig, info: VideoInfo, output: Path, target: P
 def write_sidecars(
     config: RenderConfig, info: VideoInfo, manifest: Manifest, chunks: list[Chunk],
     paths: OutputPaths, config_yaml: str, stages: dict[str, float],
+    output_frames: ImageSequence | None = None,
 ) -> list[str]:
     """Write the resolved config, the face tracks and the preview beside a complete output.
 
@@ -106,7 +140,8 @@ def write_sidecars(
                         lambda: export_faces(config, info, manifest, chunks, paths.faces)))
     if config.preview_frames:
         writers.append(("preview", paths.preview,
-                        lambda: write_preview(config, info, paths.video, paths.preview)))
+                        lambda: write_preview(config, info, paths.video, paths.preview,
+                                             output_frames)))
     notes = []
     for what, target, write in writers:
         clock = time.perf_counter()

@@ -49,22 +49,28 @@ from fusionray.jobs.inputs import (
     default_output,
     resolve_inputs,
     resolve_output,
+    resolve_sequence_output,
 )
 from fusionray.jobs.lock import OutputLock
 from fusionray.jobs.manifest import Manifest, input_identity
-from fusionray.jobs.outputs import assemble_output, publish_outputs, write_sidecars
+from fusionray.jobs.outputs import (
+    assemble_output,
+    assemble_sequence,
+    publish_outputs,
+    write_sidecars,
+)
 from fusionray.jobs.ray_session import ray_session_name, start_ray
 from fusionray.jobs.scheduler import DetectJob, RenderJob, Task, run_tasks, segment_paths
 from fusionray.media.assemble import VerificationError
 from fusionray.media.encode import settings_for_video
 from fusionray.media.plan import plan_video_chunks
-from fusionray.media.probe import probe_video
+from fusionray.media.sequence import probe_input, verified_frames
 from fusionray.media.storage import is_remote
 from fusionray.models.providers import driver_config
 from fusionray.models.store import ensure_model
 from fusionray.report.summary import RunSummary, write_summary
 from fusionray.swap.base import SourceIdentity
-from fusionray.types import Chunk, VideoInfo
+from fusionray.types import Chunk, ImageSequence, VideoInfo
 
 # Re-exported: the sweep driver and tests import these from here.
 __all__ = ["OutputPaths", "build_source_identity", "default_output", "render", "start_ray"]
@@ -115,6 +121,10 @@ class Shot:
     """The output's lease while the shot renders (checked before its output is written)."""
     selection: ShotSelection | None = None
     """The shot-level selection, when the shot planned one (`needs_shot_pass`)."""
+    output_frames: ImageSequence | None = None
+    """The output sequence of an image-sequence input (then `paths.video` is its folder)."""
+    complete_chunks: frozenset[int] = frozenset()
+    """Sequence output: chunks whose every frame a finished earlier run left verified."""
 
     @property
     def pool_key(self) -> str:
@@ -133,7 +143,7 @@ def prepare_shot(config: RenderConfig, run_dir: Path) -> Shot:
     stages: dict[str, float] = {}
     clock = time.perf_counter()
     video, sources = resolve_inputs(config)
-    info = probe_video(video)
+    info = probe_input(video, config.media.rate)
     stages["probe"] = time.perf_counter() - clock
     # The hash is of the config as given: automatic choices (e.g. detector tiles) follow from
     # it and the input, so the same command on the same input always has the same hash.
@@ -141,8 +151,13 @@ def prepare_shot(config: RenderConfig, run_dir: Path) -> Shot:
     config = resolve_for_video(config, info.width, info.height)
 
     codec = settings_for_video(config.encode, info).codec  # ConfigError before Ray starts
-    local_output, destination = resolve_output(config, video, run_dir, codec=codec)
-    paths = OutputPaths.for_video(local_output)
+    output_frames: ImageSequence | None = None
+    destination: str | None = None
+    if info.sequence is not None:
+        paths, output_frames = resolve_sequence_output(config, info, run_dir)
+    else:
+        local_output, destination = resolve_output(config, video, run_dir, codec=codec)
+        paths = OutputPaths.for_video(local_output)
     check_output(paths, video)
     shared_info = replace(info, path=config.video) if is_remote(config.video) else info
 
@@ -165,7 +180,7 @@ def prepare_shot(config: RenderConfig, run_dir: Path) -> Shot:
     return Shot(config=config, digest=digest, video=video, sources=sources, info=info,
                 shared_info=shared_info, paths=paths, destination=destination, source=source,
                 detector_provider=f"{detector.name}:{detector.provider}", chunks=chunks,
-                notes=notes, stages=stages, started=started)
+                notes=notes, stages=stages, started=started, output_frames=output_frames)
 
 
 def open_work(shot: Shot) -> None:
@@ -174,6 +189,23 @@ def open_work(shot: Shot) -> None:
                                   input_identity=input_identity(shot.info, shot.sources),
                                   chunks=shot.chunks)
     shot.notes += shot.manifest.notes
+    if shot.output_frames is not None and shot.paths.frames is not None:
+        done = verified_frames(shot.paths.frames, shot.output_frames,
+                               job_key=sequence_job_key(shot))
+        shot.complete_chunks = frozenset(
+            chunk.index for chunk in shot.chunks
+            if chunk.index not in shot.manifest.rows
+            and all(index in done for index in range(chunk.start, chunk.stop)))
+        if done:
+            shot.notes.append(f"resumed per frame: {len(done)} of {shot.info.frame_count} "
+                              f"output frame(s) were already written and verified; "
+                              f"{len(shot.complete_chunks)} chunk(s) not rendered again")
+
+
+def sequence_job_key(shot: Shot) -> str:
+    """What output frames are valid for: the config hash and the input identity."""
+    assert shot.manifest is not None
+    return f"{shot.manifest.config_hash}:{shot.manifest.input_identity}"
 
 
 def keep_work_on_failure(shot: Shot, error: BaseException) -> BaseException:
@@ -211,11 +243,20 @@ def finish_shot(
     if shot.lock is not None:
         shot.lock.check_held()  # another job took the output over: write nothing there
     clock = time.perf_counter()
-    notes += assemble_output(shot.info, segment_paths(shot.manifest, shot.chunks), paths,
-                             shot.digest if config.provenance else None)
+    segments = segment_paths(shot.manifest, shot.chunks)
+    if shot.output_frames is not None:
+        assert paths.frames is not None
+        # Chunks left complete by an earlier run have no segment: their frames are in place.
+        notes += assemble_sequence(
+            [path for chunk, path in zip(shot.chunks, segments, strict=True)
+             if chunk.index not in shot.complete_chunks], shot.output_frames,
+            record=paths.frames, job_key=sequence_job_key(shot))
+    else:
+        notes += assemble_output(shot.info, segments, paths,
+                                 shot.digest if config.provenance else None)
     stages["assemble"] = time.perf_counter() - clock
     notes += write_sidecars(config, shot.info, shot.manifest, shot.chunks, paths, config_yaml,
-                            stages)
+                            stages, shot.output_frames)
     if not config.keep_work:
         shutil.rmtree(paths.work, ignore_errors=True)
 
@@ -365,7 +406,8 @@ def run_shots(
         for shot in shots:
             assert shot.manifest is not None
             shot.job = RenderJob(shot.config, shot.shared_info, shot.manifest,
-                                 ray.put(shot.shared_info), ray.put(shot.source))
+                                 ray.put(shot.shared_info), ray.put(shot.source),
+                                 complete=shot.complete_chunks)
         groups: dict[str, list[Shot]] = {}
         for shot in shots:
             groups.setdefault(shot.pool_key, []).append(shot)

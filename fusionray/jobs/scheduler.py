@@ -315,6 +315,9 @@ class RenderJob:
     detected: dict[int, ray.ObjectRef] = field(default_factory=dict)
     """Pre-pass detections by chunk index (empty: the render actor detects)."""
     shot_ref: ray.ObjectRef | None = None
+    complete: frozenset[int] = frozenset()
+    """Chunks whose frames an earlier run already wrote to the output (image sequences:
+    every owned frame verified on disk); not rendered, counted as reused."""
     totals: ChunkTotals = field(default_factory=ChunkTotals)
     failed: RenderError | None = None
     """Set when a chunk failed for good and the job ran among other shots."""
@@ -336,7 +339,10 @@ class RenderJob:
         """Tasks for the chunks the manifest does not already hold (those count as reused)."""
         tasks = []
         for chunk in chunks:
-            if chunk.index in self.manifest.rows:
+            if chunk.index in self.complete:
+                self.totals.frames += chunk.owned_frames
+                self.totals.reused += 1
+            elif chunk.index in self.manifest.rows:
                 self.totals.add_reused(self.manifest.rows[chunk.index])
             else:
                 tasks.append(Task(self, chunk))

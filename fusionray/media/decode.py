@@ -279,6 +279,12 @@ def decode_frames(info: VideoInfo, start: int, stop: int, *, conceal: bool = Fal
     Raises:
         MediaError: The file cannot be opened or a frame of the range cannot be decoded.
     """
+    if info.sequence is not None:
+        from fusionray.media.sequence import SequenceReader
+
+        with SequenceReader(info) as frames:
+            yield from frames.frames(start, stop)
+        return
     with VideoReader(info, conceal=conceal) as reader:
         try:
             yield from reader.frames(start, stop)

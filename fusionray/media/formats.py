@@ -40,3 +40,19 @@ NOT_FOR_PLAYERS_CODECS: dict[str, str] = {"libx264rgb": ".mov", "ffv1": ".mkv"}
 from it (RGB H.264, High 4:4:4 Predictive; FFV1) -> their default output container instead of
 .mp4: .mov for RGB H.264 (a mezzanine container; exact time base and timecode), Matroska for
 FFV1 (its archival home; FFmpeg's QuickTime muxer does not take it)."""
+
+SEQUENCE_CODECS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".dpx": "dpx", ".exr": "exr"}
+"""Image-sequence frame files by extension (lower case) -> the image codec that reads and
+writes them (`fusionray.media.sequence`): FFmpeg's for PNG, TIFF and DPX; OpenEXR's own
+library for `exr` (`fusionray.media.exr`, linear frames shown through
+`fusionray.media.display`)."""
+SEQUENCE_PIX_FMTS = {
+    "png": ("rgb24", "rgb48be"),
+    "tiff": ("rgb24", "rgb48le"),
+    "dpx": ("rgb24", "rgb48le", "rgb48be", "gbrp10le", "gbrp10be", "gbrp12le", "gbrp12be"),
+    "exr": ("rgbf16le", "rgbaf16le", "rgbf32le", "rgbaf32le"),
+}
+"""Frame pixel formats a sequence keeps bit for bit, per codec: frames are written back in the
+input's own format. For `exr` the names say the R/G/B sample type (f16 = HALF, f32 = FLOAT)
+and whether an A channel rides along (kept untouched). (Alpha and grey frames of the other
+codecs are not among them yet.)"""

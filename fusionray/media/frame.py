@@ -46,8 +46,10 @@ Rect = tuple[int, int, int, int]
 
 _YUV = re.compile(r"^yuvj?(420|422|444)p(?:(9|10|12|14|16)le)?$")
 _PACKED = {"bgr24": ("bgr", 3), "rgb24": ("rgb", 3), "bgr0": ("bgr", 4), "bgra": ("bgr", 4)}
+# 16 bits per sample, native (little-endian) order: image sequences deeper than 8 bits.
+_PACKED16 = {"rgb48le": ("rgb", 3), "bgr48le": ("bgr", 3)}
 SUPPORTED_PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p", "yuvj420p", "yuvj422p", "yuvj444p",
-                      "yuv4xxp10le / 12le / 16le", *_PACKED)
+                      "yuv4xxp10le / 12le / 16le", *_PACKED, *_PACKED16)
 """Pixel formats a `PlaneFrame` can hold (for error messages; the YUV family by pattern)."""
 
 # Kr, Kb per FFmpeg AVColorSpace. Unspecified (2) and reserved decode as BT.601, which is what
@@ -86,7 +88,7 @@ class PixelLayout:
     chroma_shift: tuple[int, int] = (0, 0)
     """log2 of the chroma subsampling (x, y): (1, 1) 4:2:0, (1, 0) 4:2:2, (0, 0) 4:4:4."""
     pixel_bytes: int = 1
-    """Bytes per pixel of a packed RGB format (3 or 4), 1 for planar."""
+    """Samples per pixel of a packed RGB format (3 or 4; bytes at 8 bits), 1 for planar."""
 
     @property
     def dtype(self) -> np.dtype[np.unsignedinteger]:
@@ -106,6 +108,9 @@ def pixel_layout(pix_fmt: str) -> PixelLayout:
     if pix_fmt in _PACKED:
         kind, size = _PACKED[pix_fmt]
         return PixelLayout(pix_fmt, kind, 8, pixel_bytes=size)  # type: ignore[arg-type]
+    if pix_fmt in _PACKED16:
+        kind, size = _PACKED16[pix_fmt]
+        return PixelLayout(pix_fmt, kind, 16, pixel_bytes=size)  # type: ignore[arg-type]
     raise MediaError(f"Unsupported working pixel format {pix_fmt!r}. Choose one of: "
                      + ", ".join(SUPPORTED_PIX_FMTS))
 
@@ -279,7 +284,11 @@ class PlaneFrame:
         if self.matrix is None:
             packed = self.planes[0][y0:y1, x0:x1]
             bgr = packed[..., :3] if self.layout.kind == "bgr" else packed[..., 2::-1]
-            return np.ascontiguousarray(bgr), None
+            if self.layout.bits == 8:
+                return np.ascontiguousarray(bgr), None
+            # 16-bit RGB: 65535 / 255 = 257 codes per 8-bit step, exactly.
+            exact = np.asarray(bgr, np.float32) / np.float32(257.0)
+            return np.rint(exact).astype(np.uint8), exact
         yuv = cv2.merge([np.asarray(p, np.float32) for p in self._yuv_full(rect)])
         exact = np.asarray(cv2.transform(yuv, self._bgr_affine), dtype=np.float32)
         rounded = np.rint(np.clip(exact, 0.0, 255.0))
@@ -325,7 +334,8 @@ class PlaneFrame:
         if self.matrix is None:
             packed = self.planes[0][y0:y1, x0:x1]
             target = packed[..., :3] if self.layout.kind == "bgr" else packed[..., 2::-1]
-            target[changed] = bgr[changed]
+            scale = 257 if self.layout.bits == 16 else 1  # the engine's 8-bit value, exactly
+            target[changed] = bgr[changed].astype(target.dtype) * scale
             return count
         assert exact is not None
         # The BGR change from the exact original, zero where nothing changed: changed pixels
