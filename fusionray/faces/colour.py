@@ -13,13 +13,15 @@ STD_RATIO_LIMITS = (0.5, 2.0)
 
 
 def _weighted_stats(
-    lab: npt.NDArray[np.float32], weights: npt.NDArray[np.float32]
+    lab: npt.NDArray[np.float32], weights: npt.NDArray[np.float64]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Weighted mean and standard deviation per channel of (N, 3) `lab` under (N,) `weights`
+    (all > 0)."""
     total = float(weights.sum())
-    flat = lab.reshape(-1, 3).astype(np.float64)
-    w = weights.reshape(-1, 1).astype(np.float64)
-    mean = (flat * w).sum(axis=0) / total
-    variance = (((flat - mean) ** 2) * w).sum(axis=0) / total
+    flat = lab.astype(np.float64)
+    mean = (weights @ flat) / total
+    centred = flat - mean
+    variance = (weights @ (centred * centred)) / total
     return mean, np.sqrt(variance)
 
 
@@ -55,10 +57,15 @@ def match_colour_lab(
         raise ValueError(f"mask {weights.shape} does not match the images {source_bgr.shape[:2]}")
     if float(weights.sum()) < 1.0:
         return source_bgr.copy()
+    # The statistics only see the mask's support (about half of a face region), and only the
+    # source is converted whole: it is the image recoloured.
+    support = np.flatnonzero(weights.reshape(-1) > 0.0)
+    support_weights = weights.reshape(-1)[support].astype(np.float64)
     source_lab = to_lab(source_bgr)
-    target_lab = to_lab(target_bgr)
-    source_mean, source_std = _weighted_stats(source_lab, weights)
-    target_mean, target_std = _weighted_stats(target_lab, weights)
+    target_lab = to_lab(target_bgr.reshape(-1, 1, 3)[support])
+    source_mean, source_std = _weighted_stats(source_lab.reshape(-1, 3)[support],
+                                              support_weights)
+    target_mean, target_std = _weighted_stats(target_lab.reshape(-1, 3), support_weights)
     ratio = np.clip(target_std / np.maximum(source_std, 1e-6), *STD_RATIO_LIMITS)
     matched = (source_lab - source_mean) * ratio + target_mean
     matched[..., 0] = np.clip(matched[..., 0], 0.0, 100.0)
