@@ -107,6 +107,7 @@ def prepare_models(folder: Path, standin: Path | None, builder: Path) -> tuple[P
     """Build (or reuse) the stand-in and import it and the embedder into `folder/cache`."""
     sys.path.insert(0, str(ROOT))
     from fusionray.models.store import import_model
+    from tests.faces_fixtures import copy_blazeface_models
     from tests.onnx_fixtures import build_arcface_fixture, import_fixtures
 
     build_seconds = 0.0
@@ -117,6 +118,7 @@ def prepare_models(folder: Path, standin: Path | None, builder: Path) -> tuple[P
                        stdout=subprocess.DEVNULL)
         build_seconds = time.perf_counter() - started
     cache = import_fixtures(folder / "fixtures", arcface_w600k_r50=build_arcface_fixture())
+    copy_blazeface_models(cache)  # the offline cache also serves the detector and the gate
     # The stand-in is by design not the published file: imported as an accepted export.
     import_model("inswapper_128", standin, cache_dir=cache, allow_unverified=True)
     return cache, build_seconds

@@ -48,6 +48,28 @@ def test_plan_pool(swap: PoolConfig, in_flight: int, free: dict[str, float], nod
     assert plan == expected
 
 
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        # One chunk (a 48-frame clip): one actor on both cores, not one busy on one core
+        # beside an idle one (issue 10's neural run).
+        (1, PoolPlan(actors=1, target=1, threads=2)),
+        (2, PoolPlan(actors=2, target=2, threads=1)),
+        (30, PoolPlan(actors=2, target=2, threads=1)),
+        (None, PoolPlan(actors=2, target=2, threads=1)),
+    ],
+)
+def test_no_more_actors_than_chunks(chunks: int | None, expected: PoolPlan) -> None:
+    swap = PoolConfig(0, 1)
+    plan = plan_pool(swap, _cluster(swap, in_flight=4), {"CPU": 2}, kind="render",
+                     node_cpus=2, chunks=chunks)
+    assert plan == expected
+    # An elastic pool asks the autoscaler for no more than the chunks either.
+    elastic = plan_pool(swap, _cluster(swap, in_flight=4, elastic=True), {"CPU": 0},
+                        kind="render", chunks=chunks)
+    assert elastic.target == min(4, chunks or 4)
+
+
 def test_a_fixed_pool_that_does_not_fit_names_the_shortfall() -> None:
     with pytest.raises(ConfigError, match=r"3 render x 1 CPU = 3 CPU, but the cluster has 2 "
                                           r"free.*cluster.swap.replicas"):

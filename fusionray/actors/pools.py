@@ -99,11 +99,13 @@ class PoolPlan:
 
 def plan_pool(
     pool: PoolConfig, cluster: ClusterConfig, free: Mapping[str, float], *, kind: PoolKind,
-    node_cpus: float | None = None,
+    node_cpus: float | None = None, chunks: int | None = None,
 ) -> PoolPlan:
     """Size one pool from the cluster's free resources (pure).
 
-    No pool gets more actors than `max_chunks_in_flight` can keep busy. `replicas: 0` means as
+    No pool gets more actors than `max_chunks_in_flight`, or the job's `chunks`, can keep busy
+    (a 48-frame clip is one chunk: one actor on every core, not two actors on one core each,
+    one of them idle). `replicas: 0` means as
     many as fit (elastic: as many as the chunks in flight keep busy, requested from the
     autoscaler). On CPU-only pools the actors' threads together cover the free cores (1 actor
     on 2 free cores runs 2 threads), never more than one node holds; GPU pools keep the
@@ -115,6 +117,8 @@ def plan_pool(
         free: `ray.available_resources()`, e.g. {"CPU": 16.0, "GPU": 2.0}.
         kind: which pool, for messages.
         node_cpus: CPUs of the largest node (None: no bound beyond `free`).
+        chunks: chunks the pool has to run (None: not known; no bound beyond the in-flight
+            limit).
 
     Raises:
         ConfigError: a fixed pool needs more than the cluster has free (Ray would otherwise
@@ -123,6 +127,8 @@ def plan_pool(
     bundle = actor_bundle(pool)
     fit = bundles_that_fit(free, bundle)
     limit = cluster.max_chunks_in_flight
+    if chunks is not None:
+        limit = max(1, min(limit, chunks))
     if pool.replicas:
         target = min(pool.replicas, limit)
     else:
@@ -340,9 +346,10 @@ def largest_node_cpus() -> float | None:
 
 def start_pool(
     kind: PoolKind, config: RenderConfig, stage_class: type, *,
-    say: Any = print,
+    chunks: int | None = None, say: Any = print,
 ) -> ActorPool:
-    """Plan a pool from the free resources and start it (Ray must be initialised).
+    """Plan a pool from the free resources and start it (Ray must be initialised); `chunks`:
+    how many chunks it will run (`plan_pool`).
 
     Elastic pools ask the autoscaler for the actors that do not fit and wait at most
     `cluster.resource_wait_seconds` for the first one, saying what they wait for.
@@ -354,7 +361,7 @@ def start_pool(
     cluster = config.cluster
     pool = cluster.detect if kind == "detect" else cluster.swap
     plan = plan_pool(pool, cluster, ray.available_resources(), kind=kind,
-                     node_cpus=largest_node_cpus())
+                     node_cpus=largest_node_cpus(), chunks=chunks)
     if cluster.elastic and plan.missing:
         request_from_autoscaler(pool, plan.target)
         deadline = time.monotonic() + cluster.resource_wait_seconds
@@ -373,7 +380,7 @@ def start_pool(
                 next_say = now + 10.0
             time.sleep(1.0)
             plan = plan_pool(pool, cluster, ray.available_resources(), kind=kind,
-                             node_cpus=largest_node_cpus())
+                             node_cpus=largest_node_cpus(), chunks=chunks)
     actors = ActorPool(kind, stage_class, config, pool, plan)
     actors.start()
     return actors

@@ -419,7 +419,9 @@ def run_shots(
             if not any(tasks.values()):
                 continue
             group_config = group[0].config
-            render_pool = start_pool("render", group_config, stage_classes.render)
+            render_pool = start_pool("render", group_config, stage_classes.render,
+                                     chunks=sum(len(group_tasks) for group_tasks in
+                                                tasks.values()))
             pools.append(render_pool)
             actors["render"] = max(actors["render"], len(render_pool))
             threads["render"] = render_pool.plan.threads
@@ -465,7 +467,8 @@ def _detection_pre_pass(
     """Detect every chunk of `shots` on one detection pool, plan each shot's selection, and
     release the pool (its resources go back before the render pool is sized)."""
     config = shots[0].config
-    detect_pool = start_pool("detect", config, stage_classes.detect)
+    detect_pool = start_pool("detect", config, stage_classes.detect,
+                             chunks=sum(len(shot.chunks) for shot in shots))
     pools.append(detect_pool)
     actors["detect"] = max(actors["detect"], len(detect_pool))
     threads["detect"] = detect_pool.plan.threads
