@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
 from fusionray.errors import ConfigError, ModelError
 from fusionray.models.catalog import get_model_spec
-from fusionray.models.session import PROVIDER_NAMES, check_contract, create_session
+from fusionray.models.session import (
+    PROVIDER_NAMES,
+    check_contract,
+    cpu_graph_cache_path,
+    create_session,
+    open_session,
+)
 
 
 def _identity_model() -> bytes:
@@ -67,3 +77,48 @@ def test_contract_mismatch_is_reported() -> None:
     expected = r"is not blazeface_front: its inputs are \[x \[1, 4\] float32\], expected"
     with pytest.raises(ModelError, match=expected):
         check_contract(session, get_model_spec("blazeface_front"))
+
+
+def _conv_model() -> bytes:
+    """Conv + Relu on [1, 3, 16, 16]: a graph ORT's CPU optimiser rewrites (layout, fusion)."""
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3],
+                                 [((i * 7) % 11 - 5) / 10 for i in range(4 * 3 * 3 * 3)])
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"])],
+        "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+        initializer=[weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_cpu_sessions_load_the_graph_optimised_before(tmp_path: Path) -> None:
+    """The first CPU session of a file optimises its graph and keeps it in the cache; later ones
+    load that graph as it is, with the same results; a changed file gets a new key, and a
+    damaged cache entry is rebuilt."""
+    model = tmp_path / "conv.onnx"
+    model.write_bytes(_conv_model())
+    cache = tmp_path / "ort-cpu"
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    first = open_session(model, providers=("cpu",), graph_cache=cache).session
+    cached = cpu_graph_cache_path(model, cache)
+    assert cached.is_file() and [p.name for p in cache.iterdir()] == [cached.name]
+    second = open_session(model, providers=("cpu",), graph_cache=cache).session
+    assert second._model_path == str(cached)  # loaded from the cache, not optimised again
+    assert second.get_session_options().graph_optimization_level == (
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    np.testing.assert_array_equal(first.run(None, {"x": x})[0], second.run(None, {"x": x})[0])
+    # Without a cache folder nothing is written and the file itself is optimised.
+    plain = open_session(model, providers=("cpu",)).session
+    assert plain._model_path == str(model)
+    # A damaged entry is replaced by a fresh optimisation.
+    cached.write_bytes(b"not onnx")
+    third = open_session(model, providers=("cpu",), graph_cache=cache).session
+    np.testing.assert_array_equal(first.run(None, {"x": x})[0], third.run(None, {"x": x})[0])
+    assert cached.read_bytes() != b"not onnx"
+    # Another file at the same path (size or time changed) is another key.
+    model.write_bytes(_conv_model() + b"")
+    os.utime(model, ns=(1, 1))
+    assert cpu_graph_cache_path(model, cache) != cached

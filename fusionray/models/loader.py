@@ -69,7 +69,7 @@ class ModelRunner:
         cache = options.cache_dir or default_cache_dir()
         self.opened = open_session(
             self.path, providers=options.providers, threads=options.threads,
-            gpu=options.gpu, engine_root=cache / "tensorrt",
+            gpu=options.gpu, engine_root=cache / "tensorrt", graph_cache=cache / "ort-cpu",
             fp16=wants_fp16_engines(name, options.gpu),
             fallback_to_cpu="cpu" in options.providers,
         )
