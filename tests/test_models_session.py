@@ -94,10 +94,16 @@ def _conv_model() -> bytes:
     return model.SerializeToString()
 
 
-def test_cpu_sessions_load_the_graph_optimised_before(tmp_path: Path) -> None:
+def test_cpu_sessions_load_the_graph_optimised_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The first CPU session of a file optimises its graph and keeps it in the cache; later ones
     load that graph as it is, with the same results; a changed file gets a new key, and a
     damaged cache entry is rebuilt."""
+    import fusionray.models.session as session_module
+
+    # The fixture is tiny; the rule for real sizes is the next test's.
+    monkeypatch.setattr(session_module, "CPU_GRAPH_CACHE_MIN_BYTES", 0)
     model = tmp_path / "conv.onnx"
     model.write_bytes(_conv_model())
     cache = tmp_path / "ort-cpu"
@@ -122,3 +128,23 @@ def test_cpu_sessions_load_the_graph_optimised_before(tmp_path: Path) -> None:
     model.write_bytes(_conv_model() + b"")
     os.utime(model, ns=(1, 1))
     assert cpu_graph_cache_path(model, cache) != cached
+
+
+def test_small_models_and_unwritable_caches_open_without_the_graph_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model below `CPU_GRAPH_CACHE_MIN_BYTES` (a detector) writes nothing to the cache; a
+    cache folder that cannot be made does not stop the session."""
+    import fusionray.models.session as session_module
+
+    model = tmp_path / "conv.onnx"
+    model.write_bytes(_conv_model())
+    assert model.stat().st_size < session_module.CPU_GRAPH_CACHE_MIN_BYTES
+    cache = tmp_path / "cache" / "ort-cpu"
+    session = open_session(model, providers=("cpu",), graph_cache=cache).session
+    assert session._model_path == str(model) and not cache.parent.exists()
+    monkeypatch.setattr(session_module, "CPU_GRAPH_CACHE_MIN_BYTES", 0)
+    blocked = tmp_path / "a-file"
+    blocked.write_bytes(b"")
+    session = open_session(model, providers=("cpu",), graph_cache=blocked / "ort-cpu").session
+    assert session._model_path == str(model)

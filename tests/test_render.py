@@ -149,8 +149,10 @@ def test_render_on_a_two_node_cluster_with_fractional_gpus(tmp_path: Path) -> No
         output = tmp_path / "out.mp4"
         config = compose_config(
             f"+video={source}", f"+source={demo_source_image_path()}", f"output={output}",
-            "chunk.frames=5", "progress=false", "preview_frames=0",
-            "cluster.detect.replicas=2", "cluster.detect.num_gpus=0.25",
+            # Eight chunks of 5 (not keyframe-aligned): enough work for the four actors, as
+            # pools start no more actors than there are chunks.
+            "chunk.frames=5", "chunk.keyframe_aligned=false", "progress=false",
+            "preview_frames=0", "cluster.detect.replicas=2", "cluster.detect.num_gpus=0.25",
             "cluster.swap.replicas=4", "cluster.swap.num_gpus=0.5",
             "cluster.max_chunks_in_flight=4",
         )

@@ -237,6 +237,11 @@ def cpu_fingerprint() -> str:
     return f"{platform.machine()} {platform.processor()}"
 
 
+CPU_GRAPH_CACHE_MIN_BYTES = 32 << 20
+"""Model files smaller than this are optimised at every open: a detector of a few MB takes
+milliseconds, so a cached copy would only add files to the model cache."""
+
+
 def cpu_graph_cache_path(model: Path, root: Path) -> Path:
     """Where ORT's CPU-optimised graph of the model file `model` is kept under `root`.
 
@@ -257,6 +262,9 @@ def _open_cpu_cached(model: Path, threads: int, root: Path) -> ort.InferenceSess
     """A CPU session of `model` from its cached optimised graph, optimising and saving it first
     where there is none (`cpu_graph_cache_path`)."""
     cached = cpu_graph_cache_path(model, root)
+    plain = _session_options(threads)
+    if model.stat().st_size < CPU_GRAPH_CACHE_MIN_BYTES:
+        return ort.InferenceSession(str(model), sess_options=plain, providers=[CPU])
     if cached.is_file():
         try:
             return ort.InferenceSession(str(cached),
@@ -266,17 +274,22 @@ def _open_cpu_cached(model: Path, threads: int, root: Path) -> ort.InferenceSess
             log.warning("Optimised graph %s does not load (%s); optimising again", cached,
                         _first_line(error))
             cached.unlink(missing_ok=True)
-    root.mkdir(parents=True, exist_ok=True)
     private = root / f".{cached.name}.{socket.gethostname()}.{os.getpid()}.tmp"
-    options = _session_options(threads)
-    options.optimized_model_filepath = str(private)
     try:
-        session = ort.InferenceSession(str(model), sess_options=options, providers=[CPU])
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a read-only or odd cache: optimise as if there were none
+        log.info("No CPU graph cache at %s (%s)", root, error)
+        return ort.InferenceSession(str(model), sess_options=plain, providers=[CPU])
+    plain.optimized_model_filepath = str(private)
+    try:
+        session = ort.InferenceSession(str(model), sess_options=plain, providers=[CPU])
         if private.is_file():
-            os.replace(private, cached)
+            with contextlib.suppress(OSError):  # the session is good; only the cache missed
+                os.replace(private, cached)
         return session
     finally:
-        private.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            private.unlink(missing_ok=True)
 
 
 def file_digest(model: Path | bytes) -> str:
