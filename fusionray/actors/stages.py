@@ -283,16 +283,12 @@ def verify_scores_with_small(verifier: FaceVerifier, frame: av.VideoFrame,
     already made for the detector; a crop that shrinks it scores within 0.012 of the
     full-resolution crop (the demo path, 250 faces; `tests/test_render_gate.py`).
     """
-    scores: list[float | None] = [None] * len(faces)
-    for index, face in enumerate(faces):
-        if small_image_serves(face, scale_x, scale_y):
-            scores[index] = verifier.score(small, scale_face(face, 1 / scale_x, 1 / scale_y))
-    rest = [index for index, score in enumerate(scores) if score is None]
-    if rest:
-        for index, score in zip(rest, verify_scores(verifier, frame, [faces[i] for i in rest],
-                                                    turns), strict=True):
-            scores[index] = score
-    return [float(score) for score in scores if score is not None]
+    served = [small_image_serves(face, scale_x, scale_y) for face in faces]
+    rest = [face for face, from_small in zip(faces, served, strict=True) if not from_small]
+    # The full-resolution read only where a face needs it (it converts planes).
+    full = iter(verify_scores(verifier, frame, rest, turns) if rest else [])
+    return [verifier.score(small, scale_face(face, 1 / scale_x, 1 / scale_y)) if from_small
+            else next(full) for face, from_small in zip(faces, served, strict=True)]
 
 
 def verify_footprint(face: Face, width: int, height: int) -> Rect:

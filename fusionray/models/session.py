@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import os
+import platform
 import shutil
 import socket
 import time
@@ -232,8 +233,6 @@ def cpu_fingerprint() -> str:
                 facts.setdefault(key, value.strip())
         if facts:
             return json.dumps(facts, sort_keys=True)
-    import platform
-
     return f"{platform.machine()} {platform.processor()}"
 
 
