@@ -16,7 +16,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Probe a video (a path or a pyarrow.fs URI) the way a render would.")
     parser.add_argument("file", help="video path or URI (file://, s3://, gs://, hdfs://)")
     parser.add_argument("--chunk-frames", type=int, default=defaults.frames,
-                        help=f"frames per chunk for the estimate (default {defaults.frames})")
+                        help="frames per chunk for the estimate (default 0: auto, as a "
+                             "render plans)")
     parser.add_argument("--overlap", type=int, default=defaults.overlap,
                         help=f"overlap frames for the estimate (default {defaults.overlap})")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")

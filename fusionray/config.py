@@ -193,6 +193,10 @@ class SwapperConfig:
     """Source against target identity for the learned engine's embedding models, in [0, 1]:
     0.5 = the source alone, lower keeps some of the target, higher pushes past the source
     (FaceFusion's face-swapper weight)."""
+    batch: int = 0
+    """Rows (faces, or a boosted face's sub-images) per swapper call for the learned engines,
+    >= 1, or 0 = by provider: 1 on CPU, 8 on a GPU (`fusionray.models.providers.call_batch`).
+    Capped at 1 where the model's batch dimension cannot be freed."""
 
     def _check_face_models(self) -> None:
         from fusionray.faces.occlusion import OCCLUDER_CHOICES
@@ -215,6 +219,7 @@ class SwapperConfig:
                  "swapper.pixel_boost", self.pixel_boost,
                  "one of " + ", ".join(str(size) for size in sizes) + " for " + self.model)
         _require(0.0 <= self.weight <= 1.0, "swapper.weight", self.weight, "in [0, 1]")
+        _require(self.batch >= 0, "swapper.batch", self.batch, ">= 1, or 0 (by provider)")
         # Only the learned engine mixes the target's identity in; elsewhere the key would be
         # accepted and silently do nothing.
         _require(self.weight == 0.5 or self.name == "learned", "swapper.weight", self.weight,
@@ -492,8 +497,9 @@ def _positive_rate(text: str) -> Fraction | None:
 class ChunkConfig:
     """How the video is cut into units of work."""
 
-    frames: int = 48
-    """Frames owned by each chunk (>= 1)."""
+    frames: int = 0
+    """Frames owned by each chunk (>= 1), or 0 = auto: the video in about 16 chunks of 48 to
+    240 frames (`fusionray.media.plan.auto_chunk_frames`)."""
     overlap: int = 4
     """Extra frames read on each side of a chunk for temporal context (>= 0)."""
     keyframe_aligned: bool = True
@@ -502,7 +508,7 @@ class ChunkConfig:
     read decoding from the keyframe before it."""
 
     def __post_init__(self) -> None:
-        _require(self.frames >= 1, "chunk.frames", self.frames, ">= 1")
+        _require(self.frames >= 0, "chunk.frames", self.frames, ">= 1, or 0 (auto)")
         _require(self.overlap >= 0, "chunk.overlap", self.overlap, ">= 0")
 
 

@@ -99,7 +99,7 @@ def test_unknown_group_option_lists_choices() -> None:
         ("swapper.mask_blur=1.5", "swapper.mask_blur=1.5"),
         ("detector.name=scrd", "Unknown detector.name 'scrd'. Choose one of: blazeface"),
         ("swapper.blend=poisson", "Choose one of: laplacian, alpha"),
-        ("chunk.frames=0", "chunk.frames=0"),
+        ("chunk.frames=-1", "chunk.frames=-1"),
         ("cluster.swap.num_gpus=1.5", "cluster.swap.num_gpus=1.5"),
         ("detector.providers=[cuda,vulkan]", "Choose one of: tensorrt, cuda"),
         ("selection.mode=all", "Choose one of: one, many"),

@@ -11,7 +11,7 @@ from typing import Any
 import av
 
 from fusionray.config import ChunkConfig
-from fusionray.media.plan import decoded_frames, plan_video_chunks
+from fusionray.media.plan import chunk_frames_for, decoded_frames, plan_video_chunks
 from fusionray.media.probe import probe_video
 from fusionray.report.provenance import parse_provenance
 
@@ -47,12 +47,13 @@ class VideoDescription:
     keyframe_spacing: dict[str, float]
     """Frames between consecutive keyframes: min, mean, max (empty with one keyframe)."""
     chunk_frames: int
+    """Owned frames per chunk the plan aimed at (the auto length where 0 was asked)."""
     overlap: int
     chunks: int
     """Chunks a render with `chunk_frames` and `overlap` plans."""
     decoded_per_frame: float
-    """Frames decoded per frame rendered over both passes (detect, swap): 2 at best, more with
-    overlap and sparse keyframes (each chunk decodes from the keyframe before its range)."""
+    """Frames decoded per frame rendered (one decode per chunk): 1 at best, more with overlap
+    and sparse keyframes (a chunk decodes from the keyframe at or before its read range)."""
     provenance: str | None
     """The fusionray provenance tag, when this video is itself a fusionray output."""
 
@@ -61,7 +62,7 @@ class VideoDescription:
 
 
 def describe_video(
-    path: str | os.PathLike[str], *, chunk_frames: int = 48, overlap: int = 4
+    path: str | os.PathLike[str], *, chunk_frames: int = 0, overlap: int = 4
 ) -> VideoDescription:
     """Probe `path` and work out what a render with this chunking would do.
 
@@ -72,7 +73,8 @@ def describe_video(
     with av.open(os.fspath(path)) as container:
         streams = [_stream_line(stream) for stream in container.streams]
         tags = dict(container.metadata)
-    chunks = plan_video_chunks(info, ChunkConfig(frames=chunk_frames, overlap=overlap))
+    settings = ChunkConfig(frames=chunk_frames, overlap=overlap)
+    chunks = plan_video_chunks(info, settings)
     decoded = decoded_frames(chunks, info.keyframe_indices)  # one decode per chunk
     spacing = [b - a for a, b in pairwise(info.keyframe_indices)]
     found = parse_provenance(tags)
@@ -88,7 +90,7 @@ def describe_video(
         rotation=info.rotation,
         keyframes=len(info.keyframe_indices),
         keyframe_spacing=_spacing_stats(spacing),
-        chunk_frames=chunk_frames,
+        chunk_frames=chunk_frames_for(info, settings),
         overlap=overlap,
         chunks=len(chunks),
         decoded_per_frame=round(decoded / info.frame_count, 2),

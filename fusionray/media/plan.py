@@ -121,8 +121,39 @@ def decoded_frames(chunks: Sequence[Chunk], keyframes: Sequence[int]) -> int:
     return total
 
 
+AUTO_CHUNKS = 16
+"""Chunks `chunk.frames: 0` (auto) aims for: enough to spread a shot over a node's actors and
+balance them, few enough that each chunk's fixed costs stay small."""
+AUTO_CHUNK_FRAMES = (48, 240)
+"""Shortest and longest auto chunk, frames (2 and 10 s at 24 fps)."""
+
+
+def auto_chunk_frames(frame_count: int) -> int:
+    """Owned frames per chunk for `chunk.frames: 0`: `frame_count / AUTO_CHUNKS`, rounded up,
+    within `AUTO_CHUNK_FRAMES`.
+
+    Every chunk pays for its margins (2 * overlap frames decoded and detected again, `overlap`
+    look-ahead frames encoded and dropped), an encoder start with an IDR frame, and a remote
+    call: on the 2-core machine 48-frame chunks cost 2.0 ms of CPU a frame more than 192-frame
+    ones, 96-frame chunks 0.6 ms (benchmarks/RESULTS.md). Longer chunks are coarser units of
+    retry and balance, so a short shot keeps 48-frame chunks and a long one stops at 240 (a
+    farm rendering one short shot on many GPUs sets `chunk.frames` itself). Depends on the
+    video alone, never on the cluster: a rerun on another cluster plans the same chunks and
+    resumes.
+    """
+    _check_count("frame_count", frame_count, 1)
+    shortest, longest = AUTO_CHUNK_FRAMES
+    return min(longest, max(shortest, -(-frame_count // AUTO_CHUNKS)))
+
+
+def chunk_frames_for(info: VideoInfo, settings: ChunkConfig) -> int:
+    """`settings.frames`, or the auto length for `info` where it is 0."""
+    return settings.frames or auto_chunk_frames(info.frame_count)
+
+
 def plan_video_chunks(info: VideoInfo, settings: ChunkConfig) -> list[Chunk]:
     """The chunks a render of `info` uses with the `chunk.*` settings: on its keyframes
-    (`keyframe_aligned`) or exactly `settings.frames` each."""
-    return plan_chunks(info.frame_count, chunk_frames=settings.frames, overlap=settings.overlap,
+    (`keyframe_aligned`) or exactly `chunk_frames_for` each."""
+    return plan_chunks(info.frame_count, chunk_frames=chunk_frames_for(info, settings),
+                       overlap=settings.overlap,
                        keyframes=info.keyframe_indices if settings.keyframe_aligned else None)
