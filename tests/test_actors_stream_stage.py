@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fusionray.actors.stream_stage import StepClock, run_steps
+from fusionray.actors.stream_stage import StepClock, chain_steps, run_steps
 
 
 def double(items: Iterator[int]) -> Iterator[int]:
@@ -96,3 +96,72 @@ def test_busy_seconds_exclude_waiting_for_input() -> None:
     assert list(run_steps(slow_source(), [("double", double)], clock=clock)) == [0, 2, 4, 6, 8]
     assert clock.seconds["source"] >= 0.15
     assert clock.seconds["double"] < 0.05  # it waited about 0.2 s, but worked microseconds
+
+
+def test_chained_steps_keep_order_batch_and_count_each_steps_own_time() -> None:
+    """The one-core runner: same items as the threaded one; each step's busy seconds exclude
+    the steps before it, which run inside its pulls."""
+    def slow_double(items: Iterator[int]) -> Iterator[int]:
+        for item in items:
+            time.sleep(0.02)
+            yield item * 2
+
+    def slow_source() -> Iterator[int]:
+        for item in range(5):
+            time.sleep(0.04)
+            yield item
+
+    steps = [("double", slow_double), ("pairs", pairs)]
+    clock = StepClock()
+    threads_before = threading.active_count()
+    out = list(chain_steps(slow_source(), steps, clock=clock))
+    assert out == list(run_steps(slow_source(), steps)) == [(0, 2), (4, 6), (8,)]
+    assert threading.active_count() == threads_before  # no thread started
+    assert set(clock.seconds) == {"source", "double", "pairs"}
+    assert 0.18 <= clock.seconds["source"] < 0.4
+    assert 0.09 <= clock.seconds["double"] < 0.2  # 5 x 0.02 s, not the source's 0.2 s too
+    assert clock.seconds["pairs"] < 0.05
+
+
+@pytest.mark.parametrize("where", ["source", "middle", "last"])
+def test_an_error_in_a_chained_step_is_raised_and_every_step_is_closed(where: str) -> None:
+    closed: list[str] = []
+
+    def source() -> Iterator[int]:
+        try:
+            for item in range(1000):
+                if where == "source" and item == 5:
+                    raise OSError("decode failed at 5")
+                yield item
+        finally:
+            closed.append("source")
+
+    def failing(name: str):  # type: ignore[no-untyped-def]
+        def step(items: Iterator[int]) -> Iterator[int]:
+            try:
+                for item in items:
+                    if where == name and item == 5:
+                        raise RuntimeError(f"{name} failed at 5")
+                    yield item
+            finally:
+                closed.append(name)
+        return step
+
+    with pytest.raises((OSError, RuntimeError), match="failed at 5"):
+        list(chain_steps(source(), [("middle", failing("middle")), ("last", failing("last"))]))
+    assert sorted(closed) == ["last", "middle", "source"]
+
+
+def test_a_caller_that_stops_a_chain_early_closes_its_source() -> None:
+    closed: list[bool] = []
+
+    def source() -> Iterator[int]:
+        try:
+            yield from range(10**6)
+        finally:
+            closed.append(True)
+
+    iterator = chain_steps(source(), [("double", double)])
+    assert next(iterator) == 0
+    iterator.close()
+    assert closed == [True]

@@ -1,7 +1,8 @@
 """Render one chunk in one call: decode once, detect, track + smooth, swap, encode.
 
 The chunk's read range is decoded ONCE, streaming through steps on their own threads
-(`run_steps`), joined by bounded queues:
+(`run_steps`), joined by bounded queues (an actor of one core chains them in its own thread,
+`chain_steps`):
 
     decode ─► detect ─► track ─► prepare ─► forward ─► paste ─► encode (caller's thread)
 
@@ -68,7 +69,7 @@ from fusionray.actors.stages import (
     swapper_from_config,
     write_region,
 )
-from fusionray.actors.stream_stage import StepClock, run_steps
+from fusionray.actors.stream_stage import StepClock, chain_steps, run_steps
 from fusionray.config import RenderConfig
 from fusionray.faces.embed import ArcFaceEmbedder
 from fusionray.faces.identity import identity_similarities
@@ -358,7 +359,10 @@ class RenderStage:
                 yield lookahead.popleft()
 
         started = time.perf_counter()
-        rendered = timed(run_steps(decode(), steps, depth=self.queue_depth, clock=clock))
+        # One core: the steps take turns in this thread (threads would only contend for it).
+        stream = (run_steps(decode(), steps, depth=self.queue_depth, clock=clock)
+                  if self.threads > 1 else chain_steps(decode(), steps, clock=clock))
+        rendered = timed(stream)
         if info.sequence is not None:
             # Each owned frame becomes its own file, in the input's format.
             segment = encode_owned(rendered, info, chunk.start)
