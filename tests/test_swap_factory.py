@@ -12,6 +12,8 @@ from hydra import compose, initialize_config_dir
 
 from fusionray.actors import stages
 from fusionray.config import RenderConfig, register_configs, to_render_config
+from fusionray.errors import ConfigError
+from fusionray.models.providers import GPU_CALL_BATCH, call_batch
 from fusionray.swap import factory
 from fusionray.swap.base import SourceIdentity
 from fusionray.swap.classic import ClassicSwapper
@@ -57,13 +59,14 @@ def _source() -> SourceIdentity:
 
 def test_master_inswapper_renders_boosted_and_masked(tmp_path: Path) -> None:
     """quality=master swapper=inswapper through the render stage's constructor: pixel boost 512
-    (16 sub-images per face, batched 8 rows a call on the freed graph), box + occlusion +
-    region masks, GFPGAN 1.4; the identity fixtures give the face back."""
+    (16 sub-images per face, batched 8 rows a call on the freed graph as swapper.batch=8
+    asks), box + occlusion + region masks, GFPGAN 1.4; the identity fixtures give the face
+    back."""
     cache = fx.import_fixtures(tmp_path, inswapper_128=fx.build_identity_swapper(),
                                xseg_1=fm.build_xseg_fixture(),
                                bisenet_resnet_34=fm.build_bisenet_fixture(),
                                **{"gfpgan_1.4": fx.build_identity_enhancer()})
-    config = _compose(cache, "quality=master", "swapper=inswapper",
+    config = _compose(cache, "quality=master", "swapper=inswapper", "swapper.batch=8",
                       "swapper.enhancer_blend=0.0",
                       "swapper.mask_regions=[skin,brows,eyes,nose,mouth,lips]")
     engine = stages.swapper_from_config(config)  # The re-export the render stage uses.
@@ -110,6 +113,23 @@ def test_master_learned_renders_boosted_and_masked(tmp_path: Path) -> None:
     assert names == ("simswap_256", "crossface_simswap", "gfpgan_1.4", "xseg_1",
                      "bisenet_resnet_34")
     assert tuple(_loaded(engine)) == names
+
+
+def test_swapper_batch_is_the_configured_rows_or_the_providers_choice(tmp_path: Path) -> None:
+    """swapper.batch=N: N rows a call on any provider; 0 (the default): `call_batch` of the
+    session's provider, one on CPU and GPU_CALL_BATCH on a GPU; below 0: refused by name."""
+    cache = fx.import_fixtures(tmp_path, inswapper_128=fx.build_identity_swapper())
+    assert _compose(cache, "swapper=inswapper").swapper.batch == 0
+    chosen = swapper_from_config(_compose(cache, "swapper=inswapper", "swapper.batch=4"))
+    assert isinstance(chosen, InswapperSwapper) and chosen.max_batch == 4
+    auto = swapper_from_config(_compose(cache, "swapper=inswapper"))
+    assert isinstance(auto, InswapperSwapper) and auto.runner.batchable
+    assert auto.max_batch == call_batch(auto.runner.opened.provider) == 1
+    assert call_batch("CPUExecutionProvider") == 1
+    assert call_batch("CUDAExecutionProvider") == call_batch(
+        "TensorrtExecutionProvider") == GPU_CALL_BATCH > 1
+    with pytest.raises(ConfigError, match=r"swapper.batch=-1.*>= 1, or 0 \(by provider\)"):
+        _compose(cache, "swapper=inswapper", "swapper.batch=-1")
 
 
 def test_classic_needs_no_models(tmp_path: Path) -> None:

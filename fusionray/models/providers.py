@@ -41,6 +41,22 @@ CPU = PROVIDER_NAMES["cpu"]
 NVIDIA_PROVIDERS = (TENSORRT, CUDA)
 """Providers that open a CUDA context: only for a process that was given a GPU."""
 
+GPU_CALL_BATCH = 8
+"""Rows (faces or sub-images) per swapper call on a GPU provider when `swapper.batch` is 0
+(auto); TensorRT engines are tuned for `gpu.tensorrt_batch_opt`, also 8 by default."""
+
+
+def call_batch(provider: str) -> int:
+    """Rows per swapper call for `swapper.batch: 0` (auto) on `provider` (an ORT name).
+
+    One on CPU: there a batch only adds activation memory traffic (the inswapper stand-in at
+    batch 8 took 3.5 % longer a face than at batch 1 on the 2-core machine, and the freed graph
+    at batch 1 is as fast as the published one; benchmarks/RESULTS.md). `GPU_CALL_BATCH` on any
+    other provider: a GPU is fed in batches.
+    """
+    return 1 if provider == CPU else GPU_CALL_BATCH
+
+
 ProviderChain = tuple[tuple[str, dict[str, str]], ...]
 """What `ort.InferenceSession(providers=...)` takes: (ORT name, options) in priority order."""
 

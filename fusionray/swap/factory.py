@@ -57,6 +57,7 @@ def swapper_from_config(config: RenderConfig, *, threads: int = 1) -> Swapper:
         soft_mask=settings.soft_mask,
         enhancer=None if settings.enhancer == "none" else settings.enhancer,
         enhancer_blend=settings.enhancer_blend,
+        max_batch=settings.batch or None,  # 0: the provider decides (`call_batch`)
     )
     if settings.name == "inswapper":
         return build_swapper("inswapper", **common, model=swap_model_names(config)[0],

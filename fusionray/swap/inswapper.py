@@ -43,6 +43,7 @@ from fusionray.faces.paste import paste_crop
 from fusionray.models.batch import open_batched_runner
 from fusionray.models.loader import ModelOptions, ModelRunner
 from fusionray.models.onnx_file import OnnxFileParts
+from fusionray.models.providers import call_batch
 from fusionray.swap.base import FaceJob, SourceIdentity, require_outputs
 from fusionray.swap.job_mask import job_crop_mask
 from fusionray.swap.pixel_boost import (
@@ -137,7 +138,7 @@ class InswapperSwapper:
         soft_mask: bool = False,
         enhancer: str | None = None,
         enhancer_blend: float = 0.8,
-        max_batch: int = 8,
+        max_batch: int | None = 8,
         enhancer_fidelity: float = 0.5,
         pixel_boost: int = CROP_SIZE,
         masks: MaskRecipe | None = None,
@@ -161,6 +162,7 @@ class InswapperSwapper:
             enhancer_blend: weight of the enhanced face, in [0, 1].
             max_batch: most 128 px rows per swapper call, >= 1 (capped at 1 where the graph's
                 batch is fixed); a pixel-boosted face is (pixel_boost / 128)² rows.
+                None: by the provider the session opened on (`call_batch`: 1 on CPU).
             enhancer_fidelity: CodeFormer's fidelity weight, in [0, 1].
             pixel_boost: side of the aligned crop, one of `PIXEL_BOOST_SIZES` (128 = off); a
                 larger crop is swapped as (pixel_boost / 128)² interleaved 128 px sub-images
@@ -180,8 +182,8 @@ class InswapperSwapper:
             raise ConfigError(choices_message("blend", blend, BLEND_MODES))
         if not 1 <= blend_levels <= 8:
             raise ConfigError(f"Invalid blend_levels={blend_levels!r}: must be in [1, 8]")
-        if max_batch < 1:
-            raise ConfigError(f"Invalid max_batch={max_batch!r}: must be >= 1")
+        if max_batch is not None and max_batch < 1:
+            raise ConfigError(f"Invalid max_batch={max_batch!r}: must be >= 1, or None (auto)")
         if pixel_boost not in PIXEL_BOOST_SIZES:
             raise ConfigError(choices_message("pixel_boost", pixel_boost,
                                               [str(size) for size in PIXEL_BOOST_SIZES]))
@@ -195,7 +197,7 @@ class InswapperSwapper:
         self.options = options or ModelOptions()
         self.recognizer = recognizer
         notes: list[str] = []
-        if max_batch > 1:
+        if max_batch is None or max_batch > 1:
             self.runner, source_path, plan = open_batched_runner(model, self.options)
             notes += [plan.note] if plan.note else []
         else:
@@ -203,6 +205,8 @@ class InswapperSwapper:
             source_path = self.runner.path
         self.provider = self.runner.provider
         self.emap = load_emap(source_path)
+        if max_batch is None:
+            max_batch = call_batch(self.runner.opened.provider)
         self.max_batch = max_batch if self.runner.batchable else 1
         """Most 128 px rows per swapper call (1 where the graph's batch could not be freed)."""
         self.mask = build_face_mask(self.crop_size, padding=mask_padding, blur=mask_blur)

@@ -51,6 +51,7 @@ from fusionray.faces.parser import FACE_REGIONS, FaceParser
 from fusionray.faces.paste import paste_crop
 from fusionray.models.batch import open_batched_runner
 from fusionray.models.loader import ModelOptions, ModelRunner
+from fusionray.models.providers import call_batch
 from fusionray.swap.base import FaceJob, SourceIdentity, require_outputs
 from fusionray.swap.job_mask import job_crop_mask
 from fusionray.swap.pixel_boost import boost_factor, explode_pixel_boost, implode_pixel_boost
@@ -186,7 +187,7 @@ class LearnedSwapper:
         enhancer: str | None = None,
         enhancer_blend: float = 0.8,
         enhancer_fidelity: float = 0.5,
-        max_batch: int = 8,
+        max_batch: int | None = 8,
     ) -> None:
         """Open the swapper (and its converter, masks, landmarker, enhancer) once.
 
@@ -196,6 +197,7 @@ class LearnedSwapper:
             pixel_boost: crop side, a multiple of the model's size (None: the model's size).
             max_batch: most model-size rows per call, >= 1 (capped at 1 where the graph's
                 batch is fixed); a pixel-boosted face is (pixel_boost / size)² rows.
+                None: by the provider the session opened on (`call_batch`: 1 on CPU).
             Others: as `InswapperSwapper`.
 
         Raises:
@@ -205,8 +207,8 @@ class LearnedSwapper:
             raise ConfigError(choices_message("swapper model", model, LEARNED_SWAPPERS))
         if not 0.0 <= weight <= 1.0:
             raise ConfigError(f"Invalid swapper weight={weight!r}: must be in [0, 1]")
-        if max_batch < 1:
-            raise ConfigError(f"Invalid max_batch={max_batch!r}: must be >= 1")
+        if max_batch is not None and max_batch < 1:
+            raise ConfigError(f"Invalid max_batch={max_batch!r}: must be >= 1, or None (auto)")
         self.contract = SWAPPER_CONTRACTS[model]
         if weight != 0.5 and self.contract.source == "frame":
             raise ConfigError(f"Invalid swapper weight={weight!r}: must be 0.5 with {model} "
@@ -217,12 +219,14 @@ class LearnedSwapper:
         self.crop_size = pixel_boost or self.contract.size
         self.boost = boost_factor(self.crop_size, self.contract.size)
         notes: list[str] = []
-        if max_batch > 1:
+        if max_batch is None or max_batch > 1:
             self.runner, _, plan = open_batched_runner(model, self.options)
             notes += [plan.note] if plan.note else []
         else:
             self.runner = ModelRunner(model, self.options)
         self.provider = self.runner.provider
+        if max_batch is None:
+            max_batch = call_batch(self.runner.opened.provider)
         self.max_batch = max_batch if self.runner.batchable else 1
         """Most model-size rows per call (1 where the graph's batch could not be freed)."""
         self.converter = (ModelRunner(self.contract.converter, self.options)
