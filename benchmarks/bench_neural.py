@@ -285,6 +285,7 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
         times: dict[str, list[float]] = {"fusionray": [], "loop": []}
+        run_json: dict[str, object] = {}
         for round_index in range(args.repeats):
             for name in ("fusionray", "loop"):
                 output = folder / f"{name}-{round_index}.mp4"
@@ -299,6 +300,8 @@ def main() -> None:
                 seconds, stdout = timed_process(command, env=env)
                 times[name].append(seconds)
                 detail = ""
+                if name == "fusionray":
+                    run_json = json.loads(output.with_suffix(".run.json").read_text())
                 if name == "loop":
                     info = json.loads(stdout.strip().splitlines()[-1])
                     detail = (f" (load {info['load_seconds']:.1f} s, {info['swapped']}/"
@@ -321,6 +324,15 @@ def main() -> None:
              float(floor["batched"]) * frames)]
     for label, seconds in rows:
         print(f"{label:44s} {seconds:9.1f} {frames / seconds:9.2f} {loop_s / seconds:7.2f}x")
+    if run_json:
+        # Where fusionray's wall went (last round): stage seconds are busy seconds of steps
+        # that overlap on the actor's threads, so they add up to more than the wall.
+        stages = dict(run_json.get("stage_seconds", {}))  # type: ignore[call-overload]
+        print(f"fusionray last round: wall {run_json['wall_seconds']} s in the job, actors "
+              f"{run_json['actors']}, threads {run_json['actor_threads']}, notes "
+              f"{run_json.get('notes') or 'none'}")
+        print("fusionray stage seconds: " + ", ".join(
+            f"{key} {float(value):.1f}" for key, value in sorted(stages.items())))
     best_floor = min(float(floor["batch1"]), float(floor["batched"])) * frames
     print(f"fusionray is {loop_s / fusionray_s:.2f}x the loop and takes "
           f"{fusionray_s / best_floor:.2f}x the model-alone floor ({best_floor:.1f} s); "

@@ -607,6 +607,10 @@ class ClusterConfig:
     hang_floor_seconds: float = 120.0
     """Never call a chunk hung before this many seconds (before any chunk has finished the
     limit is hang_factor x hang_floor_seconds)."""
+    pin_cpus: bool = True
+    """With a local Ray of the job's own: when the CPU actors' threads fill this machine
+    exactly, keep each actor on its own cores (`fusionray.actors.pools.core_sets`). A cluster
+    joined by address is never pinned."""
     elastic: bool = False
     """Size pools from what the cluster has or can add, ask the autoscaler for the rest, and
     grow or shrink them as nodes join or leave mid-job (studio clusters)."""

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from fusionray.actors.pools import StageClasses
 from fusionray.actors.render_stage import RenderStage
+from fusionray.config import RenderConfig
 
 
 class FaultyRenderStage(RenderStage):
@@ -52,3 +53,13 @@ def faulty_stages(**hooks: Any) -> StageClasses:
     actors by value)."""
     stage = type("FaultyRenderStage", (FaultyRenderStage,), {"hooks": dict(hooks)})
     return StageClasses(render=stage)
+
+
+class AffinityStage:
+    """A stage that answers with the CPUs its actor may run on (the pools' pinning test)."""
+
+    def __init__(self, config: RenderConfig, *, threads: int) -> None:
+        self.threads = threads
+
+    def __call__(self, *_: Any) -> frozenset[int]:
+        return frozenset(os.sched_getaffinity(0))

@@ -3,15 +3,26 @@ that cover the cores; elastic pools; and the shipped cluster recipes against the
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import ray
 import yaml
 
-from fusionray.actors.pools import PoolPlan, actor_bundle, bundles_that_fit, plan_pool
-from fusionray.config import ClusterConfig, PoolConfig
+from fusionray.actors import pools
+from fusionray.actors.pools import (
+    PoolPlan,
+    actor_bundle,
+    bundles_that_fit,
+    core_sets,
+    plan_pool,
+    start_pool,
+)
+from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
 from fusionray.errors import ConfigError
 from fusionray.jobs.scheduler import hang_limit_seconds
+from tests.fault_stages import AffinityStage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,3 +170,54 @@ def test_each_recipe_runs_the_studio_pools(recipe: str) -> None:
         else:  # autoscaling (from zero): wait for it, and the whole target fits at the top
             assert cluster.elastic and start.missing > 0
             assert grown.missing == 0 == bundles_that_fit(at_start, actor_bundle(pool))
+
+
+@pytest.mark.parametrize(
+    ("cpus", "actors", "threads", "expected"),
+    [
+        # Two one-core actors on 2 cores: one core each.
+        ([0, 1], 2, 1, ((0,), (1,))),
+        # Four 4-thread actors on 16 cores (in any order): consecutive quarters.
+        (list(range(15, -1, -1)), 4, 4, ((0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11),
+                                         (12, 13, 14, 15))),
+        # A cpuset that is not 0..n-1 keeps its own numbers.
+        ([2, 3, 6, 7], 2, 2, ((2, 3), (6, 7))),
+        # One actor: nothing to keep apart.
+        ([0, 1], 1, 2, ()),
+        # Not filling the machine (another job may pin the rest): no pinning.
+        (list(range(16)), 4, 2, ()),
+        ([0, 1], 3, 1, ()),
+    ],
+)
+def test_core_sets(cpus: list[int], actors: int, threads: int,
+                   expected: tuple[tuple[int, ...], ...]) -> None:
+    assert core_sets(cpus, actors, threads) == expected
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux CPU affinity and two cores")
+@pytest.mark.parametrize(("own_node", "pin_cpus", "pinned"),
+                         [(True, True, True), (False, True, False), (True, False, False)])
+def test_render_actors_that_fill_the_jobs_own_machine_keep_to_their_own_cores(
+    local_ray: None, monkeypatch: pytest.MonkeyPatch, own_node: bool, pin_cpus: bool,
+    pinned: bool,
+) -> None:
+    """Two one-core render actors on a 2-CPU Ray of the job's own: one core each, set before
+    the stage opens anything; a joined cluster, or pin_cpus=false, leaves the OS in charge."""
+    machine = sorted(os.sched_getaffinity(0))
+    # The local Ray has 2 CPUs; on a larger machine, pretend it has just its first two.
+    monkeypatch.setattr(pools.os, "sched_getaffinity", lambda _: set(machine[:2]))
+    config = RenderConfig(video="demo", cluster=ClusterConfig(
+        swap=PoolConfig(replicas=2, num_cpus=1), pin_cpus=pin_cpus))
+    pool = start_pool("render", config, AffinityStage, chunks=4, own_node=own_node)
+    try:
+        seen = set(ray.get([member.actor.run.remote() for member in pool.members]))
+    finally:
+        pool.shutdown()
+        pools.wait_for_release(pool)
+    if pinned:
+        assert pool.cores == ((machine[0],), (machine[1],))
+        assert seen == {frozenset({machine[0]}), frozenset({machine[1]})}
+    else:
+        assert pool.cores == ()
+        assert seen == {frozenset(machine)}

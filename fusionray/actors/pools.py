@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,7 +46,13 @@ class StageClasses:
 class StageActor:
     """Ray actor holding one stage instance; `run` maps a chunk to the stage's result."""
 
-    def __init__(self, stage_class: type, config: RenderConfig, threads: int) -> None:
+    def __init__(self, stage_class: type, config: RenderConfig, threads: int,
+                 cores: tuple[int, ...] = ()) -> None:
+        """`cores`: the CPUs this actor keeps to (`core_sets`; empty: wherever the OS puts
+        it). Set before the stage opens anything, so the decoder, encoder and inference
+        threads it starts inherit them; a restarted actor gets the same cores."""
+        if cores and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, cores)
         self.stage = stage_class(config, threads=threads)
 
     def run(self, *args: Any) -> Any:
@@ -154,6 +161,21 @@ def plan_pool(
     return PoolPlan(actors=actors, target=max(target, 1), threads=max(1, threads))
 
 
+def core_sets(cpus: Sequence[int], actors: int, threads: int) -> tuple[tuple[int, ...], ...]:
+    """Each actor's own cores, when `actors` actors of `threads` threads fill `cpus` (this
+    machine's) exactly; () otherwise (pure).
+
+    Unpinned, two one-core render actors on the 2-core machine migrate between the cores and
+    lose their warm caches: the chunks took 4 % longer (benchmarks/RESULTS.md). Only a pool
+    that fills the machine is pinned: pinning part of it would put another job's pinned actors
+    on the same cores while others idle, and a single actor has nothing to keep apart from.
+    """
+    ordered = sorted(cpus)
+    if actors < 2 or threads < 1 or actors * threads != len(ordered):
+        return ()
+    return tuple(tuple(ordered[i * threads:(i + 1) * threads]) for i in range(actors))
+
+
 # --- the pool --------------------------------------------------------------------------------
 
 
@@ -174,6 +196,8 @@ class Member:
     """When the call at the head of `queue` started (monotonic seconds)."""
     chunks: int = 0
     """Calls that finished on it."""
+    slot: int = 0
+    """Which of the pool's core sets it keeps to (`ActorPool.cores`), if any."""
 
 
 class ActorPool:
@@ -181,9 +205,11 @@ class ActorPool:
 
     def __init__(
         self, kind: PoolKind, stage_class: type, config: RenderConfig, pool: PoolConfig,
-        plan: PoolPlan,
+        plan: PoolPlan, *, cores: tuple[tuple[int, ...], ...] = (),
     ) -> None:
+        """`cores`: one core set per actor slot (`core_sets`), or () for no pinning."""
         self.kind = kind
+        self.cores = cores
         self.config = config
         self.pool = pool
         self.plan = plan
@@ -216,8 +242,12 @@ class ActorPool:
         """Start one actor; it takes chunks once its ping answers."""
         name = f"{self.kind}-{self._started}"
         self._started += 1
-        actor = self._remote.remote(self.stage_class, self.config, self.plan.threads)
-        member = Member(name=name, actor=actor)
+        # A replacement takes the core set its predecessor left.
+        held = {member.slot for member in self.members}
+        slot = min(set(range(len(self.members) + 1)) - held)
+        cores = self.cores[slot] if slot < len(self.cores) else ()
+        actor = self._remote.remote(self.stage_class, self.config, self.plan.threads, cores)
+        member = Member(name=name, actor=actor, slot=slot)
         self.members.append(member)
         self.all_members.append(member)
         self.pings[actor.node_id.remote()] = member  # type: ignore[attr-defined]
@@ -346,10 +376,12 @@ def largest_node_cpus() -> float | None:
 
 def start_pool(
     kind: PoolKind, config: RenderConfig, stage_class: type, *,
-    chunks: int | None = None, say: Any = print,
+    chunks: int | None = None, say: Any = print, own_node: bool = False,
 ) -> ActorPool:
     """Plan a pool from the free resources and start it (Ray must be initialised); `chunks`:
-    how many chunks it will run (`plan_pool`).
+    how many chunks it will run (`plan_pool`); `own_node`: Ray is this job's own, on this
+    machine, so with `cluster.pin_cpus` a CPU pool that fills it keeps each actor on its own
+    cores (`core_sets`).
 
     Elastic pools ask the autoscaler for the actors that do not fit and wait at most
     `cluster.resource_wait_seconds` for the first one, saying what they wait for.
@@ -381,7 +413,10 @@ def start_pool(
             time.sleep(1.0)
             plan = plan_pool(pool, cluster, ray.available_resources(), kind=kind,
                              node_cpus=largest_node_cpus(), chunks=chunks)
-    actors = ActorPool(kind, stage_class, config, pool, plan)
+    cores: tuple[tuple[int, ...], ...] = ()
+    if own_node and cluster.pin_cpus and pool.num_gpus == 0 and hasattr(os, "sched_getaffinity"):
+        cores = core_sets(sorted(os.sched_getaffinity(0)), plan.actors, plan.threads)
+    actors = ActorPool(kind, stage_class, config, pool, plan, cores=cores)
     actors.start()
     return actors
 

@@ -421,7 +421,7 @@ def run_shots(
             group_config = group[0].config
             render_pool = start_pool("render", group_config, stage_classes.render,
                                      chunks=sum(len(group_tasks) for group_tasks in
-                                                tasks.values()))
+                                                tasks.values()), own_node=started_ray)
             pools.append(render_pool)
             actors["render"] = max(actors["render"], len(render_pool))
             threads["render"] = render_pool.plan.threads
