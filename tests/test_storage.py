@@ -148,3 +148,25 @@ def test_render_from_and_to_s3(s3: S3Server, tmp_path: Path) -> None:
     fetched = tmp_path / "fetched.mp4"
     client.download_file(BUCKET, "out/demo.swapped.mp4", str(fetched))
     assert read_provenance(fetched) is not None
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_write_atomic_replaces_whole_or_leaves_the_old_file(tmp_path: Path, durable: bool) -> None:
+    """The writer sees a hidden temporary file with the target's extension; a failed write
+    leaves the old file and no temporary file; a good one replaces it."""
+    target = tmp_path / "run.faces.parquet"
+    target.write_bytes(b"old")
+    seen: list[Path] = []
+
+    def failing(partial: Path) -> None:
+        seen.append(partial)
+        partial.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        storage.write_atomic(target, failing, durable=durable)
+    assert seen[0].parent == tmp_path and seen[0].name.startswith(".run.faces.partial-")
+    assert seen[0].suffix == ".parquet"
+    assert target.read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["run.faces.parquet"]
+    storage.write_atomic(target, lambda partial: partial.write_bytes(b"new"), durable=durable)
+    assert target.read_bytes() == b"new" and sorted(os.listdir(tmp_path)) == ["run.faces.parquet"]

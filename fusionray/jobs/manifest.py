@@ -29,6 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fusionray.media.storage import write_atomic
 from fusionray.types import Chunk, VideoInfo
 
 log = logging.getLogger("fusionray")
@@ -91,20 +92,6 @@ def input_identity(info: VideoInfo, sources: list[Path]) -> str:
         "sources": [sha256_file(path) for path in sources],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-def write_file_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary name and a rename (no torn files)."""
-    partial = path.with_name(path.name + ".partial")
-    try:
-        with partial.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -227,7 +214,7 @@ class Manifest:
     ) -> Path:
         """Write a chunk's segment, then list it in the manifest (in that order)."""
         path = self.segment_path(chunk)
-        write_file_atomic(path, segment)
+        write_atomic(path, lambda partial: partial.write_bytes(segment), durable=True)
         self.rows[chunk.index] = FinishedChunk(
             chunk=chunk.index, start=chunk.start, stop=chunk.stop, segment=path.name,
             bytes=len(segment), sha256=sha256_bytes(segment), config_hash=self.config_hash,
@@ -270,9 +257,7 @@ class Manifest:
         """Compact: every row into the Parquet file, then an empty record file."""
         rows = [self.rows[index].__dict__ for index in sorted(self.rows)]
         table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-        partial = self.path.with_name(self.path.name + ".partial")
-        pq.write_table(table, partial)
-        os.replace(partial, self.path)
+        write_atomic(self.path, lambda partial: pq.write_table(table, partial))
         self.records_path.unlink(missing_ok=True)
 
     def _clear_folder(self) -> None:
@@ -314,10 +299,8 @@ def _read_records(path: Path) -> list[dict[str, object]]:
 
 
 def write_parquet_atomic(path: Path, table: pa.Table) -> None:
-    """Write a Parquet table through a temporary name and a rename."""
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    pq.write_table(table, partial)
-    os.replace(partial, path)
+    """Write a Parquet table whole or not at all (`write_atomic`)."""
+    write_atomic(path, lambda partial: pq.write_table(table, partial))
 
 
 def chunk_faces_path(manifest: Manifest, chunk: Chunk) -> Path:

@@ -4,7 +4,6 @@ preview, the face-tracks export, and the upload of all of them to a remote desti
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ from fusionray.media.sequence import (
     probe_sequence,
     write_frame_records,
 )
-from fusionray.media.storage import publish, publish_all, sibling
+from fusionray.media.storage import publish, publish_all, sibling, write_atomic
 from fusionray.report.preview import build_preview, preview_indices
 from fusionray.report.provenance import provenance_metadata
 from fusionray.types import Chunk, ImageSequence, VideoInfo
@@ -110,10 +109,11 @@ def write_preview(config: RenderConfig, info: VideoInfo, output: Path, target: P
         after += [to_display(f, output_info.rotation)
                   for _, f in decode_frames(output_info, index, index + 1)]
     strip = build_preview(indices, before, after)
-    partial = target.with_name(f".{target.name}.partial-{os.getpid()}.png")
-    if not cv2.imwrite(str(partial), strip):
-        raise OutputError(f"Could not write preview image: '{target}'")
-    os.replace(partial, target)
+    def write_png(partial: Path) -> None:
+        if not cv2.imwrite(str(partial), strip):
+            raise OutputError(f"Could not write preview image: '{target}'")
+
+    write_atomic(target, write_png)
 
 
 def write_sidecars(
@@ -130,9 +130,7 @@ def write_sidecars(
         Notes naming each sidecar that was not written, and why.
     """
     def config_file() -> None:
-        partial = paths.config.with_name(f".{paths.config.name}.partial-{os.getpid()}")
-        partial.write_text(config_yaml)
-        os.replace(partial, paths.config)
+        write_atomic(paths.config, lambda partial: partial.write_text(config_yaml))
 
     writers: list[tuple[str, Path, Callable[[], None]]] = [("config", paths.config, config_file)]
     if config.export_faces:

@@ -46,6 +46,7 @@ from av.video.codeccontext import VideoCodecContext
 from fusionray.errors import MediaError, OutputError
 from fusionray.media.exr import display_frame, encode_display_frame, read_exr
 from fusionray.media.formats import SEQUENCE_CODECS, SEQUENCE_PIX_FMTS
+from fusionray.media.storage import write_atomic
 from fusionray.types import FrameBGR, ImageSequence, VideoInfo
 
 _NUMBERED = re.compile(r"^(?P<prefix>.*?)(?P<digits>\d+)(?P<suffix>\.[A-Za-z0-9]+)$")
@@ -330,16 +331,7 @@ def write_frame_atomic(path: Path, data: bytes) -> bool:
     try:
         if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
             return False
-        partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-        try:
-            with partial.open("wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, path)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda partial: partial.write_bytes(data), durable=True)
     except OSError as error:
         raise OutputError(f"Cannot write frame '{path}': {error.strerror or error}") from None
     return True
@@ -448,9 +440,7 @@ def write_frame_records(path: Path, target: ImageSequence, *, job_key: str) -> N
     body = {"version": FRAMES_RECORD_VERSION, "job_key": job_key, "pattern": target.pattern,
             "first": target.first,
             "frames": {name: [r.size, r.sha256] for name, r in records.items()}}
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    partial.write_text(json.dumps(body, indent=1))
-    os.replace(partial, path)
+    write_atomic(path, lambda partial: partial.write_text(json.dumps(body, indent=1)))
 
 
 def verified_frames(path: Path, target: ImageSequence, *, job_key: str) -> frozenset[int]:

@@ -35,7 +35,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -54,6 +54,33 @@ ENTRY_LOCK = ".lock"
 """File in each input-cache entry folder that its downloader holds locked (`flock`)."""
 
 log = logging.getLogger("fusionray")
+
+
+def write_atomic(path: Path, write: Callable[[Path], object], *, durable: bool = False) -> None:
+    """Write `path` whole or not at all: `write` fills a temporary file beside it
+    (`.STEM.partial-PID.SUFFIX`, so writers that pick a format by extension still see it),
+    which is then renamed onto `path`. Readers see the old file or the new one, never a torn
+    one; the temporary file is removed when anything fails.
+
+    Args:
+        path: the local file to write.
+        write: writes the file it is given (e.g. `lambda p: p.write_bytes(data)`).
+        durable: flush the data to disk before the rename (what a rerun trusts after a crash:
+            segments, frames), not only to the page cache.
+    """
+    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        write(partial)
+        if durable:
+            descriptor = os.open(partial, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager

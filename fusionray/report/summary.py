@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from fusionray.media.storage import write_atomic
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,9 @@ class RunSummary:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to `path` through a temporary file and a rename."""
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, path)
+    """Write JSON to `path` whole or not at all (`write_atomic`)."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    write_atomic(path, lambda partial: partial.write_text(text))
 
 
 def write_summary(path: Path, summary: RunSummary) -> None:

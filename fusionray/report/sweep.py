@@ -42,6 +42,7 @@ import yaml
 
 from fusionray.media.decode import decode_frames
 from fusionray.media.probe import probe_video
+from fusionray.media.storage import write_atomic
 from fusionray.report.preview import preview_indices
 from fusionray.types import VideoInfo
 
@@ -298,8 +299,8 @@ def summarize_sweep(sweep_dir: str | os.PathLike[str], *, sheet_frames: int = 3)
         sheet_rows.append((label, tiles))
 
     table = pa.Table.from_pylist(records)
-    _write_atomic(folder / SUMMARY_PARQUET, lambda p: pq.write_table(table, p))
-    _write_atomic(folder / SUMMARY_CSV, lambda p: pacsv.write_csv(table, p))
+    write_atomic(folder / SUMMARY_PARQUET, lambda p: pq.write_table(table, p))
+    write_atomic(folder / SUMMARY_CSV, lambda p: pacsv.write_csv(table, p))
     if first_input is not None:
         input_tiles = []
         for index in sheet_indices:
@@ -307,7 +308,7 @@ def summarize_sweep(sweep_dir: str | os.PathLike[str], *, sheet_frames: int = 3)
             input_tiles.append(_tile(frame, _crop_box(reference_boxes, index, frame.shape[:2])))
         sheet_rows.insert(0, (["input", Path(first_input.path).name], input_tiles))
         sheet = build_contact_sheet(sheet_indices, sheet_rows)
-        _write_atomic(folder / CONTACT_SHEET, lambda p: _imwrite(p, sheet))
+        write_atomic(folder / CONTACT_SHEET, lambda p: _imwrite(p, sheet))
     return table
 
 
@@ -318,7 +319,3 @@ def _imwrite(path: Path, image: np.ndarray) -> None:
     path.write_bytes(encoded.tobytes())
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    write(partial)
-    os.replace(partial, path)
