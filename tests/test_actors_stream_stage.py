@@ -52,9 +52,17 @@ def test_steps_overlap_in_time() -> None:
     assert time.perf_counter() - started < 0.9
 
 
+RUNNERS = {"threads": run_steps, "chained": chain_steps}
+
+
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
 @pytest.mark.parametrize("where", ["source", "middle", "last"])
-def test_an_error_in_any_thread_is_the_callers_and_stops_every_thread(where: str) -> None:
-    closed = threading.Event()
+def test_an_error_in_any_step_is_the_callers_and_closes_every_step(
+    runner: str, where: str,
+) -> None:
+    """Threads or chained: the first error is raised in the caller's thread, every generator
+    (the source's decoder included) is closed, and no thread is left running."""
+    closed: list[str] = []
 
     def source() -> Iterator[int]:
         try:
@@ -63,19 +71,24 @@ def test_an_error_in_any_thread_is_the_callers_and_stops_every_thread(where: str
                     raise OSError("decode failed at 5")
                 yield item
         finally:
-            closed.set()
+            closed.append("source")
 
     def failing(name: str):  # type: ignore[no-untyped-def]
         def step(items: Iterator[int]) -> Iterator[int]:
-            for item in items:
-                if where == name and item == 5:
-                    raise RuntimeError(f"{name} failed at 5")
-                yield item
+            try:
+                for item in items:
+                    if where == name and item == 5:
+                        raise RuntimeError(f"{name} failed at 5")
+                    yield item
+            finally:
+                closed.append(name)
         return step
 
     with pytest.raises((OSError, RuntimeError), match="failed at 5"):
-        list(run_steps(source(), [("middle", failing("middle")), ("last", failing("last"))]))
-    assert closed.is_set(), "the source generator is closed (its decoder released)"
+        list(RUNNERS[runner](source(), [("middle", failing("middle")),
+                                        ("last", failing("last"))]))
+    assert "source" in closed, "the source generator is closed (its decoder released)"
+    assert sorted(closed) == ["last", "middle", "source"]
     assert running_steps() == []
 
 
@@ -121,35 +134,6 @@ def test_chained_steps_keep_order_batch_and_count_each_steps_own_time() -> None:
     assert 0.18 <= clock.seconds["source"] < 0.4
     assert 0.09 <= clock.seconds["double"] < 0.2  # 5 x 0.02 s, not the source's 0.2 s too
     assert clock.seconds["pairs"] < 0.05
-
-
-@pytest.mark.parametrize("where", ["source", "middle", "last"])
-def test_an_error_in_a_chained_step_is_raised_and_every_step_is_closed(where: str) -> None:
-    closed: list[str] = []
-
-    def source() -> Iterator[int]:
-        try:
-            for item in range(1000):
-                if where == "source" and item == 5:
-                    raise OSError("decode failed at 5")
-                yield item
-        finally:
-            closed.append("source")
-
-    def failing(name: str):  # type: ignore[no-untyped-def]
-        def step(items: Iterator[int]) -> Iterator[int]:
-            try:
-                for item in items:
-                    if where == name and item == 5:
-                        raise RuntimeError(f"{name} failed at 5")
-                    yield item
-            finally:
-                closed.append(name)
-        return step
-
-    with pytest.raises((OSError, RuntimeError), match="failed at 5"):
-        list(chain_steps(source(), [("middle", failing("middle")), ("last", failing("last"))]))
-    assert sorted(closed) == ["last", "middle", "source"]
 
 
 def test_a_caller_that_stops_a_chain_early_closes_its_source() -> None:

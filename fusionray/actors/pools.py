@@ -415,7 +415,7 @@ def start_pool(
                              node_cpus=largest_node_cpus(), chunks=chunks)
     cores: tuple[tuple[int, ...], ...] = ()
     if own_node and cluster.pin_cpus and pool.num_gpus == 0 and hasattr(os, "sched_getaffinity"):
-        cores = core_sets(sorted(os.sched_getaffinity(0)), plan.actors, plan.threads)
+        cores = core_sets(tuple(os.sched_getaffinity(0)), plan.actors, plan.threads)
     actors = ActorPool(kind, stage_class, config, pool, plan, cores=cores)
     actors.start()
     return actors

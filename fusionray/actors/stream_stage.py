@@ -190,7 +190,8 @@ def chain_steps(
                 inclusive[name] += time.perf_counter() - started
             yield item
 
-    layers: list[Iterator[Any]] = [timed("source", source)]
+    first = iter(source)  # a generator source is its own iterator: closed below with the rest
+    layers: list[Iterator[Any]] = [first, timed("source", first)]
     for name, step in steps:
         made = iter(step(layers[-1]))
         layers += [made, timed(name, made)]
@@ -201,8 +202,6 @@ def chain_steps(
             close = getattr(layer, "close", None)
             if close is not None:
                 close()
-        if isinstance(source, Iterator) and callable(getattr(source, "close", None)):
-            source.close()  # type: ignore[attr-defined]
         if clock is not None:
             for before, name in itertools.pairwise(names):
                 clock.add(name, max(0.0, inclusive[name] - inclusive[before]))
