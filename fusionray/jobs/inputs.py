@@ -38,20 +38,20 @@ class OutputPaths:
     def for_sequence(cls, folder: Path) -> OutputPaths:
         """An image-sequence output: `video` is its folder, the sidecars sit beside it, named
         after it (`shot.swapped/` -> `shot.swapped.run.json`)."""
-        return cls(
-            video=folder,
-            run_json=folder.with_name(f"{folder.name}.run.json"),
-            preview=folder.with_name(f"{folder.name}.preview.png"),
-            config=folder.with_name(f"{folder.name}.config.yaml"),
-            faces=folder.with_name(f"{folder.name}.faces.parquet"),
-            work=folder.with_name(f".{folder.name}.fusionray-work"),
-            sequence=True,
-            frames=folder.with_name(f"{folder.name}.frames.json"),
-        )
+        return cls._with_sidecars(folder, folder.name, sequence=True,
+                                  frames=folder.with_name(f"{folder.name}.frames.json"))
 
     @classmethod
     def for_video(cls, video: Path) -> OutputPaths:
-        stem = video.stem
+        """A video output: the sidecars sit beside it, named after its stem (`shot.mp4` ->
+        `shot.run.json`)."""
+        return cls._with_sidecars(video, video.stem)
+
+    @classmethod
+    def _with_sidecars(cls, video: Path, stem: str, *, sequence: bool = False,
+                       frames: Path | None = None) -> OutputPaths:
+        """`video` with `<stem>.run.json`, `.preview.png`, `.config.yaml` and `.faces.parquet`
+        beside it, and its hidden work folder."""
         return cls(
             video=video,
             run_json=video.with_name(f"{stem}.run.json"),
@@ -59,6 +59,8 @@ class OutputPaths:
             config=video.with_name(f"{stem}.config.yaml"),
             faces=video.with_name(f"{stem}.faces.parquet"),
             work=video.with_name(f".{video.name}.fusionray-work"),
+            sequence=sequence,
+            frames=frames,
         )
 
 
