@@ -270,9 +270,12 @@ def test_a_phased_engine_gets_the_faces_of_several_frames_in_one_forward(tmp_pat
     assert result.segment == expected.segment
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 def test_an_error_in_the_swap_is_the_chunks_error_and_no_thread_is_left(
-    tmp_path: Path,
+    tmp_path: Path, threads: int,
 ) -> None:
+    """threads=2: the steps on their own threads (`run_steps`); 1: chained in the caller's
+    thread (`chain_steps`)."""
     import threading
 
     video = write_tagged_clip(tmp_path / "in.mp4", frames=12, pix_fmt="yuv420p",
@@ -283,11 +286,12 @@ def test_an_error_in_the_swap_is_the_chunks_error_and_no_thread_is_left(
     info = probe_video(video)
     source, _ = build_source_identity(config, [demo_source_image_path()],
                                       detector_from_config(config, threads=1))
-    stage = RenderStage(config)
+    stage = RenderStage(config, threads=threads)
     calls = []
 
     # The classic engine is phased (prepare/forward/paste): paste runs once per swapped frame,
-    # on its own thread, so failing it on the fifth frame fails mid-chunk with threads running.
+    # on its own thread when threads > 1, so failing it on the fifth frame fails mid-chunk
+    # with threads running.
     real_paste = stage.swapper.paste
 
     def failing_paste(frame: np.ndarray, jobs: object) -> np.ndarray:
@@ -302,11 +306,13 @@ def test_an_error_in_the_swap_is_the_chunks_error_and_no_thread_is_left(
     assert [t.name for t in threading.enumerate() if t.name.startswith("fusionray-")] == []
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 def test_frames_in_flight_are_bounded_by_the_window_not_the_chunk(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int,
 ) -> None:
     """A 96-frame chunk never holds more than the temporal window plus the queues' frames
-    (counted when each frame is decoded: frames inside the steps still holding pixels)."""
+    (counted when each frame is decoded: frames inside the steps still holding pixels), with
+    the steps on threads (2) or chained (1)."""
     import gc
     import weakref
 
@@ -336,7 +342,7 @@ def test_frames_in_flight_are_bounded_by_the_window_not_the_chunk(
     source, _ = build_source_identity(config, [demo_source_image_path()],
                                       detector_from_config(config, threads=1))
     chunk = plan_chunks(96, chunk_frames=96, overlap=config.chunk.overlap)[0]
-    result = RenderStage(config)(info, chunk, source)
+    result = RenderStage(config, threads=threads)(info, chunk, source)
     assert result.frames == 96
     reach, depth, queues = config.temporal.reach, render_stage.QUEUE_DEPTH, 7
     bound = 2 * reach + 1 + queues * depth + render_stage.FORWARD_FRAMES + 4
@@ -406,3 +412,27 @@ def test_decoder_and_encoder_threads_follow_the_actor(tmp_path: Path,
     result = stage(info, chunk, source)
     assert result.frames == 6
     assert seen == {"decoder": 3, "encoder": 3}
+
+
+def test_chained_and_threaded_steps_render_the_same_frames(tmp_path: Path) -> None:
+    """A one-core actor chains its steps, a larger one runs them on threads: the same chunk
+    comes back with the same pictures and faces either way (lossless; what reaches the model
+    in one call depends on the frames, never on timing)."""
+    video = write_tagged_clip(tmp_path / "in.mp4", frames=20, pix_fmt="yuv420p",
+                              colorspace=BT709, color_range=1, primaries=BT709, trc=BT709)
+    config = compose_config(f"+video={video}", f"+source={demo_source_image_path()}",
+                            f"output={tmp_path / 'out.mp4'}", "progress=false",
+                            "preview_frames=0", "quality=lossless")
+    info = probe_video(video)
+    source, _ = build_source_identity(config, [demo_source_image_path()],
+                                      detector_from_config(config, threads=1))
+    chunk = plan_chunks(info.frame_count, chunk_frames=20, overlap=config.chunk.overlap)[0]
+    chained = RenderStage(config, threads=1)(info, chunk, source)
+    threaded = RenderStage(config, threads=2)(info, chunk, source)
+    assert chained.faces_swapped == threaded.faces_swapped == 20
+    assert set(chained.seconds) == set(threaded.seconds)
+    pictures = decoded_pictures(chained.segment)
+    assert len(pictures) == 20
+    for index, (a, b) in enumerate(zip(pictures, decoded_pictures(threaded.segment),
+                                       strict=True)):
+        assert np.array_equal(a, b), f"frame {index} differs between chained and threaded"
