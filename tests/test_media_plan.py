@@ -67,16 +67,17 @@ def test_plan_chunks_rejects_bad_arguments(kwargs: dict, message: str) -> None:
 @pytest.mark.parametrize(
     ("frame_count", "chunk_frames", "overlap", "keyframes", "expected"),
     [
-        # GOP 12, overlap 4: edges at 12k + 4, nearest to start + 48.
+        # GOP 12, overlap 4: edges at 12k + 4; 120 / 48 -> 3 chunks, edges nearest 40 and 80.
         (120, 48, 4, list(range(0, 120, 12)),
-         [(0, 52, 0, 56), (52, 100, 48, 104), (100, 120, 96, 120)]),
+         [(0, 40, 0, 44), (40, 76, 36, 80), (76, 120, 72, 120)]),
         # GOP 250 > chunk_frames: each chunk spans a whole GOP.
         (600, 48, 4, [0, 250, 500],
          [(0, 254, 0, 258), (254, 504, 250, 508), (504, 600, 500, 600)]),
-        # Every frame a keyframe (intra): the plain tiling.
-        (10, 4, 2, list(range(10)), [(0, 4, 0, 6), (4, 8, 2, 10), (8, 10, 6, 10)]),
-        # Irregular keyframes: an edge closer than chunk_frames // 2 is never taken.
-        (100, 40, 0, [0, 5, 38, 90], [(0, 38, 0, 38), (38, 90, 38, 90), (90, 100, 90, 100)]),
+        # Every frame a keyframe (intra): the even split (10 / 4 -> 3 chunks).
+        (10, 4, 2, list(range(10)), [(0, 3, 0, 5), (3, 7, 1, 9), (7, 10, 5, 10)]),
+        # Irregular keyframes: an edge closer than chunk_frames // 2 to the previous one or to
+        # the end is never taken (90 would leave a 10-frame sliver).
+        (100, 40, 0, [0, 5, 38, 90], [(0, 38, 0, 38), (38, 100, 38, 100)]),
         # No keyframe but the first: one chunk (any other edge would need a lead-in).
         (100, 10, 2, [0], [(0, 100, 0, 100)]),
         # A keyframe whose edge falls past the video is ignored.
@@ -138,23 +139,45 @@ def test_auto_chunk_length_table(frame_count: int, expected: int) -> None:
 
 
 def test_auto_chunks_plan_a_minute_in_sixteen_keyframe_aligned_chunks() -> None:
-    """chunk.frames=0 (the default) on 60 s at 25 fps with a 25-frame GOP: 16 chunks, 100
-    frames each (the keyframe edge nearest 94) but the last, each read starting on a
-    keyframe, decoding 8 % more than it writes (48-frame chunks: 15.5 %); an explicit length
-    is planned as given."""
+    """chunk.frames=0 (the default) on 60 s at 25 fps with a 25-frame GOP: 16 chunks split
+    evenly on keyframe edges (75 to 104 frames, no sliver at the end), each read starting on a
+    keyframe, decoding 8 % more than it writes (48-frame chunks: 15.5 %); two actors taking
+    the next chunk when free finish within one GOP of each other (the greedy plan of 100-frame
+    chunks ending on 75 + 21 left them 50 frames apart); an explicit length is planned as
+    given."""
     info = VideoInfo(path="clip.mp4", format_name="mp4", codec_name="h264", width=640,
                      height=360, pix_fmt="yuv420p", time_base=Fraction(1, 12800),
                      average_rate=Fraction(25), frame_pts=tuple(range(0, 1500 * 512, 512)),
                      keyframe_indices=tuple(range(0, 1500, 25)))
     assert ChunkConfig().frames == 0
     chunks = plan_video_chunks(info, ChunkConfig())
-    assert len(chunks) == 16
-    assert [c.owned_frames for c in chunks[1:-2]] == [100] * 13
+    lengths = [c.owned_frames for c in chunks]
+    assert len(chunks) == 16 and sum(lengths) == 1500
+    assert min(lengths) >= 75 and max(lengths) <= 104
+    # Every boundary within half a GOP of its even share of the minute.
+    assert all(abs(c.start - c.index * 1500 / 16) <= 12.5 for c in chunks)
+    # Two actors, each taking the next chunk when it is free: they finish within one GOP.
+    finish = [0, 0]
+    for length in lengths:
+        finish[finish.index(min(finish))] += length
+    assert abs(finish[0] - finish[1]) <= 25
     assert all(c.read_start % 25 == 0 for c in chunks)
     assert decoded_frames(chunks, info.keyframe_indices) / 1500 == pytest.approx(1.08, abs=0.01)
     fixed = plan_video_chunks(info, ChunkConfig(frames=48))
-    assert len(fixed) == 30
+    assert len(fixed) == 31
     assert decoded_frames(fixed, info.keyframe_indices) / 1500 == pytest.approx(1.155, abs=0.01)
+
+
+@pytest.mark.parametrize("gop", [1, 7, 25, 250])
+@pytest.mark.parametrize("frame_count", [97, 1000, 1501])
+@pytest.mark.parametrize("chunk_frames", [10, 48, 94])
+def test_keyframe_plan_never_ends_on_a_sliver(gop: int, frame_count: int,
+                                              chunk_frames: int) -> None:
+    """The last chunk is at least half the target long (once the video is), like the others."""
+    chunks = plan_chunks(frame_count, chunk_frames=chunk_frames, overlap=4,
+                         keyframes=list(range(0, frame_count, gop)))
+    if len(chunks) > 1:
+        assert chunks[-1].owned_frames >= chunk_frames // 2
 
 
 def test_negative_chunk_length_is_refused() -> None:
