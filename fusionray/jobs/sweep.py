@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,16 +27,17 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from fusionray.config import RenderConfig
+from fusionray.media.storage import write_atomic
 
 log = logging.getLogger("fusionray")
 
 
 def keep_ray_for_sweep(config: RenderConfig) -> None:
     """Start Ray (or join the configured cluster) once for all jobs of a multirun."""
-    from fusionray.jobs.pipeline import start_ray
+    from fusionray.jobs.ray_session import start_ray, stop_ray
 
     if start_ray(config):
-        atexit.register(ray.shutdown)
+        atexit.register(stop_ray)
 
 
 def record_failed_job(job_dir: Path, *, exit_code: int, error: BaseException) -> Path:
@@ -50,10 +50,9 @@ def record_failed_job(job_dir: Path, *, exit_code: int, error: BaseException) ->
 
     job_dir.mkdir(parents=True, exist_ok=True)
     path = job_dir / FAILED_JOB_FILE
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    partial.write_text(json.dumps({"exit_code": exit_code, "error": str(error),
-                                   "error_type": type(error).__name__}, indent=2) + "\n")
-    os.replace(partial, path)
+    text = json.dumps({"exit_code": exit_code, "error": str(error),
+                       "error_type": type(error).__name__}, indent=2) + "\n"
+    write_atomic(path, lambda partial: partial.write_text(text))
     return path
 
 
@@ -70,7 +69,9 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if ray.is_initialized():
-            ray.shutdown()
+            from fusionray.jobs.ray_session import stop_ray
+
+            stop_ray()
         from fusionray.report.sweep import CONTACT_SHEET, SUMMARY_CSV, summarize_sweep
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
