@@ -59,7 +59,7 @@ from fusionray.jobs.outputs import (
     publish_outputs,
     write_sidecars,
 )
-from fusionray.jobs.ray_session import ray_session_name, start_ray
+from fusionray.jobs.ray_session import ray_session_name, start_ray, stop_ray
 from fusionray.jobs.scheduler import DetectJob, RenderJob, Task, run_tasks, segment_paths
 from fusionray.media.assemble import VerificationError
 from fusionray.media.encode import settings_for_video
@@ -447,7 +447,7 @@ def run_shots(
         if config.cluster.elastic and ray.is_initialized():
             request_from_autoscaler(config.cluster.swap, 0)
         if started_ray:
-            ray.shutdown()
+            stop_ray()
     return PassReport(actors=actors, threads=threads, nodes=nodes, address=address,
                       session=session, events=events, chunks_by_actor=by_actor)
 

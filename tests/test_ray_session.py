@@ -1,0 +1,67 @@
+"""Stopping Ray: a job's own local Ray is stopped whole (its autoscaler monitor killed at
+once, not waited out); a joined cluster is only disconnected from."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import pytest
+import ray
+
+from fusionray.config import ClusterConfig, RenderConfig
+from fusionray.jobs.ray_session import start_ray, stop_ray
+
+
+def node_processes() -> dict[str, subprocess.Popen]:
+    """The processes this driver's Ray node started, by Ray's process type."""
+    node = ray._private.worker._global_node
+    return {kind: infos[0].process for kind, infos in node.all_processes.items()}
+
+
+@pytest.mark.ray
+def test_stopping_a_jobs_own_ray_stops_every_process_it_started(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+    assert start_ray(RenderConfig(video="demo", cluster=ClusterConfig(num_cpus=1)))
+    processes = node_processes()
+    assert "monitor" in processes and "raylet" in processes and "gcs_server" in processes
+    node = ray._private.worker._global_node
+    kills: list[tuple[str, bool]] = []
+    kill = node._kill_process_impl
+
+    def record(kind: str, **options: bool) -> None:
+        kills.append((kind, options.get("allow_graceful", False)))
+        kill(kind, **options)
+
+    monkeypatch.setattr(node, "_kill_process_impl", record)
+    stop_ray()
+    # The monitor first and outright: Ray's own order (GCS first, then a SIGTERM and a 1 s
+    # grace for the monitor, which then reports to the gone GCS) waited the whole grace.
+    assert kills[0] == ("monitor", False)
+    assert ("gcs_server", True) in kills
+    assert not ray.is_initialized()
+    for kind, process in processes.items():
+        assert process.wait(timeout=10) is not None, kind
+    # The monitor was killed outright (a SIGTERM would have had it wait for the gone GCS).
+    assert processes["monitor"].returncode == -signal.SIGKILL
+
+
+@pytest.mark.ray
+def test_stopping_a_joined_cluster_leaves_it_running() -> None:
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        head = {kind: infos[0].process for kind, infos in cluster.head_node.all_processes.items()}
+        config = RenderConfig(video="demo", cluster=ClusterConfig(address=cluster.address))
+        assert start_ray(config)
+        assert node_processes() == {}  # a driver that joined owns no Ray process
+        stop_ray()
+        assert not ray.is_initialized()
+        assert all(process.poll() is None for process in head.values())
+    finally:
+        cluster.shutdown()
