@@ -14,8 +14,6 @@ from collections.abc import Iterator
 import pytest
 import ray
 
-from fusionray.jobs.ray_session import stop_ray
-
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     run_slow = os.environ.get("FUSIONRAY_SLOW") == "1" or "slow" in (config.option.markexpr or "")
@@ -38,4 +36,4 @@ def local_ray() -> Iterator[None]:
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     if started_here:
-        stop_ray()
+        ray.shutdown()
