@@ -35,6 +35,7 @@ from fusionray.errors import ModelError
 from fusionray.models.download import sha256_file
 from fusionray.models.loader import ModelOptions, ModelRunner
 from fusionray.models.onnx_file import OnnxFileParts, batch_dimension
+from fusionray.models.providers import call_batch
 from fusionray.models.stamp import stamped_digest
 from fusionray.models.store import default_cache_dir, ensure_model
 
@@ -262,3 +263,25 @@ def open_batched_runner(name: str, options: ModelOptions) -> tuple[ModelRunner, 
         note = f"{name}: batch stays at 1 (the rewritten graph failed to open: {error})"
         log.warning("%s", note)
         return runner, source, BatchPlan(source, batchable=runner.batchable, note=note)
+
+
+def open_swap_runner(
+    name: str, options: ModelOptions, max_batch: int | None,
+) -> tuple[ModelRunner, Path, int, tuple[str, ...]]:
+    """Open a swap model for calls of up to `max_batch` rows (>= 1; None: by the provider the
+    session opened on, `call_batch`): the batch-freed graph where a call may carry more than
+    one row, the model as given where it carries one.
+
+    Returns:
+        The runner, the verified source file (e.g. to read the emap from), the rows per call
+        (1 where the graph's batch could not be freed), and notes for run.json.
+    """
+    if max_batch is None or max_batch > 1:
+        runner, source, plan = open_batched_runner(name, options)
+        notes: tuple[str, ...] = (plan.note,) if plan.note else ()
+    else:
+        runner, notes = ModelRunner(name, options), ()
+        source = runner.path
+    if max_batch is None:
+        max_batch = call_batch(runner.opened.provider)
+    return runner, source, max_batch if runner.batchable else 1, notes

@@ -40,10 +40,9 @@ from fusionray.faces.mask import MaskRecipe, build_face_mask
 from fusionray.faces.occlusion import FaceOccluder
 from fusionray.faces.parser import FACE_REGIONS, FaceParser
 from fusionray.faces.paste import paste_crop
-from fusionray.models.batch import open_batched_runner
-from fusionray.models.loader import ModelOptions, ModelRunner
+from fusionray.models.batch import open_swap_runner
+from fusionray.models.loader import ModelOptions
 from fusionray.models.onnx_file import OnnxFileParts
-from fusionray.models.providers import call_batch
 from fusionray.swap.base import FaceJob, SourceIdentity, require_outputs
 from fusionray.swap.job_mask import job_crop_mask
 from fusionray.swap.pixel_boost import (
@@ -196,18 +195,11 @@ class InswapperSwapper:
         """k: sub-images per side of the crop."""
         self.options = options or ModelOptions()
         self.recognizer = recognizer
-        notes: list[str] = []
-        if max_batch is None or max_batch > 1:
-            self.runner, source_path, plan = open_batched_runner(model, self.options)
-            notes += [plan.note] if plan.note else []
-        else:
-            self.runner = ModelRunner(model, self.options)
-            source_path = self.runner.path
+        # max_batch: rows per call, resolved (1 where the graph's batch could not be freed).
+        self.runner, source_path, self.max_batch, notes = open_swap_runner(
+            model, self.options, max_batch)
         self.provider = self.runner.provider
         self.emap = load_emap(source_path)
-        if max_batch is None:
-            max_batch = call_batch(self.runner.opened.provider)
-        self.max_batch = max_batch if self.runner.batchable else 1
         """Most 128 px rows per swapper call (1 where the graph's batch could not be freed)."""
         self.mask = build_face_mask(self.crop_size, padding=mask_padding, blur=mask_blur)
         self.colour_match = colour_match

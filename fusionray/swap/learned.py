@@ -49,9 +49,8 @@ from fusionray.faces.mask import MaskRecipe, build_face_mask
 from fusionray.faces.occlusion import FaceOccluder
 from fusionray.faces.parser import FACE_REGIONS, FaceParser
 from fusionray.faces.paste import paste_crop
-from fusionray.models.batch import open_batched_runner
+from fusionray.models.batch import open_swap_runner
 from fusionray.models.loader import ModelOptions, ModelRunner
-from fusionray.models.providers import call_batch
 from fusionray.swap.base import FaceJob, SourceIdentity, require_outputs
 from fusionray.swap.job_mask import job_crop_mask
 from fusionray.swap.pixel_boost import boost_factor, explode_pixel_boost, implode_pixel_boost
@@ -218,16 +217,9 @@ class LearnedSwapper:
         self.weight = weight
         self.crop_size = pixel_boost or self.contract.size
         self.boost = boost_factor(self.crop_size, self.contract.size)
-        notes: list[str] = []
-        if max_batch is None or max_batch > 1:
-            self.runner, _, plan = open_batched_runner(model, self.options)
-            notes += [plan.note] if plan.note else []
-        else:
-            self.runner = ModelRunner(model, self.options)
+        # max_batch: rows per call, resolved (1 where the graph's batch could not be freed).
+        self.runner, _, self.max_batch, notes = open_swap_runner(model, self.options, max_batch)
         self.provider = self.runner.provider
-        if max_batch is None:
-            max_batch = call_batch(self.runner.opened.provider)
-        self.max_batch = max_batch if self.runner.batchable else 1
         """Most model-size rows per call (1 where the graph's batch could not be freed)."""
         self.converter = (ModelRunner(self.contract.converter, self.options)
                           if self.contract.converter else None)
