@@ -22,12 +22,14 @@ import pytest
 
 from fusionray.actors.render_stage import RenderStage
 from fusionray.actors.stages import DetectStage, detector_from_config
+from fusionray.config import RenderConfig
 from fusionray.jobs.pipeline import build_source_identity
 from fusionray.media.demo import demo_source_image_path, render_demo_frames
 from fusionray.media.frame import SWS_ACCURATE, PlaneFrame, face_regions
 from fusionray.media.plan import plan_chunks
 from fusionray.media.probe import probe_video
-from fusionray.types import Face
+from fusionray.swap.base import SourceIdentity
+from fusionray.types import Face, VideoInfo
 from tests.test_render import compose_config
 
 BT709, BT2020, PQ = 1, 9, 16
@@ -218,6 +220,20 @@ def test_a_prepass_is_not_detected_again_and_its_decode_is_counted(tmp_path: Pat
         np.testing.assert_array_equal(first, second)
 
 
+def tagged_chunk_setup(tmp_path: Path, *, frames: int, overrides: tuple[str, ...] = ()
+                       ) -> tuple[RenderConfig, VideoInfo, SourceIdentity]:
+    """A `frames`-frame BT.709 yuv420p clip with one face, the config rendering it (plus
+    `overrides`), its probe and the demo source identity."""
+    video = write_tagged_clip(tmp_path / "in.mp4", frames=frames, pix_fmt="yuv420p",
+                              colorspace=BT709, color_range=1, primaries=BT709, trc=BT709)
+    config = compose_config(f"+video={video}", f"+source={demo_source_image_path()}",
+                            f"output={tmp_path / 'out.mp4'}", "progress=false",
+                            "preview_frames=0", *overrides)
+    source, _ = build_source_identity(config, [demo_source_image_path()],
+                                      detector_from_config(config, threads=1))
+    return config, probe_video(video), source
+
+
 def decoded_pictures(segment: bytes) -> list[np.ndarray]:
     """Every frame of an encoded segment, all planes, as decoded."""
     with av.open(io.BytesIO(segment)) as container:
@@ -247,14 +263,7 @@ class PhasedClassic:
 
 
 def test_a_phased_engine_gets_the_faces_of_several_frames_in_one_forward(tmp_path: Path) -> None:
-    video = write_tagged_clip(tmp_path / "in.mp4", frames=20, pix_fmt="yuv420p",
-                              colorspace=BT709, color_range=1, primaries=BT709, trc=BT709)
-    config = compose_config(f"+video={video}", f"+source={demo_source_image_path()}",
-                            f"output={tmp_path / 'out.mp4'}", "progress=false",
-                            "preview_frames=0", "quality=lossless")
-    info = probe_video(video)
-    source, _ = build_source_identity(config, [demo_source_image_path()],
-                                      detector_from_config(config, threads=1))
+    config, info, source = tagged_chunk_setup(tmp_path, frames=20, overrides=("quality=lossless",))
     chunk = plan_chunks(info.frame_count, chunk_frames=20, overlap=config.chunk.overlap)[0]
     plain = RenderStage(config)
     expected = plain(info, chunk, source)
@@ -278,14 +287,7 @@ def test_an_error_in_the_swap_is_the_chunks_error_and_no_thread_is_left(
     thread (`chain_steps`)."""
     import threading
 
-    video = write_tagged_clip(tmp_path / "in.mp4", frames=12, pix_fmt="yuv420p",
-                              colorspace=BT709, color_range=1, primaries=BT709, trc=BT709)
-    config = compose_config(f"+video={video}", f"+source={demo_source_image_path()}",
-                            f"output={tmp_path / 'out.mp4'}", "progress=false",
-                            "preview_frames=0")
-    info = probe_video(video)
-    source, _ = build_source_identity(config, [demo_source_image_path()],
-                                      detector_from_config(config, threads=1))
+    config, info, source = tagged_chunk_setup(tmp_path, frames=12)
     stage = RenderStage(config, threads=threads)
     calls = []
 
@@ -418,14 +420,7 @@ def test_chained_and_threaded_steps_render_the_same_frames(tmp_path: Path) -> No
     """A one-core actor chains its steps, a larger one runs them on threads: the same chunk
     comes back with the same pictures and faces either way (lossless; what reaches the model
     in one call depends on the frames, never on timing)."""
-    video = write_tagged_clip(tmp_path / "in.mp4", frames=20, pix_fmt="yuv420p",
-                              colorspace=BT709, color_range=1, primaries=BT709, trc=BT709)
-    config = compose_config(f"+video={video}", f"+source={demo_source_image_path()}",
-                            f"output={tmp_path / 'out.mp4'}", "progress=false",
-                            "preview_frames=0", "quality=lossless")
-    info = probe_video(video)
-    source, _ = build_source_identity(config, [demo_source_image_path()],
-                                      detector_from_config(config, threads=1))
+    config, info, source = tagged_chunk_setup(tmp_path, frames=20, overrides=("quality=lossless",))
     chunk = plan_chunks(info.frame_count, chunk_frames=20, overlap=config.chunk.overlap)[0]
     chained = RenderStage(config, threads=1)(info, chunk, source)
     threaded = RenderStage(config, threads=2)(info, chunk, source)
