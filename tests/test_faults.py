@@ -339,7 +339,8 @@ def kill_group(process: subprocess.Popen[str]) -> None:
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=["sigint", "sigterm", "sigkill"])
 def test_interrupted_driver_resumes_from_the_manifest(
     hooks: Path, clip: Path, reference: list[np.ndarray], workdir: Path, tmp_path: Path,
     sig: signal.Signals,
@@ -367,7 +368,7 @@ def test_interrupted_driver_resumes_from_the_manifest(
         f"the job must stop part-way: {finished} of {CHUNKS} chunks recorded, exit "
         f"{driver.returncode}, stderr: {stderr[-1500:]}")
     assert not output.exists()
-    if sig == signal.SIGINT:
+    if sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM: `ray job stop`, a scheduler
         assert driver.returncode == 130, stderr[-2000:]
         assert f"finished chunk(s) of {CHUNKS} are kept in '{work}'" in stderr
         assert not lock_path_for(output).exists()

@@ -1,16 +1,21 @@
-"""Stopping Ray: a job's own local Ray is stopped whole (its autoscaler monitor killed at
-once, not waited out); a joined cluster is only disconnected from."""
+"""Starting and stopping Ray: starting keeps the application's SIGTERM handler; a job's own
+local Ray is stopped whole (its autoscaler monitor killed at once,
+not waited out); a joined cluster is only disconnected from."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
+from collections.abc import Callable, Iterator
+from types import FrameType
 
 import pytest
 import ray
 
 from fusionray.config import ClusterConfig, RenderConfig
 from fusionray.jobs.ray_session import start_ray, stop_ray
+
+LOCAL = RenderConfig(video="demo", cluster=ClusterConfig(num_cpus=1))
 
 
 def node_processes() -> dict[str, subprocess.Popen]:
@@ -19,12 +24,43 @@ def node_processes() -> dict[str, subprocess.Popen]:
     return {kind: infos[0].process for kind, infos in node.all_processes.items()}
 
 
+@pytest.fixture
+def restore_sigterm() -> Iterator[None]:
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)
+
+
+def _unwind(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("installed", [_unwind, signal.SIG_DFL], ids=["the CLI's", "none"])
+def test_starting_ray_keeps_a_sigterm_handler_the_application_installed(
+        restore_sigterm: None, installed: Callable[[int, FrameType | None], None] | int) -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+    signal.signal(signal.SIGTERM, installed)
+    try:
+        assert start_ray(LOCAL)
+        handler = signal.getsignal(signal.SIGTERM)
+    finally:
+        stop_ray()
+    if installed is _unwind:
+        # ray.init's own handler (sys.exit at once) replaced this one: a SIGTERM mid-job then
+        # ended the CLI with exit 1, no message and no unwinding.
+        assert handler is _unwind
+    else:
+        assert callable(handler) and handler is not _unwind  # Ray's: exit, then its atexit
+
+
 @pytest.mark.ray
 def test_stopping_a_jobs_own_ray_stops_every_process_it_started(
         monkeypatch: pytest.MonkeyPatch) -> None:
     if ray.is_initialized():
         ray.shutdown()
-    assert start_ray(RenderConfig(video="demo", cluster=ClusterConfig(num_cpus=1)))
+    assert start_ray(LOCAL)
     processes = node_processes()
     assert "monitor" in processes and "raylet" in processes and "gcs_server" in processes
     node = ray._private.worker._global_node

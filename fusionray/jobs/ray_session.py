@@ -7,7 +7,10 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import socket
+import threading
+from typing import Any
 
 import ray
 
@@ -54,7 +57,8 @@ def start_ray(config: RenderConfig) -> bool:
     if address:
         check_reachable(address)
         try:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+            _init_keeping_sigterm(address=address, include_dashboard=False,
+                                  logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as error:
             first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise ClusterError(
@@ -64,10 +68,26 @@ def start_ray(config: RenderConfig) -> bool:
         # address="local": a Ray of this job's own even where another job's Ray or a
         # `ray start` node already runs on this machine (plain ray.init() would join that one,
         # or refuse because num_cpus was given).
-        ray.init(address="local", num_cpus=config.cluster.num_cpus or os.cpu_count() or 1,
-                 num_gpus=config.cluster.num_gpus, include_dashboard=False,
-                 logging_level=logging.WARNING)
+        _init_keeping_sigterm(address="local",
+                              num_cpus=config.cluster.num_cpus or os.cpu_count() or 1,
+                              num_gpus=config.cluster.num_gpus, include_dashboard=False,
+                              logging_level=logging.WARNING)
     return True
+
+
+def _init_keeping_sigterm(**options: Any) -> None:
+    """`ray.init(**options)`, leaving a SIGTERM handler the application installed in place.
+
+    A driver's `ray.init` replaces the process's SIGTERM handler with one that exits at once
+    (`sys.exit(15)`). The render CLI's handler unwinds like Ctrl-C instead (the output's lock
+    released, the work folder kept for a rerun, exit 130); without this, `ray job stop` or a
+    scheduler's SIGTERM mid-job ended the driver with exit 1 and no message. Where nothing
+    but the default was installed, Ray's handler stays.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    ray.init(**options)
+    if callable(previous) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)
 
 
 def stop_ray() -> None:
