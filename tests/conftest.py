@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import pytest
 import ray
 
+from fusionray.jobs.ray_session import LOCAL_SYSTEM_CONFIG
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     run_slow = os.environ.get("FUSIONRAY_SLOW") == "1" or "slow" in (config.option.markexpr or "")
@@ -33,7 +35,8 @@ def local_ray() -> Iterator[None]:
     already running (another fixture's) is reused and left running."""
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+                 _system_config=dict(LOCAL_SYSTEM_CONFIG))
     yield
     if started_here:
         ray.shutdown()

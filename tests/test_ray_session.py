@@ -1,5 +1,5 @@
-"""Starting and stopping Ray: starting keeps the application's SIGTERM handler; a job's own
-local Ray is stopped whole (its autoscaler monitor killed at once,
+"""Starting and stopping Ray: a job's own local Ray keeps the application's SIGTERM handler and
+polls its object store every 50 ms; it is stopped whole (its autoscaler monitor killed at once,
 not waited out); a joined cluster is only disconnected from."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import ray
 
 from fusionray.config import ClusterConfig, RenderConfig
-from fusionray.jobs.ray_session import start_ray, stop_ray
+from fusionray.jobs.ray_session import LOCAL_SYSTEM_CONFIG, start_ray, stop_ray
 
 LOCAL = RenderConfig(video="demo", cluster=ClusterConfig(num_cpus=1))
 
@@ -53,6 +53,22 @@ def test_starting_ray_keeps_a_sigterm_handler_the_application_installed(
         assert handler is _unwind
     else:
         assert callable(handler) and handler is not _unwind  # Ray's: exit, then its atexit
+
+
+@pytest.mark.ray
+def test_a_jobs_own_ray_polls_its_object_store_every_50_ms() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+    assert start_ray(LOCAL)
+    try:
+        applied = ray._private.state.state.get_system_config()  # what the GCS hands its nodes
+    finally:
+        stop_ray()
+    for key, value in LOCAL_SYSTEM_CONFIG.items():
+        assert applied[key] == value, key
+    # The same budget as Ray's default (10 attempts, 1000 ms apart).
+    assert (LOCAL_SYSTEM_CONFIG["raylet_client_num_connect_attempts"]
+            * LOCAL_SYSTEM_CONFIG["raylet_client_connect_timeout_milliseconds"]) == 10 * 1000
 
 
 @pytest.mark.ray

@@ -10,6 +10,8 @@ import re
 import signal
 import socket
 import threading
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import ray
@@ -19,6 +21,18 @@ from fusionray.errors import ClusterError
 
 _CLUSTER_HINT = "(start one with `ray start --head`, or drop cluster.address to run locally)"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+LOCAL_SYSTEM_CONFIG: Mapping[str, int] = MappingProxyType({
+    # The raylet connects to its own object store, started a moment earlier on another thread;
+    # a connection refused is retried after this many milliseconds (Ray's default: 1000, ten
+    # times). The store is usually up within a few milliseconds, so about one start in two
+    # waited out a whole second (ray.init 2.6 or 3.6 s on the 2-core machine). Same 10 s
+    # budget, polled every 50 ms.
+    "raylet_client_connect_timeout_milliseconds": 50,
+    "raylet_client_num_connect_attempts": 200,
+})
+"""Ray system settings for a local Ray of the job's own (a joined cluster keeps its own).
+Passed as a copy: `ray.init` adds its own entries to the dict it is given."""
 
 
 def check_reachable(address: str, timeout_seconds: float = 10.0) -> None:
@@ -71,7 +85,8 @@ def start_ray(config: RenderConfig) -> bool:
         _init_keeping_sigterm(address="local",
                               num_cpus=config.cluster.num_cpus or os.cpu_count() or 1,
                               num_gpus=config.cluster.num_gpus, include_dashboard=False,
-                              logging_level=logging.WARNING)
+                              logging_level=logging.WARNING,
+                              _system_config=dict(LOCAL_SYSTEM_CONFIG))
     return True
 
 
