@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from fusionray.jobs.pipeline import OutputPaths, render
 from fusionray.media.demo import demo_source_image_path
 from tests.clips import write_clip
 from tests.s3server import CREDENTIALS, S3Server, running_s3_server
-from tests.test_render import compose_config
+from tests.test_render import ROOT, compose_config
 
 
 @pytest.mark.parametrize(
@@ -110,3 +112,24 @@ def test_a_failed_upload_keeps_and_names_the_complete_local_file(
     assert exit_code_for(caught.value) == 3
     assert f"complete and kept at '{local}'" in str(caught.value)
     assert local.exists() and OutputPaths.for_video(local).run_json.exists()
+
+
+def test_the_cli_ends_without_collecting_the_whole_heap(tmp_path: Path) -> None:
+    """The CLI freezes the heap as it ends, whatever its exit (here: bad input, exit 2), so the
+    interpreter's final collections skip it; its exit code and message are untouched."""
+    probe = (
+        "import atexit, gc, runpy, sys\n"
+        # Registered first, so it runs last: after the entry point's own teardown began.
+        "atexit.register(lambda: print('frozen objects:', gc.get_freeze_count()))\n"
+        "sys.argv = ['fusionray.jobs.render', *sys.argv[1:]]\n"
+        "runpy.run_module('fusionray.jobs.render', run_name='__main__')\n"
+    )
+    missing = tmp_path / "no such clip.mp4"
+    result = subprocess.run(
+        [sys.executable, "-c", probe, f"+video={missing}", f"+source={demo_source_image_path()}",
+         "progress=false", f"hydra.run.dir={tmp_path / 'hydra'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert str(missing) in result.stderr
+    frozen = int(result.stdout.rsplit("frozen objects:", 1)[1])
+    assert frozen > 10_000  # the job's heap, not a handful of objects
