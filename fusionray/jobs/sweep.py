@@ -16,7 +16,6 @@ render failed, 2 if every failure was bad input or config).
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from fusionray.config import RenderConfig
-from fusionray.media.storage import write_atomic
+from fusionray.report.summary import write_json_atomic
 
 log = logging.getLogger("fusionray")
 
@@ -50,9 +49,8 @@ def record_failed_job(job_dir: Path, *, exit_code: int, error: BaseException) ->
 
     job_dir.mkdir(parents=True, exist_ok=True)
     path = job_dir / FAILED_JOB_FILE
-    text = json.dumps({"exit_code": exit_code, "error": str(error),
-                       "error_type": type(error).__name__}, indent=2) + "\n"
-    write_atomic(path, lambda partial: partial.write_text(text))
+    write_json_atomic(path, {"exit_code": exit_code, "error": str(error),
+                             "error_type": type(error).__name__})
     return path
 
 
