@@ -12,9 +12,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-import ray
 
-from fusionray.jobs.ray_session import LOCAL_SYSTEM_CONFIG
+from fusionray.config import ClusterConfig, RenderConfig
+from fusionray.jobs.ray_session import start_ray, stop_ray
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -33,10 +33,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def local_ray() -> Iterator[None]:
     """One local Ray per test module (the pipeline reuses an initialised Ray); a Ray that is
     already running (another fixture's) is reused and left running."""
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
-                 _system_config=dict(LOCAL_SYSTEM_CONFIG))
+    # The job's own start and stop (`start_ray`: a local Ray with the job's system settings,
+    # or none where one is already initialised), on two CPUs whatever the machine.
+    started_here = start_ray(RenderConfig(video="demo", cluster=ClusterConfig(num_cpus=2)))
     yield
     if started_here:
-        ray.shutdown()
+        stop_ray()
