@@ -63,3 +63,17 @@ class AffinityStage:
 
     def __call__(self, *_: Any) -> frozenset[int]:
         return frozenset(os.sched_getaffinity(0))
+
+
+class VisibleDevicesStage:
+    """A stage that answers with the `CUDA_VISIBLE_DEVICES` its actor runs with, and the
+    actor's runtime env (the pools' GPU isolation tests)."""
+
+    def __init__(self, config: RenderConfig, *, threads: int) -> None:
+        self.threads = threads
+
+    def __call__(self, *_: Any) -> tuple[str | None, dict[str, Any]]:
+        import ray
+
+        return (os.environ.get("CUDA_VISIBLE_DEVICES"),
+                dict(ray.get_runtime_context().runtime_env))

@@ -14,15 +14,17 @@ from fusionray.actors import pools
 from fusionray.actors.pools import (
     PoolPlan,
     actor_bundle,
+    actor_options,
     bundles_that_fit,
     core_sets,
+    job_uses_gpus,
     plan_pool,
     start_pool,
 )
 from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
 from fusionray.errors import ConfigError
 from fusionray.jobs.scheduler import hang_limit_seconds
-from tests.fault_stages import AffinityStage
+from tests.fault_stages import AffinityStage, VisibleDevicesStage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -221,3 +223,40 @@ def test_render_actors_that_fill_the_jobs_own_machine_keep_to_their_own_cores(
     else:
         assert pool.cores == ()
         assert seen == {frozenset(machine)}
+
+
+def test_actor_options_hide_the_cards_only_from_zero_gpu_actors_where_gpus_are_in_play() -> None:
+    cpu_pool, gpu_pool = PoolConfig(2, 1.0), PoolConfig(1, 2.0, 0.5, max_restarts=5)
+    plain = {"num_cpus": 1.0, "num_gpus": 0.0, "max_restarts": 3, "max_task_retries": 0}
+    # No GPU anywhere: no runtime env, so the actors take Ray's prestarted workers.
+    assert actor_options(cpu_pool, hide_gpus=False) == plain
+    assert actor_options(cpu_pool, hide_gpus=True) == {
+        **plain, "runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}}
+    # An actor with a GPU share keeps the card Ray assigns it.
+    assert actor_options(gpu_pool, hide_gpus=True) == {
+        "num_cpus": 2.0, "num_gpus": 0.5, "max_restarts": 5, "max_task_retries": 0}
+
+
+@pytest.mark.parametrize(("cluster", "resources", "expected"), [
+    (ClusterConfig(), {"CPU": 2.0}, False),
+    (ClusterConfig(), {"CPU": 16.0, "GPU": 1.0}, True),
+    # An elastic cluster whose GPU nodes have not joined yet: the job's pools say it.
+    (ClusterConfig(swap=PoolConfig(0, 1.0, 0.25)), {"CPU": 2.0}, True),
+    (ClusterConfig(detect=PoolConfig(1, 1.0, 1.0)), {"CPU": 2.0}, True),
+])
+def test_job_uses_gpus(cluster: ClusterConfig, resources: dict[str, float],
+                       expected: bool) -> None:
+    assert job_uses_gpus(cluster, resources) is expected
+
+
+def test_render_actors_of_a_cpu_only_job_keep_the_nodes_environment(local_ray: None) -> None:
+    """No GPU in the cluster or the config: the actors get no runtime env of their own."""
+    config = RenderConfig(video="demo", cluster=ClusterConfig(swap=PoolConfig(1, 1.0)))
+    pool = start_pool("render", config, VisibleDevicesStage, chunks=1)
+    try:
+        visible, runtime_env = ray.get(pool.members[0].actor.run.remote())
+    finally:
+        pool.shutdown()
+        pools.wait_for_release(pool)
+    assert visible == os.environ.get("CUDA_VISIBLE_DEVICES")
+    assert "env_vars" not in runtime_env

@@ -27,6 +27,7 @@ from fusionray.actors.render_stage import RenderStage
 from fusionray.actors.stages import DetectStage
 from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
 from fusionray.errors import ConfigError, RenderError
+from fusionray.models.device import gpu_isolation_options
 
 log = logging.getLogger("fusionray")
 
@@ -79,6 +80,34 @@ def actor_bundle(pool: PoolConfig) -> dict[str, float]:
     if pool.num_gpus > 0:
         bundle["GPU"] = float(pool.num_gpus)
     return bundle
+
+
+def actor_options(pool: PoolConfig, *, hide_gpus: bool) -> dict[str, Any]:
+    """The Ray options of `pool`'s actors (pure).
+
+    `hide_gpus`: the cluster has (or the job asks for) GPUs, so an actor reserving none gets
+    an empty `CUDA_VISIBLE_DEVICES` (`gpu_isolation_options`): Ray 2.60 no longer narrows it,
+    and fusionray's own sessions and decoders already stay on CPU in such an actor
+    (`plan_device`), but a library loaded beside them would still see every card. Without
+    GPUs the actors get no runtime env, so they take the workers Ray prestarts (a runtime env
+    needs workers of its own: about 0.4 s more per actor start on the 2-core machine).
+    """
+    options: dict[str, Any] = {
+        "num_cpus": pool.num_cpus, "num_gpus": pool.num_gpus,
+        "max_restarts": pool.max_restarts,
+        # Chunks are retried by the driver, which counts attempts and names the chunk that
+        # failed; Ray-level task retries would hide that.
+        "max_task_retries": 0}
+    if hide_gpus:
+        options.update(gpu_isolation_options(pool.num_gpus))
+    return options
+
+
+def job_uses_gpus(cluster: ClusterConfig, resources: Mapping[str, float]) -> bool:
+    """Whether GPUs are in play (pure): the cluster's `resources` hold some, or a pool of the
+    job reserves a share (an elastic cluster's GPU nodes may not have joined yet)."""
+    return (resources.get("GPU", 0.0) > 0 or cluster.swap.num_gpus > 0
+            or cluster.detect.num_gpus > 0)
 
 
 def bundles_that_fit(resources: Mapping[str, float], bundle: Mapping[str, float]) -> int:
@@ -205,9 +234,10 @@ class ActorPool:
 
     def __init__(
         self, kind: PoolKind, stage_class: type, config: RenderConfig, pool: PoolConfig,
-        plan: PoolPlan, *, cores: tuple[tuple[int, ...], ...] = (),
+        plan: PoolPlan, *, cores: tuple[tuple[int, ...], ...] = (), hide_gpus: bool = False,
     ) -> None:
-        """`cores`: one core set per actor slot (`core_sets`), or () for no pinning."""
+        """`cores`: one core set per actor slot (`core_sets`), or () for no pinning;
+        `hide_gpus`: see `actor_options`."""
         self.kind = kind
         self.cores = cores
         self.config = config
@@ -225,11 +255,7 @@ class ActorPool:
         self._started = 0
         self._nodes_checked = 0.0
         actor_class = DetectActor if kind == "detect" else RenderActor
-        self._remote = ray.remote(actor_class).options(
-            num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, max_restarts=pool.max_restarts,
-            # Chunks are retried by the driver, which counts attempts and names the chunk that
-            # failed; Ray-level task retries would hide that.
-            max_task_retries=0)
+        self._remote = ray.remote(actor_class).options(**actor_options(pool, hide_gpus=hide_gpus))
 
     def __len__(self) -> int:
         return len(self.members)
@@ -416,7 +442,8 @@ def start_pool(
     cores: tuple[tuple[int, ...], ...] = ()
     if own_node and cluster.pin_cpus and pool.num_gpus == 0 and hasattr(os, "sched_getaffinity"):
         cores = core_sets(tuple(os.sched_getaffinity(0)), plan.actors, plan.threads)
-    actors = ActorPool(kind, stage_class, config, pool, plan, cores=cores)
+    actors = ActorPool(kind, stage_class, config, pool, plan, cores=cores,
+                       hide_gpus=job_uses_gpus(cluster, ray.cluster_resources()))
     actors.start()
     return actors
 

@@ -227,7 +227,8 @@ def gpu_isolation_options(num_gpus: float) -> dict[str, object]:
     Ray 2.60 leaves `CUDA_VISIBLE_DEVICES` alone for such actors, and importing
     onnxruntime-gpu already registers its CUDA provider (which initialises the CUDA driver).
     An empty `CUDA_VISIBLE_DEVICES` makes the process see no card at all, the way Ray used
-    to; `plan_device` then says `NO_DEVICE_HIDDEN`. Merge into `.options(...)` of the pool.
+    to; `plan_device` then says `NO_DEVICE_HIDDEN`. The pools merge it into their actors'
+    options wherever the job uses GPUs (`fusionray.actors.pools.actor_options`).
     """
     if num_gpus > 0:
         return {}
