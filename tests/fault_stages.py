@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from fusionray.actors.pools import StageClasses
+from fusionray.actors.pools import StageClasses, start_pool, wait_for_release
 from fusionray.actors.render_stage import RenderStage
-from fusionray.config import RenderConfig
+from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
 
 
 class FaultyRenderStage(RenderStage):
@@ -77,3 +77,19 @@ class VisibleDevicesStage:
 
         return (os.environ.get("CUDA_VISIBLE_DEVICES"),
                 dict(ray.get_runtime_context().runtime_env))
+
+
+def what_a_pool_sees(num_gpus: float) -> tuple[str | None, dict[str, Any]]:
+    """`VisibleDevicesStage`'s answer from the one actor of a render pool reserving `num_gpus`
+    (and one CPU), started as jobs start their pools (`start_pool`; Ray must be up)."""
+    import ray
+
+    config = RenderConfig(video="demo", cluster=ClusterConfig(
+        swap=PoolConfig(replicas=1, num_cpus=1, num_gpus=num_gpus)))
+    pool = start_pool("render", config, VisibleDevicesStage, chunks=1)
+    try:
+        visible, runtime_env = ray.get(pool.members[0].actor.run.remote())
+        return visible, runtime_env
+    finally:
+        pool.shutdown()
+        wait_for_release(pool)

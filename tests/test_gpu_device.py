@@ -14,8 +14,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from fusionray.actors.pools import start_pool, wait_for_release
-from fusionray.config import ClusterConfig, GpuConfig, PoolConfig, RenderConfig
+from fusionray.config import GpuConfig
 from fusionray.models.device import (
     NO_DEVICE_HIDDEN,
     NO_DEVICE_NOT_ASSIGNED,
@@ -26,7 +25,7 @@ from fusionray.models.device import (
 )
 from fusionray.models.providers import CPU, CUDA, TENSORRT, SessionFacts, plan_provider_attempts
 from fusionray.models.session import open_session
-from tests.fault_stages import VisibleDevicesStage
+from tests.fault_stages import what_a_pool_sees
 from tests.test_models_session import _identity_model
 
 pytestmark = pytest.mark.ray
@@ -122,25 +121,12 @@ def test_isolation_hides_every_card_from_a_zero_gpu_actor(gpu_cluster: Cluster) 
     assert gpu["visible"] == str(gpu["card"])
 
 
-def _pool_sees(num_gpus: float) -> tuple[str | None, dict[str, Any]]:
-    """What the one actor of a render pool reserving `num_gpus` sees, started as jobs start
-    their pools (`start_pool`)."""
-    config = RenderConfig(video="demo", cluster=ClusterConfig(
-        swap=PoolConfig(replicas=1, num_cpus=1, num_gpus=num_gpus)))
-    pool = start_pool("render", config, VisibleDevicesStage, chunks=1)
-    try:
-        return tuple(ray.get(pool.members[0].actor.run.remote()))  # type: ignore[return-value]
-    finally:
-        pool.shutdown()
-        wait_for_release(pool)
-
-
 def test_pools_hide_every_card_from_their_zero_gpu_actors_on_a_gpu_cluster(
         gpu_cluster: Cluster) -> None:
-    visible, runtime_env = _pool_sees(0)
+    visible, runtime_env = what_a_pool_sees(0)
     assert visible == ""
     assert runtime_env["env_vars"] == {"CUDA_VISIBLE_DEVICES": ""}
     # A pool with a GPU share sees the card Ray gave it, and nothing is forced on it.
-    visible, runtime_env = _pool_sees(1)
+    visible, runtime_env = what_a_pool_sees(1)
     assert visible in {"0", "1"}
     assert "env_vars" not in runtime_env

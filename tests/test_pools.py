@@ -24,7 +24,7 @@ from fusionray.actors.pools import (
 from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
 from fusionray.errors import ConfigError
 from fusionray.jobs.scheduler import hang_limit_seconds
-from tests.fault_stages import AffinityStage, VisibleDevicesStage
+from tests.fault_stages import AffinityStage, what_a_pool_sees
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -251,12 +251,6 @@ def test_job_uses_gpus(cluster: ClusterConfig, resources: dict[str, float],
 
 def test_render_actors_of_a_cpu_only_job_keep_the_nodes_environment(local_ray: None) -> None:
     """No GPU in the cluster or the config: the actors get no runtime env of their own."""
-    config = RenderConfig(video="demo", cluster=ClusterConfig(swap=PoolConfig(1, 1.0)))
-    pool = start_pool("render", config, VisibleDevicesStage, chunks=1)
-    try:
-        visible, runtime_env = ray.get(pool.members[0].actor.run.remote())
-    finally:
-        pool.shutdown()
-        pools.wait_for_release(pool)
+    visible, runtime_env = what_a_pool_sees(0)
     assert visible == os.environ.get("CUDA_VISIBLE_DEVICES")
     assert "env_vars" not in runtime_env
