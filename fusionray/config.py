@@ -597,6 +597,10 @@ class ClusterConfig:
     """Chunks decoded/swapped at once; bounds memory, independent of video length."""
     chunk_retries: int = 2
     """Times a failed chunk is retried before the job stops."""
+    inline: bool = True
+    """A job with one chunk to render, that would start a local Ray of its own for it,
+    renders it in the driver process instead (no Ray start; `fusionray.jobs.inline`). False:
+    always on an actor (the hang watchdog, a crash confined to a worker process)."""
     detect: PoolConfig = field(default_factory=PoolConfig)
     swap: PoolConfig = field(default_factory=lambda: PoolConfig(replicas=0))
     """The render pool: each actor renders whole chunks (detect, swap, encode in one call)."""

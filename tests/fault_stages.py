@@ -5,7 +5,9 @@ process, `python -m tests.fault_cli HOOKS.json ...`).
 Faults: `frame_delay_seconds` (sleep per owned frame before the chunk renders, so a fault lands
 mid-job), `fail_start` (the render stage's constructor raises), `fail_chunks` (chunk indices
 whose render raises), `hang_chunks` (chunks that hang `hang_seconds` on their first attempt
-only), `marker_dir` (a file `chunk-I-pid-P` appears there when chunk I starts in worker P).
+only), `flaky_chunks` (chunks whose first attempt raises, every later one renders; needs
+`state_dir` like `hang_chunks`), `marker_dir` (a file `chunk-I-pid-P` appears there when chunk I
+starts in worker P).
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class FaultyRenderStage(RenderStage):
             Path(marker_dir, f"chunk-{chunk.index}-pid-{os.getpid()}").touch()
         if chunk.index in hooks.get("fail_chunks", ()):
             raise RuntimeError(f"test hook: chunk {chunk.index} fails")
+        if chunk.index in hooks.get("flaky_chunks", ()):
+            state = Path(hooks["state_dir"], f"failed-{chunk.index}")
+            if not state.exists():
+                state.touch()
+                raise RuntimeError(f"test hook: chunk {chunk.index} fails once")
         if chunk.index in hooks.get("hang_chunks", ()):
             # First attempt only: the state file says an attempt already hung.
             state = Path(hooks["state_dir"], f"hung-{chunk.index}")

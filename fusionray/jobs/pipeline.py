@@ -2,8 +2,9 @@
 
 This module is the orchestration only; each step lives in the module that owns it:
 `inputs` (paths and pre-flight checks), `identity` (source and reference faces), `ray_session`
-(joining Ray), `fusionray.actors.pools` (the actors), `scheduler` (chunks in flight, retries,
-passthrough), `manifest` (the work folder), `outputs` (assembly, preview, faces, publishing).
+(joining Ray), `inline` (a one-chunk job without Ray), `fusionray.actors.pools` (the actors),
+`scheduler` (chunks in flight, retries, passthrough), `manifest` (the work folder), `outputs`
+(assembly, preview, faces, publishing).
 
 Everything that can fail on bad input (missing video, not a video, no face in a source image,
 an unwritable output folder) is checked before Ray starts, so a bad command costs seconds and
@@ -14,6 +15,7 @@ writes under a temporary name and renames.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import time
@@ -43,6 +45,7 @@ from fusionray.faces.identity import summarize_identity
 from fusionray.faces.people import SourceSet
 from fusionray.faces.shot import ShotSelection, needs_shot_pass, plan_shot_selection
 from fusionray.jobs.identity import attach_reference, build_source_identity, build_source_set
+from fusionray.jobs.inline import INLINE_NOTE, inline_threads, render_in_driver, single_task
 from fusionray.jobs.inputs import (
     OutputPaths,
     check_output,
@@ -66,6 +69,7 @@ from fusionray.media.encode import settings_for_video
 from fusionray.media.plan import plan_video_chunks
 from fusionray.media.sequence import probe_input, verified_frames
 from fusionray.media.storage import is_remote
+from fusionray.models.device import probe_device
 from fusionray.models.providers import driver_config
 from fusionray.models.store import ensure_model
 from fusionray.report.summary import RunSummary, write_summary
@@ -383,6 +387,9 @@ def run_shots(
     """Start (or join) Ray, render the chunks every shot's manifest lacks on pools shared by
     all the shots, and stop a Ray we started.
 
+    Where the manifests lack nothing, nothing starts; where they lack one chunk and the job
+    would start a Ray of its own for it, this process renders it (`fusionray.jobs.inline`).
+
     Shots whose render settings are equal share one render pool, their chunks interleaved so
     every actor stays busy; shots with other settings get their own pool, one after another.
     With shot-level selection (`needs_shot_pass`) a detection pool first runs over every chunk,
@@ -395,6 +402,30 @@ def run_shots(
     """
     first = shots[0]
     config = first.config
+    for shot in shots:
+        assert shot.manifest is not None
+        shot.job = RenderJob(shot.config, shot.shared_info, shot.manifest, shot.source,
+                             complete=shot.complete_chunks)
+    tasks = {id(shot): shot.job.tasks(shot.chunks) for shot in shots if shot.job}
+    if not any(tasks.values()):
+        # A resumed job whose work folder holds every chunk: nothing needs Ray.
+        return PassReport(actors={"detect": 0, "render": 0}, threads={}, nodes=set(),
+                          address="", session=None, events=[], chunks_by_actor={})
+    only = single_task(list(tasks.values()))
+    threads_here = None if only is None else inline_threads(
+        config, tasks=1, ray_running=ray.is_initialized(),
+        address=config.cluster.address or os.environ.get("RAY_ADDRESS"),
+        sees_gpu=probe_device().device_id is not None,
+        pre_pass=any(needs_shot_pass(shot.config.selection) for shot in shots))
+    if only is not None and threads_here is not None:
+        owner = next(shot for shot in shots if shot.job is only.job)
+        retry = _render_here(owner, only, stage_classes.render, threads_here,
+                             isolate_failures=isolate_failures)
+        if retry is None:
+            return PassReport(actors={"detect": 0, "render": 0}, threads={"render": threads_here},
+                              nodes=set(), address="", session=None, events=[],
+                              chunks_by_actor={"driver": 1})
+        tasks = {id(shot): [retry] if shot.job is retry.job else [] for shot in shots}
     clock = time.perf_counter()
     started_ray = start_ray(config)
     pools: list[ActorPool] = []
@@ -403,25 +434,20 @@ def run_shots(
     try:
         address = str(ray.get_runtime_context().gcs_address)
         session = ray_session_name()
-        for shot in shots:
-            assert shot.manifest is not None
-            shot.job = RenderJob(shot.config, shot.shared_info, shot.manifest,
-                                 ray.put(shot.shared_info), ray.put(shot.source),
-                                 complete=shot.complete_chunks)
         groups: dict[str, list[Shot]] = {}
         for shot in shots:
             groups.setdefault(shot.pool_key, []).append(shot)
         for group in groups.values():
-            tasks = {id(shot): shot.job.tasks(shot.chunks) for shot in group if shot.job}
+            group_tasks = [tasks[id(shot)] for shot in group]
             needs_pass = [s for s in group if tasks[id(s)] and needs_shot_pass(s.config.selection)]
             if needs_pass:
                 _detection_pre_pass(needs_pass, stage_classes, pools, actors, threads)
-            if not any(tasks.values()):
+            if not any(group_tasks):
                 continue
             group_config = group[0].config
             render_pool = start_pool("render", group_config, stage_classes.render,
-                                     chunks=sum(len(group_tasks) for group_tasks in
-                                                tasks.values()), own_node=started_ray)
+                                     chunks=sum(len(shot_tasks) for shot_tasks in group_tasks),
+                                     own_node=started_ray)
             pools.append(render_pool)
             actors["render"] = max(actors["render"], len(render_pool))
             threads["render"] = render_pool.plan.threads
@@ -432,7 +458,7 @@ def run_shots(
             with tqdm(total=frames, initial=done, unit="frame", desc="fusionray",
                       disable=not group_config.progress, file=sys.stderr,
                       dynamic_ncols=True, mininterval=0.5) as progress:
-                run_tasks(group_config, render_pool, interleave(list(tasks.values())),
+                run_tasks(group_config, render_pool, interleave(group_tasks),
                           on_progress=lambda chunk: progress.update(chunk.owned_frames),
                           isolate_failures=isolate_failures)
             for shot in group:
@@ -450,6 +476,22 @@ def run_shots(
             stop_ray()
     return PassReport(actors=actors, threads=threads, nodes=nodes, address=address,
                       session=session, events=events, chunks_by_actor=by_actor)
+
+
+def _render_here(
+    shot: Shot, task: Task, stage_class: type, threads: int, *, isolate_failures: bool,
+) -> Task | None:
+    """Render the job's only chunk in this process (`fusionray.jobs.inline`); the retry of a
+    failed attempt, for Ray, or None."""
+    clock = time.perf_counter()
+    with tqdm(total=task.chunk.owned_frames, unit="frame", desc="fusionray",
+              disable=not shot.config.progress, file=sys.stderr, dynamic_ncols=True) as progress:
+        retry = render_in_driver(task, stage_class, threads, isolate_failures=isolate_failures)
+        progress.update(task.chunk.owned_frames)
+    shot.stages["chunks_wall"] = time.perf_counter() - clock
+    if retry is None:
+        shot.notes.append(INLINE_NOTE)
+    return retry
 
 
 def interleave(task_lists: list[list[Task]]) -> list[Task]:
@@ -475,7 +517,8 @@ def _detection_pre_pass(
     jobs = []
     for shot in shots:
         assert shot.job is not None
-        jobs.append(DetectJob(shot.config, shot.job.info_ref, totals=shot.job.totals))
+        info_ref, _ = shot.job.share()
+        jobs.append(DetectJob(shot.config, info_ref, totals=shot.job.totals))
     run_tasks(config, detect_pool, interleave(
         [[Task(job, chunk) for chunk in shot.chunks] for job, shot in zip(jobs, shots,
                                                                           strict=True)]))

@@ -25,8 +25,10 @@ from fusionray.actors.pools import ActorPool, Member
 from fusionray.actors.stages import ChunkResult, passthrough_segment
 from fusionray.config import ClusterConfig, RenderConfig
 from fusionray.errors import MediaError, RenderError
+from fusionray.faces.people import SourceSet
 from fusionray.jobs.manifest import FinishedChunk, Manifest, chunk_faces_path, write_parquet_atomic
 from fusionray.jobs.ray_session import failure_reason
+from fusionray.swap.base import SourceIdentity
 from fusionray.types import Chunk, VideoInfo
 
 log = logging.getLogger("fusionray")
@@ -310,8 +312,11 @@ class RenderJob:
     config: RenderConfig
     info: VideoInfo
     manifest: Manifest
-    info_ref: ray.ObjectRef
-    source_ref: ray.ObjectRef
+    source: SourceIdentity | SourceSet
+    """The identity to swap in, or the people of `selection.mode=map`."""
+    info_ref: ray.ObjectRef | None = None
+    """`info` and `source` in the object store (`share`), put once for every chunk's call."""
+    source_ref: ray.ObjectRef | None = None
     detected: dict[int, ray.ObjectRef] = field(default_factory=dict)
     """Pre-pass detections by chunk index (empty: the render actor detects)."""
     shot_ref: ray.ObjectRef | None = None
@@ -322,8 +327,15 @@ class RenderJob:
     failed: RenderError | None = None
     """Set when a chunk failed for good and the job ran among other shots."""
 
+    def share(self) -> tuple[ray.ObjectRef, ray.ObjectRef]:
+        """`info` and `source` in the object store (Ray must be up), put on first use."""
+        if self.info_ref is None or self.source_ref is None:
+            self.info_ref, self.source_ref = ray.put(self.info), ray.put(self.source)
+        return self.info_ref, self.source_ref
+
     def submit(self, member: Member, chunk: Chunk) -> ray.ObjectRef:
-        return member.actor.run.remote(self.info_ref, chunk, self.source_ref,
+        info_ref, source_ref = self.share()
+        return member.actor.run.remote(info_ref, chunk, source_ref,
                                        self.detected.get(chunk.index), self.shot_ref)
 
     def done(self, chunk: Chunk, result: ChunkResult) -> None:

@@ -1,0 +1,237 @@
+"""A one-chunk job on a local machine renders in the driver (`fusionray.jobs.inline`): the
+decision as a pure function, and what the job does with it: the same file as on an actor, no Ray
+started, a failed attempt retried on Ray, passthrough and start failures as on an actor, Ctrl-C
+as anywhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import ray
+
+import fusionray.jobs.pipeline as pipeline
+from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
+from fusionray.errors import ConfigError, RenderError, RenderInterrupted
+from fusionray.jobs.inline import INLINE_NOTE, inline_threads, single_task
+from fusionray.jobs.pipeline import OutputPaths, render
+from fusionray.media.demo import demo_source_image_path
+from tests.clips import write_face_clip
+from tests.fault_stages import faulty_stages
+from tests.test_render import compose_config, decoded_frames
+
+FRAMES = 24
+"""One automatic chunk (chunks are at least 48 frames)."""
+
+
+def decide(config: RenderConfig, **facts: Any) -> int | None:
+    given: dict[str, Any] = {"tasks": 1, "ray_running": False, "address": None,
+                             "sees_gpu": False, "pre_pass": False}
+    return inline_threads(config, **{**given, **facts})
+
+
+def cluster_config(**cluster: Any) -> RenderConfig:
+    return RenderConfig(video="demo", cluster=ClusterConfig(**cluster))
+
+
+def test_a_local_one_chunk_job_renders_here_on_every_core() -> None:
+    assert decide(cluster_config(num_cpus=6)) == 6
+    # The threads one actor of the pool would get: its reservation, or all the free cores.
+    assert decide(cluster_config(num_cpus=6, swap=PoolConfig(replicas=3, num_cpus=1))) == 6
+    assert decide(cluster_config(num_cpus=8, swap=PoolConfig(replicas=0, num_cpus=2))) == 8
+
+
+@pytest.mark.parametrize(("config", "facts"), [
+    (cluster_config(inline=False), {}),
+    (cluster_config(), {"tasks": 2}),
+    (cluster_config(), {"tasks": 0}),
+    (cluster_config(), {"ray_running": True}),
+    (cluster_config(), {"address": "auto"}),
+    (cluster_config(), {"sees_gpu": True}),
+    (cluster_config(), {"pre_pass": True}),
+    (cluster_config(elastic=True), {}),
+], ids=["off", "two-chunks", "nothing-left", "ray-running", "joins-a-cluster", "gpu",
+        "shot-pre-pass", "elastic"])
+def test_everything_else_goes_to_ray(config: RenderConfig, facts: dict[str, Any]) -> None:
+    assert decide(config, **facts) is None
+
+
+def test_a_pool_that_could_not_start_here_is_the_pools_error() -> None:
+    config = cluster_config(num_cpus=2, swap=PoolConfig(replicas=1, num_gpus=0.5))
+    with pytest.raises(ConfigError, match=r"set cluster\.swap\.num_gpus=0 on a machine"):
+        decide(config)
+
+
+def test_single_task_is_the_only_one_of_every_shot() -> None:
+    assert single_task([[], ["a"], []]) == "a"  # type: ignore[list-item]
+    assert single_task([["a"], ["b"]]) is None  # type: ignore[list-item]
+    assert single_task([[], []]) is None
+
+
+# --- whole jobs --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_face_clip(tmp_path_factory.mktemp("inline") / "faces.mp4", frames=FRAMES)
+
+
+@pytest.fixture
+def no_ray() -> None:
+    """A process without Ray, as a user's render starts (another module's Ray is shut down)."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def ray_forbidden(no_ray: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(config: RenderConfig) -> bool:
+        raise AssertionError("a one-chunk local job must not start Ray")
+
+    monkeypatch.setattr(pipeline, "start_ray", refuse)
+
+
+def config_for(clip: Path, output: Path, *extra: str) -> RenderConfig:
+    return compose_config(f"+video={clip}", f"+source={demo_source_image_path()}",
+                          f"output={output}", "progress=false", "preview_frames=0", *extra)
+
+
+def run_json(output: Path) -> dict[str, Any]:
+    return json.loads(OutputPaths.for_video(output).run_json.read_text())
+
+
+@pytest.mark.ray
+def test_the_driver_writes_the_file_an_actor_writes(
+    clip: Path, tmp_path: Path, ray_forbidden: None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    here = tmp_path / "here.mp4"
+    summary = render(config_for(clip, here), run_dir=tmp_path, config_yaml="x: 1\n")
+    assert summary.chunks == 1 and summary.faces_swapped >= FRAMES - 2
+    assert summary.actors == {"detect": 0, "render": 0} and summary.nodes == 0
+    assert summary.chunks_by_actor == {"driver": 1} and summary.ray_session is None
+    assert INLINE_NOTE in summary.notes and "ray_start" not in summary.stage_seconds
+    assert not ray.is_initialized()
+
+    monkeypatch.undo()  # Ray allowed again
+    on_actor = tmp_path / "actor.mp4"
+    summary = render(config_for(clip, on_actor, "cluster.inline=false"), run_dir=tmp_path,
+                     config_yaml="x: 1\n")
+    assert summary.actors == {"detect": 0, "render": 1} and INLINE_NOTE not in summary.notes
+    assert not ray.is_initialized()  # the job stopped the Ray it started
+    # Same stage, threads and encoder settings: the same bytes, not only the same pictures.
+    assert here.read_bytes() == on_actor.read_bytes()
+    assert run_json(here)["actor_threads"] == run_json(on_actor)["actor_threads"]
+
+
+@pytest.mark.ray
+def test_a_failed_attempt_in_the_driver_is_retried_on_ray(
+    clip: Path, tmp_path: Path, no_ray: None,
+) -> None:
+    reference = tmp_path / "reference.mp4"
+    render(config_for(clip, reference, "quality=lossless"), run_dir=tmp_path,
+           config_yaml="x: 1\n")
+    output = tmp_path / "out.mp4"
+    stages = faulty_stages(flaky_chunks=[0], state_dir=str(tmp_path))
+    summary = render(config_for(clip, output, "quality=lossless"), run_dir=tmp_path,
+                     config_yaml="x: 1\n", stage_classes=stages)
+    assert summary.chunk_failures == [
+        "chunk 0 (frames 0-23) attempt 1: RuntimeError: test hook: chunk 0 fails once"]
+    assert summary.actors == {"detect": 0, "render": 1}  # the retry ran on an actor
+    assert INLINE_NOTE not in summary.notes and not ray.is_initialized()
+    frames, expected = decoded_frames(output), decoded_frames(reference)
+    assert len(frames) == len(expected) == FRAMES
+    assert all(np.array_equal(a, b) for a, b in zip(frames, expected, strict=True))
+
+
+def test_a_chunk_that_fails_its_only_attempt_passes_through_without_ray(
+    clip: Path, tmp_path: Path, ray_forbidden: None,
+) -> None:
+    output = tmp_path / "out.mp4"
+    config = config_for(clip, output, "quality=lossless", "cluster.chunk_retries=0",
+                        "on_chunk_error=passthrough")
+    summary = render(config, run_dir=tmp_path, config_yaml="x: 1\n",
+                     stage_classes=faulty_stages(fail_chunks=[0]))
+    assert summary.passthrough_chunks == [{"chunk": 0, "start": 0, "stop": FRAMES}]
+    assert summary.faces_swapped == 0 and len(summary.chunk_failures) == 1
+    frames, source = decoded_frames(output), decoded_frames(clip)
+    assert all(np.array_equal(a, b) for a, b in zip(frames, source, strict=True))
+
+
+def test_a_chunk_that_fails_its_last_attempt_stops_the_job(
+    clip: Path, tmp_path: Path, ray_forbidden: None,
+) -> None:
+    output = tmp_path / "out.mp4"
+    with pytest.raises(RenderError, match=r"^Chunk 0 \(frames 0-23\) failed after 1 attempts: "
+                                          r"RuntimeError: test hook: chunk 0 fails$"):
+        render(config_for(clip, output, "cluster.chunk_retries=0"), run_dir=tmp_path,
+               config_yaml="x: 1\n", stage_classes=faulty_stages(fail_chunks=[0]))
+    assert not output.exists()
+    assert not OutputPaths.for_video(output).work.exists()  # nothing finished to resume
+
+
+def test_a_stage_that_cannot_start_is_one_line(
+    clip: Path, tmp_path: Path, ray_forbidden: None,
+) -> None:
+    output = tmp_path / "out.mp4"
+    with pytest.raises(RenderError) as caught:
+        render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n",
+               stage_classes=faulty_stages(fail_start=True))
+    assert str(caught.value) == ("A render stage could not start: test hook: the render stage "
+                                 "cannot start")
+    assert sorted(tmp_path.iterdir()) == []  # no output, no work folder, no lock
+
+
+class InterruptedStage:
+    """Ctrl-C arriving while the driver renders the chunk."""
+
+    def __init__(self, config: RenderConfig, *, threads: int) -> None:
+        self.threads = threads
+
+    def __call__(self, *_: object) -> None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_the_driver_interrupts_the_job(
+    clip: Path, tmp_path: Path, ray_forbidden: None,
+) -> None:
+    output = tmp_path / "out.mp4"
+    with pytest.raises(RenderInterrupted, match="before any chunk finished"):
+        render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n",
+               stage_classes=pipeline.StageClasses(render=InterruptedStage))
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_resumed_job_renders_its_last_chunk_here_and_a_finished_one_needs_no_ray(
+    clip: Path, tmp_path: Path, no_ray: None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    output = tmp_path / "out.mp4"
+    two_chunks = ("chunk.frames=12", "chunk.keyframe_aligned=false", "cluster.chunk_retries=0")
+    # One chunk in flight: chunk 0 is recorded before chunk 1 fails and stops the job.
+    with pytest.raises(RenderError, match="chunk 1 fails"):
+        render(config_for(clip, output, *two_chunks, "cluster.max_chunks_in_flight=1"),
+               run_dir=tmp_path, config_yaml="x: 1\n",
+               stage_classes=faulty_stages(fail_chunks=[1]))
+    assert not ray.is_initialized() and not output.exists()
+
+    def refuse(config: RenderConfig) -> bool:
+        raise AssertionError("this job must not start Ray")
+
+    monkeypatch.setattr(pipeline, "start_ray", refuse)
+    # Assembly fails once: every chunk is then recorded, and the work folder kept.
+    finish = pipeline.finish_shot
+
+    def fail_to_finish(*args: Any, **kwargs: Any) -> Any:
+        raise RenderError("test: assembly failed")
+
+    monkeypatch.setattr(pipeline, "finish_shot", fail_to_finish)
+    with pytest.raises(RenderError, match="assembly failed"):
+        render(config_for(clip, output, *two_chunks), run_dir=tmp_path, config_yaml="x: 1\n")
+    assert OutputPaths.for_video(output).work.is_dir()  # chunk 1 rendered here, recorded
+    monkeypatch.setattr(pipeline, "finish_shot", finish)
+    summary = render(config_for(clip, output, *two_chunks), run_dir=tmp_path,
+                     config_yaml="x: 1\n")
+    assert summary.chunks_reused == 2 and summary.chunks_rendered == 0
+    assert summary.frames_with_faces >= FRAMES - 2 and output.exists()
