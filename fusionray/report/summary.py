@@ -31,9 +31,11 @@ class RunSummary:
     providers: list[str]
     """`engine:provider` of every model session used, e.g. `blazeface:CPUExecutionProvider`."""
     actors: dict[str, int]
+    """Actors started per pool; all 0 when no Ray was needed (`fusionray.jobs.inline`)."""
     nodes: int
     """Distinct Ray nodes that ran actors."""
     ray_address: str
+    """The GCS address of the Ray the job used; "" when it started none."""
     quality: str | None = None
     notes: list[str] = field(default_factory=list)
     chunks_reused: int = 0
@@ -56,7 +58,8 @@ class RunSummary:
     pool_events: list[str] = field(default_factory=list)
     """Actors started (and on which node), restarted, or gone for good, in order."""
     chunks_by_actor: dict[str, int] = field(default_factory=dict)
-    """Chunks each actor finished (e.g. {"render-0": 3, "render-2": 1})."""
+    """Chunks each actor finished (e.g. {"render-0": 3, "render-2": 1}); {"driver": 1} when the
+    job's one chunk rendered in the driver process."""
     chunk_timeouts: list[dict[str, Any]] = field(default_factory=list)
     """Chunks cancelled as hung: chunk, attempt, seconds, limit_seconds, actor."""
     identity: dict[str, float | int] | None = None
