@@ -599,8 +599,9 @@ class ClusterConfig:
     """Times a failed chunk is retried before the job stops."""
     inline: bool = True
     """A job with one chunk to render, that would start a local Ray of its own for it,
-    renders it in the driver process instead (no Ray start; `fusionray.jobs.inline`). False:
-    always on an actor (the hang watchdog, a crash confined to a worker process)."""
+    renders it in the driver process instead (no Ray start; `fusionray.jobs.inline`); a
+    failed or hung attempt there is retried on an actor. False: always on an actor (where a
+    native crash takes down a worker process, not the job)."""
     detect: PoolConfig = field(default_factory=PoolConfig)
     swap: PoolConfig = field(default_factory=lambda: PoolConfig(replicas=0))
     """The render pool: each actor renders whole chunks (detect, swap, encode in one call)."""
