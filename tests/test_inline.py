@@ -6,8 +6,6 @@ as anywhere."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import ray
 import fusionray.jobs.pipeline as pipeline
 from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
 from fusionray.errors import ConfigError, RenderError, RenderInterrupted
-from fusionray.jobs.inline import INLINE_NOTE, Hung, call_watched, inline_threads, single_task
+from fusionray.jobs.inline import INLINE_NOTE, inline_threads, single_task
 from fusionray.jobs.pipeline import OutputPaths, render
 from fusionray.media.demo import demo_source_image_path
 from tests.clips import write_face_clip
@@ -71,18 +69,6 @@ def test_single_task_is_the_only_one_of_every_shot() -> None:
     assert single_task([[], ["a"], []]) == "a"  # type: ignore[list-item]
     assert single_task([["a"], ["b"]]) is None  # type: ignore[list-item]
     assert single_task([[], []]) is None
-
-
-def test_a_watched_call_returns_raises_or_is_abandoned_past_its_limit() -> None:
-    assert call_watched(lambda: 42, 5.0) == 42
-    with pytest.raises(ValueError, match="bad frame"):
-        call_watched(lambda: (_ for _ in ()).throw(ValueError("bad frame")), 5.0)
-    release = threading.Event()
-    started = time.monotonic()
-    with pytest.raises(Hung) as caught:
-        call_watched(lambda: release.wait(30), 0.3)
-    assert 0.3 <= caught.value.seconds < 5 and time.monotonic() - started < 5
-    release.set()  # the abandoned call ends too
 
 
 # --- whole jobs --------------------------------------------------------------------------------
@@ -249,41 +235,3 @@ def test_a_resumed_job_renders_its_last_chunk_here_and_a_finished_one_needs_no_r
                      config_yaml="x: 1\n")
     assert summary.chunks_reused == 2 and summary.chunks_rendered == 0
     assert summary.frames_with_faces >= FRAMES - 2 and output.exists()
-
-
-HANG = ("cluster.hang_floor_seconds=1", "cluster.hang_factor=2")
-"""A 2 s hang limit for a first chunk (hang_factor x hang_floor_seconds)."""
-
-
-@pytest.mark.ray
-def test_a_chunk_hung_in_the_driver_is_retried_on_ray(
-    clip: Path, tmp_path: Path, no_ray: None,
-) -> None:
-    output = tmp_path / "out.mp4"
-    stages = faulty_stages(hang_chunks=[0], hang_seconds=60, state_dir=str(tmp_path / "state"))
-    (tmp_path / "state").mkdir()
-    started = time.monotonic()
-    summary = render(config_for(clip, output, *HANG), run_dir=tmp_path, config_yaml="x: 1\n",
-                     stage_classes=stages)
-    assert time.monotonic() - started < 45, "the hang was not cut short"
-    [hung] = summary.chunk_timeouts
-    assert hung["chunk"] == 0 and hung["attempt"] == 1 and hung["actor"] == "driver"
-    assert hung["seconds"] >= hung["limit_seconds"] == 2.0
-    assert summary.chunk_failures[0].startswith("chunk 0 (frames 0-23) attempt 1: hung (")
-    assert summary.actors == {"detect": 0, "render": 1}  # the retry ran on an actor
-    assert summary.faces_swapped >= FRAMES - 2 and not ray.is_initialized()
-
-
-def test_a_chunk_hung_on_its_last_attempt_stops_the_job(
-    clip: Path, tmp_path: Path, ray_forbidden: None,
-) -> None:
-    output = tmp_path / "out.mp4"
-    state = tmp_path / "state"
-    state.mkdir()
-    stages = faulty_stages(hang_chunks=[0], hang_seconds=60, state_dir=str(state))
-    with pytest.raises(RenderError, match=r"^Chunk 0 \(frames 0-23\) failed after 1 attempts: "
-                                          r"RenderError: chunk 0 \(frames 0-23\) ran 2\.\d s, "
-                                          r"past the hang limit of 2\.0 s$"):
-        render(config_for(clip, output, *HANG, "cluster.chunk_retries=0"), run_dir=tmp_path,
-               config_yaml="x: 1\n", stage_classes=stages)
-    assert not output.exists()

@@ -13,35 +13,25 @@ What the driver gives up against an actor (why only one chunk, and only locally)
 - A retry in a fresh process: a failed attempt here counts like an actor's, and its retry goes
   to Ray after all (a new actor), so `cluster.chunk_retries` and `on_chunk_error` mean what
   they always mean.
-- Cancelling a hung chunk: the chunk is watched with the limit a first chunk has on an actor
-  (`cluster.hang_factor` x `cluster.hang_floor_seconds`) and, past it, retried on Ray the
-  same way, but a thread cannot be stopped: the hung call runs on beside the retry until the
-  process exits.
-- A crash (a segfault in a native library, the OOM killer) takes the driver down with it;
-  an actor's crash is retried. `cluster.inline=false` keeps every chunk on an actor.
+- The hang watchdog (`cluster.hang_factor`): a thread cannot be cancelled. A one-chunk job
+  that must be watched sets `cluster.inline=false`.
 - GPUs: where this process sees a card, the job keeps the actor path, whose device planning
   follows Ray's assignment (`fusionray.models.device`).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import threading
-import time
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
 from fusionray.actors.pools import plan_pool
 from fusionray.config import RenderConfig
 from fusionray.errors import FusionrayError, RenderError
 from fusionray.jobs.ray_session import failure_reason
-from fusionray.jobs.scheduler import RenderJob, Task, describe, hang_limit_seconds, record_hang
+from fusionray.jobs.scheduler import RenderJob, Task, describe
 
 log = logging.getLogger("fusionray")
-
-T = TypeVar("T")
 
 INLINE_NOTE = ("rendered in the driver process: one chunk on a local machine, so no Ray was "
                "started (cluster.inline=false renders it on an actor)")
@@ -81,8 +71,7 @@ def inline_threads(
 def render_in_driver(
     task: Task, stage_class: type, threads: int, *, isolate_failures: bool = False,
 ) -> Task | None:
-    """Render `task`'s chunk in this process, the way a render actor would, watched for a hang
-    with the limit a first chunk gets on an actor (`hang_limit_seconds`).
+    """Render `task`'s chunk in this process, the way a render actor would.
 
     Returns:
         None when the chunk is settled (recorded, or given up on: passthrough, or a failure
@@ -90,84 +79,39 @@ def render_in_driver(
 
     Raises:
         RenderError: the stage could not start (the constructor's own message, one line, as
-            from an actor), or the chunk failed or hung on its last attempt (unless isolated).
+            from an actor), or the chunk failed its last attempt (unless isolated).
         FusionrayError: a config or model error of the stage's constructor, as it stands.
         KeyboardInterrupt: Ctrl-C (or SIGTERM via the CLI): the caller keeps the work folder.
     """
     job, chunk = task.job, task.chunk
     assert isinstance(job, RenderJob), job
-    cluster = job.config.cluster
     try:
         stage = stage_class(job.config, threads=threads)
     except FusionrayError:
         raise
-    except Exception as start_error:
-        raise RenderError(f"A render stage could not start: {_reason(start_error)}") from None
-    limit = hang_limit_seconds((), cluster)
-    failed: BaseException
-    try:
-        result = call_watched(functools.partial(stage, job.info, chunk, job.source), limit)
-    except Hung as hung:
-        failed = record_hang(task, hung.seconds, limit, "driver")
-        reason = str(failed)
     except Exception as error:
-        failed, reason = error, failure_reason(error)
+        raise RenderError(f"A render stage could not start: {_reason(error)}") from None
+    try:
+        result = stage(job.info, chunk, job.source)
+    except Exception as error:
+        reason = failure_reason(error)
         job.totals.failures.append(f"{describe(chunk)} attempt {task.attempt + 1}: {reason}")
-    else:
-        job.done(chunk, result)
+        retries = job.config.cluster.chunk_retries
+        if task.attempt < retries:
+            log.warning("%s failed in the driver, retrying on Ray: %s", describe(chunk), reason)
+            return Task(job, chunk, task.attempt + 1)
+        try:
+            job.give_up(chunk, error)
+        except RenderError as failure:
+            if not isolate_failures:
+                raise
+            job.failed = failure
+            log.warning("%s", failure)
         return None
     finally:
-        del stage  # its models go before an actor's load (a hung call keeps its own reference)
-    if task.attempt < cluster.chunk_retries:
-        log.warning("%s failed in the driver, retrying on Ray: %s", describe(chunk), reason)
-        return Task(job, chunk, task.attempt + 1)
-    try:
-        job.give_up(chunk, failed)
-    except RenderError as failure:
-        if not isolate_failures:
-            raise
-        job.failed = failure
-        log.warning("%s", failure)
+        del stage  # its models go before anything else loads
+    job.done(chunk, result)
     return None
-
-
-class Hung(Exception):
-    """A watched call ran past its limit (it goes on running: a thread cannot be stopped)."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"still running after {seconds:.1f} s")
-        self.seconds = seconds
-
-
-def call_watched(call: Callable[[], T], limit_seconds: float) -> T:
-    """`call()` on a daemon thread, waited for at most `limit_seconds`.
-
-    The thread is a daemon so that a hung call, which nothing can stop, does not keep the
-    process alive once the job is over; it is left running.
-
-    Raises:
-        Hung: the call had not returned after `limit_seconds`.
-        Exception: whatever the call raised, as raised.
-    """
-    finished = threading.Event()
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append((True, call()))
-        except BaseException as error:  # handed to the waiting thread, which raises it
-            outcome.append((False, error))
-        finally:
-            finished.set()
-
-    started = time.monotonic()
-    threading.Thread(target=run, name="fusionray-driver-chunk", daemon=True).start()
-    if not finished.wait(limit_seconds):
-        raise Hung(time.monotonic() - started)
-    succeeded, value = outcome[0]
-    if not succeeded:
-        raise value
-    return value
 
 
 def _reason(error: BaseException) -> str:

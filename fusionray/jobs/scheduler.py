@@ -286,34 +286,22 @@ def _cancel_hung(
     (elsewhere) and the calls queued behind it as they were."""
     refs, member.queue = member.queue, []
     hung, *behind = [in_flight.pop(ref)[0] for ref in refs if ref in in_flight]
-    error = record_hang(hung, now - member.head_since, hang, member.name)
+    seconds = now - member.head_since
+    hung.job.totals.timeouts.append({
+        "chunk": hung.chunk.index, "attempt": hung.attempt + 1, "seconds": round(seconds, 3),
+        "limit_seconds": round(hang, 3), "actor": member.name})
+    reason = f"{describe(hung.chunk)} ran {seconds:.1f} s, past the hang limit of {hang:.1f} s"
+    hung.job.totals.failures.append(f"{describe(hung.chunk)} attempt {hung.attempt + 1}: "
+                                    f"hung ({seconds:.1f} s > {hang:.1f} s)")
     for ref in refs:
         ray.cancel(ref)
-    pool.restart(member, str(error))
+    pool.restart(member, reason)
     for task in reversed(behind):
         pending.appendleft(Task(task.job, task.chunk, task.attempt, avoid=member.name))
     if hung.attempt < retries:
         pending.appendleft(Task(hung.job, hung.chunk, hung.attempt + 1, avoid=member.name))
     else:
-        give_up(hung, error)
-
-
-def record_hang(task: Task, seconds: float, limit: float, worker: str) -> RenderError:
-    """Put a hung attempt on the job's record (`chunk_timeouts` and `chunk_failures`); the
-    error that names it, for `give_up` or a restart's reason.
-
-    Args:
-        seconds: how long the attempt had run; `limit`: the hang limit it passed (seconds).
-        worker: the actor's name, or "driver".
-    """
-    chunk = task.chunk
-    task.job.totals.timeouts.append({
-        "chunk": chunk.index, "attempt": task.attempt + 1, "seconds": round(seconds, 3),
-        "limit_seconds": round(limit, 3), "actor": worker})
-    task.job.totals.failures.append(f"{describe(chunk)} attempt {task.attempt + 1}: "
-                                    f"hung ({seconds:.1f} s > {limit:.1f} s)")
-    return RenderError(f"{describe(chunk)} ran {seconds:.1f} s, past the hang limit of "
-                       f"{limit:.1f} s")
+        give_up(hung, RenderError(reason))
 
 
 @dataclass
