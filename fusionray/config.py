@@ -600,8 +600,8 @@ class ClusterConfig:
     inline: bool = True
     """A job with one chunk to render, that would start a local Ray of its own for it,
     renders it in the driver process instead (no Ray start; `fusionray.jobs.inline`); a
-    failed or hung attempt there is retried on an actor. False: always on an actor (where a
-    native crash takes down a worker process, not the job)."""
+    failed attempt there is retried on an actor. False: always on an actor (the hang
+    watchdog, and a native crash takes down a worker process, not the job)."""
     detect: PoolConfig = field(default_factory=PoolConfig)
     swap: PoolConfig = field(default_factory=lambda: PoolConfig(replicas=0))
     """The render pool: each actor renders whole chunks (detect, swap, encode in one call)."""

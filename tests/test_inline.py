@@ -5,7 +5,13 @@ as anywhere."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,7 @@ from tests.clips import write_face_clip
 from tests.fault_stages import faulty_stages
 from tests.test_render import compose_config, decoded_frames
 
+ROOT = Path(__file__).resolve().parents[1]
 FRAMES = 24
 """One automatic chunk (chunks are at least 48 frames)."""
 
@@ -235,3 +242,49 @@ def test_a_resumed_job_renders_its_last_chunk_here_and_a_finished_one_needs_no_r
                      config_yaml="x: 1\n")
     assert summary.chunks_reused == 2 and summary.chunks_rendered == 0
     assert summary.frames_with_faces >= FRAMES - 2 and output.exists()
+
+
+LONG_FRAMES = 150
+"""Long enough (one chunk of it, several seconds) for a signal to land mid-render."""
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_face_clip(tmp_path_factory.mktemp("inline-long") / "faces.mp4",
+                           frames=LONG_FRAMES)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_signal_mid_render_in_the_driver_exits_130_and_leaves_nothing(
+    long_clip: Path, tmp_path: Path, sig: signal.Signals,
+) -> None:
+    """The render CLI as users run it, the chunk on the driver's main thread: the stage's step
+    threads unwind with it, and the process exits 130 (not an abort from native code still
+    running at exit)."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    hooks = tmp_path / "hooks.json"
+    hooks.write_text(json.dumps({"marker_dir": str(markers)}))
+    output = tmp_path / "out" / "out.mp4"
+    output.parent.mkdir()
+    command = [sys.executable, "-m", "tests.fault_cli", str(hooks), f"+video={long_clip}",
+               f"+source={demo_source_image_path()}", f"output={output}",
+               f"chunk.frames={LONG_FRAMES}", "progress=false", f"hydra.run.dir={tmp_path / 'h'}"]
+    driver = subprocess.Popen(command, cwd=ROOT, text=True, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(markers.iterdir()) and driver.poll() is None:
+            assert time.monotonic() < deadline, "the chunk never started"
+            time.sleep(0.05)
+        time.sleep(1.0)  # into the render: decoding, detecting, swapping, encoding
+        assert driver.poll() is None, driver.communicate()[1][-2000:]
+        os.kill(driver.pid, sig)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 130, stderr[-2000:]
+    assert "Interrupted before any chunk finished" in stderr
+    assert "terminate called" not in stderr
+    assert sorted(path.name for path in output.parent.iterdir()) == []

@@ -13,10 +13,16 @@ What the driver gives up against an actor (why only one chunk, and only locally)
 - A retry in a fresh process: a failed attempt here counts like an actor's, and its retry goes
   to Ray after all (a new actor), so `cluster.chunk_retries` and `on_chunk_error` mean what
   they always mean.
-- The hang watchdog (`cluster.hang_factor`): a thread cannot be cancelled. A one-chunk job
-  that must be watched sets `cluster.inline=false`.
-- GPUs: where this process sees a card, the job keeps the actor path, whose device planning
-  follows Ray's assignment (`fusionray.models.device`).
+- The hang watchdog (`cluster.hang_factor`). The chunk renders on this process's main
+  thread, so that Ctrl-C and SIGTERM unwind it like everything else: the render stage's step
+  threads stop and join. (Rendered on a watched thread instead, a render abandoned at Ctrl-C
+  was still inside native code when the process exited, and the exit aborted: -6, not 130.)
+- Crash isolation: a segfault in a native library or the OOM killer takes the driver down
+  with the chunk; an actor's crash is retried.
+- GPUs: not given up; where this process sees a card, the job keeps the actor path, whose
+  device planning follows Ray's assignment (`fusionray.models.device`).
+
+A one-chunk job that must keep the watchdog or the isolation sets `cluster.inline=false`.
 """
 
 from __future__ import annotations
