@@ -2,8 +2,9 @@
 
 A job that would start a local Ray only to render one chunk (a clip of up to about 100 frames,
 a resumed job with one chunk left) pays Ray's start and stop for nothing: on the 2-core machine
-2.7 of the neural benchmark's 40 s went to the GCS, the raylet, its agents and a worker
-process, and the one actor then did exactly what this process can, on every core. Such a job
+about 3 of the neural benchmark's 40 s went to the GCS, the raylet, its agents, the actor's
+worker process and stopping them, and the one actor then did exactly what this process can, on
+every core. Such a job
 renders the chunk here, with the stage class, threads and encoder settings the actor would have
 had, so its output is the same file.
 
