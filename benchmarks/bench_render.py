@@ -11,6 +11,11 @@ Sides (each a separate process, run round after round in the same order: A B A B
    it does not get fusionray's plane path, thread overlap or small detector image.
 3. with `--in-process`: `RenderStage` over the keyframe-aware plan, chunk after chunk in one
    process, no Ray: what the render actor does, without the cluster around it.
+4. with `--joined`: fusionray joining a Ray already running on this machine
+   (`cluster.address=...`), as on a studio box where `ray start --head` runs once for many
+   renders. The head is started before the side's clock and stopped after it, so it costs the
+   other sides nothing; its start is not counted, which is the point of this side. Its actors
+   are the head's processes, so its peak RSS is the driver's alone.
 
 Reports the median wall seconds of each side and its ratio to the sequential loop, frames
 decoded per frame written (fusionray's from its run.json), per-stage seconds, and peak resident
@@ -29,12 +34,14 @@ import contextlib
 import json
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -167,11 +174,12 @@ def worker(mode: str, video: Path, output: Path, overrides: list[str]) -> None:
 CHILD_ENV = {**os.environ, "RAY_worker_niceness": "0"}
 
 
-def timed_child(command: list[str]) -> tuple[float, int, str]:
+def timed_child(command: list[str], *, env: dict[str, str] = CHILD_ENV,
+                ) -> tuple[float, int, str]:
     """Wall seconds, peak RSS (bytes, the child and all its descendants) and stdout of one
     whole child process, which must succeed."""
     started = time.perf_counter()
-    child = subprocess.Popen(command, cwd=ROOT, env=CHILD_ENV, stdout=subprocess.PIPE,
+    child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     # Only the side's own process tree: not this script, which generated the clip.
     with PeakMemory(pid=child.pid) as memory:
@@ -183,13 +191,47 @@ def timed_child(command: list[str]) -> tuple[float, int, str]:
     return seconds, memory.peak, stdout
 
 
-def command_for(name: str, video: Path, output: Path, overrides: list[str]) -> list[str]:
-    """The whole-process command line of one side."""
-    if name == "fusionray":
+HEAD_SCRIPT = """
+import sys, ray
+ray.init(address="local", num_cpus=int(sys.argv[1]), include_dashboard=False,
+         logging_level="WARNING")
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()  # until the benchmark closes it
+"""
+
+
+@contextlib.contextmanager
+def running_ray() -> Iterator[tuple[str, dict[str, str]]]:
+    """A local Ray that other processes join, for one run of the `joined` side: started (and
+    ready) before the side's clock, stopped after it. Yields its GCS address and the
+    environment that joins it (Ray's token authentication: head and job share one token)."""
+    env = {**CHILD_ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    head = subprocess.Popen([sys.executable, "-c", HEAD_SCRIPT, str(os.cpu_count() or 1)],
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    assert head.stdin is not None and head.stdout is not None
+    try:
+        address = head.stdout.readline().strip()
+        if not address:
+            raise SystemExit("The Ray head for the joined side did not start")
+        yield address, env
+    finally:
+        head.stdin.close()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+
+
+def command_for(name: str, video: Path, output: Path, overrides: list[str],
+                address: str | None = None) -> list[str]:
+    """The whole-process command line of one side (`address`: the Ray the joined side joins)."""
+    if name in ("fusionray", "joined"):
+        joined = [f"cluster.address={address}"] if name == "joined" else []
         return [sys.executable, "-m", "fusionray.jobs.render", f"+video={video}",
                 f"+source={demo_source_image_path()}", f"output={output}", "progress=false",
                 "preview_frames=0", f"hydra.run.dir={output.parent / ('hydra-' + output.stem)}",
-                *overrides]
+                *joined, *overrides]
     return [sys.executable, str(Path(__file__).resolve()), "--worker", name,
             "--video", str(video), "--output", str(output), *overrides]
 
@@ -208,11 +250,16 @@ def bench(seconds: float, *, gop: int, repeats: int, sides: list[str], overrides
     for round_index in range(repeats):
         for name in sides:
             output = work / f"{name}-{seconds:g}s-g{gop}-{round_index}.mp4"
-            wall, peak, stdout = timed_child(command_for(name, video, output, overrides))
+            with (running_ray() if name == "joined"
+                  else contextlib.nullcontext((None, CHILD_ENV))) as (address, env):
+                wall, peak, stdout = timed_child(
+                    command_for(name, video, output, overrides, address), env=env)
             walls[name].append(wall)
             peaks[name].append(peak)
             if name == "fusionray":
                 run_json = json.loads(output.with_suffix(".run.json").read_text())
+            elif name == "joined":
+                stages[name] = json.loads(output.with_suffix(".run.json").read_text())
             else:
                 stages[name] = json.loads(stdout.strip().splitlines()[-1])
             print(f"round {round_index + 1} {name:11s} {wall:7.2f} s", flush=True)
@@ -234,7 +281,7 @@ def bench(seconds: float, *, gop: int, repeats: int, sides: list[str], overrides
         wall = statistics.median(walls[name])
         if name == "fusionray" and run_json:
             decoded = f"{int(run_json['frames_decoded']) / int(run_json['frames_written']):.2f}"
-        elif name == "in-process":
+        elif name in ("in-process", "joined"):
             decoded = (f"{stages[name]['frames_decoded'] / stages[name]['frames_written']:.2f}")
         else:
             decoded = "1.00"
@@ -266,6 +313,7 @@ def bench(seconds: float, *, gop: int, repeats: int, sides: list[str], overrides
 
 LABELS = {"fusionray": "fusionray (`python -m fusionray.jobs.render`, local Ray)",
           "in-process": "fusionray RenderStage in one process, no Ray",
+          "joined": "fusionray joining a running Ray (`cluster.address`; RSS: driver only)",
           "sequential": "sequential loop (decode, BGR, detect, swap, encode per frame)"}
 
 
@@ -292,6 +340,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the sides, A B A B")
     parser.add_argument("--in-process", action="store_true",
                         help="also time RenderStage chunk after chunk in one process, no Ray")
+    parser.add_argument("--joined", action="store_true",
+                        help="also time fusionray joining a Ray already running here")
     parser.add_argument("--worker", choices=["sequential", "in-process"], help=argparse.SUPPRESS)
     parser.add_argument("--video", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
@@ -301,7 +351,8 @@ def main() -> int:
         worker(args.worker, args.video, args.output, args.overrides)
         return 0
 
-    sides = ["fusionray", *(["in-process"] if args.in_process else []), "sequential"]
+    sides = ["fusionray", *(["joined"] if args.joined else []),
+             *(["in-process"] if args.in_process else []), "sequential"]
     work = Path(tempfile.mkdtemp(prefix="fusionray-bench-"))
     for seconds in args.seconds:
         bench(seconds, gop=args.gop, repeats=args.repeats, sides=sides,
