@@ -22,7 +22,7 @@ import ray
 import fusionray.jobs.pipeline as pipeline
 from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
 from fusionray.errors import ConfigError, RenderError, RenderInterrupted
-from fusionray.jobs.inline import INLINE_NOTE, inline_threads, single_task
+from fusionray.jobs.inline import INLINE_NOTE, inline_threads
 from fusionray.jobs.pipeline import OutputPaths, render
 from fusionray.media.demo import demo_source_image_path
 from tests.clips import write_face_clip
@@ -37,7 +37,9 @@ FRAMES = 24
 def decide(config: RenderConfig, **facts: Any) -> int | None:
     given: dict[str, Any] = {"tasks": 1, "ray_running": False, "address": None,
                              "sees_gpu": False, "pre_pass": False}
-    return inline_threads(config, **{**given, **facts})
+    facts = {**given, **facts}
+    gpu = facts.pop("sees_gpu")
+    return inline_threads(config, sees_gpu=lambda: gpu, **facts)
 
 
 def cluster_config(**cluster: Any) -> RenderConfig:
@@ -66,16 +68,21 @@ def test_everything_else_goes_to_ray(config: RenderConfig, facts: dict[str, Any]
     assert decide(config, **facts) is None
 
 
+def test_the_gpu_is_asked_about_only_when_nothing_else_decides() -> None:
+    """On a GPU node the question runs nvidia-smi: a job joining a cluster never asks it."""
+    def no_probe() -> bool:
+        raise AssertionError("the GPU probe ran although the job goes to Ray anyway")
+
+    assert inline_threads(cluster_config(), tasks=1, ray_running=False, address="auto",
+                          sees_gpu=no_probe, pre_pass=False) is None
+    assert inline_threads(cluster_config(), tasks=3, ray_running=False, address=None,
+                          sees_gpu=no_probe, pre_pass=False) is None
+
+
 def test_a_pool_that_could_not_start_here_is_the_pools_error() -> None:
     config = cluster_config(num_cpus=2, swap=PoolConfig(replicas=1, num_gpus=0.5))
     with pytest.raises(ConfigError, match=r"set cluster\.swap\.num_gpus=0 on a machine"):
         decide(config)
-
-
-def test_single_task_is_the_only_one_of_every_shot() -> None:
-    assert single_task([[], ["a"], []]) == "a"  # type: ignore[list-item]
-    assert single_task([["a"], ["b"]]) is None  # type: ignore[list-item]
-    assert single_task([[], []]) is None
 
 
 # --- whole jobs --------------------------------------------------------------------------------

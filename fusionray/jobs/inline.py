@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable
 
 from fusionray.actors.pools import plan_pool
 from fusionray.config import RenderConfig
@@ -46,7 +46,7 @@ INLINE_NOTE = ("rendered in the driver process: one chunk on a local machine, so
 
 def inline_threads(
     config: RenderConfig, *, tasks: int, ray_running: bool, address: str | None,
-    sees_gpu: bool, pre_pass: bool,
+    sees_gpu: Callable[[], bool], pre_pass: bool,
 ) -> int | None:
     """The threads to render the job's chunk with in the driver, or None when the job goes to
     Ray (pure).
@@ -56,7 +56,8 @@ def inline_threads(
         tasks: chunks the job has left to render, every shot together.
         ray_running: this process is already connected to a Ray (a sweep's, a test's): use it.
         address: the cluster to join (`cluster.address` or `RAY_ADDRESS`), if any.
-        sees_gpu: this process may open a GPU (`fusionray.models.device.probe_device`).
+        sees_gpu: whether this process may open a GPU (`fusionray.models.device.probe_device`;
+            asked last, since on a GPU node it runs nvidia-smi).
         pre_pass: a shot needs the detection pre-pass (shot-level selection).
 
     Returns:
@@ -67,8 +68,8 @@ def inline_threads(
             machine lacks): the same message the pool would give.
     """
     cluster = config.cluster
-    if (not cluster.inline or tasks != 1 or ray_running or address or sees_gpu or pre_pass
-            or cluster.elastic):
+    if (not cluster.inline or tasks != 1 or ray_running or address or pre_pass
+            or cluster.elastic or sees_gpu()):
         return None
     cpus = cluster.num_cpus or os.cpu_count() or 1
     plan = plan_pool(cluster.swap, cluster, {"CPU": float(cpus)}, kind="render", chunks=1)
@@ -127,8 +128,3 @@ def _reason(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
-
-def single_task(task_lists: Sequence[Sequence[Task]]) -> Task | None:
-    """The job's only task, when every shot together has exactly one."""
-    every = [task for tasks in task_lists for task in tasks]
-    return every[0] if len(every) == 1 else None

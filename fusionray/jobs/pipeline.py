@@ -45,7 +45,7 @@ from fusionray.faces.identity import summarize_identity
 from fusionray.faces.people import SourceSet
 from fusionray.faces.shot import ShotSelection, needs_shot_pass, plan_shot_selection
 from fusionray.jobs.identity import attach_reference, build_source_identity, build_source_set
-from fusionray.jobs.inline import INLINE_NOTE, inline_threads, render_in_driver, single_task
+from fusionray.jobs.inline import INLINE_NOTE, inline_threads, render_in_driver
 from fusionray.jobs.inputs import (
     OutputPaths,
     check_output,
@@ -380,6 +380,13 @@ class PassReport:
     events: list[str]
     chunks_by_actor: dict[str, int]
 
+    @classmethod
+    def without_ray(cls, *, threads: dict[str, int], chunks_by_actor: dict[str, int],
+                    ) -> PassReport:
+        """A pass that started no Ray: nothing to render, or its one chunk rendered here."""
+        return cls(actors={"detect": 0, "render": 0}, threads=threads, nodes=set(), address="",
+                   session=None, events=[], chunks_by_actor=chunks_by_actor)
+
 
 def run_shots(
     shots: list[Shot], stage_classes: StageClasses, *, isolate_failures: bool = False,
@@ -407,24 +414,23 @@ def run_shots(
         shot.job = RenderJob(shot.config, shot.shared_info, shot.manifest, shot.source,
                              complete=shot.complete_chunks)
     tasks = {id(shot): shot.job.tasks(shot.chunks) for shot in shots if shot.job}
-    if not any(tasks.values()):
+    pending = [task for shot_tasks in tasks.values() for task in shot_tasks]
+    if not pending:
         # A resumed job whose work folder holds every chunk: nothing needs Ray.
-        return PassReport(actors={"detect": 0, "render": 0}, threads={}, nodes=set(),
-                          address="", session=None, events=[], chunks_by_actor={})
-    only = single_task(list(tasks.values()))
-    threads_here = None if only is None else inline_threads(
-        config, tasks=1, ray_running=ray.is_initialized(),
+        return PassReport.without_ray(threads={}, chunks_by_actor={})
+    threads_here = inline_threads(
+        config, tasks=len(pending), ray_running=ray.is_initialized(),
         address=config.cluster.address or os.environ.get("RAY_ADDRESS"),
-        sees_gpu=probe_device().device_id is not None,
+        sees_gpu=lambda: probe_device().device_id is not None,
         pre_pass=any(needs_shot_pass(shot.config.selection) for shot in shots))
-    if only is not None and threads_here is not None:
+    if threads_here is not None:
+        [only] = pending
         owner = next(shot for shot in shots if shot.job is only.job)
         retry = _render_here(owner, only, stage_classes.render, threads_here,
                              isolate_failures=isolate_failures)
         if retry is None:
-            return PassReport(actors={"detect": 0, "render": 0}, threads={"render": threads_here},
-                              nodes=set(), address="", session=None, events=[],
-                              chunks_by_actor={"driver": 1})
+            return PassReport.without_ray(threads={"render": threads_here},
+                                          chunks_by_actor={"driver": 1})
         tasks = {id(shot): [retry] if shot.job is retry.job else [] for shot in shots}
     clock = time.perf_counter()
     started_ray = start_ray(config)
