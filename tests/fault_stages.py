@@ -40,19 +40,24 @@ class FaultyRenderStage(RenderStage):
             Path(marker_dir, f"chunk-{chunk.index}-pid-{os.getpid()}").touch()
         if chunk.index in hooks.get("fail_chunks", ()):
             raise RuntimeError(f"test hook: chunk {chunk.index} fails")
-        if chunk.index in hooks.get("flaky_chunks", ()):
-            state = Path(hooks["state_dir"], f"failed-{chunk.index}")
-            if not state.exists():
-                state.touch()
-                raise RuntimeError(f"test hook: chunk {chunk.index} fails once")
-        if chunk.index in hooks.get("hang_chunks", ()):
-            # First attempt only: the state file says an attempt already hung.
-            state = Path(hooks["state_dir"], f"hung-{chunk.index}")
-            if not state.exists():
-                state.touch()
-                time.sleep(float(hooks.get("hang_seconds", 600.0)))
+        if chunk.index in hooks.get("flaky_chunks", ()) and first_attempt(hooks, "failed",
+                                                                          chunk.index):
+            raise RuntimeError(f"test hook: chunk {chunk.index} fails once")
+        if chunk.index in hooks.get("hang_chunks", ()) and first_attempt(hooks, "hung",
+                                                                         chunk.index):
+            time.sleep(float(hooks.get("hang_seconds", 600.0)))
         time.sleep(float(hooks.get("frame_delay_seconds", 0.0)) * chunk.owned_frames)
         return super().__call__(info, chunk, source, detected, shot)
+
+
+def first_attempt(hooks: dict[str, Any], fault: str, chunk_index: int) -> bool:
+    """Whether this is the chunk's first attempt at `fault`; a file `FAULT-I` in the hooks'
+    `state_dir` says so to every later attempt, in whichever process it runs."""
+    state = Path(hooks["state_dir"], f"{fault}-{chunk_index}")
+    if state.exists():
+        return False
+    state.touch()
+    return True
 
 
 def faulty_stages(**hooks: Any) -> StageClasses:
