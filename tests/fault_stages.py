@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from fusionray.actors.pools import StageClasses, start_pool, wait_for_release
+from fusionray.actors.pools import StageClasses, start_pool
 from fusionray.actors.render_stage import RenderStage
 from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
 
@@ -103,5 +103,4 @@ def what_a_pool_sees(num_gpus: float) -> tuple[str | None, dict[str, Any]]:
         visible, runtime_env = ray.get(pool.members[0].actor.run.remote())
         return visible, runtime_env
     finally:
-        pool.shutdown()
-        wait_for_release(pool)
+        pool.release()

@@ -270,6 +270,8 @@ def test_a_changed_config_never_reuses_stale_segments(
         render(config_for(clip, output), run_dir=tmp_path, config_yaml="x: 1\n",
             stage_classes=stages)
     assert manifest_rows(work) >= 1
+    # The failed job gave the shared Ray back whole: the next job sizes its pool from it all.
+    assert ray.available_resources().get("CPU") == ray.cluster_resources()["CPU"]
     summary = render(config_for(clip, output, "swapper.mask_blur=0.2"), run_dir=tmp_path,
                      config_yaml="x: 1\n")
     assert summary.chunks_reused == 0 and summary.chunks_rendered == CHUNKS

@@ -215,8 +215,7 @@ def test_render_actors_that_fill_the_jobs_own_machine_keep_to_their_own_cores(
     try:
         seen = set(ray.get([member.actor.run.remote() for member in pool.members]))
     finally:
-        pool.shutdown()
-        pools.wait_for_release(pool)
+        pool.release()
     if pinned:
         assert pool.cores == ((machine[0],), (machine[1],))
         assert seen == {frozenset({machine[0]}), frozenset({machine[1]})}
@@ -254,3 +253,21 @@ def test_render_actors_of_a_cpu_only_job_keep_the_nodes_environment(local_ray: N
     visible, runtime_env = what_a_pool_sees(0)
     assert visible == os.environ.get("CUDA_VISIBLE_DEVICES")
     assert "env_vars" not in runtime_env
+
+
+def test_a_released_pool_leaves_the_whole_ray_free_for_whatever_starts_next(
+    local_ray: None,
+) -> None:
+    """Ray frees a killed actor's CPUs a moment after `ray.kill`; `release` waits for that, so
+    the next pool (or the next job of a sweep on the same Ray) is not refused as 'the cluster
+    has 0 free' (CI saw exactly that when a second job followed a failed one)."""
+    total = ray.cluster_resources()["CPU"]
+    config = RenderConfig(video="demo", cluster=ClusterConfig(
+        swap=PoolConfig(replicas=0, num_cpus=1)))
+    for _ in range(3):
+        pool = start_pool("render", config, AffinityStage, chunks=4)
+        assert len(pool.members) == total  # it fills the Ray
+        ray.get([member.actor.run.remote() for member in pool.members])
+        pool.release()
+        assert ray.available_resources().get("CPU", 0.0) == total
+        assert pool.members == []

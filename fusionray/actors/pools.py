@@ -376,10 +376,38 @@ class ActorPool:
             self.add()
 
     def shutdown(self) -> None:
+        """Kill every member (Ray gives their resources back a moment later: `release`)."""
         for member in self.members:
             ray.kill(member.actor, no_restart=True)
         self.members.clear()
         self.pings.clear()
+
+    def release(self, timeout_seconds: float = 10.0) -> None:
+        """`shutdown`, then wait (bounded) until Ray has given the members' resources back, so
+        whatever starts next on this Ray (the next pool, the next job of a sweep) is sized
+        from the whole cluster. Ray frees a killed actor's resources asynchronously; read too
+        soon, `ray.available_resources()` still counts them as held.
+        """
+        held = len(self.members)
+        if not held:
+            self.shutdown()
+            return
+        bundle = actor_bundle(self.pool)
+        before = ray.available_resources()
+        total = ray.cluster_resources()
+        # Never wait for more than the cluster has (another job may free or take resources
+        # meanwhile; the timeout bounds that case).
+        want = {name: min(total.get(name, 0.0), before.get(name, 0.0) + amount * held) - 1e-6
+                for name, amount in bundle.items()}
+        self.shutdown()
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            free = ray.available_resources()
+            if all(free.get(name, 0.0) >= amount for name, amount in want.items()):
+                return
+            time.sleep(0.05)
+        log.debug("%s pool: resources not back after %.0f s (want %s, free %s)", self.kind,
+                  timeout_seconds, want, dict(ray.available_resources()))
 
 
 def request_from_autoscaler(pool: PoolConfig, count: int) -> None:
@@ -446,18 +474,3 @@ def start_pool(
                        hide_gpus=job_uses_gpus(cluster, ray.cluster_resources()))
     actors.start()
     return actors
-
-
-def wait_for_release(pool: ActorPool, timeout_seconds: float = 10.0) -> None:
-    """After `pool.shutdown()`, wait (bounded) until Ray gives its actors' resources back, so
-    the next pool is sized from the whole cluster."""
-    bundle = actor_bundle(pool.pool)
-    before = ray.available_resources()
-    want = {name: before.get(name, 0.0) + amount * pool.plan.actors * 0.999
-            for name, amount in bundle.items()}
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        free = ray.available_resources()
-        if all(free.get(name, 0.0) >= amount for name, amount in want.items()):
-            return
-        time.sleep(0.1)

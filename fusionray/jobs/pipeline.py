@@ -31,7 +31,6 @@ from fusionray.actors.pools import (
     StageClasses,
     request_from_autoscaler,
     start_pool,
-    wait_for_release,
 )
 from fusionray.actors.stages import (
     detector_from_config,
@@ -443,7 +442,7 @@ def run_shots(
         groups: dict[str, list[Shot]] = {}
         for shot in shots:
             groups.setdefault(shot.pool_key, []).append(shot)
-        for group in groups.values():
+        for position, group in enumerate(groups.values()):
             group_tasks = [tasks[id(shot)] for shot in group]
             needs_pass = [s for s in group if tasks[id(s)] and needs_shot_pass(s.config.selection)]
             if needs_pass:
@@ -469,13 +468,19 @@ def run_shots(
                           isolate_failures=isolate_failures)
             for shot in group:
                 shot.stages["chunks_wall"] = time.perf_counter() - clock
-            render_pool.shutdown()
+            if position < len(groups) - 1:
+                render_pool.release()  # the next group's pool is sized from the whole cluster
         nodes = {m.node_id for pool in pools for m in pool.all_members if m.node_id}
         events = [event for pool in pools for event in pool.events]
         by_actor = {name: n for pool in pools for name, n in pool.chunks_by_member.items()}
     finally:
         for pool in pools:
-            pool.shutdown()
+            # A Ray that outlives this job (joined, or a sweep's) gets its resources back
+            # before the next job sizes its pools; a Ray of our own is stopped below.
+            if started_ray:
+                pool.shutdown()
+            else:
+                pool.release()
         if config.cluster.elastic and ray.is_initialized():
             request_from_autoscaler(config.cluster.swap, 0)
         if started_ray:
@@ -535,5 +540,4 @@ def _detection_pre_pass(
             frame_count=shot.info.frame_count, config=shot.config, source=shot.source)
         shot.selection = selection
         shot.job.detected, shot.job.shot_ref = job.refs, ray.put(selection)
-    detect_pool.shutdown()
-    wait_for_release(detect_pool)
+    detect_pool.release()
