@@ -774,6 +774,10 @@ class RenderConfig:
     export_faces: bool = True
     """Write `<output stem>.faces.parquet` (per-frame detections and selection) beside the
     output; see `fusionray.faces.tracks`."""
+    identity_every: int = 5
+    """run.json's identity score (learned engine): score the swapped faces of every Nth frame of
+    the video (two ArcFace embeddings a face, about 9 % of an inswapper_128 swap on CPU); 1 =
+    every frame, 0 = none. See `fusionray.faces.identity.scored_frame`."""
     gpu: GpuConfig = field(default_factory=GpuConfig)
     """GPU use of the ONNX Runtime sessions and the decoder (`fusionray.models.providers`)."""
     media: MediaConfig = field(default_factory=MediaConfig)
@@ -791,6 +795,8 @@ class RenderConfig:
         _require_choice("on_chunk_error", self.on_chunk_error, CHUNK_ERROR_POLICIES)
         _require(0 <= self.preview_frames <= 16, "preview_frames", self.preview_frames,
                  "in [0, 16]")
+        _require(isinstance(self.identity_every, int) and self.identity_every >= 0,
+                 "identity_every", self.identity_every, "an integer >= 0 (0 = no identity score)")
         self._check_temporal_fits_overlap()
 
     def _check_temporal_fits_overlap(self) -> None:
@@ -991,7 +997,8 @@ def config_hash(config: RenderConfig) -> str:
     """
     data = config_to_dict(config)
     for key in ("output", "cluster", "progress", "keep_work", "preview_frames", "models",
-                "on_chunk_error", "provenance", "export_faces", "storage"):
+                "on_chunk_error", "provenance", "export_faces", "identity_every",
+                "storage"):
         data.pop(key, None)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()

@@ -103,6 +103,7 @@ def test_unknown_group_option_lists_choices() -> None:
         ("cluster.swap.num_gpus=1.5", "cluster.swap.num_gpus=1.5"),
         ("detector.providers=[cuda,vulkan]", "Choose one of: tensorrt, cuda"),
         ("selection.mode=all", "Choose one of: one, many"),
+        ("identity_every=-1", "identity_every=-1: must be an integer >= 0"),
     ],
 )
 def test_out_of_range_values_name_key_and_allowed(override: str, expected: str) -> None:
@@ -126,7 +127,7 @@ def test_unknown_top_level_key_in_plain_data() -> None:
 def test_config_hash_tracks_pixels_not_plumbing() -> None:
     base = _compose("+video=demo")
     assert config_hash(base) == config_hash(_compose("+video=demo", "cluster=studio",
-                                                     "output=/x/y.mp4"))
+                                                     "output=/x/y.mp4", "identity_every=1"))
     assert config_hash(base) != config_hash(_compose("+video=demo", "encode.crf=20"))
     assert config_hash(base) != config_hash(_compose("+video=demo", "swapper.mask_blur=0.1"))
 

@@ -11,7 +11,7 @@ import pytest
 
 from fusionray.config import RenderConfig, SelectionConfig
 from fusionray.errors import ConfigError
-from fusionray.faces.identity import identity_similarities, summarize_identity
+from fusionray.faces.identity import identity_similarities, scored_frame, summarize_identity
 from fusionray.faces.people import Person, SourceSet, assign_people
 from fusionray.faces.pose import MEAN_FACE_ARCFACE5
 from fusionray.faces.select import select_faces
@@ -244,13 +244,21 @@ def test_identity_similarities_and_summary() -> None:
                        for w in np.linspace(0.5, 1.0, 20)]
     np.testing.assert_allclose(scores[:, 0], expected_source, atol=1e-5)
     assert scores[-1, 0] == pytest.approx(1.0, abs=1e-5)
-    summary = summarize_identity([scores[:10], scores[10:]])
-    assert summary is not None and summary["faces"] == 20
+    summary = summarize_identity([scores[:10], scores[10:]], every=1)
+    assert summary is not None and summary["faces"] == 20 and summary["every"] == 1
     assert summary["source_mean"] == pytest.approx(float(np.mean(expected_source)), abs=1e-4)
     assert summary["source_p05"] == pytest.approx(
         float(np.percentile(expected_source, 5)), abs=1e-4)
     assert summary["source_p05"] < summary["source_mean"]
     assert summary["target_p95"] > summary["target_mean"]
-    assert summarize_identity([]) is None
+    assert summarize_identity([], every=5) is None
     with pytest.raises(ValueError, match="one swapped embedding per original"):
         identity_similarities(np.stack([target] * 2), swapped, source)
+
+
+def test_scored_frames_are_every_nth_of_the_video_whatever_the_chunk() -> None:
+    assert [i for i in range(12) if scored_frame(i, 5)] == [0, 5, 10]
+    assert [i for i in range(4) if scored_frame(i, 1)] == [0, 1, 2, 3]
+    assert not any(scored_frame(i, 0) for i in range(12))
+    # By the frame's index in the video: a chunk starting at frame 7 scores 10, 15, ...
+    assert [i for i in range(7, 17) if scored_frame(i, 5)] == [10, 15]

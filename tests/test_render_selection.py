@@ -189,23 +189,50 @@ def neural_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
-@pytest.mark.ray
-def test_identity_score_in_run_json(local_ray, neural_models: Path, tmp_path: Path) -> None:
-    """With a recognizer, run.json scores every swapped face. The identity-contract swapper
-    gives the target face back, so the output is the target (similarity to it near 1), not the
-    source: the score must say so."""
-    clip = write_face_clip(tmp_path / "face.mp4", frames=12)
-    output = tmp_path / "out.mp4"
+def _neural_identity(clip: Path, output: Path, models: Path, *extra: str) -> dict:
+    """Render `clip` with the learned engine; run.json's identity block."""
     config = compose_config(
         f"+video={clip}", f"+source={HANKS}", f"output={output}", "progress=false",
         "preview_frames=0", "quality=lossless", "swapper=inswapper", "swapper.providers=[cpu]",
-        f"models.cache_dir={neural_models}", "models.offline=true", "chunk.frames=5")
-    summary = render(config, run_dir=tmp_path, config_yaml="x: 1\n")
-    identity = json.loads(OutputPaths.for_video(output).run_json.read_text())["identity"]
-    assert summary.faces_swapped >= 10 and identity["faces"] == summary.faces_swapped
+        f"models.cache_dir={models}", "models.offline=true", *extra)
+    render(config, run_dir=output.parent, config_yaml="x: 1\n")
+    return json.loads(OutputPaths.for_video(output).run_json.read_text())["identity"]
+
+
+@pytest.mark.ray
+def test_identity_score_in_run_json(local_ray, neural_models: Path, tmp_path: Path) -> None:
+    """With a recognizer and `identity_every=1`, run.json scores every swapped face. The
+    identity-contract swapper gives the target face back, so the output is the target
+    (similarity to it near 1), not the source: the score must say so."""
+    clip = write_face_clip(tmp_path / "face.mp4", frames=12)
+    output = tmp_path / "out.mp4"
+    identity = _neural_identity(clip, output, neural_models, "chunk.frames=5",
+                                "identity_every=1")
+    swapped = sum(row["swapped"] for row in
+                  pq.read_table(OutputPaths.for_video(output).faces).to_pylist())
+    assert swapped >= 10 and identity["faces"] == swapped and identity["every"] == 1
     assert identity["target_mean"] > 0.95 and identity["target_p95"] <= 1.0 + 1e-4
     assert identity["source_mean"] < identity["target_mean"] - 0.1
     assert identity["source_p05"] <= identity["source_mean"]
+
+
+@pytest.mark.ray
+def test_identity_score_samples_every_nth_frame_of_the_video(
+    local_ray, neural_models: Path, tmp_path: Path
+) -> None:
+    """`identity_every=3` scores the swapped faces of frames 0, 3, 6, 9 only (a third of the
+    recognizer passes), chosen by frame index: chunks of 5 and one chunk score the same faces
+    the same. Off (0): no identity block, no scorer."""
+    clip = write_face_clip(tmp_path / "face.mp4", frames=12)
+    chunked, whole, off = (tmp_path / name for name in ("chunked.mp4", "whole.mp4", "off.mp4"))
+    sampled = _neural_identity(clip, chunked, neural_models, "chunk.frames=5",
+                               "chunk.keyframe_aligned=false", "identity_every=3")
+    rows = pq.read_table(OutputPaths.for_video(chunked).faces).to_pylist()
+    expected = sum(row["swapped"] for row in rows if row["frame"] % 3 == 0)
+    assert expected >= 3 and sampled["faces"] == expected and sampled["every"] == 3
+    assert sampled["faces"] < sum(row["swapped"] for row in rows)
+    assert _neural_identity(clip, whole, neural_models, "identity_every=3") == sampled
+    assert _neural_identity(clip, off, neural_models, "identity_every=0") is None
 
 
 @pytest.mark.ray

@@ -23,7 +23,8 @@ The chunk's read range is decoded ONCE, streaming through steps on their own thr
   as BGR, and the engine's CPU preparation (alignment) of its faces.
 - forward: the swap model, over the faces of several consecutive frames in one call.
 - paste: composite into each region, write the changed samples back into the planes; with a
-  recognizer (inswapper) each swapped face is embedded again for the identity score.
+  recognizer (inswapper) each swapped face of a scored frame (`identity_every`) is embedded
+  again for the identity score.
 - encode: `av.VideoFrame`s in the output pixel format straight into the encoder, then the
   look-ahead frames (`encode_segment_bytes(lookahead=...)`: rate control sees past the
   chunk's end, so its last frames are not coded as the end of a stream; their packets are
@@ -72,7 +73,7 @@ from fusionray.actors.stages import (
 from fusionray.actors.stream_stage import StepClock, chain_steps, run_steps
 from fusionray.config import RenderConfig
 from fusionray.faces.embed import ArcFaceEmbedder
-from fusionray.faces.identity import identity_similarities
+from fusionray.faces.identity import identity_similarities, scored_frame
 from fusionray.faces.people import SourceSet
 from fusionray.faces.select import select_faces
 from fusionray.faces.shot import ShotSelection
@@ -123,7 +124,7 @@ class _Region:
     """(identity index, its faces shifted into the region, the engine's jobs for them), in
     identity order."""
     before: np.ndarray | None = None
-    """The region as read (display orientation), kept for the identity score."""
+    """The region as read (display orientation), kept where the frame's identity is scored."""
 
 
 class _Phases:
@@ -182,10 +183,11 @@ class RenderStage:
         self._finder: FaceFinder | None = None
         self.swapper = swapper_from_config(config, threads=threads)
         self.phases = _Phases(self.swapper)
-        # The identity score needs the recognizer, which only the neural engine has.
+        # The identity score needs the recognizer, which only the neural engine has
+        # (not loaded where no frame is scored).
         self.scorer: ArcFaceEmbedder | None = (
             embedder_from_config(config, threads=threads)
-            if config.swapper.name == "inswapper" else None)
+            if config.swapper.name == "inswapper" and config.identity_every else None)
         self.queue_depth = queue_depth
         self._decoders: dict[tuple[str, str], DecodeChoice] = {}
 
@@ -231,7 +233,7 @@ class RenderStage:
             identities = [source.identity(i) for i in range(len(source.people))]
         else:
             identities = [source]
-        scorer = self.scorer
+        scorer, every = self.scorer, self.config.identity_every
         scores: list[np.ndarray] = []
         # The encoder's threads follow the actor's cores like every other step (lossy
         # bitstreams then differ between actors of other sizes; decoded lossless output
@@ -296,6 +298,7 @@ class RenderStage:
                 frame.output = plane.frame
                 frame.plane, frame.decoded = plane, None
                 width, height = display_size(plane.width, plane.height, turns)
+                scored = scorer is not None and scored_frame(frame.index, every)
                 for rect, members in face_regions(frame.targets, width, height):
                     region = read_region(plane, rect, turns)
                     x0, y0 = region.display_rect[:2]
@@ -306,8 +309,7 @@ class RenderStage:
                         groups.append((person, faces, self.phases.prepare(
                             region.image, faces, identities[person])))
                     # Engines composite into a copy, so the region as read stays as it was.
-                    frame.regions.append(_Region(
-                        region, groups, region.image if scorer is not None else None))
+                    frame.regions.append(_Region(region, groups, region.image if scored else None))
                 yield frame
 
         def forward(frames: Iterator[_Frame]) -> Iterator[_Frame]:
@@ -329,7 +331,7 @@ class RenderStage:
                     for item in frame.regions:
                         self.phases.paste(item)
                         write_region(frame.plane, item.region, turns)
-                        if scorer is not None:
+                        if scorer is not None and item.before is not None:
                             scores.extend(self._identity_scores(scorer, item, identities))
                     counts["swapped"] += len(frame.targets)
                     counts["frames_with_faces"] += 1

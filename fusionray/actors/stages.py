@@ -26,7 +26,7 @@ from fusionray.faces.blazeface import BLAZEFACE_MODELS
 from fusionray.faces.detect import Detector, build_detector, detection_side
 from fusionray.faces.embed import ArcFaceEmbedder
 from fusionray.faces.gate import VERIFY_CROP, FaceVerifier, canonical_crop_matrix
-from fusionray.faces.identity import identity_similarities
+from fusionray.faces.identity import identity_similarities, scored_frame
 from fusionray.faces.people import SourceSet
 from fusionray.faces.pose import with_pose
 from fusionray.faces.select import select_faces
@@ -471,9 +471,10 @@ class SwapStage:
         cv2.setNumThreads(threads)
         self.config = config
         self.swapper = swapper_from_config(config, threads=threads)
-        # The identity score needs the recognizer, which only the neural engine has.
+        # The identity score needs the recognizer, which only the neural engine has
+        # (not loaded where no frame is scored).
         self.scorer = (embedder_from_config(config, threads=threads)
-                       if config.swapper.name == "inswapper" else None)
+                       if config.swapper.name == "inswapper" and config.identity_every else None)
 
     def __call__(
         self, info: VideoInfo, chunk: Chunk, detected: DetectResult,
@@ -515,7 +516,8 @@ class SwapStage:
                     for identity, faces in self._by_identity(targets, source, shot,
                                                              frame_index):
                         swapped_frame = self.swapper.swap(swapped_frame, faces, identity)
-                        if self.scorer is not None and identity.embedding is not None:
+                        if (self.scorer is not None and identity.embedding is not None
+                                and scored_frame(frame_index, self.config.identity_every)):
                             scores.append(identity_similarities(
                                 self.scorer.embed(upright, faces),
                                 self.scorer.embed(swapped_frame, faces), identity.embedding))

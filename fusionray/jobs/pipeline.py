@@ -309,7 +309,8 @@ def finish_shot(
         pool_events=report.events,
         chunks_by_actor=report.chunks_by_actor,
         chunk_timeouts=totals.timeouts,
-        identity=summarize_identity(totals.identity_scores),
+        identity=summarize_identity(totals.identity_scores,
+                                    every=config.identity_every),
         concealed_frames=sorted(set(totals.concealed)),
     )
     try:

@@ -58,7 +58,8 @@ PSNR_CAP_DB = 99.0
 TILE_SIZE = 200
 """Side of a contact-sheet tile in pixels."""
 LABEL_WIDTH = 330
-IDENTITY_NOTE = "no face recognizer in this job (the classic engine has none)"
+IDENTITY_NOTE = ("no identity score: the classic engine has no face recognizer, or "
+                 "identity_every=0, or no face was swapped on a scored frame")
 
 
 FAILED_JOB_FILE = "fusionray.failed.json"
