@@ -13,9 +13,11 @@ Models: the swapper is the random-weight, cost-equivalent stand-in for inswapper
 (`../shared/tools/build_inswapper_standin.py`: same graph shape and cost, output is noise;
 about 10 s and 554 MB to build, or pass `--standin FILE` to reuse one), imported into a
 temporary model cache under the `inswapper_128` name the way the tests import fixtures. The
-embedder is the test suite's ArcFace-contract graph (`tests/onnx_fixtures.py`): it only embeds
-the one source face, once per process, so its cost is negligible either way. Both sides use the
-same files.
+embedder is the cost-equivalent ArcFace R50 stand-in (`benchmarks/arcface_standin.py`: the
+published IResNet-50 shape, random weights): the loop embeds the one source face with it once;
+fusionray also embeds the swapped faces of every `identity_every`th frame twice for run.json's
+identity score, so that cost must be real here (`--recognizer fixture` gives the test suite's
+near-free ArcFace-contract graph instead, which hides it). Both sides use the same files.
 
 The clip: `--frames` frames (48) at 1280x720, 25 fps, H.264, one face (skimage's astronaut,
 scaled to a 150 px face box) moving across a grey background.
@@ -103,9 +105,12 @@ def write_clip(path: Path, *, frames: int, width: int, height: int) -> None:
         container.mux(stream.encode(None))
 
 
-def prepare_models(folder: Path, standin: Path | None, builder: Path) -> tuple[Path, float]:
-    """Build (or reuse) the stand-in and import it and the embedder into `folder/cache`."""
+def prepare_models(folder: Path, standin: Path | None, builder: Path, *, recognizer: str
+                   ) -> tuple[Path, float]:
+    """Build (or reuse) the stand-in and import it and the embedder (`recognizer`: r50, the
+    cost-equivalent stand-in, or fixture) into `folder/cache`."""
     sys.path.insert(0, str(ROOT))
+    from benchmarks.arcface_standin import build_arcface_standin
     from fusionray.models.store import import_model
     from tests.faces_fixtures import copy_blazeface_models
     from tests.onnx_fixtures import build_arcface_fixture, import_fixtures
@@ -117,9 +122,11 @@ def prepare_models(folder: Path, standin: Path | None, builder: Path) -> tuple[P
         subprocess.run([sys.executable, str(builder), "-o", str(standin)], check=True,
                        stdout=subprocess.DEVNULL)
         build_seconds = time.perf_counter() - started
-    cache = import_fixtures(folder / "fixtures", arcface_w600k_r50=build_arcface_fixture())
+    embedder = (build_arcface_fixture() if recognizer == "fixture"
+                else build_arcface_standin().SerializeToString())
+    cache = import_fixtures(folder / "fixtures", arcface_w600k_r50=embedder)
     copy_blazeface_models(cache)  # the offline cache also serves the detector and the gate
-    # The stand-in is by design not the published file: imported as an accepted export.
+    # The stand-ins are by design not the published files: imported as accepted exports.
     import_model("inswapper_128", standin, cache_dir=cache, allow_unverified=True)
     return cache, build_seconds
 
@@ -247,6 +254,15 @@ def model_floor(cache: Path, *, faces: int, batch: int) -> dict[str, float | str
         result[label] = (time.perf_counter() - started) / (calls * size)
         result[f"{label}_size"] = size
         del session
+    # The identity score's cost: two recognizer passes a scored face (before and after).
+    session, _ = create_session(cache / "arcface_w600k_r50.onnx", providers=("cpu",),
+                                threads=threads)
+    crops = {"input.1": rng.random((2, 3, 112, 112), dtype=np.float32)}
+    session.run(None, crops)
+    started = time.perf_counter()
+    for _ in range(faces):
+        session.run(None, crops)
+    result["identity_pair"] = (time.perf_counter() - started) / faces
     return result
 
 
@@ -262,6 +278,9 @@ def main() -> None:
     parser.add_argument("--standin", type=Path, default=None,
                         help="an already built stand-in .onnx (default: build one)")
     parser.add_argument("--builder", type=Path, default=STANDIN, help="stand-in builder script")
+    parser.add_argument("--recognizer", choices=["r50", "fixture"], default="r50",
+                        help="the embedder: the ArcFace R50 cost stand-in, or the suite's "
+                             "near-free contract fixture")
     parser.add_argument("--worker", choices=["loop"], help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -276,7 +295,8 @@ def main() -> None:
     print(f"machine: {machine_description()}")
     with tempfile.TemporaryDirectory(prefix="fusionray-neural-") as scratch:
         folder = Path(scratch)
-        cache, build_seconds = prepare_models(folder, args.standin, args.builder)
+        cache, build_seconds = prepare_models(folder, args.standin, args.builder,
+                                              recognizer=args.recognizer)
         video = folder / "clip.mp4"
         write_clip(video, frames=args.frames, width=args.width, height=args.height)
         source = folder / "source.png"
@@ -334,6 +354,9 @@ def main() -> None:
         print("fusionray stage seconds: " + ", ".join(
             f"{key} {float(value):.1f}" for key, value in sorted(stages.items())))
     best_floor = min(float(floor["batch1"]), float(floor["batched"])) * frames
+    pair = float(floor["identity_pair"])
+    print(f"recognizer ({args.recognizer}): two embeddings (one identity-scored face) "
+          f"{pair * 1000:.1f} ms, {pair / float(floor['batch1']):.1%} of a batch-1 swap")
     print(f"fusionray is {loop_s / fusionray_s:.2f}x the loop and takes "
           f"{fusionray_s / best_floor:.2f}x the model-alone floor ({best_floor:.1f} s); "
           f"runs: fusionray {[round(t, 1) for t in times['fusionray']]}, loop "
