@@ -281,6 +281,9 @@ def main() -> None:
     parser.add_argument("--recognizer", choices=["r50", "fixture"], default="r50",
                         help="the embedder: the ArcFace R50 cost stand-in, or the suite's "
                              "near-free contract fixture")
+    parser.add_argument("--also", action="append", default=[], metavar="OVERRIDE",
+                        help="another fusionray side with this Hydra override (repeatable), "
+                             "e.g. --also identity_every=1")
     parser.add_argument("--worker", choices=["loop"], help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -304,15 +307,17 @@ def main() -> None:
         floor = model_floor(cache, faces=args.floor_faces, batch=args.batch)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        times: dict[str, list[float]] = {"fusionray": [], "loop": []}
+        extra = {f"fusionray {override}": override for override in args.also}
+        times: dict[str, list[float]] = {name: [] for name in ("fusionray", *extra, "loop")}
         run_json: dict[str, object] = {}
         for round_index in range(args.repeats):
-            for name in ("fusionray", "loop"):
-                output = folder / f"{name}-{round_index}.mp4"
+            for side, name in enumerate(times):
+                output = folder / f"side{side}-{round_index}.mp4"
                 overrides = render_overrides(video, source, cache, output)
-                if name == "fusionray":
+                if name != "loop":
                     command = [sys.executable, "-m", "fusionray.jobs.render", *overrides,
-                               f"hydra.run.dir={folder / f'hydra-{round_index}'}"]
+                               *([extra[name]] if name in extra else []),
+                               f"hydra.run.dir={folder / f'hydra-{side}-{round_index}'}"]
                 else:
                     command = [sys.executable, str(Path(__file__).resolve()), "--worker",
                                "loop", "--loop-threads", str(args.loop_threads), "--",
@@ -326,7 +331,8 @@ def main() -> None:
                     info = json.loads(stdout.strip().splitlines()[-1])
                     detail = (f" (load {info['load_seconds']:.1f} s, {info['swapped']}/"
                               f"{info['frames']} frames swapped)")
-                print(f"round {round_index + 1} {name:9s} {seconds:7.1f} s{detail}", flush=True)
+                print(f"round {round_index + 1} {name:24s} {seconds:7.1f} s{detail}",
+                      flush=True)
 
     frames = args.frames
     fusionray_s = statistics.median(times["fusionray"])
@@ -338,6 +344,7 @@ def main() -> None:
           f"{float(floor['rewrite_seconds']):.1f} s {floor['batch_note']}")
     print(f"{'path':44s} {'seconds':>9s} {'frames/s':>9s} {'vs loop':>8s}")
     rows = [("fusionray (whole process, median)", fusionray_s),
+            *((f"{name} (median)", statistics.median(times[name])) for name in extra),
             (f"insightface loop, {args.loop_threads} ORT threads (median)", loop_s),
             ("model alone, all cores, batch 1", float(floor["batch1"]) * frames),
             (f"model alone, all cores, batch {floor['batched_size']}",
@@ -357,10 +364,12 @@ def main() -> None:
     pair = float(floor["identity_pair"])
     print(f"recognizer ({args.recognizer}): two embeddings (one identity-scored face) "
           f"{pair * 1000:.1f} ms, {pair / float(floor['batch1']):.1%} of a batch-1 swap")
-    print(f"fusionray is {loop_s / fusionray_s:.2f}x the loop and takes "
-          f"{fusionray_s / best_floor:.2f}x the model-alone floor ({best_floor:.1f} s); "
-          f"runs: fusionray {[round(t, 1) for t in times['fusionray']]}, loop "
-          f"{[round(t, 1) for t in times['loop']]}")
+    for name in (name for name in times if name != "loop"):
+        seconds = statistics.median(times[name])
+        print(f"{name} is {loop_s / seconds:.2f}x the loop and takes "
+              f"{seconds / best_floor:.2f}x the model-alone floor ({best_floor:.1f} s)")
+    print("runs: " + "; ".join(f"{name} {[round(t, 1) for t in runs]}"
+                               for name, runs in times.items()))
 
 
 if __name__ == "__main__":
