@@ -20,9 +20,10 @@ note, never run over):
    sequential loop (decode -> detect -> swap -> encode in one process, same engine code):
    frames/s, GPU utilisation sampled with nvidia-smi, CPU seconds per stage.
 
-The swapper weights are random (timing only). The source identity is embedded with a tiny
-ArcFace-contract graph (`tests/onnx_fixtures.py`; it runs once per job, not per frame), and
-faces are found by BlazeFace, which must be in the model cache or a `--shared-models` folder
+The swapper weights are random (timing only). The recognizer is the cost-equivalent ArcFace
+R50 stand-in (`benchmarks/arcface_standin.py`): it embeds the source once per job, and the
+swapped faces of every `identity_every`th frame twice for the identity score. Faces are found
+by BlazeFace, which must be in the model cache or a `--shared-models` folder
 on a node without network. Every figure is printed as a Markdown table naming the machine.
 """
 
@@ -546,12 +547,12 @@ def render_phase(args: argparse.Namespace, budget: Budget, work: Path, cache: Pa
                                             "no fp16 stand-in") + ")")
         return {}
     sys.path.insert(0, str(ROOT))
+    from benchmarks.arcface_standin import build_arcface_standin
     from fusionray.media.demo import demo_source_image_path
     from fusionray.models.store import import_model
-    from tests.onnx_fixtures import build_arcface_fixture
 
-    embedder = work / "arcface_fixture.onnx"
-    embedder.write_bytes(build_arcface_fixture())
+    embedder = work / "arcface_r50_standin.onnx"
+    embedder.write_bytes(build_arcface_standin().SerializeToString())
     import_model("arcface_w600k_r50", embedder, cache_dir=cache, allow_unverified=True)
     trt_ok = any(r["label"] == "TensorRT fp16" and r.get("points") for r in model_results)
     providers = "[tensorrt,cuda,cpu]" if trt_ok else "[cuda,cpu]"
