@@ -4,6 +4,7 @@ that cover the cores; elastic pools; and the shipped cluster recipes against the
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -271,3 +272,36 @@ def test_a_released_pool_leaves_the_whole_ray_free_for_whatever_starts_next(
         pool.release()
         assert ray.available_resources().get("CPU", 0.0) == total
         assert pool.members == []
+
+
+@ray.remote(num_cpus=1)
+class _Blocker:
+    """Another job's actor, holding one CPU of the shared Ray."""
+
+    def ready(self) -> bool:
+        return True
+
+
+def test_release_waits_only_for_what_the_members_hold(local_ray: None) -> None:
+    """An actor still waiting for room (an elastic pool's, or one over what the Ray has) holds
+    nothing: `release` waits for the CPUs its running members give back, not for the one
+    another job still holds."""
+    total = ray.cluster_resources()["CPU"]
+    blockers = [_Blocker.remote() for _ in range(int(total) - 1)]  # type: ignore[attr-defined]
+    ray.get([blocker.ready.remote() for blocker in blockers])
+    try:
+        config = RenderConfig(video="demo", cluster=ClusterConfig(
+            swap=PoolConfig(replicas=1, num_cpus=1)))
+        pool = start_pool("render", config, AffinityStage, chunks=1)
+        pending = pool.add()  # no room left: Ray keeps it waiting
+        assert pending.state == "starting" and len(pool.members) == 2
+        started = time.monotonic()
+        pool.release(timeout_seconds=30.0)
+        assert time.monotonic() - started < 5.0
+        assert ray.available_resources().get("CPU", 0.0) == 1.0
+    finally:
+        for blocker in blockers:
+            ray.kill(blocker)
+        deadline = time.monotonic() + 10.0  # the next test sizes its pool from the whole Ray
+        while ray.available_resources().get("CPU", 0.0) < total and time.monotonic() < deadline:
+            time.sleep(0.05)

@@ -388,7 +388,10 @@ class ActorPool:
         from the whole cluster. Ray frees a killed actor's resources asynchronously; read too
         soon, `ray.available_resources()` still counts them as held.
         """
-        held = len(self.members)
+        # Only members that answered hold their resources for sure: an actor still waiting
+        # for room (elastic) or restarting holds none, and waiting for its share would only
+        # run out the timeout.
+        held = sum(1 for member in self.members if member.state == "ready")
         if not held:
             self.shutdown()
             return
