@@ -309,6 +309,36 @@ def test_an_error_in_the_swap_is_the_chunks_error_and_no_thread_is_left(
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_an_error_in_the_encoder_leaves_no_thread_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int, error: type[BaseException],
+) -> None:
+    """The encoder runs in the caller's thread, between the frames the steps hand it: an error
+    there (or Ctrl-C, which lands wherever the main thread is) is raised outside the stream.
+    The steps must still be stopped and joined before it leaves the call; the exception's
+    traceback would otherwise keep the stream alive and its threads running, and a process
+    exiting then aborted when one came back from ONNX Runtime or the codec."""
+    import threading
+
+    from fusionray.actors import render_stage
+
+    config, info, source = tagged_chunk_setup(tmp_path, frames=12)
+    stage = RenderStage(config, threads=threads)
+
+    def failing_encoder(frames: object, **_: object) -> bytes:
+        for index, _frame in enumerate(frames):  # type: ignore[call-overload]
+            if index == 3:
+                raise error("the encoder failed on its fourth frame")
+        return b""
+
+    monkeypatch.setattr(render_stage, "encode_segment_bytes", failing_encoder)
+    with pytest.raises(error, match="fourth frame") as caught:
+        stage(info, plan_chunks(12, chunk_frames=12, overlap=4)[0], source)
+    assert caught.value.__traceback__ is not None  # held, as an interrupted job holds it
+    assert [t.name for t in threading.enumerate() if t.name.startswith("fusionray-")] == []
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 def test_frames_in_flight_are_bounded_by_the_window_not_the_chunk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int,
 ) -> None:

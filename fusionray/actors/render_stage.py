@@ -364,15 +364,23 @@ class RenderStage:
         # One core: the steps take turns in this thread (threads would only contend for it).
         stream = (run_steps(decode(), steps, depth=self.queue_depth, clock=clock)
                   if self.threads > 1 else chain_steps(decode(), steps, clock=clock))
-        rendered = timed(stream)
-        if info.sequence is not None:
-            # Each owned frame becomes its own file, in the input's format.
-            segment = encode_owned(rendered, info, chunk.start)
-        else:
-            segment = encode_segment_bytes(
-                rendered, pts=info.frame_pts[chunk.start:chunk.stop], info=info,
-                settings=settings, lookahead=look_ahead(), lookahead_pts=lookahead_pts,
-            )
+        try:
+            rendered = timed(stream)
+            if info.sequence is not None:
+                # Each owned frame becomes its own file, in the input's format.
+                segment = encode_owned(rendered, info, chunk.start)
+            else:
+                segment = encode_segment_bytes(
+                    rendered, pts=info.frame_pts[chunk.start:chunk.stop], info=info,
+                    settings=settings, lookahead=look_ahead(), lookahead_pts=lookahead_pts,
+                )
+        finally:
+            # Stop and join the step threads before anything leaves this call: an error or
+            # Ctrl-C raised here in the encoder would otherwise leave the stream suspended (its
+            # traceback keeps it alive), the threads running on, and a process that exits
+            # then aborts ("terminate called without an active exception") when a thread
+            # coming back from ONNX Runtime or the codec meets the finalising interpreter.
+            stream.close()
         wall = time.perf_counter() - started
         seconds = {("decode" if name == "source" else name): value
                    for name, value in clock.seconds.items()}

@@ -9,7 +9,8 @@ its own thread; queues of `depth` items bound the memory in flight. Items keep t
 
 An exception in any step stops every step and is re-raised in the caller's thread, as the
 chunk's error; no thread outlives the iteration (they are joined before `run_steps` returns or
-raises, also when the caller stops early).
+raises, also when the caller stops early, or closes the iteration: a caller that may raise
+between items closes it in a `finally`, so no thread outlives the call).
 
 An actor with one core gains nothing from threads: they only take turns on that core (and at
 the GIL), handing every frame across queues. `chain_steps` runs the same steps as generators
@@ -24,7 +25,7 @@ import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +55,7 @@ class StepClock:
 def run_steps(
     source: Iterable[Any], steps: Sequence[tuple[str, Step]], *, depth: int = 2,
     clock: StepClock | None = None,
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """Iterate the output of `steps` applied in turn to `source`, each on its own thread.
 
     Args:
@@ -156,7 +157,7 @@ def run_steps(
 
 def chain_steps(
     source: Iterable[Any], steps: Sequence[tuple[str, Step]], *, clock: StepClock | None = None,
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """`run_steps` without threads: each step pulls from the one before, in the caller's
     thread.
 
