@@ -295,3 +295,23 @@ def test_a_signal_mid_render_in_the_driver_exits_130_and_leaves_nothing(
     assert "Interrupted before any chunk finished" in stderr
     assert "terminate called" not in stderr
     assert sorted(path.name for path in output.parent.iterdir()) == []
+
+
+def test_a_job_rendered_here_never_imports_ray(tmp_path: Path) -> None:
+    """The render CLI as users run it, on a one-chunk clip: Ray is not even imported (about
+    0.25 s of a short clip's start; `fusionray.lazy`), and the output is written."""
+    clip = write_face_clip(tmp_path / "faces.mp4", frames=FRAMES)
+    output = tmp_path / "out.mp4"
+    script = ("import atexit, runpy, sys\n"
+              "atexit.register(lambda: print('ray imported:', 'ray' in sys.modules, "
+              "file=sys.stderr))\n"
+              "sys.argv = ['render', *sys.argv[1:]]\n"
+              "runpy.run_module('fusionray.jobs.render', run_name='__main__')\n")
+    result = subprocess.run(
+        [sys.executable, "-c", script, f"+video={clip}", f"+source={demo_source_image_path()}",
+         f"output={output}", "progress=false", "preview_frames=0",
+         f"hydra.run.dir={tmp_path / 'h'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ray imported: False" in result.stderr
+    assert INLINE_NOTE in json.loads(OutputPaths.for_video(output).run_json.read_text())["notes"]

@@ -21,8 +21,8 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import ray
 from tqdm import tqdm
 
 from fusionray import __version__
@@ -61,8 +61,9 @@ from fusionray.jobs.outputs import (
     publish_outputs,
     write_sidecars,
 )
-from fusionray.jobs.ray_session import ray_session_name, start_ray, stop_ray
+from fusionray.jobs.ray_session import ray_connected, ray_session_name, start_ray, stop_ray
 from fusionray.jobs.scheduler import DetectJob, RenderJob, Task, run_tasks, segment_paths
+from fusionray.lazy import LazyModule
 from fusionray.media.assemble import VerificationError
 from fusionray.media.encode import settings_for_video
 from fusionray.media.plan import plan_video_chunks
@@ -74,6 +75,11 @@ from fusionray.models.store import ensure_model
 from fusionray.report.summary import RunSummary, write_summary
 from fusionray.swap.base import SourceIdentity
 from fusionray.types import Chunk, ImageSequence, VideoInfo
+
+if TYPE_CHECKING:
+    import ray
+else:
+    ray = LazyModule("ray")  # imported on first use: the driver-only path never needs it
 
 # Re-exported: the sweep driver and tests import these from here.
 __all__ = ["OutputPaths", "build_source_identity", "default_output", "render", "start_ray"]
@@ -419,7 +425,7 @@ def run_shots(
         # A resumed job whose work folder holds every chunk: nothing needs Ray.
         return PassReport.without_ray(threads={}, chunks_by_actor={})
     threads_here = inline_threads(
-        config, tasks=len(pending), ray_running=ray.is_initialized(),
+        config, tasks=len(pending), ray_running=ray_connected(),
         address=config.cluster.address or os.environ.get("RAY_ADDRESS"),
         sees_gpu=lambda: probe_device().device_id is not None,
         pre_pass=any(needs_shot_pass(shot.config.selection) for shot in shots))

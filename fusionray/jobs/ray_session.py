@@ -9,15 +9,20 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
-
-import ray
+from typing import TYPE_CHECKING, Any
 
 from fusionray.config import RenderConfig
 from fusionray.errors import ClusterError
+from fusionray.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import ray
+else:
+    ray = LazyModule("ray")  # imported on first use: the driver-only path never needs it
 
 _CLUSTER_HINT = "(start one with `ray start --head`, or drop cluster.address to run locally)"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -57,6 +62,13 @@ def check_reachable(address: str, timeout_seconds: float = 10.0) -> None:
             f"Cannot join the Ray cluster at {address!r}: nothing answers at {host}:{port} "
             f"({reason}) {_CLUSTER_HINT}"
         ) from None
+
+
+def ray_connected() -> bool:
+    """Whether this process is connected to a Ray (a sweep's, a test's, its own), without
+    importing Ray: a process that never imported it is not connected."""
+    module = sys.modules.get("ray")
+    return module is not None and bool(module.is_initialized())
 
 
 def start_ray(config: RenderConfig) -> bool:

@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import ray
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -66,9 +65,9 @@ class SweepCallback(Callback):
     """Registered in `conf/config.yaml` under `hydra.callbacks`; acts only on multiruns."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if ray.is_initialized():
-            from fusionray.jobs.ray_session import stop_ray
+        from fusionray.jobs.ray_session import ray_connected, stop_ray
 
+        if ray_connected():
             stop_ray()
         from fusionray.report.sweep import CONTACT_SHEET, SUMMARY_CSV, summarize_sweep
 

@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -159,11 +160,10 @@ def probe_assignment(environ: Mapping[str, str] | None = None) -> GpuAssignment:
     """What Ray (or the environment) gave this process."""
     env = os.environ if environ is None else environ
     visible = parse_visible_devices(env.get("CUDA_VISIBLE_DEVICES"))
-    try:
-        import ray
-    except ImportError:  # pragma: no cover - ray is a dependency
-        return GpuAssignment(in_ray_worker=False, visible_devices=visible)
-    if not ray.is_initialized():
+    # A Ray worker imported Ray before running anything; a process that never imported it
+    # (a job rendering in its driver) is not one, and is not made to pay for the import.
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
         return GpuAssignment(in_ray_worker=False, visible_devices=visible)
     context = ray.get_runtime_context()
     if context.worker.mode != ray.WORKER_MODE:

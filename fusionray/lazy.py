@@ -1,0 +1,43 @@
+"""Deferred imports: a stand-in for a module that imports it on first use.
+
+`import ray` costs about 0.25 s of CPU (2-core machine), and a job rendered in the driver
+(`fusionray.jobs.inline`: a short clip, the last chunk of a resumed job) never touches Ray.
+The modules on that path (`jobs.pipeline`, `jobs.scheduler`, `jobs.ray_session`,
+`actors.pools`) therefore hold Ray as
+
+    if TYPE_CHECKING:
+        import ray
+    else:
+        ray = LazyModule("ray")
+
+so type checkers see the real module, and the import happens at the first `ray.<name>`, which
+only the Ray path reaches. Whether Ray is running is asked with
+`fusionray.jobs.ray_session.ray_connected`, which never imports it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+
+class LazyModule:
+    """Module `name`, imported when one of its attributes is first read."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module: ModuleType | None = None
+
+    def __getattr__(self, attribute: str) -> Any:
+        # Only called for names this object does not have itself, i.e. the module's (its
+        # own, read before `__init__` set them, as copy and pickle do, are not).
+        if attribute in ("_name", "_module"):
+            raise AttributeError(attribute)
+        if self._module is None:
+            self._module = importlib.import_module(self._name)
+        return getattr(self._module, attribute)
+
+    def __repr__(self) -> str:
+        state = "imported" if self._module is not None else "not imported yet"
+        return f"<LazyModule {self._name!r} ({state})>"

@@ -1,0 +1,27 @@
+"""`fusionray.lazy.LazyModule`: the module is imported at the first attribute read, not before."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+
+def test_the_module_is_imported_at_first_use_only() -> None:
+    script = ("import sys\n"
+              "from fusionray.lazy import LazyModule\n"
+              "wave = LazyModule('wave')\n"
+              "assert 'wave' not in sys.modules, 'imported too early'\n"
+              "assert 'not imported yet' in repr(wave)\n"
+              "assert wave.Error is sys.modules['wave'].Error\n"
+              "assert 'imported' in repr(wave) and 'yet' not in repr(wave)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_copy_made_without_init_does_not_recurse() -> None:
+    from fusionray.lazy import LazyModule
+
+    lazy = LazyModule("json")
+    assert copy.copy(lazy).dumps([1]) == "[1]"
