@@ -3,23 +3,17 @@
 `import ray` costs about 0.25 s of CPU (2-core machine), and a job rendered in the driver
 (`fusionray.jobs.inline`: a short clip, the last chunk of a resumed job) never touches Ray.
 The modules on that path (`jobs.pipeline`, `jobs.scheduler`, `jobs.ray_session`,
-`actors.pools`) therefore hold Ray as
-
-    if TYPE_CHECKING:
-        import ray
-    else:
-        ray = LazyModule("ray")
-
-so type checkers see the real module, and the import happens at the first `ray.<name>`, which
-only the Ray path reaches. Whether Ray is running is asked with
-`fusionray.jobs.ray_session.ray_connected`, which never imports it.
+`actors.pools`) therefore take Ray from here (`from fusionray.lazy import ray`): type checkers
+see the real module, and the import happens at the first `ray.<name>`, which only the Ray path
+reaches. Whether Ray is running is asked with `fusionray.jobs.ray_session.ray_connected`, which
+never imports it.
 """
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 class LazyModule:
@@ -41,3 +35,9 @@ class LazyModule:
     def __repr__(self) -> str:
         state = "imported" if self._module is not None else "not imported yet"
         return f"<LazyModule {self._name!r} ({state})>"
+
+
+if TYPE_CHECKING:
+    import ray as ray
+else:
+    ray = LazyModule("ray")

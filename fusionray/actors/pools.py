@@ -19,19 +19,14 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from fusionray.actors.render_stage import RenderStage
 from fusionray.actors.stages import DetectStage
 from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
 from fusionray.errors import ConfigError, RenderError
-from fusionray.lazy import LazyModule
+from fusionray.lazy import ray  # imported on first use (fusionray.lazy)
 from fusionray.models.device import gpu_isolation_options
-
-if TYPE_CHECKING:
-    import ray
-else:
-    ray = LazyModule("ray")  # imported on first use: the driver-only path never needs it
 
 log = logging.getLogger("fusionray")
 

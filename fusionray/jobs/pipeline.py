@@ -21,7 +21,6 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -63,7 +62,7 @@ from fusionray.jobs.outputs import (
 )
 from fusionray.jobs.ray_session import ray_connected, ray_session_name, start_ray, stop_ray
 from fusionray.jobs.scheduler import DetectJob, RenderJob, Task, run_tasks, segment_paths
-from fusionray.lazy import LazyModule
+from fusionray.lazy import ray  # imported on first use (fusionray.lazy)
 from fusionray.media.assemble import VerificationError
 from fusionray.media.encode import settings_for_video
 from fusionray.media.plan import plan_video_chunks
@@ -75,11 +74,6 @@ from fusionray.models.store import ensure_model
 from fusionray.report.summary import RunSummary, write_summary
 from fusionray.swap.base import SourceIdentity
 from fusionray.types import Chunk, ImageSequence, VideoInfo
-
-if TYPE_CHECKING:
-    import ray
-else:
-    ray = LazyModule("ray")  # imported on first use: the driver-only path never needs it
 
 # Re-exported: the sweep driver and tests import these from here.
 __all__ = ["OutputPaths", "build_source_identity", "default_output", "render", "start_ray"]

@@ -13,16 +13,11 @@ import sys
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fusionray.config import RenderConfig
 from fusionray.errors import ClusterError
-from fusionray.lazy import LazyModule
-
-if TYPE_CHECKING:
-    import ray
-else:
-    ray = LazyModule("ray")  # imported on first use: the driver-only path never needs it
+from fusionray.lazy import ray  # imported on first use (fusionray.lazy)
 
 _CLUSTER_HINT = "(start one with `ray start --head`, or drop cluster.address to run locally)"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -27,14 +27,9 @@ from fusionray.errors import MediaError, RenderError
 from fusionray.faces.people import SourceSet
 from fusionray.jobs.manifest import FinishedChunk, Manifest, chunk_faces_path, write_parquet_atomic
 from fusionray.jobs.ray_session import failure_reason
-from fusionray.lazy import LazyModule
+from fusionray.lazy import ray  # imported on first use (fusionray.lazy)
 from fusionray.swap.base import SourceIdentity
 from fusionray.types import Chunk, VideoInfo
-
-if TYPE_CHECKING:
-    import ray
-else:
-    ray = LazyModule("ray")  # imported on first use: the driver-only path never needs it
 
 log = logging.getLogger("fusionray")
 
