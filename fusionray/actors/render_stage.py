@@ -62,8 +62,8 @@ from fusionray.actors.stages import (
     choose_decoder_for,
     display_size,
     display_turns,
-    embedder_from_config,
     encoder_settings_for,
+    identity_scorer_from_config,
     open_reader,
     read_region,
     render_pix_fmt,
@@ -183,11 +183,7 @@ class RenderStage:
         self._finder: FaceFinder | None = None
         self.swapper = swapper_from_config(config, threads=threads)
         self.phases = _Phases(self.swapper)
-        # The identity score needs the recognizer, which only the neural engine has
-        # (not loaded where no frame is scored).
-        self.scorer: ArcFaceEmbedder | None = (
-            embedder_from_config(config, threads=threads)
-            if config.swapper.name == "inswapper" and config.identity_every else None)
+        self.scorer = identity_scorer_from_config(config, threads=threads)
         self.queue_depth = queue_depth
         self._decoders: dict[tuple[str, str], DecodeChoice] = {}
 

@@ -121,6 +121,15 @@ def embedder_from_config(config: RenderConfig, *, threads: int = 1) -> ArcFaceEm
         config, providers=config.swapper.providers, threads=threads))
 
 
+def identity_scorer_from_config(config: RenderConfig, *, threads: int) -> ArcFaceEmbedder | None:
+    """The recognizer that embeds swapped faces for run.json's identity score, or None: only
+    the learned engine has one, and none is loaded where no frame is scored
+    (`identity_every=0`)."""
+    if config.swapper.name != "inswapper" or not config.identity_every:
+        return None
+    return embedder_from_config(config, threads=threads)
+
+
 def display_turns(rotation: int) -> int:
     """Quarter turns counter-clockwise (np.rot90) from coded to display orientation."""
     return round(rotation / 90) % 4
@@ -471,10 +480,7 @@ class SwapStage:
         cv2.setNumThreads(threads)
         self.config = config
         self.swapper = swapper_from_config(config, threads=threads)
-        # The identity score needs the recognizer, which only the neural engine has
-        # (not loaded where no frame is scored).
-        self.scorer = (embedder_from_config(config, threads=threads)
-                       if config.swapper.name == "inswapper" and config.identity_every else None)
+        self.scorer = identity_scorer_from_config(config, threads=threads)
 
     def __call__(
         self, info: VideoInfo, chunk: Chunk, detected: DetectResult,
