@@ -66,6 +66,47 @@ def test_colour_match_moves_lab_means_to_target() -> None:
     assert matched.dtype == np.uint8 and matched.shape == image.shape
 
 
+def _reinhard_whole_image(source: np.ndarray, target: np.ndarray,
+                          weights: np.ndarray) -> np.ndarray:
+    """The transfer written plainly: every pixel of the source converted and moved."""
+    support = weights.reshape(-1) > 0
+    w = weights.reshape(-1)[support].astype(np.float64)
+
+    def stats(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        values = lab.reshape(-1, 3)[support].astype(np.float64)
+        mean = (w @ values) / w.sum()
+        return mean, np.sqrt((w @ (values - mean) ** 2) / w.sum())
+
+    source_lab = to_lab(source)
+    source_mean, source_std = stats(source_lab)
+    target_mean, target_std = stats(to_lab(target))
+    ratio = np.clip(target_std / np.maximum(source_std, 1e-6), 0.5, 2.0)
+    matched = (source_lab - source_mean) * ratio + target_mean
+    matched[..., 0] = np.clip(matched[..., 0], 0.0, 100.0)
+    bgr = cv2.cvtColor(matched.astype(np.float32), cv2.COLOR_LAB2BGR)
+    return np.clip(np.rint(bgr * 255.0), 0, 255).astype(np.uint8)
+
+
+def test_colour_match_recolours_the_support_exactly_and_leaves_the_rest() -> None:
+    """Only the mask's support is converted (the speed of the paste step depends on it): there
+    the result is the plain whole-image transfer's, bit for bit; elsewhere the source as it was.
+    The inputs are views into larger frames (not contiguous), as a caller may pass them."""
+    frame = astronaut_bgr()
+    source = frame[40:200, 150:310]
+    target = np.ascontiguousarray(frame[::-1, ::-1][40:200, 150:310])
+    yy, xx = np.mgrid[:160, :160]
+    weights = np.clip(1.2 - np.hypot(yy - 80, xx - 80) / 60.0, 0.0, 1.0).astype(np.float32)
+    assert 0.2 < (weights > 0).mean() < 0.8
+    before = source.copy()
+    matched = match_colour_lab(source, target, weights)
+    np.testing.assert_array_equal(source, before)  # the input is not written
+    support = weights > 0
+    np.testing.assert_array_equal(matched[support],
+                                  _reinhard_whole_image(before, target, weights)[support])
+    np.testing.assert_array_equal(matched[~support], before[~support])
+    assert np.abs(matched[support].astype(int) - before[support]).max() > 10
+
+
 def test_colour_match_with_empty_mask_is_identity() -> None:
     image = astronaut_bgr()[:32, :32]
     out = match_colour_lab(image, 255 - image, np.zeros((32, 32)))
@@ -84,6 +125,46 @@ def test_laplacian_blend_extremes(height: int, width: int) -> None:
         assert out_fg.shape == foreground.shape
         assert np.abs(out_fg.astype(int) - foreground).max() <= 1
         assert np.abs(out_bg.astype(int) - background).max() <= 1
+
+
+def _two_pyramid_blend(foreground: np.ndarray, background: np.ndarray, weights: np.ndarray,
+                      levels: int) -> np.ndarray:
+    """Burt & Adelson written plainly: both images' pyramids, each band mixed (sizes that
+    halve evenly, so no padding)."""
+    fg, bg, alpha = foreground.astype(np.float32), background.astype(np.float32), weights
+    bands = []
+    for _ in range(levels):
+        fg_down, bg_down = cv2.pyrDown(fg), cv2.pyrDown(bg)
+        size = (fg.shape[1], fg.shape[0])
+        fg_band = fg - cv2.pyrUp(fg_down, dstsize=size)
+        bg_band = bg - cv2.pyrUp(bg_down, dstsize=size)
+        bands.append(fg_band * alpha[..., None] + bg_band * (1 - alpha[..., None]))
+        fg, bg, alpha = fg_down, bg_down, cv2.pyrDown(alpha)
+    result = fg * alpha[..., None] + bg * (1 - alpha[..., None])
+    for band in reversed(bands):
+        result = cv2.pyrUp(result, dstsize=(band.shape[1], band.shape[0])) + band
+    return np.clip(np.rint(result), 0, 255).astype(np.uint8)
+
+
+def test_laplacian_blend_matches_the_two_pyramid_blend_and_keeps_the_far_background() -> None:
+    """The blend runs on the difference's pyramid alone; it must give the classic two-pyramid
+    result (within the rounding of a different summation order), and a background pixel whose
+    neighbourhood the foreground never touches comes back bit for bit."""
+    rng = np.random.default_rng(5)
+    background = rng.integers(0, 256, (128, 256, 3), dtype=np.uint8)
+    foreground = background.copy()
+    foreground[32:96, 32:96] = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    weights = np.zeros((128, 256), np.float32)
+    cv2.circle(weights, (64, 64), 28, 1.0, -1)
+    weights = cv2.GaussianBlur(weights, (0, 0), 4.0)
+    out = laplacian_blend(foreground, background, weights, levels=4)
+    reference = _two_pyramid_blend(foreground, background, weights, levels=4)
+    assert np.abs(out.astype(int) - reference).max() <= 1
+    assert np.count_nonzero(out != reference) < 0.001 * out.size
+    # 4 levels reach 2^4 * 2 px beyond the changed square: from x = 160 on, nothing moves.
+    np.testing.assert_array_equal(out[:, 160:], background[:, 160:])
+    np.testing.assert_array_equal(laplacian_blend(foreground, background, weights * 0, levels=4),
+                                  background)
 
 
 def test_laplacian_blend_half_mask_transitions_smoothly() -> None:

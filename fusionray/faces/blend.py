@@ -52,8 +52,13 @@ def laplacian_blend(
         mask: (H, W) weights of the foreground in [0, 1].
         levels: number of band-pass levels (>= 1); 0 or a 1-pixel image falls back to alpha.
 
+    The blend is linear in the images, so it is computed as the background plus the blended
+    pyramid of the difference `fg − bg` (the background's own bands sum back to itself): one
+    pyramid instead of two, about a third of the time, and the background comes back exactly
+    wherever the difference is zero at every scale.
+
     Returns:
-        (H, W, 3) uint8. All-ones mask gives the foreground, all-zeros the background (±1).
+        (H, W, 3) uint8. All-ones mask gives the foreground (±1), all-zeros the background.
     """
     weights = _check(foreground, background, mask)
     height, width = foreground.shape[:2]
@@ -70,24 +75,19 @@ def laplacian_blend(
         padded = cv2.copyMakeBorder(image, 0, pad_y, 0, pad_x, cv2.BORDER_REFLECT_101)
         return np.asarray(padded, dtype=np.float32)
 
-    fg = pad(foreground.astype(np.float32))
-    bg = pad(background.astype(np.float32))
+    base = background.astype(np.float32)
+    difference = pad(foreground.astype(np.float32) - base)
     alpha = pad(weights)
-
-    blended_bands: list[npt.NDArray[np.float32]] = []
+    weighted_bands: list[npt.NDArray[np.float32]] = []
     for _ in range(levels):
-        fg_down = np.asarray(cv2.pyrDown(fg), dtype=np.float32)
-        bg_down = np.asarray(cv2.pyrDown(bg), dtype=np.float32)
-        size = (fg.shape[1], fg.shape[0])
-        fg_band = fg - cv2.pyrUp(fg_down, dstsize=size)
-        bg_band = bg - cv2.pyrUp(bg_down, dstsize=size)
-        a = alpha[..., None]
-        blended_bands.append(fg_band * a + bg_band * (1 - a))
-        fg, bg = fg_down, bg_down
+        down = np.asarray(cv2.pyrDown(difference), dtype=np.float32)
+        size = (difference.shape[1], difference.shape[0])
+        band = difference - cv2.pyrUp(down, dstsize=size)
+        weighted_bands.append(band * alpha[..., None])
+        difference = down
         alpha = np.asarray(cv2.pyrDown(alpha), dtype=np.float32)
-    a = alpha[..., None]
-    result = fg * a + bg * (1 - a)
-    for band in reversed(blended_bands):
+    result = difference * alpha[..., None]
+    for band in reversed(weighted_bands):
         result = cv2.pyrUp(result, dstsize=(band.shape[1], band.shape[0])) + band
-    result = result[:height, :width]
+    result = result[:height, :width] + base
     return np.clip(np.rint(result), 0, 255).astype(np.uint8)

@@ -47,27 +47,43 @@ def match_colour_lab(
         mask: (H, W) weights in [0, 1].
 
     Returns:
-        (H, W, 3) uint8 BGR: the recoloured source (every pixel transformed, not only the mask).
-        The source unchanged when the mask is empty.
+        (H, W, 3) uint8 BGR: the source with every pixel of the mask's support (weight > 0)
+        recoloured; pixels outside it, which a composite through the same mask never shows,
+        as they were. The source unchanged when the mask is empty.
     """
     if source_bgr.shape != target_bgr.shape:
         raise ValueError(f"source {source_bgr.shape} and target {target_bgr.shape} differ in shape")
     weights = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
     if weights.shape != source_bgr.shape[:2]:
         raise ValueError(f"mask {weights.shape} does not match the images {source_bgr.shape[:2]}")
-    if float(weights.sum()) < 1.0:
-        return source_bgr.copy()
-    # The statistics only see the mask's support (about half of a face region), and only the
-    # source is converted whole: it is the image recoloured.
-    support = np.flatnonzero(weights.reshape(-1) > 0.0)
-    support_weights = weights.reshape(-1)[support].astype(np.float64)
-    source_lab = to_lab(source_bgr)
-    target_lab = to_lab(target_bgr.reshape(-1, 1, 3)[support])
-    source_mean, source_std = _weighted_stats(source_lab.reshape(-1, 3)[support],
-                                              support_weights)
-    target_mean, target_std = _weighted_stats(target_lab.reshape(-1, 3), support_weights)
+    recoloured = np.ascontiguousarray(source_bgr)
+    if recoloured is source_bgr:
+        recoloured = source_bgr.copy()
+    flat_weights = weights.reshape(-1)
+    support = np.flatnonzero(flat_weights > 0.0)
+    support_weights = flat_weights[support].astype(np.float64)
+    if float(support_weights.sum()) < 1.0:
+        return recoloured
+    # Only the support is read and written (about half of a face region). The pixels are
+    # gathered as 3-byte records (`np.take` on a void view: several times faster than fancy
+    # indexing of (N, 3) rows) and converted as one row: OpenCV's colour conversions pay a
+    # per-row cost, so an (N, 1, 3) column converts at a fraction of the speed.
+    count = support.size
+    pixels = np.concatenate((_records(recoloured).take(support),
+                             _records(np.ascontiguousarray(target_bgr)).take(support)))
+    lab = to_lab(pixels.view(np.uint8).reshape(1, 2 * count, 3))[0]
+    source_lab, target_lab = lab[:count], lab[count:]
+    source_mean, source_std = _weighted_stats(source_lab, support_weights)
+    target_mean, target_std = _weighted_stats(target_lab, support_weights)
     ratio = np.clip(target_std / np.maximum(source_std, 1e-6), *STD_RATIO_LIMITS)
     matched = (source_lab - source_mean) * ratio + target_mean
-    matched[..., 0] = np.clip(matched[..., 0], 0.0, 100.0)
-    bgr = cv2.cvtColor(matched.astype(np.float32), cv2.COLOR_LAB2BGR)
-    return np.clip(np.rint(bgr * 255.0), 0, 255).astype(np.uint8)
+    matched[:, 0] = np.clip(matched[:, 0], 0.0, 100.0)
+    bgr = cv2.cvtColor(matched.astype(np.float32)[None], cv2.COLOR_LAB2BGR)[0]
+    quantised = np.ascontiguousarray(np.clip(np.rint(bgr * 255.0), 0, 255).astype(np.uint8))
+    np.put(_records(recoloured), support, _records(quantised))
+    return recoloured
+
+
+def _records(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.void]:
+    """A C-contiguous (..., 3) uint8 array as a flat view of 3-byte pixel records."""
+    return image.reshape(-1, 3).view("V3").reshape(-1)
