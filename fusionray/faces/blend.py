@@ -83,11 +83,15 @@ def laplacian_blend(
         down = np.asarray(cv2.pyrDown(difference), dtype=np.float32)
         size = (difference.shape[1], difference.shape[0])
         band = difference - cv2.pyrUp(down, dstsize=size)
-        weighted_bands.append(band * alpha[..., None])
+        band *= alpha[..., None]  # in place: full-size float32 images at the first level
+        weighted_bands.append(band)
         difference = down
         alpha = np.asarray(cv2.pyrDown(alpha), dtype=np.float32)
     result = difference * alpha[..., None]
     for band in reversed(weighted_bands):
-        result = cv2.pyrUp(result, dstsize=(band.shape[1], band.shape[0])) + band
+        result = np.asarray(cv2.pyrUp(result, dstsize=(band.shape[1], band.shape[0])))
+        result += band
     result = result[:height, :width] + base
-    return np.clip(np.rint(result), 0, 255).astype(np.uint8)
+    np.rint(result, out=result)
+    np.clip(result, 0, 255, out=result)
+    return result.astype(np.uint8)

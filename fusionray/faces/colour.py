@@ -18,16 +18,19 @@ def _weighted_stats(
     """Weighted mean and standard deviation per channel of (N, 3) `lab` under (N,) `weights`
     (all > 0)."""
     total = float(weights.sum())
-    flat = lab.astype(np.float64)
-    mean = (weights @ flat) / total
-    centred = flat - mean
-    variance = (weights @ (centred * centred)) / total
+    squares = lab.astype(np.float64)
+    mean = (weights @ squares) / total
+    squares -= mean  # in place: these arrays are (N, 3) float64, megabytes at 1080p
+    squares *= squares
+    variance = (weights @ squares) / total
     return mean, np.sqrt(variance)
 
 
 def to_lab(image_bgr: FrameBGR) -> npt.NDArray[np.float32]:
     """uint8 BGR -> float32 CIE LAB (L in [0, 100], a and b about [-127, 127])."""
-    lab = cv2.cvtColor(image_bgr.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)
+    scaled = image_bgr.astype(np.float32)
+    scaled /= 255.0
+    lab = cv2.cvtColor(scaled, cv2.COLOR_BGR2LAB)
     return np.asarray(lab, dtype=np.float32)
 
 
@@ -76,10 +79,17 @@ def match_colour_lab(
     source_mean, source_std = _weighted_stats(source_lab, support_weights)
     target_mean, target_std = _weighted_stats(target_lab, support_weights)
     ratio = np.clip(target_std / np.maximum(source_std, 1e-6), *STD_RATIO_LIMITS)
-    matched = (source_lab - source_mean) * ratio + target_mean
-    matched[:, 0] = np.clip(matched[:, 0], 0.0, 100.0)
-    bgr = cv2.cvtColor(matched.astype(np.float32)[None], cv2.COLOR_LAB2BGR)[0]
-    quantised = np.ascontiguousarray(np.clip(np.rint(bgr * 255.0), 0, 255).astype(np.uint8))
+    # (lab - mean) * ratio + target mean, in float64 and in place.
+    matched = source_lab.astype(np.float64)
+    matched -= source_mean
+    matched *= ratio
+    matched += target_mean
+    np.clip(matched[:, 0], 0.0, 100.0, out=matched[:, 0])
+    bgr = np.asarray(cv2.cvtColor(matched.astype(np.float32)[None], cv2.COLOR_LAB2BGR)[0])
+    bgr *= 255.0
+    np.rint(bgr, out=bgr)
+    np.clip(bgr, 0.0, 255.0, out=bgr)
+    quantised = np.ascontiguousarray(bgr.astype(np.uint8))
     np.put(_records(recoloured), support, _records(quantised))
     return recoloured
 
