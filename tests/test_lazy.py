@@ -25,3 +25,18 @@ def test_a_copy_made_without_init_does_not_recurse() -> None:
 
     lazy = LazyModule("json")
     assert copy.copy(lazy).dumps([1]) == "[1]"
+
+
+def test_a_failure_described_in_the_driver_does_not_import_ray() -> None:
+    """A chunk that fails in the driver (`fusionray.jobs.inline`) is described with
+    `failure_reason`; with Ray never imported there is no Ray wrapper to unwrap, so describing
+    it must not import Ray either."""
+    script = ("import sys\n"
+              "from fusionray.jobs.ray_session import failure_reason\n"
+              "assert 'ray' not in sys.modules, 'imported by the module itself'\n"
+              "line = failure_reason(ValueError('bad frame\\nmore'))\n"
+              "assert line == 'ValueError: bad frame', line\n"
+              "assert 'ray' not in sys.modules, 'imported to describe a failure'\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -13,7 +13,12 @@ import pytest
 import ray
 
 from fusionray.config import ClusterConfig, RenderConfig
-from fusionray.jobs.ray_session import LOCAL_SYSTEM_CONFIG, start_ray, stop_ray
+from fusionray.jobs.ray_session import (
+    LOCAL_SYSTEM_CONFIG,
+    failure_reason,
+    start_ray,
+    stop_ray,
+)
 
 LOCAL = RenderConfig(video="demo", cluster=ClusterConfig(num_cpus=1))
 
@@ -117,3 +122,11 @@ def test_stopping_a_joined_cluster_leaves_it_running() -> None:
         assert all(process.poll() is None for process in head.values())
     finally:
         cluster.shutdown()
+
+
+def test_a_failure_ray_wraps_is_described_by_the_actors_own_exception() -> None:
+    wrapped = ray.exceptions.RayTaskError("render", "Traceback (most recent call last): ...",
+                                          ValueError("bad frame\nsecond line"))
+    assert failure_reason(wrapped) == "ValueError: bad frame"
+    assert failure_reason(RuntimeError("\x1b[31mred\x1b[0m")) == "RuntimeError: red"
+    assert failure_reason(KeyError()) == "KeyError"

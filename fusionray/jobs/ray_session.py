@@ -150,7 +150,11 @@ def actor_start_failure(error: ray.exceptions.RayActorError) -> str:
 def failure_reason(error: BaseException) -> str:
     """One line on why a remote call failed: the actor's own exception when Ray wraps one."""
     cause = getattr(error, "cause", None)
-    if isinstance(error, ray.exceptions.RayTaskError) and isinstance(cause, BaseException):
+    # Only Ray wraps: where it was never imported (a chunk that failed in the driver) there is
+    # nothing to unwrap, and asking `ray.exceptions` would import it (about 0.25 s) for nothing.
+    module = sys.modules.get("ray")
+    if (module is not None and isinstance(error, module.exceptions.RayTaskError)
+            and isinstance(cause, BaseException)):
         error = cause
     text = _ANSI.sub("", str(error)).strip()
     first = text.splitlines()[0] if text else ""
