@@ -5,9 +5,14 @@ The end-to-end resume behaviour (a killed driver, a rerun) is in `test_faults.py
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
+import pytest
+
+from fusionray.errors import RenderError
 from fusionray.jobs.manifest import MANIFEST_NAME, RECORDS_NAME, Manifest
+from fusionray.jobs.scheduler import record_segment
 from fusionray.media.plan import plan_chunks
 
 CHUNKS = plan_chunks(30, chunk_frames=10, overlap=2)
@@ -96,3 +101,25 @@ def test_a_record_torn_by_a_kill_is_ignored(tmp_path: Path) -> None:
 
     assert sorted(reopened.rows) == [0]
     assert not (work / "chunk_000001.segment").exists()
+
+
+def test_a_segment_that_cannot_be_written_names_the_cause(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk says so; a file vanishing under the write says the work folder disappeared,
+    also while a removal in progress has not yet reached the folder itself (it deletes the
+    files first; the fault test that removes the output folder mid-job met it)."""
+    manifest = open_manifest(tmp_path / "work")
+
+    def failing(error: OSError) -> None:
+        def record(*_: object, **__: object) -> Path:
+            raise error
+        monkeypatch.setattr(manifest, "record", record)
+
+    failing(OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(RenderError, match=r"Cannot write the segment of chunk 1 \(frames "
+                                          r"\d+-\d+\) to .*: No space left on device"):
+        record_segment(manifest, CHUNKS[1], b"x", faces_swapped=0, frames_with_faces=0)
+    failing(FileNotFoundError(errno.ENOENT, "No such file or directory"))
+    assert manifest.work.is_dir()
+    with pytest.raises(RenderError, match="the work folder disappeared"):
+        record_segment(manifest, CHUNKS[1], b"x", faces_swapped=0, frames_with_faces=0)

@@ -9,6 +9,7 @@ came back, and (elastic pools) nodes that joined or left.
 
 from __future__ import annotations
 
+import errno
 import logging
 import statistics
 import time
@@ -99,7 +100,10 @@ def record_segment(
         return manifest.record(chunk, segment, **counts)
     except OSError as error:
         reason = error.strerror or str(error)
-        if not manifest.work.is_dir():
+        # A missing file or folder inside the work folder we made: it is being removed, or is
+        # gone (a removal in progress deletes the files before the folder, so the folder may
+        # still exist when the write fails).
+        if error.errno == errno.ENOENT or not manifest.work.is_dir():
             reason = "the work folder disappeared (was the output folder removed?)"
         raise RenderError(
             f"Cannot write the segment of {describe(chunk)} to '{manifest.work}': {reason}"
