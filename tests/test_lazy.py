@@ -7,6 +7,14 @@ import subprocess
 import sys
 
 
+def run_in_a_fresh_interpreter(script: str) -> None:
+    """Run `script` (its own asserts) in a new Python: what it imports is its own business,
+    not that of this test process, which has long imported everything."""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
 def test_the_module_is_imported_at_first_use_only() -> None:
     script = ("import sys\n"
               "from fusionray.lazy import LazyModule\n"
@@ -15,9 +23,7 @@ def test_the_module_is_imported_at_first_use_only() -> None:
               "assert 'not imported yet' in repr(wave)\n"
               "assert wave.Error is sys.modules['wave'].Error\n"
               "assert 'imported' in repr(wave) and 'yet' not in repr(wave)\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 0, result.stderr
+    run_in_a_fresh_interpreter(script)
 
 
 def test_a_copy_made_without_init_does_not_recurse() -> None:
@@ -37,6 +43,4 @@ def test_a_failure_described_in_the_driver_does_not_import_ray() -> None:
               "line = failure_reason(ValueError('bad frame\\nmore'))\n"
               "assert line == 'ValueError: bad frame', line\n"
               "assert 'ray' not in sys.modules, 'imported to describe a failure'\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 0, result.stderr
+    run_in_a_fresh_interpreter(script)
