@@ -108,9 +108,9 @@ def test_colour_match_recolours_the_support_exactly_and_leaves_the_rest() -> Non
 
 
 def test_colour_match_of_a_large_face_samples_its_statistics() -> None:
-    """A 4K-sized support is measured on a regular sample of `STATISTICS_SAMPLE` pixels: every
-    support pixel is still recoloured, within 1 of the full-statistics transfer, the same on
-    every call."""
+    """A large support (a close-up: over twice the cap) is measured on a regular sample of
+    `STATISTICS_SAMPLE` pixels: every support pixel is still recoloured, within 1 of the
+    full-statistics transfer, the same on every call."""
     frame = cv2.resize(astronaut_bgr(), None, fx=3.0, fy=3.0, interpolation=cv2.INTER_CUBIC)
     source = np.ascontiguousarray(frame[120:600, 450:930])
     target = np.ascontiguousarray(frame[::-1, ::-1][120:600, 450:930])
