@@ -5,13 +5,13 @@
 The modules on that path (`jobs.pipeline`, `jobs.scheduler`, `jobs.ray_session`,
 `actors.pools`) therefore take Ray from here (`from fusionray.lazy import ray`): type checkers
 see the real module, and the import happens at the first `ray.<name>`, which only the Ray path
-reaches. Whether Ray is running is asked with `fusionray.jobs.ray_session.ray_connected`, which
-never imports it.
+reaches. Whether Ray is running is asked with `ray_connected`, which never imports it.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -41,3 +41,10 @@ if TYPE_CHECKING:
     import ray as ray
 else:
     ray = LazyModule("ray")
+
+
+def ray_connected() -> bool:
+    """Whether this process is connected to a Ray (a sweep's, a test's, its own, or a Ray
+    worker's), without importing Ray: a process that never imported it is not connected."""
+    module = sys.modules.get("ray")
+    return module is not None and bool(module.is_initialized())

@@ -60,9 +60,9 @@ from fusionray.jobs.outputs import (
     publish_outputs,
     write_sidecars,
 )
-from fusionray.jobs.ray_session import ray_connected, ray_session_name, start_ray, stop_ray
+from fusionray.jobs.ray_session import ray_session_name, start_ray, stop_ray
 from fusionray.jobs.scheduler import DetectJob, RenderJob, Task, run_tasks, segment_paths
-from fusionray.lazy import ray  # imported on first use (fusionray.lazy)
+from fusionray.lazy import ray, ray_connected  # Ray imported on first use (fusionray.lazy)
 from fusionray.media.assemble import VerificationError
 from fusionray.media.encode import settings_for_video
 from fusionray.media.plan import plan_video_chunks

@@ -59,13 +59,6 @@ def check_reachable(address: str, timeout_seconds: float = 10.0) -> None:
         ) from None
 
 
-def ray_connected() -> bool:
-    """Whether this process is connected to a Ray (a sweep's, a test's, its own), without
-    importing Ray: a process that never imported it is not connected."""
-    module = sys.modules.get("ray")
-    return module is not None and bool(module.is_initialized())
-
-
 def start_ray(config: RenderConfig) -> bool:
     """Join the configured cluster, or start a local Ray sized to this machine.
 

@@ -65,7 +65,8 @@ class SweepCallback(Callback):
     """Registered in `conf/config.yaml` under `hydra.callbacks`; acts only on multiruns."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from fusionray.jobs.ray_session import ray_connected, stop_ray
+        from fusionray.jobs.ray_session import stop_ray
+        from fusionray.lazy import ray_connected
 
         if ray_connected():
             stop_ray()

@@ -16,9 +16,10 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from fusionray.lazy import ray, ray_connected  # Ray imported on first use
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,7 @@ def probe_assignment(environ: Mapping[str, str] | None = None) -> GpuAssignment:
     visible = parse_visible_devices(env.get("CUDA_VISIBLE_DEVICES"))
     # A Ray worker imported Ray before running anything; a process that never imported it
     # (a job rendering in its driver) is not one, and is not made to pay for the import.
-    ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():
+    if not ray_connected():
         return GpuAssignment(in_ray_worker=False, visible_devices=visible)
     context = ray.get_runtime_context()
     if context.worker.mode != ray.WORKER_MODE:
