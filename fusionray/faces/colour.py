@@ -100,7 +100,7 @@ def match_colour_lab(
     bgr *= 255.0
     np.rint(bgr, out=bgr)
     np.clip(bgr, 0.0, 255.0, out=bgr)
-    quantised = np.ascontiguousarray(bgr.astype(np.uint8))
+    quantised = bgr.astype(np.uint8)  # contiguous like `bgr` (one row), as `_records` needs
     np.put(_records(recoloured), support, _records(quantised))
     return recoloured
 
