@@ -11,7 +11,9 @@ Sides (each a separate process, run round after round in the same order: A B A B
    it does not get fusionray's plane path, thread overlap or small detector image.
 3. with `--in-process`: `RenderStage` over the keyframe-aware plan, chunk after chunk in one
    process, no Ray: what the render actor does, without the cluster around it.
-4. with `--joined`: fusionray joining a Ray already running on this machine
+4. with `--also OVERRIDE` (repeatable): fusionray again with that Hydra override, e.g.
+   `--also cluster.inline=false` (every chunk on an actor, none in the driver).
+5. with `--joined`: fusionray joining a Ray already running on this machine
    (`cluster.address=...`), as on a studio box where `ray start --head` runs once for many
    renders. The head is started before the side's clock and stopped after it, so it costs the
    other sides nothing; its start is not counted, which is the point of this side. Its actors
@@ -226,8 +228,10 @@ def running_ray() -> Iterator[tuple[str, dict[str, str]]]:
 def command_for(name: str, video: Path, output: Path, overrides: list[str],
                 address: str | None = None) -> list[str]:
     """The whole-process command line of one side (`address`: the Ray the joined side joins)."""
-    if name in ("fusionray", "joined"):
+    if name in ("fusionray", "joined") or name.startswith("fusionray "):
         joined = [f"cluster.address={address}"] if name == "joined" else []
+        if name.startswith("fusionray "):  # an --also side: its own override last
+            joined = [name.split(" ", 1)[1]]
         return [sys.executable, "-m", "fusionray.jobs.render", f"+video={video}",
                 f"+source={demo_source_image_path()}", f"output={output}", "progress=false",
                 "preview_frames=0", f"hydra.run.dir={output.parent / ('hydra-' + output.stem)}",
@@ -258,7 +262,7 @@ def bench(seconds: float, *, gop: int, repeats: int, sides: list[str], overrides
             peaks[name].append(peak)
             if name == "fusionray":
                 run_json = json.loads(output.with_suffix(".run.json").read_text())
-            elif name == "joined":
+            elif name == "joined" or name.startswith("fusionray "):
                 stages[name] = json.loads(output.with_suffix(".run.json").read_text())
             else:
                 stages[name] = json.loads(stdout.strip().splitlines()[-1])
@@ -281,12 +285,13 @@ def bench(seconds: float, *, gop: int, repeats: int, sides: list[str], overrides
         wall = statistics.median(walls[name])
         if name == "fusionray" and run_json:
             decoded = f"{int(run_json['frames_decoded']) / int(run_json['frames_written']):.2f}"
-        elif name in ("in-process", "joined"):
+        elif name in ("in-process", "joined") or name.startswith("fusionray "):
             decoded = (f"{stages[name]['frames_decoded'] / stages[name]['frames_written']:.2f}")
         else:
             decoded = "1.00"
         ratio = f"{base / wall:.2f}x" if base else "n/a"
-        print(f"| {LABELS[name]} | {wall:.2f} | {', '.join(f'{t:.1f}' for t in walls[name])} | "
+        label = LABELS.get(name) or f"fusionray with `{name.split(' ', 1)[1]}`"
+        print(f"| {label} | {wall:.2f} | {', '.join(f'{t:.1f}' for t in walls[name])} | "
               f"{frames / wall:.2f} | {ratio} | {decoded} | {max(peaks[name]) / 2**20:.0f} |")
     print()
     ray_stages: dict[str, float] = dict(run_json.get("stage_seconds", {})) if run_json else {}
@@ -342,6 +347,9 @@ def main() -> int:
                         help="also time RenderStage chunk after chunk in one process, no Ray")
     parser.add_argument("--joined", action="store_true",
                         help="also time fusionray joining a Ray already running here")
+    parser.add_argument("--also", action="append", default=[], metavar="OVERRIDE",
+                        help="another fusionray side with this Hydra override (repeatable), "
+                             "e.g. --also cluster.inline=false")
     parser.add_argument("--worker", choices=["sequential", "in-process"], help=argparse.SUPPRESS)
     parser.add_argument("--video", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
@@ -351,7 +359,8 @@ def main() -> int:
         worker(args.worker, args.video, args.output, args.overrides)
         return 0
 
-    sides = ["fusionray", *(["joined"] if args.joined else []),
+    sides = ["fusionray", *(f"fusionray {override}" for override in args.also),
+             *(["joined"] if args.joined else []),
              *(["in-process"] if args.in_process else []), "sequential"]
     work = Path(tempfile.mkdtemp(prefix="fusionray-bench-"))
     for seconds in args.seconds:

@@ -598,10 +598,11 @@ class ClusterConfig:
     chunk_retries: int = 2
     """Times a failed chunk is retried before the job stops."""
     inline: bool = True
-    """A job with one chunk to render, that would start a local Ray of its own for it,
-    renders it in the driver process instead (no Ray start; `fusionray.jobs.inline`); a
-    failed attempt there is retried on an actor. False: always on an actor (the hang
-    watchdog, and a native crash takes down a worker process, not the job)."""
+    """A job that would start a local Ray of its own (no GPU here) renders a chunk in the
+    driver process (`fusionray.jobs.inline`): its only chunk instead of starting Ray at all,
+    or its first chunk while Ray and the render pool start. A failed attempt there is retried
+    on an actor. False: every chunk on an actor (the hang watchdog, and a native crash takes
+    down a worker process, not the job)."""
     detect: PoolConfig = field(default_factory=PoolConfig)
     swap: PoolConfig = field(default_factory=lambda: PoolConfig(replicas=0))
     """The render pool: each actor renders whole chunks (detect, swap, encode in one call)."""

@@ -45,6 +45,8 @@ else:
 
 def ray_connected() -> bool:
     """Whether this process is connected to a Ray (a sweep's, a test's, its own, or a Ray
-    worker's), without importing Ray: a process that never imported it is not connected."""
-    module = sys.modules.get("ray")
-    return module is not None and bool(module.is_initialized())
+    worker's), without importing Ray: a process that never imported it is not connected, nor
+    is one whose import of Ray is still under way on another thread (a Ray being started
+    beside this process's work: `fusionray.jobs.inline`), since `ray.init` comes after it."""
+    is_initialized = getattr(sys.modules.get("ray"), "is_initialized", None)
+    return is_initialized is not None and bool(is_initialized())

@@ -7,7 +7,8 @@ mid-job), `fail_start` (the render stage's constructor raises), `fail_chunks` (c
 whose render raises), `hang_chunks` (chunks that hang `hang_seconds` on their first attempt
 only), `flaky_chunks` (chunks whose first attempt raises, every later one renders; needs
 `state_dir` like `hang_chunks`), `marker_dir` (a file `chunk-I-pid-P` appears there when chunk I
-starts in worker P).
+starts in worker P), `cancelled_chunks` (chunks that wait, at most 120 s, until the stage is
+cancelled, then render: `RenderStage.cancel` stops them before their first frame).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class FaultyRenderStage(RenderStage):
         if chunk.index in hooks.get("hang_chunks", ()) and first_attempt(hooks, "hung",
                                                                          chunk.index):
             time.sleep(float(hooks.get("hang_seconds", 600.0)))
+        if chunk.index in hooks.get("cancelled_chunks", ()):
+            assert self._cancelled.wait(120), f"test hook: chunk {chunk.index} never cancelled"
         time.sleep(float(hooks.get("frame_delay_seconds", 0.0)) * chunk.owned_frames)
         return super().__call__(info, chunk, source, detected, shot)
 

@@ -1,7 +1,12 @@
-"""A one-chunk job on a local machine renders in the driver (`fusionray.jobs.inline`): the
-decision as a pure function, and what the job does with it: the same file as on an actor, no Ray
-started, a failed attempt retried on Ray, passthrough and start failures as on an actor, Ctrl-C
-as anywhere."""
+"""Chunks the driver renders itself (`fusionray.jobs.inline`).
+
+A one-chunk job on a local machine: the decision as a pure function, and what the job does with
+it: the same file as on an actor, no Ray started, a failed attempt retried on Ray, passthrough
+and start failures as on an actor, Ctrl-C as anywhere.
+
+A longer local job's first chunk, rendered while Ray and the pool start: the decision (and the
+threads, which must be the pool's), the same file as on actors, a failed attempt retried on the
+pool, the chunk stopped when the job fails or is interrupted first."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,11 +26,18 @@ import pytest
 import ray
 
 import fusionray.jobs.pipeline as pipeline
+from fusionray.actors.pools import largest_node_cpus, plan_pool
+from fusionray.actors.render_stage import ChunkCancelled, RenderStage
+from fusionray.actors.stages import detector_from_config
 from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
 from fusionray.errors import ConfigError, RenderError, RenderInterrupted
-from fusionray.jobs.inline import INLINE_NOTE, inline_threads
+from fusionray.jobs.identity import build_source_identity
+from fusionray.jobs.inline import BESIDE_RAY_NOTE, INLINE_NOTE, beside_ray_threads, inline_threads
 from fusionray.jobs.pipeline import OutputPaths, render
+from fusionray.jobs.ray_session import start_ray, stop_ray
 from fusionray.media.demo import demo_source_image_path
+from fusionray.media.plan import plan_video_chunks
+from fusionray.media.probe import probe_video
 from tests.clips import write_face_clip
 from tests.fault_stages import faulty_stages
 from tests.test_render import compose_config, decoded_frames
@@ -315,3 +328,175 @@ def test_a_job_rendered_here_never_imports_ray(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ray imported: False" in result.stderr
     assert INLINE_NOTE in json.loads(OutputPaths.for_video(output).run_json.read_text())["notes"]
+
+
+# --- the first chunk beside Ray's start ---------------------------------------------------------
+
+
+def beside(config: RenderConfig, **facts: Any) -> int | None:
+    given: dict[str, Any] = {"tasks": 16, "pools": 1, "ray_running": False, "address": None,
+                             "sees_gpu": False, "pre_pass": False}
+    facts = {**given, **facts}
+    gpu = facts.pop("sees_gpu")
+    return beside_ray_threads(config, sees_gpu=lambda: gpu, **facts)
+
+
+def test_a_longer_local_job_renders_its_first_chunk_with_an_actors_threads() -> None:
+    # Two cores, 15 chunks left for the pool: two actors of one thread, and so the driver.
+    assert beside(cluster_config(num_cpus=2)) == 1
+    assert beside(cluster_config(num_cpus=8)) == 2  # max_chunks_in_flight=4 actors of two
+    # Two chunks: the pool gets one, so one actor on every core; the driver's chunk too.
+    assert beside(cluster_config(num_cpus=2), tasks=2) == 2
+    assert beside(cluster_config(num_cpus=8, swap=PoolConfig(replicas=0, num_cpus=2))) == 2
+
+
+@pytest.mark.parametrize(("config", "facts"), [
+    (cluster_config(inline=False), {}),
+    (cluster_config(), {"tasks": 1}),
+    (cluster_config(), {"tasks": 0}),
+    (cluster_config(), {"pools": 2}),
+    (cluster_config(), {"ray_running": True}),
+    (cluster_config(), {"address": "auto"}),
+    (cluster_config(), {"sees_gpu": True}),
+    (cluster_config(), {"pre_pass": True}),
+    (cluster_config(elastic=True), {}),
+], ids=["off", "one-chunk", "nothing-left", "two-pools", "ray-running", "joins-a-cluster", "gpu",
+        "shot-pre-pass", "elastic"])
+def test_everything_else_leaves_every_chunk_to_the_pool(
+    config: RenderConfig, facts: dict[str, Any],
+) -> None:
+    assert beside(config, **facts) is None
+
+
+def test_the_driver_plans_the_threads_the_pool_plans_on_its_fresh_ray(no_ray: None) -> None:
+    """`start_pool` plans from Ray's free resources; the driver's chunk, planned before Ray
+    exists, must get the same threads or its segment is not the one an actor encodes."""
+    for cpus, tasks in ((2, 16), (2, 2), (2, 3), (3, 5)):
+        config = cluster_config(num_cpus=cpus)
+        start_ray(config)
+        try:
+            plan = plan_pool(config.cluster.swap, config.cluster, ray.available_resources(),
+                             kind="render", node_cpus=largest_node_cpus(), chunks=tasks - 1)
+        finally:
+            stop_ray()
+        assert beside(config, tasks=tasks) == plan.threads, (cpus, tasks)
+
+
+THREE_CHUNKS = ("chunk.frames=8", "chunk.keyframe_aligned=false")
+"""The 24-frame clip in three chunks: the driver's and two for the pool."""
+
+
+@pytest.mark.ray
+def test_the_first_chunk_renders_beside_rays_start_into_the_same_file(
+    clip: Path, tmp_path: Path, no_ray: None,
+) -> None:
+    here = tmp_path / "beside.mp4"
+    summary = render(config_for(clip, here, *THREE_CHUNKS, "cluster.num_cpus=2"),
+                     run_dir=tmp_path, config_yaml="x: 1\n")
+    assert summary.chunks == 3 and summary.chunks_rendered == 3
+    assert summary.chunks_by_actor["driver"] == 1
+    assert sum(summary.chunks_by_actor.values()) == 3
+    assert BESIDE_RAY_NOTE in summary.notes and summary.actors["render"] == 2
+    assert not ray.is_initialized()
+    assert not [t for t in threading.enumerate() if t.name == "fusionray-driver-chunk"]
+
+    on_actors = tmp_path / "actors.mp4"
+    summary = render(config_for(clip, on_actors, *THREE_CHUNKS, "cluster.num_cpus=2",
+                                "cluster.inline=false"), run_dir=tmp_path, config_yaml="x: 1\n")
+    assert "driver" not in summary.chunks_by_actor and BESIDE_RAY_NOTE not in summary.notes
+    assert run_json(here)["actor_threads"] == run_json(on_actors)["actor_threads"]
+    assert here.read_bytes() == on_actors.read_bytes()
+
+
+@pytest.mark.ray
+def test_a_failed_first_attempt_beside_ray_is_retried_on_the_pool(
+    clip: Path, tmp_path: Path, no_ray: None,
+) -> None:
+    reference = tmp_path / "reference.mp4"
+    render(config_for(clip, reference, *THREE_CHUNKS, "quality=lossless", "cluster.inline=false"),
+           run_dir=tmp_path, config_yaml="x: 1\n")
+    output = tmp_path / "out.mp4"
+    stages = faulty_stages(flaky_chunks=[0], state_dir=str(tmp_path))
+    summary = render(config_for(clip, output, *THREE_CHUNKS, "quality=lossless"),
+                     run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
+    assert summary.chunk_failures == [
+        "chunk 0 (frames 0-7) attempt 1: RuntimeError: test hook: chunk 0 fails once"]
+    assert summary.chunks_rendered == 3 and not ray.is_initialized()
+    frames, expected = decoded_frames(output), decoded_frames(reference)
+    assert len(frames) == len(expected) == FRAMES
+    assert all(np.array_equal(a, b) for a, b in zip(frames, expected, strict=True))
+
+
+@pytest.mark.ray
+def test_a_job_failing_on_the_pool_stops_the_drivers_chunk_and_records_nothing_of_it(
+    clip: Path, tmp_path: Path, no_ray: None,
+) -> None:
+    output = tmp_path / "out.mp4"
+    started = time.monotonic()
+    with pytest.raises(RenderError, match=r"after 1 attempts: RuntimeError: test hook: chunk"):
+        # The driver's chunk (0) runs until it is cancelled; the pool's fail.
+        render(config_for(clip, output, *THREE_CHUNKS, "cluster.chunk_retries=0"),
+               run_dir=tmp_path, config_yaml="x: 1\n",
+               stage_classes=faulty_stages(cancelled_chunks=[0], fail_chunks=[1, 2]))
+    assert time.monotonic() - started < 60  # not the hook's 120 s wait: the stop cancelled it
+    assert not [t for t in threading.enumerate() if t.name == "fusionray-driver-chunk"]
+    assert not ray.is_initialized() and not output.exists()
+    assert not OutputPaths.for_video(output).work.exists()  # nothing finished to resume
+
+
+def test_ctrl_c_while_ray_starts_beside_the_drivers_chunk_exits_130_and_leaves_nothing(
+    long_clip: Path, tmp_path: Path,
+) -> None:
+    """The render CLI as users run it: Ctrl-C lands while the main thread starts Ray and the
+    driver's thread renders chunk 0. The chunk stops at its next frame and its thread is
+    joined, so the process exits 130 (no abort from native code still running at exit).
+
+    (Not SIGTERM: inside `ray.init` Ray's own handler is installed, see
+    `fusionray.jobs.ray_session._init_keeping_sigterm`.)"""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    hooks = tmp_path / "hooks.json"
+    hooks.write_text(json.dumps({"marker_dir": str(markers)}))
+    output = tmp_path / "out" / "out.mp4"
+    output.parent.mkdir()
+    command = [sys.executable, "-m", "tests.fault_cli", str(hooks), f"+video={long_clip}",
+               f"+source={demo_source_image_path()}", f"output={output}", "chunk.frames=50",
+               "chunk.keyframe_aligned=false", "cluster.num_cpus=2", "progress=false",
+               f"hydra.run.dir={tmp_path / 'h'}"]
+    driver = subprocess.Popen(command, cwd=ROOT, text=True, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(markers.iterdir()) and driver.poll() is None:
+            assert time.monotonic() < deadline, "the chunk never started"
+            time.sleep(0.05)
+        [marker] = markers.iterdir()
+        assert marker.name == f"chunk-0-pid-{driver.pid}"  # in the driver, beside Ray's start
+        time.sleep(0.5)
+        assert driver.poll() is None, driver.communicate()[1][-2000:]
+        os.kill(driver.pid, signal.SIGINT)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 130, stderr[-2000:]
+    assert "Interrupted before any chunk finished" in stderr
+    assert "terminate called" not in stderr
+    assert sorted(path.name for path in output.parent.iterdir()) == []
+
+
+def test_a_cancelled_stage_stops_before_its_first_frame_and_joins_its_steps(
+    clip: Path, tmp_path: Path,
+) -> None:
+    config = config_for(clip, tmp_path / "out.mp4", "cluster.num_cpus=2")
+    info = probe_video(clip)
+    source, _ = build_source_identity(config, [demo_source_image_path()],
+                                      detector_from_config(config, threads=1))
+    [chunk] = plan_video_chunks(info, config.chunk)
+    for threads in (1, 2):  # steps chained in this thread, or on threads of their own
+        stage = RenderStage(config, threads=threads)
+        before = threading.active_count()
+        stage.cancel()
+        with pytest.raises(ChunkCancelled, match="Chunk 0 cancelled"):
+            stage(info, chunk, source)
+        assert threading.active_count() == before

@@ -5,6 +5,9 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
+import types
+
+import pytest
 
 
 def run_in_a_fresh_interpreter(script: str) -> None:
@@ -44,3 +47,17 @@ def test_a_failure_described_in_the_driver_does_not_import_ray() -> None:
               "assert line == 'ValueError: bad frame', line\n"
               "assert 'ray' not in sys.modules, 'imported to describe a failure'\n")
     run_in_a_fresh_interpreter(script)
+
+
+def test_ray_half_imported_on_another_thread_is_neither_connected_nor_unwrapped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the main thread imports Ray to start it, the driver's chunk (on its own thread,
+    `fusionray.jobs.inline`) asks whether Ray is connected and describes failures: the module is
+    in `sys.modules` without its attributes yet. Both answers must come without an error."""
+    from fusionray.jobs.ray_session import failure_reason
+    from fusionray.lazy import ray_connected
+
+    monkeypatch.setitem(sys.modules, "ray", types.ModuleType("ray"))  # as mid-import
+    assert ray_connected() is False
+    assert failure_reason(ValueError("bad frame\nmore")) == "ValueError: bad frame"

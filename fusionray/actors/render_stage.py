@@ -44,6 +44,7 @@ phase by phase; an engine with only `swap()` runs whole in the forward step.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -92,6 +93,10 @@ QUEUE_DEPTH = 2
 """Items between two steps. Two keeps every step fed without holding many full frames."""
 FORWARD_FRAMES = 8
 """Most frames whose faces go through the model in one `forward` call."""
+
+
+class ChunkCancelled(RuntimeError):
+    """A chunk's render stopped at a frame because `RenderStage.cancel` was called."""
 
 
 @dataclass
@@ -186,6 +191,16 @@ class RenderStage:
         self.scorer = identity_scorer_from_config(config, threads=threads)
         self.queue_depth = queue_depth
         self._decoders: dict[tuple[str, str], DecodeChoice] = {}
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Make a call running on another thread stop at its next frame, and any later call at
+        its first, raising `ChunkCancelled` (its step threads joined, nothing encoded kept).
+
+        For a chunk the driver renders on a thread of its own while Ray starts
+        (`fusionray.jobs.inline`), when the job fails or is interrupted meanwhile.
+        """
+        self._cancelled.set()
 
     def decoder_for(self, info: VideoInfo) -> DecodeChoice:
         """Where this actor decodes `info`, chosen once per video (NVDEC is verified by
@@ -222,6 +237,7 @@ class RenderStage:
             ValueError: a `SourceSet` without a shot selection.
             MediaError: a frame cannot be decoded or the segment cannot be encoded; any error
                 of any step.
+            ChunkCancelled: `cancel` was called.
         """
         if isinstance(source, SourceSet):
             if shot is None:
@@ -338,8 +354,10 @@ class RenderStage:
         waited = [0.0]
 
         def timed(items: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
-            """The frames, counting how long the encoder waited for each."""
+            """The frames, counting how long the encoder waited for each; stops at `cancel`."""
             while True:
+                if self._cancelled.is_set():
+                    raise ChunkCancelled(f"Chunk {chunk.index} cancelled")
                 now = time.perf_counter()
                 try:
                     item = next(items)

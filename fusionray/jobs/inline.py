@@ -1,38 +1,56 @@
-"""A job's only chunk, rendered in the driver process instead of on a Ray of the job's own.
+"""Chunks the driver process renders itself: a job's only chunk, instead of on a Ray of the
+job's own; and a longer job's first chunk, while that Ray and its render pool start.
 
-A job that would start a local Ray only to render one chunk (a clip of up to about 100 frames,
-a resumed job with one chunk left) pays Ray's start and stop for nothing: on the 2-core machine
-about 3 of the neural benchmark's 40 s went to the GCS, the raylet, its agents, the actor's
-worker process and stopping them, and the one actor then did exactly what this process can, on
-every core. Such a job
-renders the chunk here, with the stage class, threads and encoder settings the actor would have
-had, so its output is the same file.
+**The only chunk.** A job that would start a local Ray only to render one chunk (a clip of up
+to about 100 frames, a resumed job with one chunk left) pays Ray's start and stop for nothing:
+on the 2-core machine about 3 of the neural benchmark's 40 s went to the GCS, the raylet, its
+agents, the actor's worker process and stopping them, and the one actor then did exactly what
+this process can, on every core. Such a job renders the chunk here (`render_in_driver`), on
+the main thread, with the stage class, threads and encoder settings the actor would have had,
+so its output is the same file.
 
-What the driver gives up against an actor (why only one chunk, and only locally):
+**The first chunk beside Ray's start.** A job of several chunks that starts a local Ray of its
+own waits for it and for the pool's actors: 2.7 s on the 2-core machine, with about 1.9 of its
+5.4 core-seconds idle (the GCS, the raylet and its agents wait on one another, and the driver
+waits on them all). Such a job renders its first chunk on a thread of the driver meanwhile
+(`ChunkBesideRay`), with the threads each actor of the pool gets (`beside_ray_threads`), so the
+segment is the one an actor would have encoded. The main thread starts Ray and the pool, hands
+them the other chunks, and records the driver's chunk (or gives its retry to the pool) when
+they are done. Ray keeps the main thread: it ties the lives of the processes it starts to the
+thread that started them, and installs its signal handling only there.
 
-- Parallelism: none to give up with one chunk; two or more chunks keep the pool.
+What the driver gives up against an actor (why only these chunks, and only locally):
+
+- Parallelism: none. The only chunk gets the actor's threads; the first chunk runs where the
+  pool's actors are not running yet.
 - A retry in a fresh process: a failed attempt here counts like an actor's, and its retry goes
-  to Ray after all (a new actor), so `cluster.chunk_retries` and `on_chunk_error` mean what
-  they always mean.
-- The hang watchdog (`cluster.hang_factor`). The chunk renders on this process's main
-  thread, so that Ctrl-C and SIGTERM unwind it like everything else: the render stage's step
-  threads stop and join. (Rendered on a watched thread instead, a render abandoned at Ctrl-C
-  was still inside native code when the process exited, and the exit aborted: -6, not 130.)
+  to Ray after all (an actor), so `cluster.chunk_retries` and `on_chunk_error` mean what they
+  always mean.
+- The hang watchdog (`cluster.hang_factor`). Ctrl-C and SIGTERM unwind a driver's chunk like
+  everything else: on the main thread they stop the only chunk where it is; for the first
+  chunk, the main thread stops it at its next frame (`RenderStage.cancel`; one already
+  finished is recorded) and joins its thread before Ray stops. Either way the render stage's
+  step threads stop and join: a render abandoned at Ctrl-C was once still inside native code
+  when the process exited, and the exit aborted (-6, not 130).
 - Crash isolation: a segfault in a native library or the OOM killer takes the driver down
   with the chunk; an actor's crash is retried.
 - GPUs: not given up; where this process sees a card, the job keeps the actor path, whose
   device planning follows Ray's assignment (`fusionray.models.device`).
 
-A one-chunk job that must keep the watchdog or the isolation sets `cluster.inline=false`.
+A job that must keep the watchdog or the isolation for every chunk sets `cluster.inline=false`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
+from typing import Any
 
 from fusionray.actors.pools import plan_pool
+from fusionray.actors.render_stage import ChunkCancelled
+from fusionray.actors.stages import ChunkResult
 from fusionray.config import RenderConfig
 from fusionray.errors import FusionrayError, RenderError
 from fusionray.jobs.ray_session import failure_reason
@@ -42,6 +60,26 @@ log = logging.getLogger("fusionray")
 
 INLINE_NOTE = ("rendered in the driver process: one chunk on a local machine, so no Ray was "
                "started (cluster.inline=false renders it on an actor)")
+BESIDE_RAY_NOTE = ("the first chunk was rendered in the driver process while Ray started "
+                   "(cluster.inline=false renders every chunk on an actor)")
+
+
+def _renders_here(
+    config: RenderConfig, *, ray_running: bool, address: str | None,
+    sees_gpu: Callable[[], bool], pre_pass: bool,
+) -> bool:
+    """Whether the driver may render chunks itself (pure): `cluster.inline` is on and the job
+    would start a local Ray of its own on a machine without a GPU, for its render pass alone
+    (see `inline_threads` for the arguments)."""
+    cluster = config.cluster
+    # The GPU question last: on a GPU node it runs nvidia-smi.
+    return bool(cluster.inline and not ray_running and not address and not pre_pass
+                and not cluster.elastic and not sees_gpu())
+
+
+def _machine_cpus(config: RenderConfig) -> int:
+    """The CPUs of the local Ray the job would start (`start_ray`)."""
+    return config.cluster.num_cpus or os.cpu_count() or 1
 
 
 def inline_threads(
@@ -67,12 +105,42 @@ def inline_threads(
         ConfigError: the render pool could not start here either (e.g. it reserves GPUs this
             machine lacks): the same message the pool would give.
     """
-    cluster = config.cluster
-    if (not cluster.inline or tasks != 1 or ray_running or address or pre_pass
-            or cluster.elastic or sees_gpu()):
+    if tasks != 1 or not _renders_here(config, ray_running=ray_running, address=address,
+                                       sees_gpu=sees_gpu, pre_pass=pre_pass):
         return None
-    cpus = cluster.num_cpus or os.cpu_count() or 1
-    plan = plan_pool(cluster.swap, cluster, {"CPU": float(cpus)}, kind="render", chunks=1)
+    cluster = config.cluster
+    plan = plan_pool(cluster.swap, cluster, {"CPU": float(_machine_cpus(config))},
+                     kind="render", chunks=1)
+    return plan.threads
+
+
+def beside_ray_threads(
+    config: RenderConfig, *, tasks: int, pools: int, ray_running: bool, address: str | None,
+    sees_gpu: Callable[[], bool], pre_pass: bool,
+) -> int | None:
+    """The threads to render the first of the job's `tasks` chunks with in the driver while
+    its local Ray and render pool start (`ChunkBesideRay`), or None (pure).
+
+    Args:
+        pools: render pools the job's chunks need (shots with other render settings each get
+            one, one after another); the driver's chunk joins a single pool's work only.
+        Others: as `inline_threads`.
+
+    Returns:
+        The threads of each actor of the pool that renders the other `tasks - 1` chunks
+        (`plan_pool` over this machine's CPUs, as `start_pool` plans it on the fresh Ray), so
+        the driver's segment is the one such an actor would have encoded.
+
+    Raises:
+        ConfigError: the render pool could not start here (the pool's own message).
+    """
+    if tasks < 2 or pools != 1 or not _renders_here(
+            config, ray_running=ray_running, address=address, sees_gpu=sees_gpu,
+            pre_pass=pre_pass):
+        return None
+    cluster, cpus = config.cluster, float(_machine_cpus(config))
+    plan = plan_pool(cluster.swap, cluster, {"CPU": cpus}, kind="render", node_cpus=cpus,
+                     chunks=tasks - 1)
     return plan.threads
 
 
@@ -91,35 +159,133 @@ def render_in_driver(
         FusionrayError: a config or model error of the stage's constructor, as it stands.
         KeyboardInterrupt: Ctrl-C (or SIGTERM via the CLI): the caller keeps the work folder.
     """
-    job, chunk = task.job, task.chunk
+    job = task.job
     assert isinstance(job, RenderJob), job
+    stage = open_stage(stage_class, job.config, threads)
+    outcome: ChunkResult | Exception
     try:
-        stage = stage_class(job.config, threads=threads)
+        outcome = stage(job.info, task.chunk, job.source)
+    except Exception as error:
+        outcome = error
+    finally:
+        del stage  # its models go before anything else loads
+    return settle(task, outcome, isolate_failures=isolate_failures)
+
+
+def open_stage(stage_class: type, config: RenderConfig, threads: int) -> Any:
+    """The render stage, as an actor would construct it.
+
+    Raises:
+        FusionrayError: a config or model error of the constructor, as it stands.
+        RenderError: any other error of the constructor (its own message, one line, as from
+            an actor).
+    """
+    try:
+        return stage_class(config, threads=threads)
     except FusionrayError:
         raise
     except Exception as error:
         raise RenderError(f"A render stage could not start: {_reason(error)}") from None
-    try:
-        result = stage(job.info, chunk, job.source)
-    except Exception as error:
-        reason = failure_reason(error)
-        job.totals.failures.append(f"{describe(chunk)} attempt {task.attempt + 1}: {reason}")
-        retries = job.config.cluster.chunk_retries
-        if task.attempt < retries:
-            log.warning("%s failed in the driver, retrying on Ray: %s", describe(chunk), reason)
-            return Task(job, chunk, task.attempt + 1)
-        try:
-            job.give_up(chunk, error)
-        except RenderError as failure:
-            if not isolate_failures:
-                raise
-            job.failed = failure
-            log.warning("%s", failure)
+
+
+def settle(task: Task, outcome: ChunkResult | Exception, *, isolate_failures: bool
+           ) -> Task | None:
+    """Record a chunk the driver rendered, or count its failed attempt as an actor's would
+    count.
+
+    Returns:
+        None when the chunk is settled (recorded, or given up on: passthrough, or a failure
+        isolated to its shot); else the next attempt, for Ray.
+
+    Raises:
+        RenderError: the chunk failed its last attempt (unless isolated).
+    """
+    job, chunk = task.job, task.chunk
+    assert isinstance(job, RenderJob), job
+    if not isinstance(outcome, Exception):
+        job.done(chunk, outcome)
         return None
-    finally:
-        del stage  # its models go before anything else loads
-    job.done(chunk, result)
+    reason = failure_reason(outcome)
+    job.totals.failures.append(f"{describe(chunk)} attempt {task.attempt + 1}: {reason}")
+    if task.attempt < job.config.cluster.chunk_retries:
+        log.warning("%s failed in the driver, retrying on Ray: %s", describe(chunk), reason)
+        return Task(job, chunk, task.attempt + 1)
+    try:
+        job.give_up(chunk, outcome)
+    except RenderError as failure:
+        if not isolate_failures:
+            raise
+        job.failed = failure
+        log.warning("%s", failure)
     return None
+
+
+class ChunkBesideRay:
+    """A chunk rendered on a thread of the driver while the main thread starts Ray and the
+    render pool (see the module docstring); `settle` records it, `stop` stops it."""
+
+    def __init__(self, task: Task, stage_class: type, threads: int) -> None:
+        """Start rendering `task`'s chunk with `threads` threads (`beside_ray_threads`)."""
+        self.task = task
+        self._stage_class, self._threads = stage_class, threads
+        self._stage: Any = None
+        self._cancelled = threading.Event()
+        self._start_error: FusionrayError | None = None
+        self._outcome: ChunkResult | Exception | None = None
+        self._thread = threading.Thread(target=self._run, name="fusionray-driver-chunk",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        job = self.task.job
+        assert isinstance(job, RenderJob), job
+        try:
+            stage = open_stage(self._stage_class, job.config, self._threads)
+        except FusionrayError as error:
+            self._start_error = error
+            return
+        self._stage = stage
+        try:
+            if self._cancelled.is_set():  # cancelled while the stage opened
+                raise ChunkCancelled(f"{describe(self.task.chunk)} cancelled")
+            self._outcome = stage(job.info, self.task.chunk, job.source)
+        except Exception as error:
+            self._outcome = error
+        finally:
+            self._stage = None
+            del stage  # its models go now, not with the next chunk's
+
+    def settle(self, *, isolate_failures: bool) -> Task | None:
+        """Wait for the chunk, then record it as `render_in_driver` does (`settle`).
+
+        Returns:
+            The chunk's next attempt, for the pool, or None.
+
+        Raises:
+            FusionrayError: the stage could not start (`open_stage`), or the chunk failed
+                its last attempt (unless isolated).
+        """
+        self._thread.join()
+        if self._start_error is not None:
+            raise self._start_error
+        assert self._outcome is not None
+        return settle(self.task, self._outcome, isolate_failures=isolate_failures)
+
+    def stop(self) -> None:
+        """The job failed or was interrupted before `settle`: stop the chunk at its next frame
+        (a stage still opening: before its first) and wait for the thread. A chunk that had
+        finished by then is recorded all the same, so a rerun reuses it."""
+        self._cancelled.set()
+        cancel = getattr(self._stage, "cancel", None)
+        if callable(cancel):
+            cancel()
+        self._thread.join()
+        if isinstance(self._outcome, ChunkResult):
+            try:
+                self.task.job.done(self.task.chunk, self._outcome)
+            except Exception as error:  # the job's own error is the one to report
+                log.warning("%s was rendered but could not be recorded: %s",
+                            describe(self.task.chunk), failure_reason(error))
 
 
 def _reason(error: BaseException) -> str:

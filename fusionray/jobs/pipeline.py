@@ -43,7 +43,14 @@ from fusionray.faces.identity import summarize_identity
 from fusionray.faces.people import SourceSet
 from fusionray.faces.shot import ShotSelection, needs_shot_pass, plan_shot_selection
 from fusionray.jobs.identity import attach_reference, build_source_identity, build_source_set
-from fusionray.jobs.inline import INLINE_NOTE, inline_threads, render_in_driver
+from fusionray.jobs.inline import (
+    BESIDE_RAY_NOTE,
+    INLINE_NOTE,
+    ChunkBesideRay,
+    beside_ray_threads,
+    inline_threads,
+    render_in_driver,
+)
 from fusionray.jobs.inputs import (
     OutputPaths,
     check_output,
@@ -418,11 +425,15 @@ def run_shots(
     if not pending:
         # A resumed job whose work folder holds every chunk: nothing needs Ray.
         return PassReport.without_ray(threads={}, chunks_by_actor={})
-    threads_here = inline_threads(
-        config, tasks=len(pending), ray_running=ray_connected(),
-        address=config.cluster.address or os.environ.get("RAY_ADDRESS"),
-        sees_gpu=lambda: probe_device().device_id is not None,
-        pre_pass=any(needs_shot_pass(shot.config.selection) for shot in shots))
+    ray_running = ray_connected()
+    join_address = config.cluster.address or os.environ.get("RAY_ADDRESS")
+    pre_pass = any(needs_shot_pass(shot.config.selection) for shot in shots)
+
+    def sees_gpu() -> bool:
+        return probe_device().device_id is not None
+
+    threads_here = inline_threads(config, tasks=len(pending), ray_running=ray_running,
+                                  address=join_address, sees_gpu=sees_gpu, pre_pass=pre_pass)
     if threads_here is not None:
         [only] = pending
         owner = next(shot for shot in shots if shot.job is only.job)
@@ -432,12 +443,25 @@ def run_shots(
             return PassReport.without_ray(threads={"render": threads_here},
                                           chunks_by_actor={"driver": 1})
         tasks = {id(shot): [retry] if shot.job is retry.job else [] for shot in shots}
+    beside: ChunkBesideRay | None = None
+    if threads_here is None:
+        threads_beside = beside_ray_threads(
+            config, tasks=len(pending),
+            pools=len({shot.pool_key for shot in shots if tasks[id(shot)]}),
+            ray_running=ray_running, address=join_address, sees_gpu=sees_gpu,
+            pre_pass=pre_pass)
+        if threads_beside is not None:
+            owner = next(shot for shot in shots if shot.job is pending[0].job)
+            tasks[id(owner)] = tasks[id(owner)][1:]
+            beside = ChunkBesideRay(pending[0], stage_classes.render, threads_beside)
+            owner.notes.append(BESIDE_RAY_NOTE)
     clock = time.perf_counter()
-    started_ray = start_ray(config)
     pools: list[ActorPool] = []
     actors = {"detect": 0, "render": 0}
     threads: dict[str, int] = {}
+    started_ray, driver_chunks = False, 0
     try:
+        started_ray = start_ray(config)
         address = str(ray.get_runtime_context().gcs_address)
         session = ray_session_name()
         groups: dict[str, list[Shot]] = {}
@@ -467,6 +491,16 @@ def run_shots(
                 run_tasks(group_config, render_pool, interleave(group_tasks),
                           on_progress=lambda chunk: progress.update(chunk.owned_frames),
                           isolate_failures=isolate_failures)
+                if beside is not None:  # its chunk is this group's: the job has one pool
+                    chunk_here = beside.task.chunk
+                    retry = beside.settle(isolate_failures=isolate_failures)
+                    beside, driver_chunks = None, 1
+                    if retry is None:
+                        progress.update(chunk_here.owned_frames)
+                    else:  # the chunk's next attempt goes to an actor
+                        run_tasks(group_config, render_pool, [retry],
+                                  on_progress=lambda chunk: progress.update(chunk.owned_frames),
+                                  isolate_failures=isolate_failures)
             for shot in group:
                 shot.stages["chunks_wall"] = time.perf_counter() - clock
             if position < len(groups) - 1:
@@ -474,7 +508,11 @@ def run_shots(
         nodes = {m.node_id for pool in pools for m in pool.all_members if m.node_id}
         events = [event for pool in pools for event in pool.events]
         by_actor = {name: n for pool in pools for name, n in pool.chunks_by_member.items()}
+        if driver_chunks:
+            by_actor["driver"] = driver_chunks
     finally:
+        if beside is not None:  # the job failed or was interrupted before the chunk settled
+            beside.stop()
         for pool in pools:
             # A Ray that outlives this job (joined, or a sweep's) gets its resources back
             # before the next job sizes its pools; a Ray of our own is stopped below.

@@ -145,9 +145,10 @@ def failure_reason(error: BaseException) -> str:
     cause = getattr(error, "cause", None)
     # Only Ray wraps: where it was never imported (a chunk that failed in the driver) there is
     # nothing to unwrap, and asking `ray.exceptions` would import it (about 0.25 s) for nothing.
-    module = sys.modules.get("ray")
-    if (module is not None and isinstance(error, module.exceptions.RayTaskError)
-            and isinstance(cause, BaseException)):
+    # Where another thread is importing it right now (Ray starting beside the driver's chunk),
+    # the module may not hold `exceptions` yet: nothing of Ray's has raised then either.
+    wrapper = getattr(getattr(sys.modules.get("ray"), "exceptions", None), "RayTaskError", None)
+    if wrapper is not None and isinstance(error, wrapper) and isinstance(cause, BaseException):
         error = cause
     text = _ANSI.sub("", str(error)).strip()
     first = text.splitlines()[0] if text else ""
