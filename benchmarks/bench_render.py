@@ -253,7 +253,8 @@ def bench(seconds: float, *, gop: int, repeats: int, sides: list[str], overrides
     run_json: dict[str, object] = {}
     for round_index in range(repeats):
         for name in sides:
-            output = work / f"{name}-{seconds:g}s-g{gop}-{round_index}.mp4"
+            tag = name if name in LABELS else f"also{sides.index(name)}"  # no '=' in paths
+            output = work / f"{tag}-{seconds:g}s-g{gop}-{round_index}.mp4"
             with (running_ray() if name == "joined"
                   else contextlib.nullcontext((None, CHILD_ENV))) as (address, env):
                 wall, peak, stdout = timed_child(

@@ -600,7 +600,7 @@ class ClusterConfig:
     inline: bool = True
     """A job that would start a local Ray of its own (no GPU here) renders a chunk in the
     driver process (`fusionray.jobs.inline`): its only chunk instead of starting Ray at all,
-    or its first chunk while Ray and the render pool start. A failed attempt there is retried
+    or its first chunks while Ray and the render pool start. A failed attempt there is retried
     on an actor. False: every chunk on an actor (the hang watchdog, and a native crash takes
     down a worker process, not the job)."""
     detect: PoolConfig = field(default_factory=PoolConfig)

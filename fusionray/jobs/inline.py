@@ -1,5 +1,5 @@
 """Chunks the driver process renders itself: a job's only chunk, instead of on a Ray of the
-job's own; and a longer job's first chunk, while that Ray and its render pool start.
+job's own; and a longer job's first chunks, while that Ray and its render pool start.
 
 **The only chunk.** A job that would start a local Ray only to render one chunk (a clip of up
 to about 100 frames, a resumed job with one chunk left) pays Ray's start and stop for nothing:
@@ -9,29 +9,32 @@ this process can, on every core. Such a job renders the chunk here (`render_in_d
 the main thread, with the stage class, threads and encoder settings the actor would have had,
 so its output is the same file.
 
-**The first chunk beside Ray's start.** A job of several chunks that starts a local Ray of its
-own waits for it and for the pool's actors: 2.7 s on the 2-core machine, with about 1.9 of its
-5.4 core-seconds idle (the GCS, the raylet and its agents wait on one another, and the driver
-waits on them all). Such a job renders its first chunk on a thread of the driver meanwhile
-(`ChunkBesideRay`), with the threads each actor of the pool gets (`beside_ray_threads`), so the
-segment is the one an actor would have encoded. The main thread starts Ray and the pool, hands
-them the other chunks, and records the driver's chunk (or gives its retry to the pool) when
-they are done. Ray keeps the main thread: it ties the lives of the processes it starts to the
-thread that started them, and installs its signal handling only there.
+**The first chunks beside Ray's start.** A job of several chunks that starts a local Ray of
+its own waits for it and for the pool's actors: 2.7 s on the 2-core machine, with about 1.9 of
+its 5.4 core-seconds idle (the GCS, the raylet and its agents wait on one another, and the
+driver waits on them all). Such a job renders its chunks on a thread of the driver meanwhile
+(`ChunksBesideRay`), from the first, one after another, with the threads each actor of the
+pool gets (`beside_ray_threads`), so each segment is the one an actor would have encoded.
+When the pool is ready it takes every chunk not started here (`hand_over`); the driver
+finishes the one it is on. How many the driver renders depends on how long Ray took; which
+process rendered a chunk never changes its bytes. The main thread records the driver's chunks
+(or gives their retries to the pool) when the pool's are done. Ray keeps the main thread: it
+ties the lives of the processes it starts to the thread that started them, and installs its
+signal handling only there.
 
 What the driver gives up against an actor (why only these chunks, and only locally):
 
-- Parallelism: none. The only chunk gets the actor's threads; the first chunk runs where the
-  pool's actors are not running yet.
+- Parallelism: none. The only chunk gets the actor's threads; the first chunks run while the
+  pool's actors are not running yet (the last of them a moment beside them).
 - A retry in a fresh process: a failed attempt here counts like an actor's, and its retry goes
   to Ray after all (an actor), so `cluster.chunk_retries` and `on_chunk_error` mean what they
   always mean.
 - The hang watchdog (`cluster.hang_factor`). Ctrl-C and SIGTERM unwind a driver's chunk like
-  everything else: on the main thread they stop the only chunk where it is; for the first
-  chunk, the main thread stops it at its next frame (`RenderStage.cancel`; one already
-  finished is recorded) and joins its thread before Ray stops. Either way the render stage's
-  step threads stop and join: a render abandoned at Ctrl-C was once still inside native code
-  when the process exited, and the exit aborted (-6, not 130).
+  everything else: on the main thread they stop the only chunk where it is; beside Ray's
+  start, the main thread stops the driver's chunk at its next frame (`RenderStage.cancel`;
+  chunks already finished are recorded) and joins its thread before Ray stops. Either way
+  the render stage's step threads stop and join: a render abandoned at Ctrl-C was once still
+  inside native code when the process exited, and the exit aborted (-6, not 130).
 - Crash isolation: a segfault in a native library or the OOM killer takes the driver down
   with the chunk; an actor's crash is retried.
 - GPUs: not given up; where this process sees a card, the job keeps the actor path, whose
@@ -45,7 +48,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fusionray.actors.pools import plan_pool
@@ -60,7 +64,7 @@ log = logging.getLogger("fusionray")
 
 INLINE_NOTE = ("rendered in the driver process: one chunk on a local machine, so no Ray was "
                "started (cluster.inline=false renders it on an actor)")
-BESIDE_RAY_NOTE = ("the first chunk was rendered in the driver process while Ray started "
+BESIDE_RAY_NOTE = ("the first chunk(s) were rendered in the driver process while Ray started "
                    "(cluster.inline=false renders every chunk on an actor)")
 
 
@@ -118,8 +122,8 @@ def beside_ray_threads(
     config: RenderConfig, *, tasks: int, pools: int, ray_running: bool, address: str | None,
     sees_gpu: Callable[[], bool], pre_pass: bool,
 ) -> int | None:
-    """The threads to render the first of the job's `tasks` chunks with in the driver while
-    its local Ray and render pool start (`ChunkBesideRay`), or None (pure).
+    """The threads to render the job's first chunks with in the driver while its local Ray and
+    render pool start (`ChunksBesideRay`), or None (pure).
 
     Args:
         pools: render pools the job's chunks need (shots with other render settings each get
@@ -127,9 +131,9 @@ def beside_ray_threads(
         Others: as `inline_threads`.
 
     Returns:
-        The threads of each actor of the pool that renders the other `tasks - 1` chunks
+        The threads of each actor of the pool, planned for all chunks but the first
         (`plan_pool` over this machine's CPUs, as `start_pool` plans it on the fresh Ray), so
-        the driver's segment is the one such an actor would have encoded.
+        the driver's segments are the ones such an actor would have encoded.
 
     Raises:
         ConfigError: the render pool could not start here (the pool's own message).
@@ -220,72 +224,113 @@ def settle(task: Task, outcome: ChunkResult | Exception, *, isolate_failures: bo
     return None
 
 
-class ChunkBesideRay:
-    """A chunk rendered on a thread of the driver while the main thread starts Ray and the
-    render pool (see the module docstring); `settle` records it, `stop` stops it."""
+class ChunksBesideRay:
+    """Chunks rendered on a thread of the driver while the main thread starts Ray and the
+    render pool (see the module docstring): the job's first chunks, one after another, until
+    the pool is ready and takes the rest (`hand_over`). `settle` records them; `stop` stops
+    them when the job fails or is interrupted first."""
 
-    def __init__(self, task: Task, stage_class: type, threads: int) -> None:
-        """Start rendering `task`'s chunk with `threads` threads (`beside_ray_threads`)."""
-        self.task = task
+    def __init__(self, tasks: Sequence[Task], stage_class: type, threads: int) -> None:
+        """Start rendering `tasks` (in this order, every one a `RenderJob`'s of one render
+        pool) with `threads` threads (`beside_ray_threads`)."""
+        self._waiting = deque(tasks)
+        self._lock = threading.Lock()
+        self._handed_over = False
         self._stage_class, self._threads = stage_class, threads
         self._stage: Any = None
         self._cancelled = threading.Event()
         self._start_error: FusionrayError | None = None
-        self._outcome: ChunkResult | Exception | None = None
+        self.outcomes: list[tuple[Task, ChunkResult | Exception]] = []
+        """Each chunk rendered (or failed) here, in order; complete once the thread ends."""
         self._thread = threading.Thread(target=self._run, name="fusionray-driver-chunk",
                                         daemon=True)
         self._thread.start()
 
+    def _next(self) -> Task | None:
+        """The next chunk to render here, or None once the pool has taken the rest."""
+        with self._lock:
+            if self._handed_over or self._cancelled.is_set() or not self._waiting:
+                return None
+            return self._waiting.popleft()
+
     def _run(self) -> None:
-        job = self.task.job
-        assert isinstance(job, RenderJob), job
+        task = self._next()
+        if task is None:
+            return
+        assert isinstance(task.job, RenderJob), task.job
         try:
-            stage = open_stage(self._stage_class, job.config, self._threads)
+            stage = open_stage(self._stage_class, task.job.config, self._threads)
         except FusionrayError as error:
             self._start_error = error
             return
         self._stage = stage
         try:
-            if self._cancelled.is_set():  # cancelled while the stage opened
-                raise ChunkCancelled(f"{describe(self.task.chunk)} cancelled")
-            self._outcome = stage(job.info, self.task.chunk, job.source)
-        except Exception as error:
-            self._outcome = error
+            while task is not None:
+                job = task.job
+                assert isinstance(job, RenderJob), job
+                outcome: ChunkResult | Exception
+                try:
+                    if self._cancelled.is_set():  # cancelled while the stage opened
+                        raise ChunkCancelled(f"{describe(task.chunk)} cancelled")
+                    outcome = stage(job.info, task.chunk, job.source)
+                except Exception as error:
+                    outcome = error
+                self.outcomes.append((task, outcome))
+                # After a failure the pool takes the rest (and the retry): a stage that fails
+                # here once would likely fail again.
+                task = None if isinstance(outcome, Exception) else self._next()
         finally:
             self._stage = None
-            del stage  # its models go now, not with the next chunk's
+            del stage  # its models go as soon as the driver is done with them
 
-    def settle(self, *, isolate_failures: bool) -> Task | None:
-        """Wait for the chunk, then record it as `render_in_driver` does (`settle`).
+    def hand_over(self) -> list[Task]:
+        """The pool is ready: the chunks not started here are its (in order); the thread
+        finishes the one it is on and takes no other."""
+        with self._lock:
+            self._handed_over = True
+            rest = list(self._waiting)
+            self._waiting.clear()
+        return rest
+
+    def settle(self, *, isolate_failures: bool) -> list[Task]:
+        """Wait for the thread, then record each chunk as `render_in_driver` does (`settle`).
 
         Returns:
-            The chunk's next attempt, for the pool, or None.
+            The next attempts of the chunks that failed here, for the pool.
 
         Raises:
-            FusionrayError: the stage could not start (`open_stage`), or the chunk failed
-                its last attempt (unless isolated).
+            FusionrayError: the stage could not start (`open_stage`), or a chunk failed its
+                last attempt (unless isolated).
         """
         self._thread.join()
         if self._start_error is not None:
             raise self._start_error
-        assert self._outcome is not None
-        return settle(self.task, self._outcome, isolate_failures=isolate_failures)
+        retries = []
+        for task, outcome in self.outcomes:
+            if getattr(task.job, "failed", None) is not None:
+                continue  # another chunk of its shot failed for good (isolated)
+            retry = settle(task, outcome, isolate_failures=isolate_failures)
+            if retry is not None:
+                retries.append(retry)
+        return retries
 
     def stop(self) -> None:
-        """The job failed or was interrupted before `settle`: stop the chunk at its next frame
-        (a stage still opening: before its first) and wait for the thread. A chunk that had
-        finished by then is recorded all the same, so a rerun reuses it."""
-        self._cancelled.set()
+        """The job failed or was interrupted before `settle`: stop the chunk in progress at its
+        next frame (a stage still opening: before its first) and wait for the thread. Chunks
+        finished by then are recorded all the same, so a rerun reuses them."""
+        with self._lock:
+            self._cancelled.set()
         cancel = getattr(self._stage, "cancel", None)
         if callable(cancel):
             cancel()
         self._thread.join()
-        if isinstance(self._outcome, ChunkResult):
-            try:
-                self.task.job.done(self.task.chunk, self._outcome)
-            except Exception as error:  # the job's own error is the one to report
-                log.warning("%s was rendered but could not be recorded: %s",
-                            describe(self.task.chunk), failure_reason(error))
+        for task, outcome in self.outcomes:
+            if isinstance(outcome, ChunkResult):
+                try:
+                    task.job.done(task.chunk, outcome)
+                except Exception as error:  # the job's own error is the one to report
+                    log.warning("%s was rendered but could not be recorded: %s",
+                                describe(task.chunk), failure_reason(error))
 
 
 def _reason(error: BaseException) -> str:
@@ -293,4 +338,3 @@ def _reason(error: BaseException) -> str:
     reduces an actor's)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-

@@ -46,7 +46,7 @@ from fusionray.jobs.identity import attach_reference, build_source_identity, bui
 from fusionray.jobs.inline import (
     BESIDE_RAY_NOTE,
     INLINE_NOTE,
-    ChunkBesideRay,
+    ChunksBesideRay,
     beside_ray_threads,
     inline_threads,
     render_in_driver,
@@ -443,7 +443,7 @@ def run_shots(
             return PassReport.without_ray(threads={"render": threads_here},
                                           chunks_by_actor={"driver": 1})
         tasks = {id(shot): [retry] if shot.job is retry.job else [] for shot in shots}
-    beside: ChunkBesideRay | None = None
+    beside: ChunksBesideRay | None = None
     if threads_here is None:
         threads_beside = beside_ray_threads(
             config, tasks=len(pending),
@@ -451,10 +451,13 @@ def run_shots(
             ray_running=ray_running, address=join_address, sees_gpu=sees_gpu,
             pre_pass=pre_pass)
         if threads_beside is not None:
-            owner = next(shot for shot in shots if shot.job is pending[0].job)
-            tasks[id(owner)] = tasks[id(owner)][1:]
-            beside = ChunkBesideRay(pending[0], stage_classes.render, threads_beside)
-            owner.notes.append(BESIDE_RAY_NOTE)
+            # The one pool's chunks, in the order it would run them: the driver takes them
+            # from the front until the pool is ready (`hand_over`).
+            beside = ChunksBesideRay(interleave([tasks[id(shot)] for shot in shots]),
+                                     stage_classes.render, threads_beside)
+            for shot in shots:
+                if tasks[id(shot)]:
+                    shot.notes.append(BESIDE_RAY_NOTE)
     clock = time.perf_counter()
     pools: list[ActorPool] = []
     actors = {"detect": 0, "render": 0}
@@ -475,9 +478,11 @@ def run_shots(
             if not any(group_tasks):
                 continue
             group_config = group[0].config
+            # With chunks in the driver, the pool is planned for all but its first, as the
+            # driver's threads were (`beside_ray_threads`): the same threads, the same bytes.
+            planned = sum(len(shot_tasks) for shot_tasks in group_tasks) - (beside is not None)
             render_pool = start_pool("render", group_config, stage_classes.render,
-                                     chunks=sum(len(shot_tasks) for shot_tasks in group_tasks),
-                                     own_node=started_ray)
+                                     chunks=planned, own_node=started_ray)
             pools.append(render_pool)
             actors["render"] = max(actors["render"], len(render_pool))
             threads["render"] = render_pool.plan.threads
@@ -488,19 +493,24 @@ def run_shots(
             with tqdm(total=frames, initial=done, unit="frame", desc="fusionray",
                       disable=not group_config.progress, file=sys.stderr,
                       dynamic_ncols=True, mininterval=0.5) as progress:
-                run_tasks(group_config, render_pool, interleave(group_tasks),
-                          on_progress=lambda chunk: progress.update(chunk.owned_frames),
+                def advance(chunk: Chunk) -> None:
+                    progress.update(chunk.owned_frames)
+
+                # The driver's chunks are this group's: the job has one pool.
+                order = beside.hand_over() if beside is not None else interleave(group_tasks)
+                run_tasks(group_config, render_pool, order, on_progress=advance,
                           isolate_failures=isolate_failures)
-                if beside is not None:  # its chunk is this group's: the job has one pool
-                    chunk_here = beside.task.chunk
-                    retry = beside.settle(isolate_failures=isolate_failures)
-                    beside, driver_chunks = None, 1
-                    if retry is None:
-                        progress.update(chunk_here.owned_frames)
-                    else:  # the chunk's next attempt goes to an actor
-                        run_tasks(group_config, render_pool, [retry],
-                                  on_progress=lambda chunk: progress.update(chunk.owned_frames),
-                                  isolate_failures=isolate_failures)
+                if beside is not None:
+                    retries = beside.settle(isolate_failures=isolate_failures)
+                    driver_chunks = len(beside.outcomes)
+                    retried = {retry.chunk.index for retry in retries}
+                    for task, _ in beside.outcomes:
+                        if task.chunk.index not in retried:
+                            advance(task.chunk)
+                    beside = None
+                    # Chunks that failed in the driver get their next attempt on an actor.
+                    run_tasks(group_config, render_pool, retries, on_progress=advance,
+                              isolate_failures=isolate_failures)
             for shot in group:
                 shot.stages["chunks_wall"] = time.perf_counter() - clock
             if position < len(groups) - 1:
