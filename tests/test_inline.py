@@ -33,6 +33,7 @@ from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
 from fusionray.errors import ConfigError, RenderError, RenderInterrupted
 from fusionray.jobs.identity import build_source_identity
 from fusionray.jobs.inline import BESIDE_RAY_NOTE, INLINE_NOTE, beside_ray_threads, inline_threads
+from fusionray.jobs.manifest import Manifest
 from fusionray.jobs.pipeline import OutputPaths, render
 from fusionray.jobs.ray_session import start_ray, stop_ray
 from fusionray.media.demo import demo_source_image_path
@@ -443,6 +444,40 @@ def test_the_pool_takes_every_chunk_the_driver_has_not_started_when_it_is_ready(
     assert sorted(started) == [0, 1, 2] and started[0] == os.getpid()
     assert os.getpid() not in (started[1], started[2])  # on the pool's actors
     assert not ray.is_initialized()
+
+
+@pytest.mark.ray
+def test_the_drivers_chunks_are_recorded_while_the_pool_still_renders(
+    clip: Path, tmp_path: Path, no_ray: None,
+) -> None:
+    """A driver's chunk finished early is in the work folder long before the job ends, so a
+    job killed later keeps it for the rerun."""
+    output = tmp_path / "out.mp4"
+    work = OutputPaths.for_video(output).work
+    # Chunks 1 and 2 take 6 s more on their first attempt (in whichever process); chunk 0,
+    # the driver's first, does not.
+    stages = faulty_stages(hang_chunks=[1, 2], hang_seconds=6.0, state_dir=str(tmp_path))
+    first_row: list[float] = []
+    ended = threading.Event()
+
+    def watch() -> None:
+        while not ended.is_set() and not first_row:
+            if Manifest.count_recorded(work) >= 1:
+                first_row.append(time.monotonic())
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        summary = render(config_for(clip, output, *THREE_CHUNKS, "cluster.num_cpus=2"),
+                         run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
+    finally:
+        end = time.monotonic()
+        ended.set()
+        watcher.join()
+    assert summary.chunks_by_actor["driver"] >= 1 and summary.chunks_rendered == 3
+    assert first_row, "no chunk was recorded while the job ran"
+    assert end - first_row[0] > 3.0  # recorded while the pool's chunks still slept
 
 
 @pytest.mark.ray

@@ -59,6 +59,7 @@ from fusionray.config import RenderConfig
 from fusionray.errors import FusionrayError, RenderError
 from fusionray.jobs.ray_session import failure_reason
 from fusionray.jobs.scheduler import RenderJob, Task, describe
+from fusionray.types import Chunk
 
 log = logging.getLogger("fusionray")
 
@@ -227,7 +228,8 @@ def settle(task: Task, outcome: ChunkResult | Exception, *, isolate_failures: bo
 class ChunksBesideRay:
     """Chunks rendered on a thread of the driver while the main thread starts Ray and the
     render pool (see the module docstring): the job's first chunks, one after another, until
-    the pool is ready and takes the rest (`hand_over`). `settle` records them; `stop` stops
+    the pool is ready and takes the rest (`hand_over`). The main thread records them as they
+    finish (`settle_finished`, between the pool's) and at the end (`settle`); `stop` stops
     them when the job fails or is interrupted first."""
 
     def __init__(self, tasks: Sequence[Task], stage_class: type, threads: int) -> None:
@@ -240,8 +242,10 @@ class ChunksBesideRay:
         self._stage: Any = None
         self._cancelled = threading.Event()
         self._start_error: FusionrayError | None = None
-        self.outcomes: list[tuple[Task, ChunkResult | Exception]] = []
-        """Each chunk rendered (or failed) here, in order; complete once the thread ends."""
+        self.rendered = 0
+        """Chunks rendered (or failed) here so far."""
+        self._outcomes: deque[tuple[Task, ChunkResult | Exception]] = deque()
+        """What the thread finished and the main thread has not recorded yet, in order."""
         self._thread = threading.Thread(target=self._run, name="fusionray-driver-chunk",
                                         daemon=True)
         self._thread.start()
@@ -275,7 +279,8 @@ class ChunksBesideRay:
                     outcome = stage(job.info, task.chunk, job.source)
                 except Exception as error:
                     outcome = error
-                self.outcomes.append((task, outcome))
+                self._outcomes.append((task, outcome))
+                self.rendered += 1
                 # After a failure the pool takes the rest (and the retry): a stage that fails
                 # here once would likely fail again.
                 task = None if isinstance(outcome, Exception) else self._next()
@@ -292,11 +297,32 @@ class ChunksBesideRay:
             self._waiting.clear()
         return rest
 
-    def settle(self, *, isolate_failures: bool) -> list[Task]:
-        """Wait for the thread, then record each chunk as `render_in_driver` does (`settle`).
+    def settle_finished(self, *, isolate_failures: bool,
+                        on_progress: Callable[[Chunk], None]) -> list[Task]:
+        """Record the chunks finished here so far (on the main thread, between the pool's;
+        `settle` for each), so a job stopped later keeps them for its rerun.
 
         Returns:
             The next attempts of the chunks that failed here, for the pool.
+
+        Raises:
+            FusionrayError: a chunk failed its last attempt (unless isolated).
+        """
+        retries = []
+        while self._outcomes:
+            task, outcome = self._outcomes.popleft()
+            if getattr(task.job, "failed", None) is not None:
+                continue  # another chunk of its shot failed for good (isolated)
+            retry = settle(task, outcome, isolate_failures=isolate_failures)
+            if retry is None:
+                on_progress(task.chunk)
+            else:
+                retries.append(retry)
+        return retries
+
+    def settle(self, *, isolate_failures: bool,
+               on_progress: Callable[[Chunk], None]) -> list[Task]:
+        """Wait for the thread, then record the rest as `settle_finished` does.
 
         Raises:
             FusionrayError: the stage could not start (`open_stage`), or a chunk failed its
@@ -305,14 +331,7 @@ class ChunksBesideRay:
         self._thread.join()
         if self._start_error is not None:
             raise self._start_error
-        retries = []
-        for task, outcome in self.outcomes:
-            if getattr(task.job, "failed", None) is not None:
-                continue  # another chunk of its shot failed for good (isolated)
-            retry = settle(task, outcome, isolate_failures=isolate_failures)
-            if retry is not None:
-                retries.append(retry)
-        return retries
+        return self.settle_finished(isolate_failures=isolate_failures, on_progress=on_progress)
 
     def stop(self) -> None:
         """The job failed or was interrupted before `settle`: stop the chunk in progress at its
@@ -324,7 +343,7 @@ class ChunksBesideRay:
         if callable(cancel):
             cancel()
         self._thread.join()
-        for task, outcome in self.outcomes:
+        for task, outcome in self._outcomes:
             if isinstance(outcome, ChunkResult):
                 try:
                     task.job.done(task.chunk, outcome)

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -496,21 +497,13 @@ def run_shots(
                 def advance(chunk: Chunk) -> None:
                     progress.update(chunk.owned_frames)
 
-                # The driver's chunks are this group's: the job has one pool.
-                order = beside.hand_over() if beside is not None else interleave(group_tasks)
-                run_tasks(group_config, render_pool, order, on_progress=advance,
-                          isolate_failures=isolate_failures)
-                if beside is not None:
-                    retries = beside.settle(isolate_failures=isolate_failures)
-                    driver_chunks = len(beside.outcomes)
-                    retried = {retry.chunk.index for retry in retries}
-                    for task, _ in beside.outcomes:
-                        if task.chunk.index not in retried:
-                            advance(task.chunk)
-                    beside = None
-                    # Chunks that failed in the driver get their next attempt on an actor.
-                    run_tasks(group_config, render_pool, retries, on_progress=advance,
-                              isolate_failures=isolate_failures)
+                if beside is None:
+                    run_tasks(group_config, render_pool, interleave(group_tasks),
+                              on_progress=advance, isolate_failures=isolate_failures)
+                else:  # the driver's chunks are this group's: the job has one pool
+                    _run_beside_driver(group_config, render_pool, beside, on_progress=advance,
+                                       isolate_failures=isolate_failures)
+                    driver_chunks, beside = beside.rendered, None
             for shot in group:
                 shot.stages["chunks_wall"] = time.perf_counter() - clock
             if position < len(groups) - 1:
@@ -536,6 +529,25 @@ def run_shots(
             stop_ray()
     return PassReport(actors=actors, threads=threads, nodes=nodes, address=address,
                       session=session, events=events, chunks_by_actor=by_actor)
+
+
+def _run_beside_driver(
+    config: RenderConfig, pool: ActorPool, driver: ChunksBesideRay, *,
+    on_progress: Callable[[Chunk], None], isolate_failures: bool,
+) -> None:
+    """Run on `pool` every chunk the driver has not started (`ChunksBesideRay.hand_over`),
+    recording the driver's as they finish; then its last one, and the retries of any that
+    failed there, on the pool."""
+    retries: list[Task] = []
+
+    def record_driver_chunks() -> None:
+        retries.extend(driver.settle_finished(isolate_failures=isolate_failures,
+                                              on_progress=on_progress))
+
+    run_tasks(config, pool, driver.hand_over(), on_progress=on_progress,
+              isolate_failures=isolate_failures, each_turn=record_driver_chunks)
+    retries += driver.settle(isolate_failures=isolate_failures, on_progress=on_progress)
+    run_tasks(config, pool, retries, on_progress=on_progress, isolate_failures=isolate_failures)
 
 
 def _render_here(

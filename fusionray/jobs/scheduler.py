@@ -171,8 +171,13 @@ def run_tasks(
     config: RenderConfig, pool: ActorPool, tasks: Sequence[Task], *,
     on_progress: Callable[[Chunk], None] = lambda chunk: None,
     isolate_failures: bool = False,
+    each_turn: Callable[[], None] = lambda: None,
 ) -> None:
     """Run `tasks` on `pool` with at most `max_chunks_in_flight` in progress.
+
+    `each_turn` is called on this thread once per turn of the loop (at least every
+    `POLL_SECONDS`): the caller's own work beside the pool's (the driver's chunks recorded as
+    they finish, `fusionray.jobs.inline.ChunksBesideRay`).
 
     A failed call is retried (up to `chunk_retries`) on another member where one is ready; a
     call that dies with its actor makes the pool count a restart (or drop the actor for good).
@@ -208,6 +213,7 @@ def run_tasks(
         return getattr(job, "failed", None) is not None
 
     while pending or in_flight:
+        each_turn()
         pool.maintain()
         ready = pool.ready()
         per_member = max(1, -(-limit // max(1, len(ready))))
