@@ -514,7 +514,7 @@ def run_shots(
         if driver_chunks:
             by_actor["driver"] = driver_chunks
     finally:
-        if beside is not None:  # the job failed or was interrupted before the chunk settled
+        if beside is not None:  # the job failed or was interrupted before its chunks settled
             beside.stop()
         for pool in pools:
             # A Ray that outlives this job (joined, or a sweep's) gets its resources back
