@@ -12,13 +12,16 @@ so its output is the same file.
 **The first chunks beside Ray's start.** A job of several chunks that starts a local Ray of
 its own waits for it and for the pool's actors: 2.7 s on the 2-core machine, with about 1.9 of
 its 5.4 core-seconds idle (the GCS, the raylet and its agents wait on one another, and the
-driver waits on them all). Such a job renders its chunks on a thread of the driver meanwhile
+driver waits on them all; there, the driver's render slows that start by nearly as much as it
+renders, benchmarks/RESULTS.md, so the gain is 0.2-0.7 s a job; machines with more cores
+keep more of them idle). Such a job renders its chunks on a thread of the driver meanwhile
 (`ChunksBesideRay`), from the first, one after another, with the threads each actor of the
 pool gets (`beside_ray_threads`), so each segment is the one an actor would have encoded.
 When the pool is ready it takes every chunk not started here (`hand_over`); the driver
 finishes the one it is on. How many the driver renders depends on how long Ray took; which
 process rendered a chunk never changes its bytes. The main thread records the driver's chunks
-(or gives their retries to the pool) when the pool's are done. Ray keeps the main thread: it
+as they finish, between the pool's (a job stopped later keeps them), and gives the retries of
+any that failed here to the pool. Ray keeps the main thread: it
 ties the lives of the processes it starts to the thread that started them, and installs its
 signal handling only there.
 
@@ -30,11 +33,13 @@ What the driver gives up against an actor (why only these chunks, and only local
   to Ray after all (an actor), so `cluster.chunk_retries` and `on_chunk_error` mean what they
   always mean.
 - The hang watchdog (`cluster.hang_factor`). Ctrl-C and SIGTERM unwind a driver's chunk like
-  everything else: on the main thread they stop the only chunk where it is; beside Ray's
-  start, the main thread stops the driver's chunk at its next frame (`RenderStage.cancel`;
-  chunks already finished are recorded) and joins its thread before Ray stops. Either way
-  the render stage's step threads stop and join: a render abandoned at Ctrl-C was once still
-  inside native code when the process exited, and the exit aborted (-6, not 130).
+  everything else (SIGTERM within `ray.init` excepted: Ray's own handler holds it there, see
+  `fusionray.jobs.ray_session`): on the main thread they stop the only chunk where it is;
+  beside Ray's start, the main thread stops the driver's chunk at its next frame
+  (`RenderStage.cancel`; chunks already finished are recorded) and joins its thread before
+  Ray stops. Either way the render stage's step threads stop and join: a render abandoned at
+  Ctrl-C was once still inside native code when the process exited, and the exit aborted
+  (-6, not 130).
 - Crash isolation: a segfault in a native library or the OOM killer takes the driver down
   with the chunk; an actor's crash is retried.
 - GPUs: not given up; where this process sees a card, the job keeps the actor path, whose
