@@ -43,10 +43,19 @@ else:
     ray = LazyModule("ray")
 
 
+def imported_ray_attribute(name: str) -> Any | None:
+    """`ray.<name>` where this process has imported Ray, else None; never imports it.
+
+    Also None while another thread is still importing Ray (a Ray being started beside this
+    process's work: `fusionray.jobs.inline`): the module is in `sys.modules` before it holds
+    its attributes.
+    """
+    return getattr(sys.modules.get("ray"), name, None)
+
+
 def ray_connected() -> bool:
     """Whether this process is connected to a Ray (a sweep's, a test's, its own, or a Ray
     worker's), without importing Ray: a process that never imported it is not connected, nor
-    is one whose import of Ray is still under way on another thread (a Ray being started
-    beside this process's work: `fusionray.jobs.inline`), since `ray.init` comes after it."""
-    is_initialized = getattr(sys.modules.get("ray"), "is_initialized", None)
+    is one still importing it, since `ray.init` comes after the import."""
+    is_initialized = imported_ray_attribute("is_initialized")
     return is_initialized is not None and bool(is_initialized())

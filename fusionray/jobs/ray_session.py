@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -17,7 +16,7 @@ from typing import Any
 
 from fusionray.config import RenderConfig
 from fusionray.errors import ClusterError
-from fusionray.lazy import ray  # imported on first use (fusionray.lazy)
+from fusionray.lazy import imported_ray_attribute, ray  # Ray imported on first use
 
 _CLUSTER_HINT = "(start one with `ray start --head`, or drop cluster.address to run locally)"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -143,11 +142,10 @@ def actor_start_failure(error: ray.exceptions.RayActorError) -> str:
 def failure_reason(error: BaseException) -> str:
     """One line on why a remote call failed: the actor's own exception when Ray wraps one."""
     cause = getattr(error, "cause", None)
-    # Only Ray wraps: where it was never imported (a chunk that failed in the driver) there is
-    # nothing to unwrap, and asking `ray.exceptions` would import it (about 0.25 s) for nothing.
-    # Where another thread is importing it right now (Ray starting beside the driver's chunk),
-    # the module may not hold `exceptions` yet: nothing of Ray's has raised then either.
-    wrapper = getattr(getattr(sys.modules.get("ray"), "exceptions", None), "RayTaskError", None)
+    # Only Ray wraps: where it was never imported (a chunk that failed in the driver), or is
+    # still being imported, there is nothing to unwrap, and asking `ray.exceptions` would
+    # import it (about 0.25 s) for nothing.
+    wrapper = getattr(imported_ray_attribute("exceptions"), "RayTaskError", None)
     if wrapper is not None and isinstance(error, wrapper) and isinstance(cause, BaseException):
         error = cause
     text = _ANSI.sub("", str(error)).strip()
