@@ -63,7 +63,7 @@ from fusionray.actors.stages import ChunkResult
 from fusionray.config import RenderConfig
 from fusionray.errors import FusionrayError, RenderError
 from fusionray.jobs.ray_session import failure_reason
-from fusionray.jobs.scheduler import RenderJob, Task, describe
+from fusionray.jobs.scheduler import RenderJob, Task, describe, job_failed
 from fusionray.types import Chunk
 
 log = logging.getLogger("fusionray")
@@ -169,17 +169,24 @@ def render_in_driver(
         FusionrayError: a config or model error of the stage's constructor, as it stands.
         KeyboardInterrupt: Ctrl-C (or SIGTERM via the CLI): the caller keeps the work folder.
     """
-    job = task.job
-    assert isinstance(job, RenderJob), job
-    stage = open_stage(stage_class, job.config, threads)
-    outcome: ChunkResult | Exception
+    assert isinstance(task.job, RenderJob), task.job
+    stage = open_stage(stage_class, task.job.config, threads)
     try:
-        outcome = stage(job.info, task.chunk, job.source)
-    except Exception as error:
-        outcome = error
+        outcome = render_with(stage, task)
     finally:
         del stage  # its models go before anything else loads
     return settle(task, outcome, isolate_failures=isolate_failures)
+
+
+def render_with(stage: Any, task: Task) -> ChunkResult | Exception:
+    """`task`'s chunk rendered by `stage`: its result, or the error its attempt failed with."""
+    job = task.job
+    assert isinstance(job, RenderJob), job
+    try:
+        result: ChunkResult = stage(job.info, task.chunk, job.source)
+    except Exception as error:
+        return error
+    return result
 
 
 def open_stage(stage_class: type, config: RenderConfig, threads: int) -> Any:
@@ -275,15 +282,9 @@ class ChunksBesideRay:
         self._stage = stage
         try:
             while task is not None:
-                job = task.job
-                assert isinstance(job, RenderJob), job
-                outcome: ChunkResult | Exception
-                try:
-                    if self._cancelled.is_set():  # cancelled while the stage opened
-                        raise ChunkCancelled(f"{describe(task.chunk)} cancelled")
-                    outcome = stage(job.info, task.chunk, job.source)
-                except Exception as error:
-                    outcome = error
+                outcome = (ChunkCancelled(f"{describe(task.chunk)} cancelled")
+                           if self._cancelled.is_set()  # cancelled while the stage opened
+                           else render_with(stage, task))
                 self._outcomes.append((task, outcome))
                 self.rendered += 1
                 # After a failure the pool takes the rest (and the retry): a stage that fails
@@ -316,7 +317,7 @@ class ChunksBesideRay:
         retries = []
         while self._outcomes:
             task, outcome = self._outcomes.popleft()
-            if getattr(task.job, "failed", None) is not None:
+            if job_failed(task.job):
                 continue  # another chunk of its shot failed for good (isolated)
             retry = settle(task, outcome, isolate_failures=isolate_failures)
             if retry is None:
@@ -342,8 +343,7 @@ class ChunksBesideRay:
         """The job failed or was interrupted before `settle`: stop the chunk in progress at its
         next frame (a stage still opening: before its first) and wait for the thread. Chunks
         finished by then are recorded all the same, so a rerun reuses them."""
-        with self._lock:
-            self._cancelled.set()
+        self._cancelled.set()
         cancel = getattr(self._stage, "cancel", None)
         if callable(cancel):
             cancel()

@@ -158,6 +158,12 @@ class Task:
     """The member it last failed or hung on (picked again only when it is the only one)."""
 
 
+def job_failed(job: ChunkJob) -> bool:
+    """Whether `job` (a shot's pass) failed for good while failures are isolated to their shot
+    (`run_tasks(isolate_failures=True)`): its other chunks' results are then dropped."""
+    return getattr(job, "failed", None) is not None
+
+
 def hang_limit_seconds(durations: Sequence[float], cluster: ClusterConfig) -> float:
     """Seconds after which a running chunk counts as hung (pure): `hang_factor` x the median
     finished chunk time, never under `hang_floor_seconds`; with no chunk finished yet,
@@ -209,9 +215,6 @@ def run_tasks(
             for other in [t for t in pending if t.job is task.job]:
                 pending.remove(other)
 
-    def failed(job: ChunkJob) -> bool:
-        return getattr(job, "failed", None) is not None
-
     while pending or in_flight:
         each_turn()
         pool.maintain()
@@ -259,7 +262,7 @@ def run_tasks(
                 member.head_since = finished_at
             else:
                 started = finished_at
-            if failed(task.job):
+            if job_failed(task.job):
                 continue  # another chunk of its shot failed for good
             try:
                 result = ray.get(ref)
