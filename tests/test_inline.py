@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +49,29 @@ FRAMES = 24
 """One automatic chunk (chunks are at least 48 frames)."""
 
 
-def decide(config: RenderConfig, **facts: Any) -> int | None:
-    given: dict[str, Any] = {"tasks": 1, "ray_running": False, "address": None,
-                             "sees_gpu": False, "pre_pass": False}
-    facts = {**given, **facts}
+def ask(decision: Callable[..., int | None], config: RenderConfig, given: dict[str, Any],
+        facts: dict[str, Any]) -> int | None:
+    """`decision` (`inline_threads` or `beside_ray_threads`) on a local machine without a GPU,
+    no Ray running and no pre-pass, except where `given` (its own defaults) or `facts` say."""
+    facts = {"ray_running": False, "address": None, "sees_gpu": False, "pre_pass": False,
+             **given, **facts}
     gpu = facts.pop("sees_gpu")
-    return inline_threads(config, sees_gpu=lambda: gpu, **facts)
+    return decision(config, sees_gpu=lambda: gpu, **facts)
+
+
+def decide(config: RenderConfig, **facts: Any) -> int | None:
+    return ask(inline_threads, config, {"tasks": 1}, facts)
 
 
 def cluster_config(**cluster: Any) -> RenderConfig:
     return RenderConfig(video="demo", cluster=ClusterConfig(**cluster))
+
+
+NOT_HERE = [(cluster_config(inline=False), {}), (cluster_config(), {"ray_running": True}),
+            (cluster_config(), {"address": "auto"}), (cluster_config(), {"sees_gpu": True}),
+            (cluster_config(), {"pre_pass": True}), (cluster_config(elastic=True), {})]
+"""Jobs whose driver renders no chunk, whatever their chunk count (`_renders_here`)."""
+NOT_HERE_IDS = ["off", "ray-running", "joins-a-cluster", "gpu", "shot-pre-pass", "elastic"]
 
 
 def test_a_local_one_chunk_job_renders_here_on_every_core() -> None:
@@ -68,16 +82,8 @@ def test_a_local_one_chunk_job_renders_here_on_every_core() -> None:
 
 
 @pytest.mark.parametrize(("config", "facts"), [
-    (cluster_config(inline=False), {}),
-    (cluster_config(), {"tasks": 2}),
-    (cluster_config(), {"tasks": 0}),
-    (cluster_config(), {"ray_running": True}),
-    (cluster_config(), {"address": "auto"}),
-    (cluster_config(), {"sees_gpu": True}),
-    (cluster_config(), {"pre_pass": True}),
-    (cluster_config(elastic=True), {}),
-], ids=["off", "two-chunks", "nothing-left", "ray-running", "joins-a-cluster", "gpu",
-        "shot-pre-pass", "elastic"])
+    *NOT_HERE, (cluster_config(), {"tasks": 2}), (cluster_config(), {"tasks": 0}),
+], ids=[*NOT_HERE_IDS, "two-chunks", "nothing-left"])
 def test_everything_else_goes_to_ray(config: RenderConfig, facts: dict[str, Any]) -> None:
     assert decide(config, **facts) is None
 
@@ -351,11 +357,7 @@ def test_a_job_rendered_here_never_imports_ray(tmp_path: Path) -> None:
 
 
 def beside(config: RenderConfig, **facts: Any) -> int | None:
-    given: dict[str, Any] = {"tasks": 16, "pools": 1, "ray_running": False, "address": None,
-                             "sees_gpu": False, "pre_pass": False}
-    facts = {**given, **facts}
-    gpu = facts.pop("sees_gpu")
-    return beside_ray_threads(config, sees_gpu=lambda: gpu, **facts)
+    return ask(beside_ray_threads, config, {"tasks": 16, "pools": 1}, facts)
 
 
 def test_a_longer_local_job_renders_its_first_chunk_with_an_actors_threads() -> None:
@@ -368,17 +370,9 @@ def test_a_longer_local_job_renders_its_first_chunk_with_an_actors_threads() -> 
 
 
 @pytest.mark.parametrize(("config", "facts"), [
-    (cluster_config(inline=False), {}),
-    (cluster_config(), {"tasks": 1}),
-    (cluster_config(), {"tasks": 0}),
+    *NOT_HERE, (cluster_config(), {"tasks": 1}), (cluster_config(), {"tasks": 0}),
     (cluster_config(), {"pools": 2}),
-    (cluster_config(), {"ray_running": True}),
-    (cluster_config(), {"address": "auto"}),
-    (cluster_config(), {"sees_gpu": True}),
-    (cluster_config(), {"pre_pass": True}),
-    (cluster_config(elastic=True), {}),
-], ids=["off", "one-chunk", "nothing-left", "two-pools", "ray-running", "joins-a-cluster", "gpu",
-        "shot-pre-pass", "elastic"])
+], ids=[*NOT_HERE_IDS, "one-chunk", "nothing-left", "two-pools"])
 def test_everything_else_leaves_every_chunk_to_the_pool(
     config: RenderConfig, facts: dict[str, Any],
 ) -> None:
