@@ -8,6 +8,7 @@ longer holds. Unusual inputs that do render are in `tests/test_input_corpus.py`.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import time
@@ -26,11 +27,12 @@ from tests.clips import write_clip
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_render(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_render(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+               ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "fusionray.jobs.render", *args, "progress=false",
          f"hydra.run.dir={tmp_path / 'hydra'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
     )
 
 
@@ -145,10 +147,19 @@ def test_config_error_exits_before_ray(tmp_path: Path) -> None:
     assert "fusionray: error: Invalid encode.crf=99: must be in [0, 51]" in result.stderr
 
 
-def _ray_running_here() -> bool:
+def _ray_running_here(grace_seconds: float = 15.0) -> bool:
+    """Whether a Ray's GCS or raylet runs on this machine (`auto` finds either by process
+    scan), after waiting up to `grace_seconds` for one that another test is stopping: a raylet
+    that outlives its GCS by a moment once sent `auto` to a dead GCS, retried for minutes."""
     import psutil
 
-    return any("gcs_server" in (p.info["name"] or "") for p in psutil.process_iter(["name"]))
+    deadline = time.monotonic() + grace_seconds
+    while any(name in (p.info["name"] or "") for p in psutil.process_iter(["name"])
+              for name in ("gcs_server", "raylet")):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def test_no_running_cluster_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,3 +216,25 @@ def test_unreachable_cluster_address_is_one_line_at_once(tmp_path: Path, scheme:
         result.stderr[-2000:])
     assert "Traceback" not in result.stderr and not output.exists()
     assert seconds < 60, f"took {seconds:.0f} s"
+
+
+def test_auto_finding_a_crashed_heads_address_is_one_line_at_once(tmp_path: Path) -> None:
+    """`auto` where the last `ray start` head crashed: its address stays recorded in Ray's
+    temp folder, and `ray.init` would retry that dead GCS for minutes."""
+    from tests.ports import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(dead)
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    output = tmp_path / "out.mp4"
+    started = time.monotonic()
+    result = run_render(tmp_path, "+video=demo", "cluster.address=auto", f"output={output}",
+                        env={**env, "RAY_TMPDIR": str(tmp_path)})
+    seconds = time.monotonic() - started
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("fusionray: error:")]
+    assert lines == [f"fusionray: error: Cannot join the Ray cluster at 'auto': nothing answers "
+                     f"at {dead} (Connection refused) (start one with `ray start --head`, or "
+                     f"drop cluster.address to run locally)"], result.stderr[-2000:]
+    assert not output.exists() and seconds < 60, f"took {seconds:.0f} s"

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -171,6 +172,12 @@ def running_head(
         # Anything of this head's session still alive: its own process group, by our id.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(head.pid, signal.SIGKILL)
+        # A head in Ray's default temp folder recorded its address there for `auto`; a later
+        # `auto` (another test's) must not find this stopped one.
+        recorded = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if temp_dir is None and recorded.exists() and recorded.read_text().strip().endswith(
+                f":{ports['port']}"):
+            recorded.unlink(missing_ok=True)
         log.close()
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)

@@ -35,15 +35,17 @@ Passed as a copy: `ray.init` adds its own entries to the dict it is given."""
 
 
 def check_reachable(address: str, timeout_seconds: float = 10.0) -> None:
-    """Fail fast when nothing accepts connections at an explicit `host:port` Ray address.
+    """Fail fast when nothing accepts connections at a Ray address: an explicit `host:port`,
+    or the one `auto` finds (`found_address`).
 
     `ray.init` retries an unreachable GCS for minutes before it gives up; a render node told
-    the wrong address should hear so at once. `auto` (found by Ray itself) is not checked.
+    the wrong address should hear so at once, and so should one where `auto` finds the
+    address a crashed `ray start` head left behind.
 
     Raises:
         ClusterError: the address names a host and port that refuse or do not answer.
     """
-    target = address.removeprefix("ray://")
+    target = found_address(address).removeprefix("ray://")
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
         return
@@ -56,6 +58,30 @@ def check_reachable(address: str, timeout_seconds: float = 10.0) -> None:
             f"Cannot join the Ray cluster at {address!r}: nothing answers at {host}:{port} "
             f"({reason}) {_CLUSTER_HINT}"
         ) from None
+
+
+def found_address(address: str) -> str:
+    """The `host:port` Ray's `auto` stands for, found as `ray.init` finds it (a running GCS by
+    process scan, else the last `ray start` head recorded in Ray's temp folder, which outlives
+    a head that crashed); any other address as it is, and `auto` too where Ray finds nothing
+    (`ray.init` then says so at once)."""
+    if address != "auto":
+        return address
+    find = getattr(getattr(ray._private, "services", None),
+                   "get_ray_address_from_environment", None)
+    if find is None:  # another Ray release: left to ray.init
+        return address
+    try:
+        return str(find(address, None))
+    except (ConnectionError, TypeError, ValueError):
+        return address
+
+
+def local_cpus(config: RenderConfig) -> int:
+    """The CPUs of the local Ray a job starts (`start_ray`): `cluster.num_cpus`, or this
+    machine's. The driver plans its own chunks over the same count (`fusionray.jobs.inline`),
+    so they get the threads the pool's actors would."""
+    return config.cluster.num_cpus or os.cpu_count() or 1
 
 
 def start_ray(config: RenderConfig) -> bool:
@@ -82,7 +108,7 @@ def start_ray(config: RenderConfig) -> bool:
         # `ray start` node already runs on this machine (plain ray.init() would join that one,
         # or refuse because num_cpus was given).
         _init_keeping_sigterm(address="local",
-                              num_cpus=config.cluster.num_cpus or os.cpu_count() or 1,
+                              num_cpus=local_cpus(config),
                               num_gpus=config.cluster.num_gpus, include_dashboard=False,
                               logging_level=logging.WARNING,
                               _system_config=dict(LOCAL_SYSTEM_CONFIG))
