@@ -309,7 +309,10 @@ def test_output_folder_removed_mid_job_is_a_clear_error(
     folder = tmp_path / "renders"
     output = folder / "out.mp4"
     work = OutputPaths.for_video(output).work
-    stages = faulty_stages(frame_delay_seconds=0.05)
+    # 1 s a chunk: four chunks are still to come when the first is recorded, so the folder
+    # goes mid-job even on a loaded machine (at 0.25 s a chunk, a CI run once saw every chunk
+    # written first and the error come from assembly instead).
+    stages = faulty_stages(frame_delay_seconds=0.2)
     remover = threading.Thread(daemon=True, target=lambda: (
         wait_for(lambda: manifest_rows(work) >= 1, what="a first finished chunk"),
         shutil.rmtree(folder)))
