@@ -598,11 +598,17 @@ class ClusterConfig:
     chunk_retries: int = 2
     """Times a failed chunk is retried before the job stops."""
     inline: bool = True
-    """A job that would start a local Ray of its own (no GPU here) renders a chunk in the
-    driver process (`fusionray.jobs.inline`): its only chunk instead of starting Ray at all,
-    or its first chunks while Ray and the render pool start. A failed attempt there is retried
-    on an actor. False: every chunk on an actor (the hang watchdog, and a native crash takes
-    down a worker process, not the job)."""
+    """A job that would start a local Ray of its own (no GPU here) renders chunks in the
+    driver process (`fusionray.jobs.inline`): every chunk, on one thread per render actor the
+    pool would have started, instead of starting Ray at all (a one-chunk job, or a machine of
+    at most `inline_max_cpus` CPUs), or else its first chunks while Ray and the render pool
+    start. False: every chunk on an actor (the hang watchdog, and a native crash takes down a
+    worker process, not the job)."""
+    inline_max_cpus: int = 4
+    """With `inline`: the most CPUs (`num_cpus`, or this machine's) on which a job of several
+    chunks renders them all in the driver, without Ray (0: never). Its workers share the GIL,
+    held about 14 % of a one-core worker's time, so 4 ask about half a core's worth of it;
+    beyond that, processes are expected to scale better (only 2 cores were measured)."""
     detect: PoolConfig = field(default_factory=PoolConfig)
     swap: PoolConfig = field(default_factory=lambda: PoolConfig(replicas=0))
     """The render pool: each actor renders whole chunks (detect, swap, encode in one call)."""
@@ -615,8 +621,9 @@ class ClusterConfig:
     limit is hang_factor x hang_floor_seconds)."""
     pin_cpus: bool = True
     """With a local Ray of the job's own: when the CPU actors' threads fill this machine
-    exactly, keep each actor on its own cores (`fusionray.actors.pools.core_sets`). A cluster
-    joined by address is never pinned."""
+    exactly, keep each actor on its own cores (`fusionray.actors.pools.core_sets`); the
+    driver's workers rendering every chunk without Ray likewise (`fusionray.jobs.inline`). A
+    cluster joined by address is never pinned."""
     elastic: bool = False
     """Size pools from what the cluster has or can add, ask the autoscaler for the rest, and
     grow or shrink them as nodes join or leave mid-job (studio clusters)."""
@@ -628,6 +635,8 @@ class ClusterConfig:
         _require(self.max_chunks_in_flight >= 1, "cluster.max_chunks_in_flight",
                  self.max_chunks_in_flight, ">= 1")
         _require(self.chunk_retries >= 0, "cluster.chunk_retries", self.chunk_retries, ">= 0")
+        _require(self.inline_max_cpus >= 0, "cluster.inline_max_cpus", self.inline_max_cpus,
+                 ">= 0")
         _require(self.num_cpus is None or self.num_cpus >= 1, "cluster.num_cpus",
                  self.num_cpus, ">= 1 or null")
         _require(self.hang_factor > 1, "cluster.hang_factor", self.hang_factor, "> 1")

@@ -7,7 +7,8 @@ mid-job), `fail_start` (the render stage's constructor raises), `fail_chunks` (c
 whose render raises), `hang_chunks` (chunks that hang `hang_seconds` on their first attempt
 only), `flaky_chunks` (chunks whose first attempt raises, every later one renders; needs
 `state_dir` like `hang_chunks`), `marker_dir` (a file `chunk-I-pid-P` appears there when chunk I
-starts in worker P), `cancelled_chunks` (chunks that wait, at most 120 s, until the stage is
+starts in worker P), `affinity_dir` (a file `chunk-I` there holds the CPUs chunk I's thread may
+run on, e.g. `0,1`), `cancelled_chunks` (chunks that wait, at most 120 s, until the stage is
 cancelled, then render: `RenderStage.cancel` stops them before their first frame).
 """
 
@@ -27,10 +28,13 @@ class FaultyRenderStage(RenderStage):
     """`RenderStage` with the faults of its class attribute `hooks`."""
 
     hooks: ClassVar[dict[str, Any]] = {}
+    opened: ClassVar[list[int]] = []
+    """The threads of each stage constructed in this process, in order."""
 
     def __init__(self, config: Any, *, threads: int = 1) -> None:
         if self.hooks.get("fail_start"):
             raise RuntimeError("test hook: the render stage cannot start")
+        self.opened.append(threads)
         super().__init__(config, threads=threads)
 
     def __call__(self, info: Any, chunk: Any, source: Any, detected: Any = None,
@@ -39,6 +43,9 @@ class FaultyRenderStage(RenderStage):
         marker_dir = hooks.get("marker_dir")
         if marker_dir:
             Path(marker_dir, f"chunk-{chunk.index}-pid-{os.getpid()}").touch()
+        if hooks.get("affinity_dir"):
+            cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+            Path(hooks["affinity_dir"], f"chunk-{chunk.index}").write_text(cpus)
         if chunk.index in hooks.get("fail_chunks", ()):
             raise RuntimeError(f"test hook: chunk {chunk.index} fails")
         if chunk.index in hooks.get("flaky_chunks", ()) and first_attempt(hooks, "failed",
@@ -66,7 +73,7 @@ def first_attempt(hooks: dict[str, Any], fault: str, chunk_index: int) -> bool:
 def faulty_stages(**hooks: Any) -> StageClasses:
     """Stage classes whose render stage injects `hooks` (a class made here, shipped to the
     actors by value)."""
-    stage = type("FaultyRenderStage", (FaultyRenderStage,), {"hooks": dict(hooks)})
+    stage = type("FaultyRenderStage", (FaultyRenderStage,), {"hooks": dict(hooks), "opened": []})
     return StageClasses(render=stage)
 
 

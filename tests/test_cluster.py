@@ -222,7 +222,8 @@ def test_a_local_render_beside_a_running_ray_node_uses_its_own_ray(tmp_path: Pat
         result = subprocess.run(
             [sys.executable, "-m", "fusionray.jobs.render", "+video=demo", f"output={output}",
              "progress=false", "preview_frames=0", "quality=draft", "cluster.num_cpus=2",
-             f"hydra.run.dir={tmp_path / 'hydra'}"],
+             # Ray's path (a 2-CPU job would otherwise render without starting any Ray)
+             "cluster.inline=false", f"hydra.run.dir={tmp_path / 'hydra'}"],
             cwd=ROOT, capture_output=True, text=True, env=client_env, timeout=600,
         )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -327,13 +327,15 @@ def test_output_folder_removed_mid_job_is_a_clear_error(
 
 # --- the driver as a user runs it: a separate process -----------------------------------------
 
-def cli_command(clip: Path, output: Path, hydra_dir: Path, hooks: Path | None = None
-                ) -> list[str]:
-    """The render CLI; with `hooks`, through `tests.fault_cli` (faults from that JSON file)."""
+def cli_command(clip: Path, output: Path, hydra_dir: Path, hooks: Path | None = None,
+                *extra: str) -> list[str]:
+    """The render CLI on two CPUs (every chunk in the driver, unless `extra` says
+    `cluster.inline=false`); with `hooks`, through `tests.fault_cli` (faults from that JSON
+    file)."""
     entry = ["tests.fault_cli", str(hooks)] if hooks else ["fusionray.jobs.render"]
     return [sys.executable, "-m", *entry, f"+video={clip}",
             f"+source={demo_source_image_path()}", f"output={output}", *COMMON,
-            "cluster.num_cpus=2", f"hydra.run.dir={hydra_dir}"]
+            "cluster.num_cpus=2", f"hydra.run.dir={hydra_dir}", *extra]
 
 
 def kill_group(process: subprocess.Popen[str]) -> None:
@@ -346,10 +348,13 @@ def kill_group(process: subprocess.Popen[str]) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
                          ids=["sigint", "sigterm", "sigkill"])
+@pytest.mark.parametrize("where", [(), ("cluster.inline=false",)], ids=["driver", "actors"])
 def test_interrupted_driver_resumes_from_the_manifest(
     hooks: Path, clip: Path, reference: list[np.ndarray], workdir: Path, tmp_path: Path,
-    sig: signal.Signals,
+    sig: signal.Signals, where: tuple[str, ...],
 ) -> None:
+    """The job's chunks rendered by the driver's own workers (a 2-CPU machine), or by Ray's
+    actors; the rerun renders its chunks in the driver either way."""
     output = tmp_path / "out.mp4"
     work = OutputPaths.for_video(output).work
     slow_hooks = tmp_path / "slow.json"
@@ -357,7 +362,7 @@ def test_interrupted_driver_resumes_from_the_manifest(
     # the signal arrives mid-job even when this process is starved of CPU by the Ray workers
     # (with 0.1 s, a CI run once saw the job finish before the signal).
     slow_hooks.write_text(json.dumps({"frame_delay_seconds": 0.3}))
-    command = cli_command(clip, output, tmp_path / "hydra", slow_hooks)
+    command = cli_command(clip, output, tmp_path / "hydra", slow_hooks, *where)
     driver = subprocess.Popen(command, cwd=ROOT, text=True, start_new_session=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

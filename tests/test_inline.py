@@ -1,16 +1,21 @@
 """Chunks the driver renders itself (`fusionray.jobs.inline`).
 
-A one-chunk job on a local machine: the decision as a pure function, and what the job does with
-it: the same file as on an actor, no Ray started, a failed attempt retried on Ray, passthrough
-and start failures as on an actor, Ctrl-C as anywhere.
+The decision, as a pure function: every chunk here without Ray (a one-chunk job; any job on a
+small machine, one worker per actor the pool would start, pinned as those actors), the first
+chunks beside Ray's start on a larger machine, or every chunk to Ray.
 
-A longer local job's first chunk, rendered while Ray and the pool start: the decision (and the
-threads, which must be the pool's), the same file as on actors, a failed attempt retried on the
-pool, the chunk stopped when the job fails or is interrupted first."""
+Every chunk here: the same file as on actors, no Ray started, a failed attempt retried here on
+a fresh stage, passthrough and start failures as on an actor, each chunk recorded as it
+finishes, Ctrl-C and signals as anywhere.
+
+Beside Ray's start: the threads (which must be the pool's), the same file as on actors, the
+pool taking the rest when ready, a failed attempt retried on the pool, the chunk stopped when
+the job fails or is interrupted first."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -18,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,38 +38,85 @@ from fusionray.actors.stages import detector_from_config
 from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
 from fusionray.errors import ConfigError, RenderError, RenderInterrupted
 from fusionray.jobs.identity import build_source_identity
-from fusionray.jobs.inline import BESIDE_RAY_NOTE, INLINE_NOTE, beside_ray_threads, inline_threads
+from fusionray.jobs.inline import BESIDE_RAY_NOTE, INLINE_NOTE, DriverPlan, plan_driver
 from fusionray.jobs.manifest import Manifest
 from fusionray.jobs.pipeline import OutputPaths, render
 from fusionray.jobs.ray_session import start_ray, stop_ray
+from fusionray.jobs.shots import render_shots, shot_specs
 from fusionray.media.demo import demo_source_image_path
 from fusionray.media.plan import plan_video_chunks
 from fusionray.media.probe import probe_video
 from tests.clips import write_face_clip
 from tests.fault_stages import faulty_stages
 from tests.test_render import compose_config, decoded_frames
+from tests.test_shots import compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES = 24
 """One automatic chunk (chunks are at least 48 frames)."""
+THREE_CHUNKS = ("chunk.frames=8", "chunk.keyframe_aligned=false")
+"""The 24-frame clip in three chunks."""
+BESIDE = ("cluster.num_cpus=2", "cluster.inline_max_cpus=0")
+"""Two cores, treated as a larger machine: the driver renders only beside Ray's start."""
+SMALL = ("cluster.num_cpus=2",)
+"""Two cores: every chunk in the driver, on two workers."""
 
 
-def ask(decision: Callable[..., int | None], config: RenderConfig, given: dict[str, Any],
-        facts: dict[str, Any]) -> int | None:
-    """`decision` (`inline_threads` or `beside_ray_threads`) on a local machine without a GPU,
-    no Ray running and no pre-pass, except where `given` (its own defaults) or `facts` say."""
-    facts = {"ray_running": False, "address": None, "sees_gpu": False, "pre_pass": False,
-             **given, **facts}
+def decide(config: RenderConfig, **facts: Any) -> DriverPlan | None:
+    """`plan_driver` for a one-chunk job on a local machine without a GPU, no Ray running, no
+    pre-pass and no CPUs to pin to, except where `facts` say otherwise."""
+    facts = {"tasks": 1, "pools": 1, "ray_running": False, "address": None, "sees_gpu": False,
+             "pre_pass": False, **facts}
     gpu = facts.pop("sees_gpu")
-    return decision(config, sees_gpu=lambda: gpu, **facts)
-
-
-def decide(config: RenderConfig, **facts: Any) -> int | None:
-    return ask(inline_threads, config, {"tasks": 1}, facts)
+    return plan_driver(config, sees_gpu=lambda: gpu, **facts)
 
 
 def cluster_config(**cluster: Any) -> RenderConfig:
     return RenderConfig(video="demo", cluster=ClusterConfig(**cluster))
+
+
+def beside(threads: int) -> DriverPlan:
+    return DriverPlan(workers=1, threads=threads, beside_ray=True)
+
+
+def test_a_local_one_chunk_job_renders_here_on_every_core() -> None:
+    assert decide(cluster_config(num_cpus=6)) == DriverPlan(workers=1, threads=6)
+    # The threads one actor of the pool would get: its reservation, or all the free cores.
+    assert decide(cluster_config(num_cpus=6, swap=PoolConfig(replicas=3, num_cpus=1))
+                  ) == DriverPlan(workers=1, threads=6)
+    assert decide(cluster_config(num_cpus=16, swap=PoolConfig(replicas=0, num_cpus=2))
+                  ) == DriverPlan(workers=1, threads=16)  # above inline_max_cpus too
+
+
+def test_a_small_machine_renders_every_chunk_here_one_pinned_worker_per_actor() -> None:
+    cpus = (4, 5)
+    # Two cores: the pool's two actors of one thread, each on its own core.
+    assert decide(cluster_config(num_cpus=2), tasks=16, affinity=cpus) == DriverPlan(
+        workers=2, threads=1, cores=((4,), (5,)))
+    assert decide(cluster_config(num_cpus=2, pin_cpus=False), tasks=16, affinity=cpus
+                  ) == DriverPlan(workers=2, threads=1)
+    # Workers that do not fill the CPUs this process has are not pinned, as actors are not.
+    assert decide(cluster_config(num_cpus=2), tasks=16, affinity=(0, 1, 2)
+                  ) == DriverPlan(workers=2, threads=1)
+    # Never more workers than chunks, or than max_chunks_in_flight (as actors).
+    assert decide(cluster_config(num_cpus=4), tasks=3) == DriverPlan(workers=3, threads=1)
+    assert decide(cluster_config(num_cpus=4, max_chunks_in_flight=2), tasks=9
+                  ) == DriverPlan(workers=2, threads=2)
+    assert decide(cluster_config(num_cpus=4, swap=PoolConfig(replicas=0, num_cpus=2)),
+                  tasks=9) == DriverPlan(workers=2, threads=2)
+
+
+def test_a_larger_machine_renders_its_first_chunks_beside_rays_start() -> None:
+    # 15 chunks left for the pool: max_chunks_in_flight=4 actors of two on 8 cores.
+    assert decide(cluster_config(num_cpus=8), tasks=16) == beside(threads=2)
+    assert decide(cluster_config(num_cpus=8, inline_max_cpus=8), tasks=16) == DriverPlan(
+        workers=4, threads=2)
+    # inline_max_cpus=0: beside Ray's start even on two cores.
+    assert decide(cluster_config(num_cpus=2, inline_max_cpus=0), tasks=16) == beside(threads=1)
+    # Two chunks: the pool gets one, so one actor on every core; the driver's chunk too.
+    assert decide(cluster_config(num_cpus=2, inline_max_cpus=0), tasks=2) == beside(threads=2)
+    assert decide(cluster_config(num_cpus=8, swap=PoolConfig(replicas=0, num_cpus=2)),
+                  tasks=16) == beside(threads=2)
 
 
 NOT_HERE = [(cluster_config(inline=False), {}), (cluster_config(), {"ray_running": True}),
@@ -74,18 +126,20 @@ NOT_HERE = [(cluster_config(inline=False), {}), (cluster_config(), {"ray_running
 NOT_HERE_IDS = ["off", "ray-running", "joins-a-cluster", "gpu", "shot-pre-pass", "elastic"]
 
 
-def test_a_local_one_chunk_job_renders_here_on_every_core() -> None:
-    assert decide(cluster_config(num_cpus=6)) == 6
-    # The threads one actor of the pool would get: its reservation, or all the free cores.
-    assert decide(cluster_config(num_cpus=6, swap=PoolConfig(replicas=3, num_cpus=1))) == 6
-    assert decide(cluster_config(num_cpus=8, swap=PoolConfig(replicas=0, num_cpus=2))) == 8
+@pytest.mark.parametrize("tasks", [1, 2, 16])
+@pytest.mark.parametrize("cpus", [2, 8])
+@pytest.mark.parametrize(("config", "facts"), NOT_HERE, ids=NOT_HERE_IDS)
+def test_everything_else_goes_to_ray(config: RenderConfig, facts: dict[str, Any], cpus: int,
+                                     tasks: int) -> None:
+    config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster,
+                                                                    num_cpus=cpus))
+    assert decide(config, tasks=tasks, **facts) is None
 
 
-@pytest.mark.parametrize(("config", "facts"), [
-    *NOT_HERE, (cluster_config(), {"tasks": 2}), (cluster_config(), {"tasks": 0}),
-], ids=[*NOT_HERE_IDS, "two-chunks", "nothing-left"])
-def test_everything_else_goes_to_ray(config: RenderConfig, facts: dict[str, Any]) -> None:
-    assert decide(config, **facts) is None
+@pytest.mark.parametrize("facts", [{"tasks": 0}, {"tasks": 4, "pools": 2}],
+                         ids=["nothing-left", "two-pools"])
+def test_no_chunk_left_or_two_pools_go_to_ray(facts: dict[str, Any]) -> None:
+    assert decide(cluster_config(num_cpus=2), **facts) is None
 
 
 def test_the_gpu_is_asked_about_only_when_nothing_else_decides() -> None:
@@ -93,16 +147,20 @@ def test_the_gpu_is_asked_about_only_when_nothing_else_decides() -> None:
     def no_probe() -> bool:
         raise AssertionError("the GPU probe ran although the job goes to Ray anyway")
 
-    assert inline_threads(cluster_config(), tasks=1, ray_running=False, address="auto",
-                          sees_gpu=no_probe, pre_pass=False) is None
-    assert inline_threads(cluster_config(), tasks=3, ray_running=False, address=None,
-                          sees_gpu=no_probe, pre_pass=False) is None
+    for address, pools in (("auto", 1), (None, 2)):
+        assert plan_driver(cluster_config(), tasks=3, pools=pools, ray_running=False,
+                           address=address, sees_gpu=no_probe, pre_pass=False) is None
 
 
 def test_a_pool_that_could_not_start_here_is_the_pools_error() -> None:
     config = cluster_config(num_cpus=2, swap=PoolConfig(replicas=1, num_gpus=0.5))
     with pytest.raises(ConfigError, match=r"set cluster\.swap\.num_gpus=0 on a machine"):
         decide(config)
+
+
+def test_inline_max_cpus_is_checked() -> None:
+    with pytest.raises(ConfigError, match=r"cluster\.inline_max_cpus.*-1.*>= 0"):
+        cluster_config(inline_max_cpus=-1)
 
 
 # --- whole jobs --------------------------------------------------------------------------------
@@ -160,21 +218,25 @@ def test_the_driver_writes_the_file_an_actor_writes(
     assert run_json(here)["actor_threads"] == run_json(on_actor)["actor_threads"]
 
 
-@pytest.mark.ray
-def test_a_failed_attempt_in_the_driver_is_retried_on_ray(
-    clip: Path, tmp_path: Path, no_ray: None,
+@pytest.mark.parametrize("chunking", [(), THREE_CHUNKS], ids=["one-chunk", "three-chunks"])
+def test_a_failed_attempt_in_the_driver_is_retried_there_on_a_fresh_stage(
+    clip: Path, tmp_path: Path, ray_forbidden: None, chunking: tuple[str, ...],
 ) -> None:
     reference = tmp_path / "reference.mp4"
-    render(config_for(clip, reference, "quality=lossless"), run_dir=tmp_path,
+    render(config_for(clip, reference, "quality=lossless", *chunking), run_dir=tmp_path,
            config_yaml="x: 1\n")
     output = tmp_path / "out.mp4"
     stages = faulty_stages(flaky_chunks=[0], state_dir=str(tmp_path))
-    summary = render(config_for(clip, output, "quality=lossless"), run_dir=tmp_path,
+    opened = len(stages.render.opened)
+    summary = render(config_for(clip, output, "quality=lossless", *chunking), run_dir=tmp_path,
                      config_yaml="x: 1\n", stage_classes=stages)
+    last = "23" if not chunking else "7"
     assert summary.chunk_failures == [
-        "chunk 0 (frames 0-23) attempt 1: RuntimeError: test hook: chunk 0 fails once"]
-    assert summary.actors == {"detect": 0, "render": 1}  # the retry ran on an actor
-    assert INLINE_NOTE not in summary.notes and not ray.is_initialized()
+        f"chunk 0 (frames 0-{last}) attempt 1: RuntimeError: test hook: chunk 0 fails once"]
+    assert summary.actors == {"detect": 0, "render": 0} and INLINE_NOTE in summary.notes
+    # The failed stage was dropped: the retry opened another, as a restarted actor would.
+    workers = 1 if not chunking else 2
+    assert len(stages.render.opened) - opened == workers + 1
     frames, expected = decoded_frames(output), decoded_frames(reference)
     assert len(frames) == len(expected) == FRAMES
     assert all(np.array_equal(a, b) for a, b in zip(frames, expected, strict=True))
@@ -323,14 +385,16 @@ def interrupt_mid_chunk(clip: Path, tmp_path: Path, sig: signal.Signals, *,
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+@pytest.mark.parametrize("chunking", [(f"chunk.frames={LONG_FRAMES}",), (
+    "chunk.frames=50", "chunk.keyframe_aligned=false", *SMALL)], ids=["one-chunk", "two-workers"])
 def test_a_signal_mid_render_in_the_driver_exits_130_and_leaves_nothing(
-    long_clip: Path, tmp_path: Path, sig: signal.Signals,
+    long_clip: Path, tmp_path: Path, sig: signal.Signals, chunking: tuple[str, ...],
 ) -> None:
-    """The render CLI as users run it, the chunk on the driver's main thread: the stage's step
-    threads unwind with it, and the process exits 130 (not an abort from native code still
-    running at exit)."""
-    interrupt_mid_chunk(long_clip, tmp_path, sig, settle_seconds=1.0,
-                        extra=(f"chunk.frames={LONG_FRAMES}",))
+    """The render CLI as users run it, every chunk in the driver (one, or three on two
+    workers): the main thread stops each chunk at its next frame and joins the workers, whose
+    stages join their step threads, and the process exits 130 (not an abort from native code
+    still running at exit)."""
+    interrupt_mid_chunk(long_clip, tmp_path, sig, settle_seconds=0.5, extra=chunking)
 
 
 def test_a_job_rendered_here_never_imports_ray(tmp_path: Path) -> None:
@@ -353,99 +417,61 @@ def test_a_job_rendered_here_never_imports_ray(tmp_path: Path) -> None:
     assert INLINE_NOTE in json.loads(OutputPaths.for_video(output).run_json.read_text())["notes"]
 
 
-# --- the first chunk beside Ray's start ---------------------------------------------------------
+# --- every chunk here, on a small machine -------------------------------------------------------
 
 
-def beside(config: RenderConfig, **facts: Any) -> int | None:
-    return ask(beside_ray_threads, config, {"tasks": 16, "pools": 1}, facts)
-
-
-def test_a_longer_local_job_renders_its_first_chunk_with_an_actors_threads() -> None:
-    # Two cores, 15 chunks left for the pool: two actors of one thread, and so the driver.
-    assert beside(cluster_config(num_cpus=2)) == 1
-    assert beside(cluster_config(num_cpus=8)) == 2  # max_chunks_in_flight=4 actors of two
-    # Two chunks: the pool gets one, so one actor on every core; the driver's chunk too.
-    assert beside(cluster_config(num_cpus=2), tasks=2) == 2
-    assert beside(cluster_config(num_cpus=8, swap=PoolConfig(replicas=0, num_cpus=2))) == 2
-
-
-@pytest.mark.parametrize(("config", "facts"), [
-    *NOT_HERE, (cluster_config(), {"tasks": 1}), (cluster_config(), {"tasks": 0}),
-    (cluster_config(), {"pools": 2}),
-], ids=[*NOT_HERE_IDS, "one-chunk", "nothing-left", "two-pools"])
-def test_everything_else_leaves_every_chunk_to_the_pool(
-    config: RenderConfig, facts: dict[str, Any],
-) -> None:
-    assert beside(config, **facts) is None
-
-
-def test_the_driver_plans_the_threads_the_pool_plans_on_its_fresh_ray(no_ray: None) -> None:
-    """`start_pool` plans from Ray's free resources; the driver's chunk, planned before Ray
-    exists, must get the same threads or its segment is not the one an actor encodes."""
-    for cpus, tasks in ((2, 16), (2, 2), (2, 3), (3, 5)):
-        config = cluster_config(num_cpus=cpus)
-        start_ray(config)
-        try:
-            plan = plan_pool(config.cluster.swap, config.cluster, ray.available_resources(),
-                             kind="render", node_cpus=largest_node_cpus(), chunks=tasks - 1)
-        finally:
-            stop_ray()
-        assert beside(config, tasks=tasks) == plan.threads, (cpus, tasks)
-
-
-THREE_CHUNKS = ("chunk.frames=8", "chunk.keyframe_aligned=false")
-"""The 24-frame clip in three chunks: the driver's and two for the pool."""
+@pytest.fixture
+def two_cpus() -> Iterator[tuple[int, int]]:
+    """This process kept to two of its CPUs (as on the 2-core machine, where the driver's
+    workers fill it and are pinned); skipped on a machine with fewer."""
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    os.sched_setaffinity(0, cpus[:2])
+    try:
+        yield cpus[0], cpus[1]
+    finally:
+        os.sched_setaffinity(0, cpus)
 
 
 @pytest.mark.ray
-def test_the_first_chunk_renders_beside_rays_start_into_the_same_file(
-    clip: Path, tmp_path: Path, no_ray: None,
+def test_a_small_machine_renders_every_chunk_here_on_pinned_workers_into_the_same_file(
+    clip: Path, tmp_path: Path, ray_forbidden: None, two_cpus: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    here = tmp_path / "beside.mp4"
-    summary = render(config_for(clip, here, *THREE_CHUNKS, "cluster.num_cpus=2"),
-                     run_dir=tmp_path, config_yaml="x: 1\n")
+    here = tmp_path / "here.mp4"
+    cpus = tmp_path / "cpus"
+    cpus.mkdir()
+    summary = render(config_for(clip, here, *THREE_CHUNKS, *SMALL), run_dir=tmp_path,
+                     config_yaml="x: 1\n", stage_classes=faulty_stages(affinity_dir=str(cpus)))
     assert summary.chunks == 3 and summary.chunks_rendered == 3
-    # The driver renders from the first chunk until the pool is ready (on a clip this short,
-    # often every chunk): each chunk once, somewhere.
-    assert summary.chunks_by_actor["driver"] >= 1
-    assert sum(summary.chunks_by_actor.values()) == 3
-    assert BESIDE_RAY_NOTE in summary.notes and summary.actors["render"] == 2
-    assert not ray.is_initialized()
-    assert not [t for t in threading.enumerate() if t.name == "fusionray-driver-chunk"]
+    assert summary.chunks_by_actor == {"driver": 3} and summary.ray_session is None
+    assert summary.actors == {"detect": 0, "render": 0} and INLINE_NOTE in summary.notes
+    # Two workers (the pool's two actors of one thread), each kept to a core of its own.
+    seen = {path.read_text() for path in cpus.iterdir()}
+    assert seen == {str(two_cpus[0]), str(two_cpus[1])}
+    assert os.sched_getaffinity(0) == set(two_cpus)  # the driver's main thread is not pinned
+    assert not [t for t in threading.enumerate() if t.name.startswith("fusionray-driver")]
 
+    monkeypatch.undo()  # Ray allowed again
     on_actors = tmp_path / "actors.mp4"
-    summary = render(config_for(clip, on_actors, *THREE_CHUNKS, "cluster.num_cpus=2",
-                                "cluster.inline=false"), run_dir=tmp_path, config_yaml="x: 1\n")
-    assert "driver" not in summary.chunks_by_actor and BESIDE_RAY_NOTE not in summary.notes
+    summary = render(config_for(clip, on_actors, *THREE_CHUNKS, *SMALL, "cluster.inline=false"),
+                     run_dir=tmp_path, config_yaml="x: 1\n")
+    assert summary.actors["render"] == 2 and "driver" not in summary.chunks_by_actor
     assert run_json(here)["actor_threads"] == run_json(on_actors)["actor_threads"]
     assert here.read_bytes() == on_actors.read_bytes()
 
 
+@pytest.mark.parametrize("mode", [SMALL, BESIDE], ids=["every-chunk-here", "beside-ray"])
 @pytest.mark.ray
-def test_the_pool_takes_every_chunk_the_driver_has_not_started_when_it_is_ready(
-    clip: Path, tmp_path: Path, no_ray: None,
+def test_the_drivers_chunks_are_recorded_as_they_finish(
+    clip: Path, tmp_path: Path, no_ray: None, mode: tuple[str, ...],
 ) -> None:
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    # Chunk 0 takes the driver 6 s: Ray and the pool are ready long before, and take 1 and 2.
-    stages = faulty_stages(hang_chunks=[0], hang_seconds=6.0, state_dir=str(tmp_path),
-                           marker_dir=str(markers))
-    summary = render(config_for(clip, tmp_path / "out.mp4", *THREE_CHUNKS, "cluster.num_cpus=2"),
-                     run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
-    assert summary.chunks_by_actor["driver"] == 1 and summary.chunks_rendered == 3
-    started = {int(name.split("-")[1]): int(name.split("-")[3])
-               for name in (path.name for path in markers.iterdir())}
-    assert sorted(started) == [0, 1, 2] and started[0] == os.getpid()
-    assert os.getpid() not in (started[1], started[2])  # on the pool's actors
-    assert not ray.is_initialized()
-
-
-@pytest.mark.ray
-def test_the_drivers_chunks_are_recorded_while_the_pool_still_renders(
-    clip: Path, tmp_path: Path, no_ray: None,
-) -> None:
-    """A driver's chunk finished early is in the work folder long before the job ends, so a
-    job killed later keeps it for the rerun."""
+    """A driver's chunk finished early is in the work folder long before the job ends (while
+    the other worker or the pool still renders), so a job killed later keeps it for the
+    rerun."""
     output = tmp_path / "out.mp4"
     work = OutputPaths.for_video(output).work
     # Chunks 1 and 2 take 6 s more on their first attempt (in whichever process); chunk 0,
@@ -463,7 +489,7 @@ def test_the_drivers_chunks_are_recorded_while_the_pool_still_renders(
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        summary = render(config_for(clip, output, *THREE_CHUNKS, "cluster.num_cpus=2"),
+        summary = render(config_for(clip, output, *THREE_CHUNKS, *mode),
                          run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
     finally:
         end = time.monotonic()
@@ -471,7 +497,126 @@ def test_the_drivers_chunks_are_recorded_while_the_pool_still_renders(
         watcher.join()
     assert summary.chunks_by_actor["driver"] >= 1 and summary.chunks_rendered == 3
     assert first_row, "no chunk was recorded while the job ran"
-    assert end - first_row[0] > 3.0  # recorded while the pool's chunks still slept
+    assert end - first_row[0] > 3.0  # recorded while the other chunks still slept
+
+
+@pytest.mark.parametrize("mode", [SMALL, BESIDE], ids=["every-chunk-here", "beside-ray"])
+@pytest.mark.ray
+def test_a_job_failing_elsewhere_stops_the_drivers_chunk_and_records_nothing_of_it(
+    clip: Path, tmp_path: Path, no_ray: None, mode: tuple[str, ...],
+) -> None:
+    output = tmp_path / "out.mp4"
+    started = time.monotonic()
+    with pytest.raises(RenderError, match=r"after 1 attempts: RuntimeError: test hook: chunk"):
+        # The driver's chunk (0) runs until it is cancelled; the others (on the second worker,
+        # or on the pool) fail.
+        render(config_for(clip, output, *THREE_CHUNKS, *mode, "cluster.chunk_retries=0"),
+               run_dir=tmp_path, config_yaml="x: 1\n",
+               stage_classes=faulty_stages(cancelled_chunks=[0], fail_chunks=[1, 2]))
+    assert time.monotonic() - started < 60  # not the hook's 120 s wait: the stop cancelled it
+    assert not [t for t in threading.enumerate() if t.name.startswith("fusionray-driver")]
+    assert not ray.is_initialized() and not output.exists()
+    assert not OutputPaths.for_video(output).work.exists()  # nothing finished to resume
+
+
+def test_a_shot_failing_for_good_in_the_driver_stops_alone(
+    tmp_path: Path, ray_forbidden: None,
+) -> None:
+    """A shot list rendered by the driver: the shot whose chunk fails every attempt is failed,
+    its chunks not started are dropped, and the other shot renders to the end. (One worker,
+    so which chunks had started is certain.)"""
+    long_shot = write_face_clip(tmp_path / "long.mp4", frames=20)  # chunks 0-4
+    short_shot = write_face_clip(tmp_path / "short.mp4", frames=8)  # chunks 0-1
+    shots = tmp_path / "shots.csv"
+    out = tmp_path / "renders"
+    shots.write_text(f"video,output\n{long_shot},{out / 'long.mp4'}\n"
+                     f"{short_shot},{out / 'short.mp4'}\n")
+    cfg = compose_cfg(f"+shots={shots}", f"+source={demo_source_image_path()}",
+                      "progress=false", "preview_frames=0", "chunk.frames=4",
+                      "chunk.keyframe_aligned=false", "cluster.chunk_retries=1",
+                      "cluster.max_chunks_in_flight=1", *SMALL)
+    specs = shot_specs(cfg)
+    assert specs is not None
+    # Chunk 2 exists in the long shot only: both its attempts fail.
+    report = render_shots(cfg, specs, run_dir=tmp_path / "run",
+                          stage_classes=faulty_stages(fail_chunks=[2]))
+    assert [row.status for row in report.rows] == ["failed", "ok"]
+    assert "Chunk 2 (frames 8-11) failed after 2 attempts" in report.rows[0].error
+    assert not (out / "long.mp4").exists()
+    run = json.loads(OutputPaths.for_video(out / "short.mp4").run_json.read_text())
+    assert run["frames_written"] == 8 and run["chunks_rendered"] == 2
+    # Interleaved: long 0, short 0, long 1, short 1, long 2 twice; long 3 and 4 dropped.
+    assert INLINE_NOTE in run["notes"] and run["chunks_by_actor"] == {"driver": 2 + 2}
+
+
+# --- the first chunks beside Ray's start --------------------------------------------------------
+
+
+def test_the_driver_plans_the_workers_and_threads_the_pool_plans_on_its_fresh_ray(
+    no_ray: None,
+) -> None:
+    """`start_pool` plans from Ray's free resources; the driver's chunks, planned without Ray,
+    must get the same threads (and, rendering every chunk, as many workers as actors), or its
+    segments are not the ones actors encode."""
+    for cpus in (2, 3):
+        config = cluster_config(num_cpus=cpus)
+        start_ray(config)
+        try:
+            plans = {chunks: plan_pool(config.cluster.swap, config.cluster,
+                                       ray.available_resources(), kind="render",
+                                       node_cpus=largest_node_cpus(), chunks=chunks)
+                     for chunks in (1, 2, 3, 4, 5, 15, 16)}
+        finally:
+            stop_ray()
+        for tasks in (2, 3, 5, 16):
+            here = decide(config, tasks=tasks)
+            assert here == DriverPlan(workers=plans[tasks].actors, threads=plans[tasks].threads
+                                      ), (cpus, tasks)
+            first = decide(cluster_config(num_cpus=cpus, inline_max_cpus=0), tasks=tasks)
+            assert first == beside(threads=plans[tasks - 1].threads), (cpus, tasks)
+
+
+@pytest.mark.ray
+def test_the_first_chunk_renders_beside_rays_start_into_the_same_file(
+    clip: Path, tmp_path: Path, no_ray: None,
+) -> None:
+    here = tmp_path / "beside.mp4"
+    summary = render(config_for(clip, here, *THREE_CHUNKS, *BESIDE),
+                     run_dir=tmp_path, config_yaml="x: 1\n")
+    assert summary.chunks == 3 and summary.chunks_rendered == 3
+    # The driver renders from the first chunk until the pool is ready (on a clip this short,
+    # often every chunk): each chunk once, somewhere.
+    assert summary.chunks_by_actor["driver"] >= 1
+    assert sum(summary.chunks_by_actor.values()) == 3
+    assert BESIDE_RAY_NOTE in summary.notes and summary.actors["render"] == 2
+    assert not ray.is_initialized()
+    assert not [t for t in threading.enumerate() if t.name == "fusionray-driver-chunk"]
+
+    on_actors = tmp_path / "actors.mp4"
+    summary = render(config_for(clip, on_actors, *THREE_CHUNKS, *BESIDE,
+                                "cluster.inline=false"), run_dir=tmp_path, config_yaml="x: 1\n")
+    assert "driver" not in summary.chunks_by_actor and BESIDE_RAY_NOTE not in summary.notes
+    assert run_json(here)["actor_threads"] == run_json(on_actors)["actor_threads"]
+    assert here.read_bytes() == on_actors.read_bytes()
+
+
+@pytest.mark.ray
+def test_the_pool_takes_every_chunk_the_driver_has_not_started_when_it_is_ready(
+    clip: Path, tmp_path: Path, no_ray: None,
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    # Chunk 0 takes the driver 6 s: Ray and the pool are ready long before, and take 1 and 2.
+    stages = faulty_stages(hang_chunks=[0], hang_seconds=6.0, state_dir=str(tmp_path),
+                           marker_dir=str(markers))
+    summary = render(config_for(clip, tmp_path / "out.mp4", *THREE_CHUNKS, *BESIDE),
+                     run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
+    assert summary.chunks_by_actor["driver"] == 1 and summary.chunks_rendered == 3
+    started = {int(name.split("-")[1]): int(name.split("-")[3])
+               for name in (path.name for path in markers.iterdir())}
+    assert sorted(started) == [0, 1, 2] and started[0] == os.getpid()
+    assert os.getpid() not in (started[1], started[2])  # on the pool's actors
+    assert not ray.is_initialized()
 
 
 @pytest.mark.ray
@@ -483,7 +628,7 @@ def test_a_failed_first_attempt_beside_ray_is_retried_on_the_pool(
            run_dir=tmp_path, config_yaml="x: 1\n")
     output = tmp_path / "out.mp4"
     stages = faulty_stages(flaky_chunks=[0], state_dir=str(tmp_path))
-    summary = render(config_for(clip, output, *THREE_CHUNKS, "quality=lossless"),
+    summary = render(config_for(clip, output, *THREE_CHUNKS, *BESIDE, "quality=lossless"),
                      run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
     assert summary.chunk_failures == [
         "chunk 0 (frames 0-7) attempt 1: RuntimeError: test hook: chunk 0 fails once"]
@@ -491,23 +636,6 @@ def test_a_failed_first_attempt_beside_ray_is_retried_on_the_pool(
     frames, expected = decoded_frames(output), decoded_frames(reference)
     assert len(frames) == len(expected) == FRAMES
     assert all(np.array_equal(a, b) for a, b in zip(frames, expected, strict=True))
-
-
-@pytest.mark.ray
-def test_a_job_failing_on_the_pool_stops_the_drivers_chunk_and_records_nothing_of_it(
-    clip: Path, tmp_path: Path, no_ray: None,
-) -> None:
-    output = tmp_path / "out.mp4"
-    started = time.monotonic()
-    with pytest.raises(RenderError, match=r"after 1 attempts: RuntimeError: test hook: chunk"):
-        # The driver's chunk (0) runs until it is cancelled; the pool's fail.
-        render(config_for(clip, output, *THREE_CHUNKS, "cluster.chunk_retries=0"),
-               run_dir=tmp_path, config_yaml="x: 1\n",
-               stage_classes=faulty_stages(cancelled_chunks=[0], fail_chunks=[1, 2]))
-    assert time.monotonic() - started < 60  # not the hook's 120 s wait: the stop cancelled it
-    assert not [t for t in threading.enumerate() if t.name == "fusionray-driver-chunk"]
-    assert not ray.is_initialized() and not output.exists()
-    assert not OutputPaths.for_video(output).work.exists()  # nothing finished to resume
 
 
 def test_ctrl_c_while_ray_starts_beside_the_drivers_chunk_exits_130_and_leaves_nothing(
@@ -521,7 +649,7 @@ def test_ctrl_c_while_ray_starts_beside_the_drivers_chunk_exits_130_and_leaves_n
     `fusionray.jobs.ray_session._init_keeping_sigterm`.)"""
     marker = interrupt_mid_chunk(
         long_clip, tmp_path, signal.SIGINT, settle_seconds=0.5,
-        extra=("chunk.frames=50", "chunk.keyframe_aligned=false", "cluster.num_cpus=2"))
+        extra=("chunk.frames=50", "chunk.keyframe_aligned=false", *BESIDE))
     assert marker.startswith("chunk-0-pid-")  # the driver's: the process the signal went to
 
 

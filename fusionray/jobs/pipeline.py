@@ -2,7 +2,7 @@
 
 This module is the orchestration only; each step lives in the module that owns it:
 `inputs` (paths and pre-flight checks), `identity` (source and reference faces), `ray_session`
-(joining Ray), `inline` (a one-chunk job without Ray), `fusionray.actors.pools` (the actors),
+(joining Ray), `inline` (chunks the driver renders itself), `fusionray.actors.pools` (the actors),
 `scheduler` (chunks in flight, retries, passthrough), `manifest` (the work folder), `outputs`
 (assembly, preview, faces, publishing).
 
@@ -47,10 +47,8 @@ from fusionray.jobs.identity import attach_reference, build_source_identity, bui
 from fusionray.jobs.inline import (
     BESIDE_RAY_NOTE,
     INLINE_NOTE,
-    ChunksBesideRay,
-    beside_ray_threads,
-    inline_threads,
-    render_in_driver,
+    DriverChunks,
+    plan_driver,
 )
 from fusionray.jobs.inputs import (
     OutputPaths,
@@ -402,8 +400,9 @@ def run_shots(
     """Start (or join) Ray, render the chunks every shot's manifest lacks on pools shared by
     all the shots, and stop a Ray we started.
 
-    Where the manifests lack nothing, nothing starts; where they lack one chunk and the job
-    would start a Ray of its own for it, this process renders it (`fusionray.jobs.inline`).
+    Where the manifests lack nothing, nothing starts. Where the job would start a Ray of its
+    own on a machine without a GPU, this process renders its chunks itself instead (one chunk,
+    or a small machine's), or its first chunks while Ray starts (`fusionray.jobs.inline`).
 
     Shots whose render settings are equal share one render pool, their chunks interleaved so
     every actor stays busy; shots with other settings get their own pool, one after another.
@@ -433,32 +432,25 @@ def run_shots(
     def sees_gpu() -> bool:
         return probe_device().device_id is not None
 
-    threads_here = inline_threads(config, tasks=len(pending), ray_running=ray_running,
-                                  address=join_address, sees_gpu=sees_gpu, pre_pass=pre_pass)
-    if threads_here is not None:
-        [only] = pending
-        owner = next(shot for shot in shots if shot.job is only.job)
-        retry = _render_here(owner, only, stage_classes.render, threads_here,
-                             isolate_failures=isolate_failures)
-        if retry is None:
-            return PassReport.without_ray(threads={"render": threads_here},
-                                          chunks_by_actor={"driver": 1})
-        tasks = {id(shot): [retry] if shot.job is retry.job else [] for shot in shots}
-    beside: ChunksBesideRay | None = None
-    if threads_here is None:
-        threads_beside = beside_ray_threads(
-            config, tasks=len(pending),
-            pools=len({shot.pool_key for shot in shots if tasks[id(shot)]}),
-            ray_running=ray_running, address=join_address, sees_gpu=sees_gpu,
-            pre_pass=pre_pass)
-        if threads_beside is not None:
-            # The one pool's chunks, in the order it would run them: the driver takes them
-            # from the front until the pool is ready (`hand_over`).
-            beside = ChunksBesideRay(interleave([tasks[id(shot)] for shot in shots]),
-                                     stage_classes.render, threads_beside)
-            for shot in shots:
-                if tasks[id(shot)]:
-                    shot.notes.append(BESIDE_RAY_NOTE)
+    plan = plan_driver(
+        config, tasks=len(pending),
+        pools=len({shot.pool_key for shot in shots if tasks[id(shot)]}),
+        ray_running=ray_running, address=join_address, sees_gpu=sees_gpu, pre_pass=pre_pass,
+        affinity=tuple(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else ())
+    beside: DriverChunks | None = None
+    if plan is not None:
+        # The one pool's chunks, in the order it would run them.
+        driver = DriverChunks(interleave(list(tasks.values())), stage_classes.render, plan)
+        if not plan.beside_ray:
+            _render_here([shot for shot in shots if tasks[id(shot)]], driver,
+                         isolate_failures=isolate_failures)
+            return PassReport.without_ray(threads={"render": plan.threads},
+                                          chunks_by_actor={"driver": driver.rendered})
+        # The driver takes them from the front until the pool is ready (`hand_over`).
+        beside = driver
+        for shot in shots:
+            if tasks[id(shot)]:
+                shot.notes.append(BESIDE_RAY_NOTE)
     clock = time.perf_counter()
     pools: list[ActorPool] = []
     actors = {"detect": 0, "render": 0}
@@ -480,7 +472,7 @@ def run_shots(
                 continue
             group_config = group[0].config
             # With chunks in the driver, the pool is planned for all but its first, as the
-            # driver's threads were (`beside_ray_threads`): the same threads, the same bytes.
+            # driver's threads were (`plan_driver`): the same threads, the same bytes.
             planned = sum(len(shot_tasks) for shot_tasks in group_tasks) - (beside is not None)
             render_pool = start_pool("render", group_config, stage_classes.render,
                                      chunks=planned, own_node=started_ray)
@@ -489,11 +481,7 @@ def run_shots(
             threads["render"] = render_pool.plan.threads
             first.stages["ray_start"] = time.perf_counter() - clock
             clock = time.perf_counter()
-            frames = sum(s.info.frame_count for s in group)
-            done = sum(s.job.totals.frames for s in group if s.job)
-            with tqdm(total=frames, initial=done, unit="frame", desc="fusionray",
-                      disable=not group_config.progress, file=sys.stderr,
-                      dynamic_ncols=True, mininterval=0.5) as progress:
+            with progress_bar(group) as progress:
                 def advance(chunk: Chunk) -> None:
                     progress.update(chunk.owned_frames)
 
@@ -532,10 +520,10 @@ def run_shots(
 
 
 def _run_beside_driver(
-    config: RenderConfig, pool: ActorPool, driver: ChunksBesideRay, *,
+    config: RenderConfig, pool: ActorPool, driver: DriverChunks, *,
     on_progress: Callable[[Chunk], None], isolate_failures: bool,
 ) -> None:
-    """Run on `pool` every chunk the driver has not started (`ChunksBesideRay.hand_over`),
+    """Run on `pool` every chunk the driver has not started (`DriverChunks.hand_over`),
     recording the driver's as they finish; then its last one, and the retries of any that
     failed there, on the pool."""
     retries: list[Task] = []
@@ -550,20 +538,28 @@ def _run_beside_driver(
     run_tasks(config, pool, retries, on_progress=on_progress, isolate_failures=isolate_failures)
 
 
-def _render_here(
-    shot: Shot, task: Task, stage_class: type, threads: int, *, isolate_failures: bool,
-) -> Task | None:
-    """Render the job's only chunk in this process (`fusionray.jobs.inline`); the retry of a
-    failed attempt, for Ray, or None."""
+def _render_here(shots: list[Shot], driver: DriverChunks, *, isolate_failures: bool) -> None:
+    """Render every chunk `shots` lack in this process (`fusionray.jobs.inline`, no Ray)."""
     clock = time.perf_counter()
-    with tqdm(total=task.chunk.owned_frames, unit="frame", desc="fusionray",
-              disable=not shot.config.progress, file=sys.stderr, dynamic_ncols=True) as progress:
-        retry = render_in_driver(task, stage_class, threads, isolate_failures=isolate_failures)
-        progress.update(task.chunk.owned_frames)
-    shot.stages["chunks_wall"] = time.perf_counter() - clock
-    if retry is None:
+    try:
+        with progress_bar(shots) as progress:
+            driver.run(isolate_failures=isolate_failures,
+                       on_progress=lambda chunk: progress.update(chunk.owned_frames))
+    except BaseException:
+        driver.stop()  # the chunks finished by then are recorded for a rerun
+        raise
+    for shot in shots:
+        shot.stages["chunks_wall"] = time.perf_counter() - clock
         shot.notes.append(INLINE_NOTE)
-    return retry
+
+
+def progress_bar(shots: list[Shot]) -> tqdm:
+    """The render's progress in frames, over `shots` together, starting at the frames of the
+    chunks their work folders already hold (on stderr; off with `progress=false`)."""
+    return tqdm(total=sum(shot.info.frame_count for shot in shots),
+                initial=sum(shot.job.totals.frames for shot in shots if shot.job),
+                unit="frame", desc="fusionray", disable=not shots[0].config.progress,
+                file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
 
 
 def interleave(task_lists: list[list[Task]]) -> list[Task]:

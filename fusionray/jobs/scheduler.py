@@ -183,7 +183,7 @@ def run_tasks(
 
     `each_turn` is called on this thread once per turn of the loop (at least every
     `POLL_SECONDS`): the caller's own work beside the pool's (the driver's chunks recorded as
-    they finish, `fusionray.jobs.inline.ChunksBesideRay`).
+    they finish, `fusionray.jobs.inline.DriverChunks`).
 
     A failed call is retried (up to `chunk_retries`) on another member where one is ready; a
     call that dies with its actor makes the pool count a restart (or drop the actor for good).
