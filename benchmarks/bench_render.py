@@ -2,8 +2,10 @@
 
 Sides (each a separate process, run round after round in the same order: A B A B):
 
-1. fusionray: `python -m fusionray.jobs.render` exactly as a user types it (local Ray on this
-   machine, the config's pools and threads).
+1. fusionray: `python -m fusionray.jobs.render` exactly as a user types it (on a machine of at
+   most `cluster.inline_max_cpus` CPUs without a GPU, every chunk rendered by the driver's own
+   workers and no Ray started; else a local Ray on this machine, the config's pools and
+   threads). `--also cluster.inline_max_cpus=0` adds the Ray side on a small machine.
 2. sequential: one process, frame by frame, the way single-machine tools work: decode to
    full-size BGR -> detect -> swap -> encode with the same engine functions, then the same
    assembly. This is the honest baseline, so it keeps the full-frame BGR path such tools use
@@ -317,7 +319,7 @@ def bench(seconds: float, *, gop: int, repeats: int, sides: list[str], overrides
     print()
 
 
-LABELS = {"fusionray": "fusionray (`python -m fusionray.jobs.render`, local Ray)",
+LABELS = {"fusionray": "fusionray (`python -m fusionray.jobs.render`, as a user runs it)",
           "in-process": "fusionray RenderStage in one process, no Ray",
           "joined": "fusionray joining a running Ray (`cluster.address`; RSS: driver only)",
           "sequential": "sequential loop (decode, BGR, detect, swap, encode per frame)"}
