@@ -27,6 +27,7 @@ import io
 import itertools
 import math
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -581,7 +582,10 @@ def encode_segment(
         MediaError: The encoder or muxer failed.
     """
     final_path = Path(path)
-    temporary_path = final_path.with_name(f".{final_path.name}.partial-{os.getpid()}")
+    # Per thread too: a driver thread left behind on a hung chunk may still be writing the
+    # same segment when its retry writes it on another (`fusionray.jobs.inline`).
+    temporary_path = final_path.with_name(
+        f".{final_path.name}.partial-{os.getpid()}-{threading.get_native_id()}")
     try:
         with open(temporary_path, "wb") as file:
             _encode_into(file, frames, pts=pts, info=info, settings=settings,

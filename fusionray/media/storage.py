@@ -33,6 +33,7 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -58,9 +59,10 @@ log = logging.getLogger("fusionray")
 
 def write_atomic(path: Path, write: Callable[[Path], object], *, durable: bool = False) -> None:
     """Write `path` whole or not at all: `write` fills a temporary file beside it
-    (`.STEM.partial-PID.SUFFIX`, so writers that pick a format by extension still see it),
-    which is then renamed onto `path`. Readers see the old file or the new one, never a torn
-    one; the temporary file is removed when anything fails.
+    (`.STEM.partial-PID-TID.SUFFIX`: one per writing thread, and the suffix kept, so writers
+    that pick a format by extension still see it), which is then renamed onto `path`.
+    Readers see the old file or the new one, never a torn one; the temporary file is removed
+    when anything fails.
 
     Args:
         path: the local file to write.
@@ -68,7 +70,8 @@ def write_atomic(path: Path, write: Callable[[Path], object], *, durable: bool =
         durable: flush the data to disk before the rename (what a rerun trusts after a crash:
             segments, frames), not only to the page cache.
     """
-    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    partial = path.with_name(
+        f".{path.stem}.partial-{os.getpid()}-{threading.get_native_id()}{path.suffix}")
     try:
         write(partial)
         if durable:
