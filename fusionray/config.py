@@ -602,8 +602,8 @@ class ClusterConfig:
     driver process (`fusionray.jobs.inline`): every chunk, on one thread per render actor the
     pool would have started, instead of starting Ray at all (a one-chunk job, or a machine of
     at most `inline_max_cpus` CPUs), or else its first chunks while Ray and the render pool
-    start. False: every chunk on an actor (the hang watchdog, and a native crash takes down a
-    worker process, not the job)."""
+    start. False: every chunk on an actor (a native crash takes down a worker process, not
+    the job, and a hung chunk's process is killed, where a driver thread is left behind)."""
     inline_max_cpus: int = 4
     """With `inline`: the most CPUs (`num_cpus`, or this machine's) on which a job of several
     chunks renders them all in the driver, without Ray (0: never). Its workers share the GIL,

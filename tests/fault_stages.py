@@ -6,7 +6,8 @@ Faults: `frame_delay_seconds` (sleep per owned frame before the chunk renders, s
 mid-job), `fail_start` (the render stage's constructor raises), `fail_chunks` (chunk indices
 whose render raises), `hang_chunks` (chunks that hang `hang_seconds` on their first attempt
 only), `flaky_chunks` (chunks whose first attempt raises, every later one renders; needs
-`state_dir` like `hang_chunks`), `marker_dir` (a file `chunk-I-pid-P` appears there when chunk I
+`state_dir` like `hang_chunks`), `hang_start_seconds` (the first stage constructed, in any
+process, takes that long to start; needs `state_dir`), `marker_dir` (a file `chunk-I-pid-P` appears there when chunk I
 starts in worker P), `affinity_dir` (a file `chunk-I` there holds the CPUs chunk I's thread may
 run on, e.g. `0,1`), `cancelled_chunks` (chunks that wait, at most 120 s, until the stage is
 cancelled, then render: `RenderStage.cancel` stops them before their first frame).
@@ -34,6 +35,8 @@ class FaultyRenderStage(RenderStage):
     def __init__(self, config: Any, *, threads: int = 1) -> None:
         if self.hooks.get("fail_start"):
             raise RuntimeError("test hook: the render stage cannot start")
+        if self.hooks.get("hang_start_seconds") and first_attempt(self.hooks, "start-hung", 0):
+            time.sleep(float(self.hooks["hang_start_seconds"]))
         self.opened.append(threads)
         super().__init__(config, threads=threads)
 
@@ -63,10 +66,10 @@ class FaultyRenderStage(RenderStage):
 def first_attempt(hooks: dict[str, Any], fault: str, chunk_index: int) -> bool:
     """Whether this is the chunk's first attempt at `fault`; a file `FAULT-I` in the hooks'
     `state_dir` says so to every later attempt, in whichever process it runs."""
-    state = Path(hooks["state_dir"], f"{fault}-{chunk_index}")
-    if state.exists():
+    try:  # O_EXCL: of two workers asking at once, one is first
+        Path(hooks["state_dir"], f"{fault}-{chunk_index}").touch(exist_ok=False)
+    except FileExistsError:
         return False
-    state.touch()
     return True
 
 

@@ -6,7 +6,8 @@ chunks beside Ray's start on a larger machine, or every chunk to Ray.
 
 Every chunk here: the same file as on actors, no Ray started, a failed attempt retried here on
 a fresh stage, passthrough and start failures as on an actor, each chunk recorded as it
-finishes, Ctrl-C and signals as anywhere.
+finishes, Ctrl-C and signals as anywhere, a hung chunk's thread left behind and the chunk
+retried (here, or beside Ray on the pool) without the job or the process waiting for it.
 
 Beside Ray's start: the threads (which must be the pool's), the same file as on actors, the
 pool taking the rest when ready, a failed attempt retried on the pool, the chunk stopped when
@@ -547,6 +548,128 @@ def test_a_shot_failing_for_good_in_the_driver_stops_alone(
     assert run["frames_written"] == 8 and run["chunks_rendered"] == 2
     # Interleaved: long 0, short 0, long 1, short 1, long 2 twice; long 3 and 4 dropped.
     assert INLINE_NOTE in run["notes"] and run["chunks_by_actor"] == {"driver": 2 + 2}
+
+
+HANG = ("cluster.hang_floor_seconds=5", "cluster.hang_factor=2")
+"""A chunk counts as hung after 10 s before any chunk finished here, then after 5 s (twice a
+chunk's second or so, but never under 5)."""
+
+
+def wait_for_threads_to_end(prefix: str, timeout_seconds: float) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while [t for t in threading.enumerate() if t.name.startswith(prefix) and t.is_alive()]:
+        assert time.monotonic() < deadline, f"threads {prefix}* still run"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize(("mode", "hung"), [(SMALL, 1), (BESIDE, 0)],
+                         ids=["every-chunk-here", "beside-ray"])
+@pytest.mark.ray
+def test_a_hung_chunk_in_the_driver_is_left_behind_and_retried(
+    clip: Path, tmp_path: Path, no_ray: None, mode: tuple[str, ...], hung: int,
+) -> None:
+    """The hang watchdog in the driver: the hung chunk's thread cannot be killed, so it is
+    left behind, its stage cancelled, and the chunk retried as a failed attempt (every chunk
+    here: on a fresh worker started in its place; beside Ray: on the pool). The thread, once
+    it wakes, stops at its first frame and leaves nothing behind."""
+    reference = tmp_path / "reference.mp4"
+    render(config_for(clip, reference, *THREE_CHUNKS, *SMALL, "quality=lossless"),
+           run_dir=tmp_path, config_yaml="x: 1\n")
+    output = tmp_path / "out" / "out.mp4"
+    stages = faulty_stages(hang_chunks=[hung], hang_seconds=20.0, state_dir=str(tmp_path))
+    started = time.monotonic()
+    summary = render(config_for(clip, output, *THREE_CHUNKS, *mode, *HANG, "quality=lossless"),
+                     run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
+    assert time.monotonic() - started < 20, "the job waited for the hung chunk"
+    [timeout] = summary.chunk_timeouts
+    assert timeout["chunk"] == hung and timeout["attempt"] == 1, timeout
+    assert timeout["seconds"] >= timeout["limit_seconds"] >= 5
+    worker = timeout["actor"]
+    assert worker.startswith("fusionray-driver-chunk-"), worker
+    last = 8 * hung + 7
+    assert summary.chunk_failures == [
+        f"chunk {hung} (frames {8 * hung}-{last}) attempt 1: hung "
+        f"({timeout['seconds']:.1f} s > {timeout['limit_seconds']:.1f} s)"]
+    [event] = [e for e in summary.pool_events if "left behind" in e]
+    assert event.startswith(f"{worker} left behind: chunk {hung} (frames {8 * hung}-{last}) "
+                            f"ran "), event
+    if mode == SMALL:  # a fresh worker took its place, and rendered the retry
+        assert event.endswith(" started") and summary.chunks_by_actor == {"driver": 3}
+    else:  # the pool took the retry with the rest
+        assert "started" not in event and "driver" not in summary.chunks_by_actor
+    assert summary.chunks_rendered == 3 and not ray.is_initialized()
+    frames, expected = decoded_frames(output), decoded_frames(reference)
+    assert len(frames) == len(expected) == FRAMES
+    assert all(np.array_equal(a, b) for a, b in zip(frames, expected, strict=True))
+    # The thread left behind wakes, is stopped at its first frame, and writes nothing.
+    listing = sorted(path.name for path in output.parent.iterdir())
+    assert not any(".partial" in name for name in listing), listing
+    wait_for_threads_to_end(worker, 30)
+    assert sorted(path.name for path in output.parent.iterdir()) == listing
+    assert all(np.array_equal(a, b)
+               for a, b in zip(decoded_frames(output), expected, strict=True))
+
+
+def test_a_stage_hung_while_opening_in_the_driver_is_left_behind_too(
+    clip: Path, tmp_path: Path, ray_forbidden: None,
+) -> None:
+    """The chunk's clock runs from when its worker takes it, so a stage that never finishes
+    opening (its models) counts as a hung chunk as well."""
+    stages = faulty_stages(hang_start_seconds=20.0, state_dir=str(tmp_path))
+    started = time.monotonic()
+    summary = render(config_for(clip, tmp_path / "out.mp4", *THREE_CHUNKS, *SMALL, *HANG),
+                     run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
+    assert time.monotonic() - started < 20, "the job waited for the stage"
+    [timeout] = summary.chunk_timeouts
+    assert timeout["attempt"] == 1 and timeout["chunk"] in (0, 1), timeout
+    assert summary.chunks_rendered == 3 and summary.chunks_by_actor == {"driver": 3}
+    assert len(stages.render.opened) == 2  # the fresh worker's; the hung one never finished
+    wait_for_threads_to_end(timeout["actor"], 30)
+    assert len(stages.render.opened) == 3  # it did in the end, and was dropped at once
+
+
+def test_a_chunk_hung_on_its_last_attempt_in_the_driver_stops_the_job(
+    clip: Path, tmp_path: Path, ray_forbidden: None,
+) -> None:
+    output = tmp_path / "out.mp4"
+    stages = faulty_stages(hang_chunks=[1], hang_seconds=14.0, state_dir=str(tmp_path))
+    started = time.monotonic()
+    with pytest.raises(RenderError, match=r"^Chunk 1 \(frames 8-15\) failed after 1 attempts: "
+                                          r"RenderError: chunk 1 \(frames 8-15\) ran \d+\.\d s, "
+                                          r"past the hang limit of \d+\.\d s; 2 finished "
+                                          r"chunk\(s\) are kept in .*: rerun the same command"):
+        render(config_for(clip, output, *THREE_CHUNKS, *SMALL, *HANG,
+                          "cluster.chunk_retries=0"),
+               run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
+    assert time.monotonic() - started < 14, "the job waited for the hung chunk"
+    assert not output.exists()
+    wait_for_threads_to_end("fusionray-driver-chunk-", 30)
+    # The rerun renders the hung chunk (its hook hangs the first attempt only), reusing the rest.
+    summary = render(config_for(clip, output, *THREE_CHUNKS, *SMALL, *HANG), run_dir=tmp_path,
+                     config_yaml="x: 1\n", stage_classes=stages)
+    assert summary.chunks_rendered == 1 and summary.chunks_reused == 2
+
+
+def test_a_render_process_with_a_thread_left_behind_exits_without_waiting_for_it(
+    clip: Path, tmp_path: Path,
+) -> None:
+    """The render CLI as users run it: a chunk hangs (10 minutes) on its first attempt, its
+    retry renders, and the process exits 0 at once, its thread left behind as it stood."""
+    hooks = tmp_path / "hooks.json"
+    hooks.write_text(json.dumps({"hang_chunks": [1], "hang_seconds": 600,
+                                 "state_dir": str(tmp_path)}))
+    output = tmp_path / "out" / "out.mp4"
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.fault_cli", str(hooks), f"+video={clip}",
+         f"+source={demo_source_image_path()}", f"output={output}", *THREE_CHUNKS, *SMALL,
+         *HANG, "progress=false", "preview_frames=0", f"hydra.run.dir={tmp_path / 'h'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert time.monotonic() - started < 60
+    assert "render thread(s) left behind on a hung chunk still run" in result.stdout
+    assert run_json(output)["chunks_rendered"] == 3
+    assert len(decoded_frames(output)) == FRAMES
 
 
 # --- the first chunks beside Ray's start --------------------------------------------------------

@@ -32,21 +32,29 @@ installs its signal handling only there.
 Either way the main thread records each chunk as it finishes (a job stopped later keeps it for
 its rerun), and a failed attempt counts like an actor's (`cluster.chunk_retries`,
 `on_chunk_error`); without Ray its retry runs here, on a fresh stage, as on a restarted actor.
+The hang watchdog holds here too (`cluster.hang_factor`, over the chunks rendered here): a
+chunk running past the limit counts as a hung attempt (run.json's `chunk_timeouts`) and is
+retried, here on a fresh worker started in its place, or beside Ray on the pool. A thread
+cannot be killed, so the hung one is left behind: its stage is cancelled (should its call
+return, it stops at its next frame and its result is dropped), each thread writes its segment
+under a temporary name of its own, and the job neither waits for it nor lets it hold the exit.
 
 What the driver gives up against an actor (why only on a local machine without a GPU):
 
-- The hang watchdog (`cluster.hang_factor`). Ctrl-C and SIGTERM unwind like everywhere else
-  (SIGTERM within `ray.init` excepted: Ray's own handler holds it there, see
-  `fusionray.jobs.ray_session`): the main thread stops each driver chunk at its next frame
-  (`RenderStage.cancel`; chunks already finished are recorded) and joins the threads, whose
-  render stages join their step threads in turn (a render abandoned at Ctrl-C was once still
-  inside native code when the process exited, and the exit aborted: -6, not 130).
+- Freeing a hung chunk's resources: an actor is killed and its memory returned; a thread left
+  behind holds what it is stuck in (and its cores, if it spins) until it returns or the
+  process exits. Ctrl-C and SIGTERM unwind like everywhere else (SIGTERM within `ray.init`
+  excepted: Ray's own handler holds it there, see `fusionray.jobs.ray_session`): the main
+  thread stops each driver chunk at its next frame (`RenderStage.cancel`; chunks already
+  finished are recorded) and joins the threads, whose render stages join their step threads
+  in turn (a render abandoned at Ctrl-C was once still inside native code when the process
+  exited, and the exit aborted: -6, not 130).
 - Crash isolation: a segfault in a native library or the OOM killer takes the driver down
   with its chunks; an actor's crash is retried. A rerun resumes from the chunks recorded.
 - GPUs: not given up; where this process sees a card, the job keeps the actor path, whose
   device planning follows Ray's assignment (`fusionray.models.device`).
 
-A job that must keep the watchdog or the isolation for every chunk sets `cluster.inline=false`;
+A job that must keep the isolation for every chunk sets `cluster.inline=false`;
 `cluster.inline_max_cpus=0` keeps the pool for every job of several chunks.
 """
 
@@ -56,6 +64,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -67,7 +76,16 @@ from fusionray.actors.stages import ChunkResult
 from fusionray.config import RenderConfig
 from fusionray.errors import FusionrayError, RenderError
 from fusionray.jobs.ray_session import failure_reason, local_cpus
-from fusionray.jobs.scheduler import POLL_SECONDS, ChunkJob, RenderJob, Task, describe, job_failed
+from fusionray.jobs.scheduler import (
+    POLL_SECONDS,
+    ChunkJob,
+    RenderJob,
+    Task,
+    describe,
+    hang_limit_seconds,
+    job_failed,
+    record_hang,
+)
 from fusionray.types import Chunk
 
 log = logging.getLogger("fusionray")
@@ -200,11 +218,26 @@ def settle_attempt(task: Task, outcome: ChunkResult | Exception, *, isolate_fail
         return None
     reason = failure_reason(outcome)
     job.totals.failures.append(f"{describe(chunk)} attempt {task.attempt + 1}: {reason}")
+    return retry_or_give_up(task, outcome, reason, isolate_failures=isolate_failures,
+                            retried=retried)
+
+
+def retry_or_give_up(task: Task, error: Exception, reason: str, *, isolate_failures: bool,
+                     retried: str) -> Task | None:
+    """After a failed (or hung) attempt, counted already: the chunk's next attempt while
+    `cluster.chunk_retries` allows, else give up on it (`RenderJob.give_up`: passthrough, or
+    the job's error).
+
+    Raises:
+        RenderError: the chunk failed its last attempt (unless isolated).
+    """
+    job, chunk = task.job, task.chunk
+    assert isinstance(job, RenderJob), job
     if task.attempt < job.config.cluster.chunk_retries:
         log.warning("%s failed in the driver, retrying %s: %s", describe(chunk), retried, reason)
         return Task(job, chunk, task.attempt + 1)
     try:
-        job.give_up(chunk, outcome)
+        job.give_up(chunk, error)
     except RenderError as failure:
         if not isolate_failures:
             raise
@@ -216,12 +249,24 @@ def settle_attempt(task: Task, outcome: ChunkResult | Exception, *, isolate_fail
 _Finished = tuple[Task, "ChunkResult | BaseException"]
 
 
+@dataclass(frozen=True)
+class _Hung:
+    """An attempt a driver worker ran past the hang limit (`DriverChunks._abandon_hung`)."""
+
+    task: Task
+    seconds: float
+    limit_seconds: float
+    worker: str
+    """The thread left behind with it."""
+
+
 class DriverChunks:
     """Chunks rendered on threads of the driver (see the module docstring): each of the plan's
     workers takes the next chunk in order and renders it on a render stage of its own, kept
     to its cores. The main thread records them as they finish: `run` (every chunk here, no
     Ray), or `settle_finished` between the pool's turns and `settle` at the end (beside Ray's
-    start, until `hand_over`). `stop` stops them when the job fails or is interrupted first."""
+    start, until `hand_over`); either way it watches for hung chunks. `stop` stops them when
+    the job fails or is interrupted first."""
 
     def __init__(self, tasks: Sequence[Task], stage_class: type, plan: DriverPlan) -> None:
         """Start rendering `tasks` (in this order, every one a `RenderJob`'s of one render
@@ -231,44 +276,71 @@ class DriverChunks:
         self._unsettled = len(tasks)
         """Chunks neither recorded nor given up on (`run`)."""
         self._ready = threading.Condition()
-        """Guards the waiting chunks, the open stages and the counts; wakes idle workers."""
+        """Guards the waiting and running chunks, the workers, their stages and the counts;
+        wakes idle workers."""
         self._closed = plan.beside_ray
         """No more chunks will come: beside Ray, retries go to the pool; else set by `run`."""
         self._cancelled = threading.Event()
-        self._stages: set[Any] = set()
+        self._stages: dict[threading.Thread, Any] = {}
+        """Each worker's open render stage."""
+        self._running: dict[threading.Thread, tuple[Task, float]] = {}
+        """Each worker's chunk in progress, and when it took it (`time.monotonic`)."""
+        self._durations: list[float] = []
+        """Seconds of each chunk rendered here, from taking it to its result (the hang
+        limit's median, as the scheduler's)."""
+        self._workers: list[threading.Thread] = []
+        self._cores: dict[threading.Thread, tuple[int, ...]] = {}
+        self._abandoned: list[threading.Thread] = []
+        """Workers left behind on a hung chunk: never waited for."""
         self._start_error: FusionrayError | None = None
         self._failures = self._failures_settled = 0
         """Failed attempts put in `_finished`, and those `run` has given its verdict on."""
         self.rendered = 0
         """Chunks rendered here so far (failed attempts not counted, as for an actor)."""
+        self.events: list[str] = []
+        """Workers replaced (run.json's `pool_events`, as an actor pool's)."""
         self._finished: queue.SimpleQueue[_Finished | None] = queue.SimpleQueue()
         """What the workers finished and the main thread has not recorded yet, in order; None
         wakes `run` for a stage that could not start."""
-        cores = plan.cores or ((),) * plan.workers
-        self._workers = [
-            threading.Thread(target=self._work, args=(own,), daemon=True,
-                             name=f"fusionray-driver-chunk-{number}")
-            for number, own in enumerate(cores)]
-        for worker in self._workers:
-            worker.start()
+        with self._ready:
+            for own in plan.cores or ((),) * plan.workers:
+                self._start_worker(own)
+
+    def _start_worker(self, cores: tuple[int, ...]) -> threading.Thread:
+        """A worker thread on `cores` (() unpinned), started; the caller holds `_ready`."""
+        worker = threading.Thread(target=self._work, args=(cores,), daemon=True,
+                                  name=f"fusionray-driver-chunk-{len(self._workers)}")
+        self._workers.append(worker)
+        self._cores[worker] = cores
+        worker.start()
+        return worker
+
+    def _live(self) -> list[threading.Thread]:
+        """The workers not left behind on a hung chunk."""
+        with self._ready:
+            return [worker for worker in self._workers if worker not in self._abandoned]
 
     # --- the workers' side ---
 
     def _next(self) -> Task | None:
-        """The next chunk to render here; None once there is none to come (the pool took the
-        rest, every chunk is settled, or the job stopped). Waits while a retry may come."""
+        """The next chunk to render here, marked as this worker's; None once there is none to
+        come (the pool took the rest, every chunk is settled, or the job stopped). Waits while
+        a retry may come."""
         with self._ready:
             while not self._waiting and not self._closed and not self._cancelled.is_set():
                 self._ready.wait()
             if self._cancelled.is_set() or not self._waiting:
                 return None
-            return self._waiting.popleft()
+            task = self._waiting.popleft()
+            self._running[threading.current_thread()] = (task, time.monotonic())
+            return task
 
     def _work(self, cores: tuple[int, ...]) -> None:
         if cores and hasattr(os, "sched_setaffinity"):
             # This thread only (0: the caller); the stage's decoder, encoder and inference
             # threads start from it and inherit its cores.
             os.sched_setaffinity(0, cores)
+        me = threading.current_thread()
         stage: Any = None
         try:
             while (task := self._next()) is not None:
@@ -280,16 +352,26 @@ class DriverChunks:
                     except FusionrayError as error:
                         with self._ready:
                             self._start_error = self._start_error or error
+                            self._running.pop(me, None)
                         self._finished.put(None)
                         return
                     with self._ready:
-                        self._stages.add(stage)
+                        if me not in self._running:
+                            return  # left behind while the stage opened (see below)
+                        self._stages[me] = stage
                 outcome = (ChunkCancelled(f"{describe(task.chunk)} cancelled")
                            if self._cancelled.is_set()  # stopped while the stage opened
                            else render_with(stage, task))
-                if not isinstance(outcome, BaseException):
-                    with self._ready:
+                with self._ready:
+                    taken = self._running.pop(me, None)
+                    if taken is None:
+                        # Hung and left behind: the main thread settled this attempt without
+                        # it and cancelled the stage; a fresh worker renders in its place.
+                        return
+                    if not isinstance(outcome, BaseException):
+                        self._durations.append(time.monotonic() - taken[1])
                         self.rendered += 1
+                if not isinstance(outcome, BaseException):
                     self._finished.put((task, outcome))
                     continue
                 if self._plan.beside_ray:
@@ -297,12 +379,13 @@ class DriverChunks:
                     return  # the pool takes the rest, and the retry: a stage that fails here
                     # once would likely fail again
                 with self._ready:
-                    self._stages.discard(stage)
+                    self._stages.pop(me, None)
                 self._failed_here(task, outcome)
                 stage = None  # the next attempt on a fresh stage, as a restarted actor's
         finally:
             with self._ready:
-                self._stages.discard(stage)
+                if self._stages.get(me) is stage:
+                    self._stages.pop(me, None)
             del stage  # its models go as soon as this worker is done with them
 
     def _failed_here(self, task: Task, error: BaseException) -> None:
@@ -318,9 +401,50 @@ class DriverChunks:
 
     # --- the main thread's side ---
 
+    def _abandon_hung(self) -> list[_Hung]:
+        """The hang watchdog (`cluster.hang_factor`, `hang_limit_seconds` over the chunks
+        rendered here): a chunk running past the limit is taken from its worker, whose stage is
+        cancelled (should the call ever return, it stops at its next frame and its result is
+        dropped) and whose thread is left behind, since a thread cannot be killed. Every chunk
+        here: a fresh worker on the same cores takes its place. The caller settles each
+        attempt (`_hang_verdict`)."""
+        now, hung = time.monotonic(), []
+        with self._ready:
+            for worker, (task, started) in list(self._running.items()):
+                assert isinstance(task.job, RenderJob), task.job
+                limit = hang_limit_seconds(self._durations, task.job.config.cluster)
+                if now - started <= limit:
+                    continue
+                del self._running[worker]
+                self._abandoned.append(worker)
+                stage = self._stages.pop(worker, None)
+                cancel = getattr(stage, "cancel", None)
+                if callable(cancel):
+                    cancel()
+                event = (f"{worker.name} left behind: {describe(task.chunk)} ran "
+                         f"{now - started:.1f} s, past the hang limit of {limit:.1f} s")
+                if not self._plan.beside_ray and not self._cancelled.is_set():
+                    event += f"; {self._start_worker(self._cores[worker]).name} started"
+                self.events.append(event)
+                log.warning("%s", event)
+                hung.append(_Hung(task, now - started, limit, worker.name))
+        return hung
+
+    def _watch_in(self) -> float:
+        """Seconds until the first chunk in progress reaches the hang limit (at most
+        `POLL_SECONDS`, at least 10 ms): when to look again."""
+        now, wake = time.monotonic(), POLL_SECONDS
+        with self._ready:
+            for task, started in self._running.values():
+                assert isinstance(task.job, RenderJob), task.job
+                limit = hang_limit_seconds(self._durations, task.job.config.cluster)
+                wake = min(wake, started + limit - now)
+        return max(0.01, wake)
+
     def run(self, *, isolate_failures: bool, on_progress: Callable[[Chunk], None]) -> None:
         """Every chunk here, no Ray: record each as it finishes, and render the retries of
-        failed attempts here too, until every chunk is settled; then the workers end.
+        failed or hung attempts here too, until every chunk is settled; then the workers end
+        (those left behind on a hung chunk are not waited for).
 
         Raises:
             FusionrayError: a stage could not start (`open_stage`), or a chunk failed its last
@@ -330,10 +454,14 @@ class DriverChunks:
         """
         assert not self._plan.beside_ray, "beside Ray the pool settles the rest"
         while self._unsettled:
+            for hung in self._abandon_hung():
+                self._settled(hung.task, _hang_verdict(
+                    hung, isolate_failures=isolate_failures, on_progress=on_progress,
+                    retried="in the driver"))
             try:
-                item = self._finished.get(timeout=POLL_SECONDS)
+                item = self._finished.get(timeout=self._watch_in())
             except queue.Empty:
-                if not any(worker.is_alive() for worker in self._workers):
+                if not any(worker.is_alive() for worker in self._live()):
                     raise RenderError(f"The driver's render threads ended with "
                                       f"{self._unsettled} chunk(s) not rendered") from None
                 continue
@@ -341,17 +469,9 @@ class DriverChunks:
                 assert self._start_error is not None
                 raise self._start_error
             task, outcome = item
-            self._unsettled -= 1
             try:
-                retry = _verdict(task, outcome, isolate_failures=isolate_failures,
-                                 on_progress=on_progress, retried="in the driver")
-                if retry is not None:  # ahead of the waiting chunks, as the scheduler puts it
-                    with self._ready:
-                        self._waiting.appendleft(retry)
-                        self._unsettled += 1
-                        self._ready.notify_all()
-                elif job_failed(task.job):
-                    self._drop(task.job)
+                self._settled(task, _verdict(task, outcome, isolate_failures=isolate_failures,
+                                             on_progress=on_progress, retried="in the driver"))
             finally:
                 if isinstance(outcome, Exception):  # its worker waits for the verdict
                     with self._ready:
@@ -360,8 +480,21 @@ class DriverChunks:
         with self._ready:
             self._closed = True
             self._ready.notify_all()
-        for worker in self._workers:
+        for worker in self._live():
             worker.join()
+        self._say_left_behind()
+
+    def _settled(self, task: Task, retry: Task | None) -> None:
+        """`run`'s verdict on one attempt: its retry goes ahead of the waiting chunks (as the
+        scheduler puts it); a shot that failed for good (isolated) drops its waiting ones."""
+        with self._ready:
+            if retry is not None:
+                self._waiting.appendleft(retry)
+                self._ready.notify_all()
+                return
+            self._unsettled -= 1
+        if job_failed(task.job):
+            self._drop(task.job)
 
     def _drop(self, job: ChunkJob) -> None:
         """A shot failed for good (isolated): its chunks not started are not rendered."""
@@ -370,6 +503,15 @@ class DriverChunks:
             for task in dropped:
                 self._waiting.remove(task)
             self._unsettled -= len(dropped)
+
+    def _say_left_behind(self) -> None:
+        """Name the hung threads still running as the driver's work ends: their stages are
+        cancelled, but what a thread is stuck in holds its memory until it returns or the
+        process exits."""
+        stuck = [worker.name for worker in self._abandoned if worker.is_alive()]
+        if stuck:
+            log.warning("%d render thread(s) left behind on a hung chunk still run (%s); the "
+                        "job's chunks were rendered by others", len(stuck), ", ".join(stuck))
 
     def hand_over(self) -> list[Task]:
         """The pool is ready: the chunks not started here are its (in order); the worker
@@ -384,15 +526,18 @@ class DriverChunks:
     def settle_finished(self, *, isolate_failures: bool,
                         on_progress: Callable[[Chunk], None]) -> list[Task]:
         """Beside Ray: record the chunks finished here so far (on the main thread, between the
-        pool's; `settle_attempt` for each), so a job stopped later keeps them for its rerun.
+        pool's; `settle_attempt` for each), so a job stopped later keeps them for its rerun,
+        and take a hung one from its worker (`_abandon_hung`).
 
         Returns:
-            The next attempts of the chunks that failed here, for the pool.
+            The next attempts of the chunks that failed or hung here, for the pool.
 
         Raises:
             FusionrayError: a chunk failed its last attempt (unless isolated).
         """
-        retries: list[Task] = []
+        retries = [retry for hung in self._abandon_hung()
+                   if (retry := _hang_verdict(hung, isolate_failures=isolate_failures,
+                                              on_progress=on_progress, retried="on Ray"))]
         while True:
             try:
                 item = self._finished.get_nowait()
@@ -407,31 +552,40 @@ class DriverChunks:
 
     def settle(self, *, isolate_failures: bool,
                on_progress: Callable[[Chunk], None]) -> list[Task]:
-        """Beside Ray: wait for the worker, then record the rest as `settle_finished` does.
+        """Beside Ray: wait for the worker (watching its chunk for a hang), then record the
+        rest as `settle_finished` does.
 
         Raises:
             FusionrayError: the stage could not start (`open_stage`), or a chunk failed its
                 last attempt (unless isolated).
         """
-        for worker in self._workers:
-            worker.join()
+        retries: list[Task] = []
+        while live := [worker for worker in self._live() if worker.is_alive()]:
+            live[0].join(timeout=self._watch_in())
+            retries += [retry for hung in self._abandon_hung()
+                        if (retry := _hang_verdict(hung, isolate_failures=isolate_failures,
+                                                   on_progress=on_progress, retried="on Ray"))]
         if self._start_error is not None:
             raise self._start_error
-        return self.settle_finished(isolate_failures=isolate_failures, on_progress=on_progress)
+        retries += self.settle_finished(isolate_failures=isolate_failures,
+                                        on_progress=on_progress)
+        self._say_left_behind()
+        return retries
 
     def stop(self) -> None:
         """The job failed or was interrupted before its chunks settled: stop every chunk in
         progress at its next frame (a stage still opening: before its first) and wait for the
-        workers. Chunks finished by then are recorded all the same, so a rerun reuses them."""
+        workers (not those left behind on a hung chunk). Chunks finished by then are recorded
+        all the same, so a rerun reuses them."""
         with self._ready:
             self._cancelled.set()
-            stages = list(self._stages)
+            stages = list(self._stages.values())
             self._ready.notify_all()
         for stage in stages:
             cancel = getattr(stage, "cancel", None)
             if callable(cancel):
                 cancel()
-        for worker in self._workers:
+        for worker in self._live():
             worker.join()
         while True:
             try:
@@ -446,6 +600,25 @@ class DriverChunks:
             except Exception as error:  # the job's own error is the one to report
                 log.warning("%s was rendered but could not be recorded: %s",
                             describe(task.chunk), failure_reason(error))
+
+
+def _hang_verdict(hung: _Hung, *, isolate_failures: bool, on_progress: Callable[[Chunk], None],
+                  retried: str) -> Task | None:
+    """The main thread's verdict on an attempt left behind as hung (`_abandon_hung`), counted
+    as the scheduler counts an actor's (`record_hang`): its next attempt, or None.
+
+    Raises:
+        RenderError: the chunk hung on its last attempt (unless isolated).
+    """
+    task = hung.task
+    if job_failed(task.job):
+        return None  # another chunk of its shot failed for good (isolated)
+    reason = record_hang(task, hung.seconds, hung.limit_seconds, hung.worker)
+    retry = retry_or_give_up(task, RenderError(reason), f"hung on {hung.worker}",
+                             isolate_failures=isolate_failures, retried=retried)
+    if retry is None:
+        on_progress(task.chunk)
+    return retry
 
 
 def _verdict(task: Task, outcome: ChunkResult | BaseException, *, isolate_failures: bool,

@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -388,10 +388,11 @@ class PassReport:
 
     @classmethod
     def without_ray(cls, *, threads: dict[str, int], chunks_by_actor: dict[str, int],
-                    ) -> PassReport:
-        """A pass that started no Ray: nothing to render, or its one chunk rendered here."""
+                    events: Sequence[str] = ()) -> PassReport:
+        """A pass that started no Ray: nothing to render, or its chunks rendered here
+        (`events`: the driver's, `DriverChunks.events`)."""
         return cls(actors={"detect": 0, "render": 0}, threads=threads, nodes=set(), address="",
-                   session=None, events=[], chunks_by_actor=chunks_by_actor)
+                   session=None, events=list(events), chunks_by_actor=chunks_by_actor)
 
 
 def run_shots(
@@ -445,7 +446,8 @@ def run_shots(
             _render_here([shot for shot in shots if tasks[id(shot)]], driver,
                          isolate_failures=isolate_failures)
             return PassReport.without_ray(threads={"render": plan.threads},
-                                          chunks_by_actor={"driver": driver.rendered})
+                                          chunks_by_actor={"driver": driver.rendered},
+                                          events=driver.events)
         # The driver takes them from the front until the pool is ready (`hand_over`).
         beside = driver
         for shot in shots:
@@ -455,7 +457,7 @@ def run_shots(
     pools: list[ActorPool] = []
     actors = {"detect": 0, "render": 0}
     threads: dict[str, int] = {}
-    started_ray, driver_chunks = False, 0
+    started_ray, driver_chunks, driver_events = False, 0, []
     try:
         started_ray = start_ray(config)
         address = str(ray.get_runtime_context().gcs_address)
@@ -491,13 +493,14 @@ def run_shots(
                 else:  # the driver's chunks are this group's: the job has one pool
                     _run_beside_driver(group_config, render_pool, beside, on_progress=advance,
                                        isolate_failures=isolate_failures)
-                    driver_chunks, beside = beside.rendered, None
+                    driver_chunks, driver_events = beside.rendered, beside.events
+                    beside = None
             for shot in group:
                 shot.stages["chunks_wall"] = time.perf_counter() - clock
             if position < len(groups) - 1:
                 render_pool.release()  # the next group's pool is sized from the whole cluster
         nodes = {m.node_id for pool in pools for m in pool.all_members if m.node_id}
-        events = [event for pool in pools for event in pool.events]
+        events = driver_events + [event for pool in pools for event in pool.events]
         by_actor = {name: n for pool in pools for name, n in pool.chunks_by_member.items()}
         if driver_chunks:
             by_actor["driver"] = driver_chunks

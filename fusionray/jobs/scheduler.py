@@ -299,13 +299,7 @@ def _cancel_hung(
     (elsewhere) and the calls queued behind it as they were."""
     refs, member.queue = member.queue, []
     hung, *behind = [in_flight.pop(ref)[0] for ref in refs if ref in in_flight]
-    seconds = now - member.head_since
-    hung.job.totals.timeouts.append({
-        "chunk": hung.chunk.index, "attempt": hung.attempt + 1, "seconds": round(seconds, 3),
-        "limit_seconds": round(hang, 3), "actor": member.name})
-    reason = f"{describe(hung.chunk)} ran {seconds:.1f} s, past the hang limit of {hang:.1f} s"
-    hung.job.totals.failures.append(f"{describe(hung.chunk)} attempt {hung.attempt + 1}: "
-                                    f"hung ({seconds:.1f} s > {hang:.1f} s)")
+    reason = record_hang(hung, now - member.head_since, hang, member.name)
     for ref in refs:
         ray.cancel(ref)
     pool.restart(member, reason)
@@ -315,6 +309,22 @@ def _cancel_hung(
         pending.appendleft(Task(hung.job, hung.chunk, hung.attempt + 1, avoid=member.name))
     else:
         give_up(hung, RenderError(reason))
+
+
+def record_hang(task: Task, seconds: float, limit: float, where: str) -> str:
+    """Count `task`'s attempt as hung in its job's totals (run.json's `chunk_timeouts` and
+    `chunk_failures`): it ran `seconds` against the hang limit of `limit` seconds
+    (`hang_limit_seconds`) on `where` (an actor, or a driver thread).
+
+    Returns:
+        Why, one line (for the pool's events and a give-up's error).
+    """
+    task.job.totals.timeouts.append({
+        "chunk": task.chunk.index, "attempt": task.attempt + 1, "seconds": round(seconds, 3),
+        "limit_seconds": round(limit, 3), "actor": where})
+    task.job.totals.failures.append(f"{describe(task.chunk)} attempt {task.attempt + 1}: "
+                                    f"hung ({seconds:.1f} s > {limit:.1f} s)")
+    return f"{describe(task.chunk)} ran {seconds:.1f} s, past the hang limit of {limit:.1f} s"
 
 
 @dataclass
