@@ -122,9 +122,11 @@ def test_a_larger_machine_renders_its_first_chunks_beside_rays_start() -> None:
 
 NOT_HERE = [(cluster_config(inline=False), {}), (cluster_config(), {"ray_running": True}),
             (cluster_config(), {"address": "auto"}), (cluster_config(), {"sees_gpu": True}),
-            (cluster_config(), {"pre_pass": True}), (cluster_config(elastic=True), {})]
+            (cluster_config(), {"pre_pass": True}), (cluster_config(elastic=True), {}),
+            (cluster_config(num_gpus=1, swap=PoolConfig(replicas=2, num_gpus=0.5)), {})]
 """Jobs whose driver renders no chunk, whatever their chunk count (`_renders_here`)."""
-NOT_HERE_IDS = ["off", "ray-running", "joins-a-cluster", "gpu", "shot-pre-pass", "elastic"]
+NOT_HERE_IDS = ["off", "ray-running", "joins-a-cluster", "gpu", "shot-pre-pass", "elastic",
+                "declares-gpus"]
 
 
 @pytest.mark.parametrize("tasks", [1, 2, 16])

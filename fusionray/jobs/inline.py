@@ -51,8 +51,9 @@ What the driver gives up against an actor (why only on a local machine without a
   exited, and the exit aborted: -6, not 130).
 - Crash isolation: a segfault in a native library or the OOM killer takes the driver down
   with its chunks; an actor's crash is retried. A rerun resumes from the chunks recorded.
-- GPUs: not given up; where this process sees a card, the job keeps the actor path, whose
-  device planning follows Ray's assignment (`fusionray.models.device`).
+- GPUs: not given up; where this process sees a card, or the job declares its local Ray's
+  GPUs (`cluster.num_gpus`, logical ones too), the job keeps the actor path, whose device
+  planning follows Ray's assignment (`fusionray.models.device`).
 
 A job that must keep the isolation for every chunk sets `cluster.inline=false`;
 `cluster.inline_max_cpus=0` keeps the pool for every job of several chunks.
@@ -118,11 +119,12 @@ def _renders_here(
 ) -> bool:
     """Whether the driver may render chunks itself (pure): `cluster.inline` is on and the job
     would start a local Ray of its own on a machine without a GPU, for its render pass alone
-    (see `plan_driver` for the arguments)."""
+    (see `plan_driver` for the arguments). A job that declares its local Ray's GPUs
+    (`cluster.num_gpus`) gets them, logical or not: Ray hands them out."""
     cluster = config.cluster
     # The GPU question last: on a GPU node it runs nvidia-smi.
     return bool(cluster.inline and not ray_running and not address and not pre_pass
-                and not cluster.elastic and not sees_gpu())
+                and not cluster.elastic and not cluster.num_gpus and not sees_gpu())
 
 
 def plan_driver(
