@@ -23,8 +23,6 @@ A benchmark, not a test (minutes):
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -41,6 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import machine_line  # noqa: E402
 from fusionray.media.demo import demo_source_image_path, render_demo_frames  # noqa: E402
 from fusionray.media.encode import PixelLayout  # noqa: E402
 from fusionray.media.frame import face_regions  # noqa: E402
@@ -254,10 +253,6 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def machine_line() -> str:
-    return (f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-            f"Python {platform.python_version()}, PyAV {av.__version__}, "
-            f"FFmpeg libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,7 +34,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -405,18 +404,6 @@ def run_worker(kind: str, spec: dict[str, Any], timeout: float) -> dict[str, Any
 
 # ------------------------------------------------------------------------------ main
 
-def machine_line() -> str:
-    gpu = "no nvidia-smi"
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            gpu = subprocess.run([smi, "--query-gpu=name,memory.total,driver_version",
-                                  "--format=csv,noheader"], capture_output=True, text=True,
-                                 timeout=10, check=False).stdout.strip().replace("\n", "; ")
-    import onnxruntime
-
-    return (f"machine: {platform.node()}, {os.cpu_count()} CPUs, GPU: {gpu}; Python "
-            f"{sys.version.split()[0]}, onnxruntime {onnxruntime.__version__}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -433,6 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = work / "cache"
     notes: list[str] = []
     sampler = GpuSampler()
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.machine import machine_line
+
     print(machine_line(), flush=True)
     try:
         models = build_phase(args, budget, work, cache, notes)

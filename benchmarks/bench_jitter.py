@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -158,6 +156,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", action="store_true", help="also tabulate radius x strength")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.machine import machine_line
 
     default = TemporalConfig()
     detector = BlazeFaceDetector(model="back", score_threshold=0.7, nms_threshold=0.3)
@@ -168,8 +168,8 @@ def main() -> int:
         print("BlazeFace found no face in the still photo", file=sys.stderr)
         return 1
     reference = references[0]
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {sys.version.split()[0]}; detector: BlazeFace back, {detector.provider}; "
+    print(machine_line())
+    print(f"detector: BlazeFace back, {detector.provider}; "
           f"clips {DEMO_WIDTH}x{DEMO_HEIGHT} @ {DEMO_FPS} fps, x264 crf 18")
     print(f"default: radius={default.radius} strength={default.strength} "
           f"max_gap={default.max_gap} min_track_frames={default.min_track_frames}")

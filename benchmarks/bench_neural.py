@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -58,24 +57,6 @@ FACE_BOX = 150.0
 """Face box width of the astronaut in the clip, pixels."""
 
 
-def machine_description() -> str:
-    """CPU model, cores, memory, OS, Python and ONNX Runtime versions, load at start."""
-    import onnxruntime
-    import psutil
-
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return (f"{model}; {os.cpu_count()} logical cores ({len(os.sched_getaffinity(0))} usable); "
-            f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM; {platform.system()} "
-            f"{platform.release()}; Python {platform.python_version()}; onnxruntime "
-            f"{onnxruntime.__version__}; load average at start {load[0]:.1f}")
 
 
 def write_clip(path: Path, *, frames: int, width: int, height: int) -> None:
@@ -295,7 +276,9 @@ def main() -> None:
     import cv2
     import skimage.data
 
-    print(f"machine: {machine_description()}")
+    from benchmarks.machine import machine_line
+
+    print(machine_line())
     with tempfile.TemporaryDirectory(prefix="fusionray-neural-") as scratch:
         folder = Path(scratch)
         cache, build_seconds = prepare_models(folder, args.standin, args.builder,

@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import secrets
 import statistics
 import subprocess
@@ -243,9 +242,9 @@ def command_for(name: str, video: Path, output: Path, overrides: list[str],
 
 
 def bench(seconds: float, *, gop: int, repeats: int, sides: list[str], overrides: list[str],
-          work: Path) -> None:
+          work: Path, machine: str) -> None:
     """Render a `seconds` demo clip with each side as a whole process, alternating the sides
-    round by round (A B A B), and print the tables."""
+    round by round (A B A B), and print the tables under `machine` (`machine_line`)."""
     video = write_demo_clip(work / f"clip-{seconds:g}s-g{gop}.mp4", seconds=seconds, gop=gop)
     info = probe_video(video)
     frames = info.frame_count
@@ -272,7 +271,7 @@ def bench(seconds: float, *, gop: int, repeats: int, sides: list[str], overrides
             print(f"round {round_index + 1} {name:11s} {wall:7.2f} s", flush=True)
 
     print()
-    print(f"machine: {machine_description()}")
+    print(machine)
     print(f"clip: {frames} frames {info.width}x{info.height} at 25 fps, keyframes every "
           f"{frames / max(1, len(info.keyframe_indices)):.0f} frames (asked: {gop}); "
           f"overrides: {' '.join(overrides) or '(none)'}; rounds: {repeats}, sides alternating")
@@ -325,18 +324,6 @@ LABELS = {"fusionray": "fusionray (`python -m fusionray.jobs.render`, as a user 
           "sequential": "sequential loop (decode, BGR, detect, swap, encode per frame)"}
 
 
-def machine_description() -> str:
-    """CPU model, cores, memory, Python, and the load average before the runs."""
-    model = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{platform.node()} {platform.machine()}, {model}, {os.cpu_count()} CPUs, "
-            f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python "
-            f"{sys.version.split()[0]}, load average {load:.1f} at start")
 
 
 def main() -> int:
@@ -365,10 +352,14 @@ def main() -> int:
     sides = ["fusionray", *(f"fusionray {override}" for override in args.also),
              *(["joined"] if args.joined else []),
              *(["in-process"] if args.in_process else []), "sequential"]
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.machine import machine_line
+
+    machine = machine_line()  # before the runs: its load average is the one they began under
     work = Path(tempfile.mkdtemp(prefix="fusionray-bench-"))
     for seconds in args.seconds:
         bench(seconds, gop=args.gop, repeats=args.repeats, sides=sides,
-              overrides=args.overrides, work=work)
+              overrides=args.overrides, work=work, machine=machine)
     return 0
 
 

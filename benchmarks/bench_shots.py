@@ -8,8 +8,7 @@ separate commands would: each starts its own local Ray and actors). A benchmark,
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +29,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per shot (25 fps)")
     parser.add_argument("--chunk-frames", type=int, default=12)
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.machine import machine_line
+
+    machine = machine_line()
     register_configs()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -56,7 +59,7 @@ def main() -> None:
         assert all(row.status == "ok" for row in report.rows), report.table()
 
     frames = sum(row.frames for row in report.rows)
-    print(f"machine: {platform.node()} {os.cpu_count()} CPUs (shared: figures are noisy)")
+    print(f"{machine} (shared: figures are noisy)")
     print(f"{args.shots} shots x {args.seconds:g} s (640x360, classic engine), {frames} frames")
     print("| mode | wall s | frames/s |\n|---|---:|---:|")
     print(f"| one after another | {sequential:.1f} | {frames / sequential:.1f} |")
