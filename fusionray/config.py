@@ -598,17 +598,15 @@ class ClusterConfig:
     chunk_retries: int = 2
     """Times a failed chunk is retried before the job stops."""
     inline: bool = True
-    """A job that would start a local Ray of its own (no GPU here) renders chunks in the
-    driver process (`fusionray.jobs.inline`): every chunk, on one thread per render actor the
-    pool would have started, instead of starting Ray at all (a one-chunk job, or a machine of
-    at most `inline_max_cpus` CPUs), or else its first chunks while Ray and the render pool
-    start. False: every chunk on an actor (a native crash takes down a worker process, not
-    the job, and a hung chunk's process is killed, where a driver thread is left behind)."""
+    """A job that would start a local Ray of its own (no GPU here) renders chunks on the
+    driver's own render processes (`fusionray.jobs.inline`): every chunk, on one process per
+    render actor the pool would have started, instead of starting Ray at all (a one-chunk
+    job, or a machine of at most `inline_max_cpus` CPUs), or else its first chunks while Ray
+    and the render pool start. False: every chunk on an actor."""
     inline_max_cpus: int = 4
     """With `inline`: the most CPUs (`num_cpus`, or this machine's) on which a job of several
-    chunks renders them all in the driver, without Ray (0: never). Its workers share the GIL,
-    held about 14 % of a one-core worker's time, so 4 ask about half a core's worth of it;
-    beyond that, processes are expected to scale better (only 2 cores were measured)."""
+    chunks renders them all without Ray (0: never). Above it, Ray's start is a smaller share
+    of the job, and its pool spreads onto other nodes (only 2 cores were measured)."""
     detect: PoolConfig = field(default_factory=PoolConfig)
     swap: PoolConfig = field(default_factory=lambda: PoolConfig(replicas=0))
     """The render pool: each actor renders whole chunks (detect, swap, encode in one call)."""

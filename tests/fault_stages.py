@@ -7,15 +7,19 @@ mid-job), `fail_start` (the render stage's constructor raises), `fail_chunks` (c
 whose render raises), `hang_chunks` (chunks that hang `hang_seconds` on their first attempt
 only), `flaky_chunks` (chunks whose first attempt raises, every later one renders; needs
 `state_dir` like `hang_chunks`), `hang_start_seconds` (the first stage constructed, in any
-process, takes that long to start; needs `state_dir`), `marker_dir` (a file `chunk-I-pid-P` appears there when chunk I
-starts in worker P), `affinity_dir` (a file `chunk-I` there holds the CPUs chunk I's thread may
-run on, e.g. `0,1`), `cancelled_chunks` (chunks that wait, at most 120 s, until the stage is
-cancelled, then render: `RenderStage.cancel` stops them before their first frame).
+process, takes that long to start; needs `state_dir`), `marker_dir` (a file
+`chunk-I-pid-P-parent-Q` appears there when chunk I starts in worker P, a child of Q),
+`affinity_dir` (a file `chunk-I` there holds the CPUs chunk I's thread may run on, e.g.
+`0,1`), `cancelled_chunks` (chunks that wait, at most 120 s, until the stage is cancelled,
+then render: `RenderStage.cancel` stops them before their first frame). Each stage class
+counts the stages constructed from it, in any process (`FaultyRenderStage.opened`).
 """
 
 from __future__ import annotations
 
+import copyreg
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,27 +29,42 @@ from fusionray.actors.render_stage import RenderStage
 from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
 
 
-class FaultyRenderStage(RenderStage):
+class _Hooked(type):
+    """The class of the stage classes `faulty_stages` makes: pickled as their hooks, and made
+    again from them where they are unpickled (a driver's spawned render process,
+    `fusionray.jobs.stage_process`), since a class made at run time cannot be found by name.
+    (Ray's actors get them by value from cloudpickle, which never asks this.)"""
+
+
+copyreg.pickle(_Hooked, lambda cls: (faulty_stage_class, (cls.hooks,)))
+
+
+class FaultyRenderStage(RenderStage, metaclass=_Hooked):
     """`RenderStage` with the faults of its class attribute `hooks`."""
 
     hooks: ClassVar[dict[str, Any]] = {}
-    opened: ClassVar[list[int]] = []
-    """The threads of each stage constructed in this process, in order."""
 
     def __init__(self, config: Any, *, threads: int = 1) -> None:
         if self.hooks.get("fail_start"):
             raise RuntimeError("test hook: the render stage cannot start")
         if self.hooks.get("hang_start_seconds") and first_attempt(self.hooks, "start-hung", 0):
             time.sleep(float(self.hooks["hang_start_seconds"]))
-        self.opened.append(threads)
+        Path(self.hooks["opened_dir"], f"{os.getpid()}-{time.monotonic_ns()}").write_text(
+            str(threads))
         super().__init__(config, threads=threads)
+
+    @classmethod
+    def opened(cls) -> list[int]:
+        """The threads of each stage of this class constructed so far, in any process."""
+        return [int(path.read_text()) for path in Path(cls.hooks["opened_dir"]).iterdir()]
 
     def __call__(self, info: Any, chunk: Any, source: Any, detected: Any = None,
                  shot: Any = None) -> Any:
         hooks = self.hooks
         marker_dir = hooks.get("marker_dir")
         if marker_dir:
-            Path(marker_dir, f"chunk-{chunk.index}-pid-{os.getpid()}").touch()
+            Path(marker_dir, f"chunk-{chunk.index}-pid-{os.getpid()}-parent-{os.getppid()}"
+                 ).touch()
         if hooks.get("affinity_dir"):
             cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
             Path(hooks["affinity_dir"], f"chunk-{chunk.index}").write_text(cpus)
@@ -63,6 +82,13 @@ class FaultyRenderStage(RenderStage):
         return super().__call__(info, chunk, source, detected, shot)
 
 
+def read_marker(name: str) -> tuple[int, int, int]:
+    """The chunk, the process that started it and that process's parent, from a `marker_dir`
+    file's name (`chunk-I-pid-P-parent-Q`)."""
+    _, chunk, _, pid, _, parent = name.split("-")
+    return int(chunk), int(pid), int(parent)
+
+
 def first_attempt(hooks: dict[str, Any], fault: str, chunk_index: int) -> bool:
     """Whether this is the chunk's first attempt at `fault`; a file `FAULT-I` in the hooks'
     `state_dir` says so to every later attempt, in whichever process it runs."""
@@ -75,9 +101,14 @@ def first_attempt(hooks: dict[str, Any], fault: str, chunk_index: int) -> bool:
 
 def faulty_stages(**hooks: Any) -> StageClasses:
     """Stage classes whose render stage injects `hooks` (a class made here, shipped to the
-    actors by value)."""
-    stage = type("FaultyRenderStage", (FaultyRenderStage,), {"hooks": dict(hooks), "opened": []})
-    return StageClasses(render=stage)
+    actors by value, to the driver's render processes by its hooks)."""
+    hooks.setdefault("opened_dir", tempfile.mkdtemp(prefix="fusionray-opened-"))
+    return StageClasses(render=faulty_stage_class(hooks))
+
+
+def faulty_stage_class(hooks: dict[str, Any]) -> type[FaultyRenderStage]:
+    """The render stage class with `hooks` (`faulty_stages`)."""
+    return _Hooked("FaultyRenderStage", (FaultyRenderStage,), {"hooks": dict(hooks)})
 
 
 class AffinityStage:

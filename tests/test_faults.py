@@ -34,7 +34,7 @@ from fusionray.jobs.pipeline import OutputPaths, render
 from fusionray.media.demo import demo_source_image_path
 from fusionray.report.summary import RunSummary
 from tests.clips import write_face_clip
-from tests.fault_stages import faulty_stages
+from tests.fault_stages import faulty_stages, read_marker
 from tests.test_render import compose_config, decoded_frames
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ def test_killed_actor_is_restarted_and_its_chunk_retried(
         wait_for(lambda: any(m.name.startswith("chunk-1-") for m in markers.iterdir()),
                  what="chunk 1 to start")
         marker = next(m for m in markers.iterdir() if m.name.startswith("chunk-1-"))
-        pid = int(marker.name.rsplit("-", 1)[1])
+        _, pid, _ = read_marker(marker.name)
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 
@@ -139,7 +139,7 @@ def kill_when_chunk_starts(markers: Path, index: int, killed: list[int]) -> thre
         wait_for(lambda: any(m.name.startswith(prefix) for m in markers.iterdir()),
                  what=f"chunk {index} to start")
         marker = next(m for m in markers.iterdir() if m.name.startswith(prefix))
-        pid = int(marker.name.rsplit("-", 1)[1])
+        _, pid, _ = read_marker(marker.name)
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 
@@ -454,12 +454,8 @@ def test_node_removed_mid_job_finishes_on_the_remaining_nodes(
         deadline = time.monotonic() + 120
         while not removed and time.monotonic() < deadline:
             for marker in list(markers.iterdir()):
-                pid = int(marker.name.rsplit("-", 1)[1])
-                try:
-                    parent = psutil.Process(pid).ppid()
-                except psutil.Error:
-                    continue
-                if parent in raylets and int(marker.name.split("-")[1]) >= 1:
+                chunk, pid, parent = read_marker(marker.name)
+                if parent in raylets and chunk >= 1 and psutil.pid_exists(pid):
                     cluster.remove_node(raylets[parent])
                     removed.append(marker.name)
                     return

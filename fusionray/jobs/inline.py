@@ -1,62 +1,51 @@
-"""Chunks the driver process renders itself, on threads of its own: every chunk of a job that
-would start a local Ray of its own only to run a small pool, or a longer job's first chunks
-while that Ray and its render pool start.
+"""Chunks the driver renders itself, without Ray: on render processes of its own
+(`fusionray.jobs.stage_process`), one per worker, every chunk of a job that would start a
+local Ray of its own only to run a small pool, or a longer job's first chunks while that Ray
+and its render pool start.
 
 **Every chunk, no Ray** (`plan_driver`, `beside_ray=False`). A local job on a machine without
 a GPU pays for Ray's start and stop before and after its frames: the GCS, the raylet, its
 agents and one worker process per actor, 3.1-3.3 s of CPU-bound work on the 2-core machine,
 where a 12 s clip (300 frames) renders in about 3.4 s. Where it would start one actor (a
 one-chunk job, on any machine), or the machine has at most `cluster.inline_max_cpus` CPUs,
-the driver renders every chunk itself instead: one thread per actor the pool would have
-started, each with that actor's threads and (`cluster.pin_cpus`) its cores, so each segment
-is the one that actor would have encoded and the output is the same file. Threads of one
-process share the GIL: in the render stage about 14 % of a one-core worker's time holds it
-(py-spy `--gil`, 640x360, benchmarks/RESULTS.md), so 2 workers ask a quarter of one core's
-worth of it and 4 about half; above that, separate processes (Ray's actors) scale where
-threads would queue for it (an estimate: only 2 cores were measured), and Ray's start is a
-smaller share of what a larger machine renders.
-On the 2-core machine (benchmarks/RESULTS.md) the 60 s clip took 14.3 s so, against 16.7 s
-with Ray (its start, then the pool) and 23.2 s in the single-process loop; unpinned, the
-workers' chunks took 1-2 s longer.
+the driver renders every chunk itself instead: one worker per actor the pool would have
+started, each a process with that actor's threads and (`cluster.pin_cpus`) its cores, so each
+segment is the one that actor would have encoded and the output is the same file. The
+workers are processes, not threads of the driver: threads shared the GIL, which the render
+stage holds about 40 % of the wall time with two of them (py-spy `--gil`), and two worker
+threads rendered the 60 s clip 11 % slower than the same work in two processes (eleventh
+session, benchmarks/RESULTS.md). A spawned process costs about 0.3 s of imports once.
+Above `inline_max_cpus`, Ray's start is a smaller share of what a larger machine renders.
 
 **The first chunks beside Ray's start** (`beside_ray=True`). A larger machine's job of several
 chunks waits for its local Ray and the pool's actors (2.7 s on the 2-core machine, with
 about 1.9 of its 5.4 core-seconds idle; more cores keep more of them idle). Such a job renders
-its chunks on one thread of the driver meanwhile, from the first, one after another, with the
+its chunks on one worker of the driver meanwhile, from the first, one after another, with the
 threads each actor of the pool gets (planned for all chunks but the first). When the pool is
 ready it takes every chunk not started here (`DriverChunks.hand_over`); the driver finishes
 the one it is on, and the pool takes the retries of any that failed here. Ray keeps the main
 thread: it ties the lives of the processes it starts to the thread that started them, and
 installs its signal handling only there.
 
-Either way the main thread records each chunk as it finishes (a job stopped later keeps it for
-its rerun), and a failed attempt counts like an actor's (`cluster.chunk_retries`,
-`on_chunk_error`); without Ray its retry runs here, on a fresh stage, as on a restarted actor.
-The hang watchdog holds here too (`cluster.hang_factor`, over the chunks rendered here): a
-chunk running past the limit counts as a hung attempt (run.json's `chunk_timeouts`) and is
-retried, here on a fresh worker started in its place, or beside Ray on the pool. A thread
-cannot be killed, so the hung one is left behind: its stage is cancelled (should its call
-return, it stops at its next frame and its result is dropped), each thread writes its segment
-under a temporary name of its own, and the job neither waits for it nor lets it hold the exit.
+Each worker is a thread of the driver that hands its chunks to its render process and waits.
+The main thread records each chunk as it finishes (a job stopped later keeps it for its
+rerun), and a failed attempt counts like an actor's (`cluster.chunk_retries`,
+`on_chunk_error`); without Ray its retry runs here, on a fresh process, as on a restarted
+actor. What an actor gives holds here too: a chunk running past the hang limit
+(`cluster.hang_factor`, over the chunks rendered here) has its process killed, counts as a
+hung attempt (run.json's `chunk_timeouts`) and is retried, here on a fresh worker started in
+its place, or beside Ray on the pool; a native crash or the OOM killer ends a render process,
+not the job, and its chunk is retried. Ctrl-C and SIGTERM reach the driver (the render
+processes ignore Ctrl-C; SIGTERM within `ray.init` excepted, where Ray's own handler holds
+it, see `fusionray.jobs.ray_session`): the main thread stops each chunk at its next frame
+(`RenderStage.cancel` in its process; chunks already finished are recorded), and a process
+that does not stop is killed. A driver killed outright takes its render processes with it.
 
-What the driver gives up against an actor (why only on a local machine without a GPU):
-
-- Freeing a hung chunk's resources: an actor is killed and its memory returned; a thread left
-  behind holds what it is stuck in (and its cores, if it spins) until it returns or the
-  process exits. Ctrl-C and SIGTERM unwind like everywhere else (SIGTERM within `ray.init`
-  excepted: Ray's own handler holds it there, see `fusionray.jobs.ray_session`): the main
-  thread stops each driver chunk at its next frame (`RenderStage.cancel`; chunks already
-  finished are recorded) and joins the threads, whose render stages join their step threads
-  in turn (a render abandoned at Ctrl-C was once still inside native code when the process
-  exited, and the exit aborted: -6, not 130).
-- Crash isolation: a segfault in a native library or the OOM killer takes the driver down
-  with its chunks; an actor's crash is retried. A rerun resumes from the chunks recorded.
-- GPUs: not given up; where this process sees a card, or the job declares its local Ray's
-  GPUs (`cluster.num_gpus`, logical ones too), the job keeps the actor path, whose device
-  planning follows Ray's assignment (`fusionray.models.device`).
-
-A job that must keep the isolation for every chunk sets `cluster.inline=false`;
-`cluster.inline_max_cpus=0` keeps the pool for every job of several chunks.
+GPUs stay with Ray: where this process sees a card, or the job declares its local Ray's GPUs
+(`cluster.num_gpus`, logical ones too), the job keeps the actor path, whose device planning
+follows Ray's assignment (`fusionray.models.device`). `cluster.inline=false` keeps every
+chunk on an actor; `cluster.inline_max_cpus=0` keeps the pool for every job of several
+chunks.
 """
 
 from __future__ import annotations
@@ -69,7 +58,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from fusionray.actors.pools import core_sets, plan_pool
 from fusionray.actors.render_stage import ChunkCancelled
@@ -87,15 +75,17 @@ from fusionray.jobs.scheduler import (
     job_failed,
     record_hang,
 )
+from fusionray.jobs.stage_process import CLOSE_SECONDS, StageHere, StageProcess, start_server
+from fusionray.lazy import ray_connected
 from fusionray.types import Chunk
 
 log = logging.getLogger("fusionray")
 
-INLINE_NOTE = ("rendered in the driver process: a local job without a GPU, on the threads its "
-               "render actors would have had, so no Ray was started (cluster.inline=false "
-               "renders on actors)")
-BESIDE_RAY_NOTE = ("the first chunk(s) were rendered in the driver process while Ray started "
-                   "(cluster.inline=false renders every chunk on an actor)")
+INLINE_NOTE = ("rendered by the driver's own render processes: a local job without a GPU, "
+               "with the threads and cores its render actors would have had, so no Ray was "
+               "started (cluster.inline=false renders on actors)")
+BESIDE_RAY_NOTE = ("the first chunk(s) were rendered by the driver's own render process while "
+                   "Ray started (cluster.inline=false renders every chunk on an actor)")
 
 
 @dataclass(frozen=True)
@@ -125,6 +115,20 @@ def _renders_here(
     # The GPU question last: on a GPU node it runs nvidia-smi.
     return bool(cluster.inline and not ray_running and not address and not pre_pass
                 and not cluster.elastic and not cluster.num_gpus and not sees_gpu())
+
+
+def start_render_processes_early(config: RenderConfig) -> None:
+    """Where the job may render every chunk without Ray on more than one worker (a local
+    one on a small machine, nothing joined or declared that keeps Ray's path), start the
+    fork server of the driver's render processes now (`fusionray.jobs.stage_process`): its
+    imports (about 0.6 s of one core) run beside the driver's own start, where they would
+    otherwise delay the first chunks. A job that turns out to need one worker (one chunk) or
+    Ray (a GPU seen, a pre-pass) leaves it idle."""
+    cluster = config.cluster
+    if (cluster.inline and 2 <= local_cpus(config) <= cluster.inline_max_cpus
+            and not cluster.address and not os.environ.get("RAY_ADDRESS")
+            and not cluster.elastic and not cluster.num_gpus and not ray_connected()):
+        start_server()
 
 
 def plan_driver(
@@ -172,33 +176,17 @@ def plan_driver(
     return DriverPlan(workers=1, threads=plan.threads, beside_ray=True)
 
 
-def render_with(stage: Any, task: Task) -> ChunkResult | BaseException:
-    """`task`'s chunk rendered by `stage`: its result, or the error its attempt failed with
-    (anything the stage raised, so the main thread sees it: a worker thread's own exception
-    would otherwise end only that thread)."""
+def render_with(stage: StageProcess | StageHere, task: Task) -> ChunkResult | BaseException:
+    """`task`'s chunk rendered by `stage`'s process: its result, or the error its attempt
+    failed with (anything the stage raised there, or its process's end, so the main thread
+    sees it: a worker thread's own exception would otherwise end only that thread)."""
     job = task.job
     assert isinstance(job, RenderJob), job
     try:
-        result: ChunkResult = stage(job.info, task.chunk, job.source)
+        result: ChunkResult = stage(id(job), job.info, job.source, task.chunk)
     except BaseException as error:
         return error
     return result
-
-
-def open_stage(stage_class: type, config: RenderConfig, threads: int) -> Any:
-    """The render stage, as an actor would construct it.
-
-    Raises:
-        FusionrayError: a config or model error of the constructor, as it stands.
-        RenderError: any other error of the constructor (its own message, one line, as from
-            an actor).
-    """
-    try:
-        return stage_class(config, threads=threads)
-    except FusionrayError:
-        raise
-    except Exception as error:
-        raise RenderError(f"A render stage could not start: {_reason(error)}") from None
 
 
 def settle_attempt(task: Task, outcome: ChunkResult | Exception, *, isolate_failures: bool,
@@ -253,27 +241,29 @@ _Finished = tuple[Task, "ChunkResult | BaseException"]
 
 @dataclass(frozen=True)
 class _Hung:
-    """An attempt a driver worker ran past the hang limit (`DriverChunks._abandon_hung`)."""
+    """An attempt a driver worker ran past the hang limit (`DriverChunks._stop_hung`)."""
 
     task: Task
     seconds: float
     limit_seconds: float
     worker: str
-    """The thread left behind with it."""
+    """The worker replaced (its thread's name)."""
 
 
 class DriverChunks:
-    """Chunks rendered on threads of the driver (see the module docstring): each of the plan's
-    workers takes the next chunk in order and renders it on a render stage of its own, kept
-    to its cores. The main thread records them as they finish: `run` (every chunk here, no
-    Ray), or `settle_finished` between the pool's turns and `settle` at the end (beside Ray's
-    start, until `hand_over`); either way it watches for hung chunks. `stop` stops them when
-    the job fails or is interrupted first."""
+    """Chunks rendered by the driver's own render processes (see the module docstring): each
+    of the plan's workers (a thread) takes the next chunk in order and renders it in a render
+    process of its own, kept to its cores. The main thread records them as they finish:
+    `run` (every chunk here, no Ray), or `settle_finished` between the pool's turns and
+    `settle` at the end (beside Ray's start, until `hand_over`); either way it watches for
+    hung chunks. `stop` stops them when the job fails or is interrupted first."""
 
     def __init__(self, tasks: Sequence[Task], stage_class: type, plan: DriverPlan) -> None:
         """Start rendering `tasks` (in this order, every one a `RenderJob`'s of one render
         pool) as `plan` (`plan_driver`) says."""
         self._plan, self._stage_class = plan, stage_class
+        self._stage_type = StageProcess if plan.workers > 1 else StageHere
+        """Workers that would share the GIL render in processes; a single one on its thread."""
         self._waiting = deque(tasks)
         self._unsettled = len(tasks)
         """Chunks neither recorded nor given up on (`run`)."""
@@ -283,7 +273,7 @@ class DriverChunks:
         self._closed = plan.beside_ray
         """No more chunks will come: beside Ray, retries go to the pool; else set by `run`."""
         self._cancelled = threading.Event()
-        self._stages: dict[threading.Thread, Any] = {}
+        self._stages: dict[threading.Thread, StageProcess | StageHere] = {}
         """Each worker's open render stage."""
         self._running: dict[threading.Thread, tuple[Task, float]] = {}
         """Each worker's chunk in progress, and when it took it (`time.monotonic`)."""
@@ -292,8 +282,8 @@ class DriverChunks:
         limit's median, as the scheduler's)."""
         self._workers: list[threading.Thread] = []
         self._cores: dict[threading.Thread, tuple[int, ...]] = {}
-        self._abandoned: list[threading.Thread] = []
-        """Workers left behind on a hung chunk: never waited for."""
+        self._replaced: list[threading.Thread] = []
+        """Workers whose chunk hung: their process killed, another worker in their place."""
         self._start_error: FusionrayError | None = None
         self._failures = self._failures_settled = 0
         """Failed attempts put in `_finished`, and those `run` has given its verdict on."""
@@ -309,7 +299,8 @@ class DriverChunks:
                 self._start_worker(own)
 
     def _start_worker(self, cores: tuple[int, ...]) -> threading.Thread:
-        """A worker thread on `cores` (() unpinned), started; the caller holds `_ready`."""
+        """A worker (a thread, whose render process keeps to `cores`; () unpinned), started;
+        the caller holds `_ready`."""
         worker = threading.Thread(target=self._work, args=(cores,), daemon=True,
                                   name=f"fusionray-driver-chunk-{len(self._workers)}")
         self._workers.append(worker)
@@ -318,9 +309,9 @@ class DriverChunks:
         return worker
 
     def _live(self) -> list[threading.Thread]:
-        """The workers not left behind on a hung chunk."""
+        """The workers not replaced after a hung chunk."""
         with self._ready:
-            return [worker for worker in self._workers if worker not in self._abandoned]
+            return [worker for worker in self._workers if worker not in self._replaced]
 
     # --- the workers' side ---
 
@@ -338,37 +329,40 @@ class DriverChunks:
             return task
 
     def _work(self, cores: tuple[int, ...]) -> None:
-        if cores and hasattr(os, "sched_setaffinity"):
-            # This thread only (0: the caller); the stage's decoder, encoder and inference
-            # threads start from it and inherit its cores.
-            os.sched_setaffinity(0, cores)
         me = threading.current_thread()
-        stage: Any = None
+        stage: StageProcess | StageHere | None = None
         try:
             while (task := self._next()) is not None:
                 assert isinstance(task.job, RenderJob), task.job
                 if stage is None:
+                    # Registered while it opens, so the watchdog can kill a stage that never
+                    # finishes opening, and `stop` one the job no longer needs.
+                    stage = self._stage_type(self._stage_class, task.job.config,
+                                             threads=self._plan.threads, cores=cores)
+                    with self._ready:
+                        self._stages[me] = stage
                     try:
-                        stage = open_stage(self._stage_class, task.job.config,
-                                           self._plan.threads)
+                        stage.wait_open()
                     except FusionrayError as error:
                         with self._ready:
-                            self._start_error = self._start_error or error
-                            self._running.pop(me, None)
-                        self._finished.put(None)
+                            # None: hung while it opened, killed, and settled without it.
+                            hung = self._running.pop(me, None) is None
+                            if not hung:
+                                self._start_error = self._start_error or error
+                        if not hung:
+                            self._finished.put(None)
                         return
                     with self._ready:
                         if me not in self._running:
-                            return  # left behind while the stage opened (see below)
-                        self._stages[me] = stage
+                            return  # hung while it opened (on this thread), settled without it
                 outcome = (ChunkCancelled(f"{describe(task.chunk)} cancelled")
                            if self._cancelled.is_set()  # stopped while the stage opened
                            else render_with(stage, task))
                 with self._ready:
                     taken = self._running.pop(me, None)
                     if taken is None:
-                        # Hung and left behind: the main thread settled this attempt without
-                        # it and cancelled the stage; a fresh worker renders in its place.
+                        # Hung: the main thread killed its process and settled this attempt
+                        # without it; a fresh worker renders in its place.
                         return
                     if not isinstance(outcome, BaseException):
                         self._durations.append(time.monotonic() - taken[1])
@@ -382,13 +376,15 @@ class DriverChunks:
                     # once would likely fail again
                 with self._ready:
                     self._stages.pop(me, None)
-                self._failed_here(task, outcome)
+                stage.close()
                 stage = None  # the next attempt on a fresh stage, as a restarted actor's
+                self._failed_here(task, outcome)
         finally:
             with self._ready:
-                if self._stages.get(me) is stage:
+                if stage is not None and self._stages.get(me) is stage:
                     self._stages.pop(me, None)
-            del stage  # its models go as soon as this worker is done with them
+            if stage is not None:
+                stage.close()  # its models go with its process
 
     def _failed_here(self, task: Task, error: BaseException) -> None:
         """Hand a failed attempt to `run` and wait for its verdict, so a retry goes ahead of
@@ -403,12 +399,11 @@ class DriverChunks:
 
     # --- the main thread's side ---
 
-    def _abandon_hung(self) -> list[_Hung]:
+    def _stop_hung(self) -> list[_Hung]:
         """The hang watchdog (`cluster.hang_factor`, `hang_limit_seconds` over the chunks
-        rendered here): a chunk running past the limit is taken from its worker, whose stage is
-        cancelled (should the call ever return, it stops at its next frame and its result is
-        dropped) and whose thread is left behind, since a thread cannot be killed. Every chunk
-        here: a fresh worker on the same cores takes its place. The caller settles each
+        rendered here), as the scheduler's for an actor: a chunk running past the limit is
+        taken from its worker, whose render process is killed (its thread then ends). Every
+        chunk here: a fresh worker on the same cores takes its place. The caller settles each
         attempt (`_hang_verdict`)."""
         now, hung = time.monotonic(), []
         with self._ready:
@@ -418,12 +413,12 @@ class DriverChunks:
                 if now - started <= limit:
                     continue
                 del self._running[worker]
-                self._abandoned.append(worker)
+                self._replaced.append(worker)
                 stage = self._stages.pop(worker, None)
-                cancel = getattr(stage, "cancel", None)
-                if callable(cancel):
-                    cancel()
-                event = (f"{worker.name} left behind: {describe(task.chunk)} ran "
+                # A process's call ends at once (a stage still opening dies opening); a
+                # thread's is left behind.
+                fate = stage.kill() if stage is not None else "its stage never opened"
+                event = (f"{worker.name} stopped, {fate}: {describe(task.chunk)} ran "
                          f"{now - started:.1f} s, past the hang limit of {limit:.1f} s")
                 if not self._plan.beside_ray and not self._cancelled.is_set():
                     event += f"; {self._start_worker(self._cores[worker]).name} started"
@@ -446,7 +441,7 @@ class DriverChunks:
     def run(self, *, isolate_failures: bool, on_progress: Callable[[Chunk], None]) -> None:
         """Every chunk here, no Ray: record each as it finishes, and render the retries of
         failed or hung attempts here too, until every chunk is settled; then the workers end
-        (those left behind on a hung chunk are not waited for).
+        (those replaced after a hung chunk end with their killed process).
 
         Raises:
             FusionrayError: a stage could not start (`open_stage`), or a chunk failed its last
@@ -456,7 +451,7 @@ class DriverChunks:
         """
         assert not self._plan.beside_ray, "beside Ray the pool settles the rest"
         while self._unsettled:
-            for hung in self._abandon_hung():
+            for hung in self._stop_hung():
                 self._settled(hung.task, _hang_verdict(
                     hung, isolate_failures=isolate_failures, on_progress=on_progress,
                     retried="in the driver"))
@@ -484,7 +479,6 @@ class DriverChunks:
             self._ready.notify_all()
         for worker in self._live():
             worker.join()
-        self._say_left_behind()
 
     def _settled(self, task: Task, retry: Task | None) -> None:
         """`run`'s verdict on one attempt: its retry goes ahead of the waiting chunks (as the
@@ -506,15 +500,6 @@ class DriverChunks:
                 self._waiting.remove(task)
             self._unsettled -= len(dropped)
 
-    def _say_left_behind(self) -> None:
-        """Name the hung threads still running as the driver's work ends: their stages are
-        cancelled, but what a thread is stuck in holds its memory until it returns or the
-        process exits."""
-        stuck = [worker.name for worker in self._abandoned if worker.is_alive()]
-        if stuck:
-            log.warning("%d render thread(s) left behind on a hung chunk still run (%s); the "
-                        "job's chunks were rendered by others", len(stuck), ", ".join(stuck))
-
     def hand_over(self) -> list[Task]:
         """The pool is ready: the chunks not started here are its (in order); the worker
         finishes the one it is on and takes no other."""
@@ -529,7 +514,7 @@ class DriverChunks:
                         on_progress: Callable[[Chunk], None]) -> list[Task]:
         """Beside Ray: record the chunks finished here so far (on the main thread, between the
         pool's; `settle_attempt` for each), so a job stopped later keeps them for its rerun,
-        and take a hung one from its worker (`_abandon_hung`).
+        and take a hung one from its worker (`_stop_hung`).
 
         Returns:
             The next attempts of the chunks that failed or hung here, for the pool.
@@ -537,7 +522,7 @@ class DriverChunks:
         Raises:
             FusionrayError: a chunk failed its last attempt (unless isolated).
         """
-        retries = [retry for hung in self._abandon_hung()
+        retries = [retry for hung in self._stop_hung()
                    if (retry := _hang_verdict(hung, isolate_failures=isolate_failures,
                                               on_progress=on_progress, retried="on Ray"))]
         while True:
@@ -554,39 +539,42 @@ class DriverChunks:
 
     def settle(self, *, isolate_failures: bool,
                on_progress: Callable[[Chunk], None]) -> list[Task]:
-        """Beside Ray: wait for the worker (watching its chunk for a hang), then record the
-        rest as `settle_finished` does.
+        """Beside Ray: wait for the worker, recording its chunks as they finish
+        (`settle_finished`, which also watches for a hang: the pool may have been left no
+        chunk, and this worker several).
 
         Raises:
-            FusionrayError: the stage could not start (`open_stage`), or a chunk failed its
-                last attempt (unless isolated).
+            FusionrayError: the stage could not start, or a chunk failed its last attempt
+                (unless isolated).
         """
         retries: list[Task] = []
         while live := [worker for worker in self._live() if worker.is_alive()]:
             live[0].join(timeout=self._watch_in())
-            retries += [retry for hung in self._abandon_hung()
-                        if (retry := _hang_verdict(hung, isolate_failures=isolate_failures,
-                                                   on_progress=on_progress, retried="on Ray"))]
+            retries += self.settle_finished(isolate_failures=isolate_failures,
+                                            on_progress=on_progress)
         if self._start_error is not None:
             raise self._start_error
-        retries += self.settle_finished(isolate_failures=isolate_failures,
-                                        on_progress=on_progress)
-        self._say_left_behind()
-        return retries
+        return retries + self.settle_finished(isolate_failures=isolate_failures,
+                                              on_progress=on_progress)
 
     def stop(self) -> None:
         """The job failed or was interrupted before its chunks settled: stop every chunk in
-        progress at its next frame (a stage still opening: before its first) and wait for the
-        workers (not those left behind on a hung chunk). Chunks finished by then are recorded
-        all the same, so a rerun reuses them."""
+        progress at its next frame (a stage still opening: at once), and wait for the workers;
+        a process that has not stopped within `CLOSE_SECONDS` (stuck in native code) is
+        killed. Chunks finished by then are recorded all the same, so a rerun reuses them."""
         with self._ready:
             self._cancelled.set()
             stages = list(self._stages.values())
             self._ready.notify_all()
         for stage in stages:
-            cancel = getattr(stage, "cancel", None)
-            if callable(cancel):
-                cancel()
+            stage.cancel()
+        deadline = time.monotonic() + CLOSE_SECONDS
+        for worker in self._live():
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._ready:
+            stuck = list(self._stages.values())
+        for stage in stuck:
+            stage.kill()
         for worker in self._live():
             worker.join()
         while True:
@@ -606,7 +594,7 @@ class DriverChunks:
 
 def _hang_verdict(hung: _Hung, *, isolate_failures: bool, on_progress: Callable[[Chunk], None],
                   retried: str) -> Task | None:
-    """The main thread's verdict on an attempt left behind as hung (`_abandon_hung`), counted
+    """The main thread's verdict on an attempt stopped as hung (`_stop_hung`), counted
     as the scheduler counts an actor's (`record_hang`): its next attempt, or None.
 
     Raises:
@@ -640,10 +628,3 @@ def _verdict(task: Task, outcome: ChunkResult | BaseException, *, isolate_failur
     if retry is None:
         on_progress(task.chunk)
     return retry
-
-
-def _reason(error: BaseException) -> str:
-    """The exception's own first line (a constructor's message, as `actor_start_failure`
-    reduces an actor's)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -49,6 +49,7 @@ from fusionray.jobs.inline import (
     INLINE_NOTE,
     DriverChunks,
     plan_driver,
+    start_render_processes_early,
 )
 from fusionray.jobs.inputs import (
     OutputPaths,
@@ -355,6 +356,7 @@ def render(
             kept for a rerun.
         RenderError: a chunk failed every retry, or writing the result failed.
     """
+    start_render_processes_early(config)
     shot = prepare_shot(config, run_dir)
     with OutputLock.for_config(shot.paths.video, shot.config.storage) as lock:
         shot.lock = lock

@@ -56,10 +56,11 @@ class RunSummary:
     actor_threads: dict[str, int] = field(default_factory=dict)
     """Inference/decode/encode threads per actor, by pool."""
     pool_events: list[str] = field(default_factory=list)
-    """Actors started (and on which node), restarted, or gone for good, in order."""
+    """Actors started (and on which node), restarted, or gone for good, in order; the driver's
+    workers replaced after a hung chunk (`fusionray.jobs.inline`)."""
     chunks_by_actor: dict[str, int] = field(default_factory=dict)
-    """Chunks each actor finished (e.g. {"render-0": 3, "render-2": 1}); {"driver": 1} when the
-    job's one chunk rendered in the driver process."""
+    """Chunks each actor finished (e.g. {"render-0": 3, "render-2": 1}); "driver": those the
+    driver's own render processes finished (no Ray, or beside Ray's start)."""
     chunk_timeouts: list[dict[str, Any]] = field(default_factory=list)
     """Chunks cancelled as hung: chunk, attempt, seconds, limit_seconds, actor."""
     identity: dict[str, float | int] | None = None
