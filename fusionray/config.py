@@ -607,6 +607,13 @@ class ClusterConfig:
     """With `inline`: the most CPUs (`num_cpus`, or this machine's) on which a job of several
     chunks renders them all without Ray (0: never). Above it, Ray's start is a smaller share
     of the job, and its pool spreads onto other nodes (only 2 cores were measured)."""
+    inline_process_chunks: int = 4
+    """With `inline`, every chunk here on several workers: from this many chunks per worker
+    on, each worker renders in a process of its own (no GIL shared with the others, a hung
+    chunk's process killed; about 0.5 s to start), below it on a thread of the driver (0:
+    always processes). On the 2-core machine processes made the 60 s clip (8 chunks a
+    worker) 7 % faster and the 4 s clip (1 a worker) 0.6 s slower; the 12 s clip (3) broke
+    even (benchmarks/RESULTS.md)."""
     detect: PoolConfig = field(default_factory=PoolConfig)
     swap: PoolConfig = field(default_factory=lambda: PoolConfig(replicas=0))
     """The render pool: each actor renders whole chunks (detect, swap, encode in one call)."""
@@ -635,6 +642,8 @@ class ClusterConfig:
         _require(self.chunk_retries >= 0, "cluster.chunk_retries", self.chunk_retries, ">= 0")
         _require(self.inline_max_cpus >= 0, "cluster.inline_max_cpus", self.inline_max_cpus,
                  ">= 0")
+        _require(self.inline_process_chunks >= 0, "cluster.inline_process_chunks",
+                 self.inline_process_chunks, ">= 0")
         _require(self.num_cpus is None or self.num_cpus >= 1, "cluster.num_cpus",
                  self.num_cpus, ">= 1 or null")
         _require(self.hang_factor > 1, "cluster.hang_factor", self.hang_factor, "> 1")

@@ -7,7 +7,8 @@ mid-job), `fail_start` (the render stage's constructor raises), `fail_chunks` (c
 whose render raises), `hang_chunks` (chunks that hang `hang_seconds` on their first attempt
 only), `flaky_chunks` (chunks whose first attempt raises, every later one renders; needs
 `state_dir` like `hang_chunks`), `hang_start_seconds` (the first stage constructed, in any
-process, takes that long to start; needs `state_dir`), `marker_dir` (a file
+process, takes that long to start, its process named by a file `start-hung-pid-P` in
+`state_dir`), `marker_dir` (a file
 `chunk-I-pid-P-parent-Q` appears there when chunk I starts in worker P, a child of Q),
 `affinity_dir` (a file `chunk-I` there holds the CPUs chunk I's thread may run on, e.g.
 `0,1`), `cancelled_chunks` (chunks that wait, at most 120 s, until the stage is cancelled,
@@ -48,6 +49,7 @@ class FaultyRenderStage(RenderStage, metaclass=_Hooked):
         if self.hooks.get("fail_start"):
             raise RuntimeError("test hook: the render stage cannot start")
         if self.hooks.get("hang_start_seconds") and first_attempt(self.hooks, "start-hung", 0):
+            Path(self.hooks["state_dir"], f"start-hung-pid-{os.getpid()}").touch()
             time.sleep(float(self.hooks["hang_start_seconds"]))
         Path(self.hooks["opened_dir"], f"{os.getpid()}-{time.monotonic_ns()}").write_text(
             str(threads))

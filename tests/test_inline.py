@@ -60,7 +60,9 @@ THREE_CHUNKS = ("chunk.frames=8", "chunk.keyframe_aligned=false")
 BESIDE = ("cluster.num_cpus=2", "cluster.inline_max_cpus=0")
 """Two cores, treated as a larger machine: the driver renders only beside Ray's start."""
 SMALL = ("cluster.num_cpus=2",)
-"""Two cores: every chunk in the driver, on two workers."""
+"""Two cores: every chunk in the driver, on two workers (threads, below 4 chunks a worker)."""
+PROCESSES = (*SMALL, "cluster.inline_process_chunks=0")
+"""Two cores, every chunk in the driver on two workers, each in a render process."""
 
 
 def decide(config: RenderConfig, **facts: Any) -> DriverPlan | None:
@@ -91,27 +93,43 @@ def test_a_local_one_chunk_job_renders_here_on_every_core() -> None:
 
 def test_a_small_machine_renders_every_chunk_here_one_pinned_worker_per_actor() -> None:
     cpus = (4, 5)
-    # Two cores: the pool's two actors of one thread, each on its own core.
+    # Two cores: the pool's two actors of one thread, each on its own core (and, with 8
+    # chunks a worker, in a process of its own).
     assert decide(cluster_config(num_cpus=2), tasks=16, affinity=cpus) == DriverPlan(
-        workers=2, threads=1, cores=((4,), (5,)))
+        workers=2, threads=1, cores=((4,), (5,)), processes=True)
     assert decide(cluster_config(num_cpus=2, pin_cpus=False), tasks=16, affinity=cpus
-                  ) == DriverPlan(workers=2, threads=1)
+                  ) == DriverPlan(workers=2, threads=1, processes=True)
     # Workers that do not fill the CPUs this process has are not pinned, as actors are not.
     assert decide(cluster_config(num_cpus=2), tasks=16, affinity=(0, 1, 2)
-                  ) == DriverPlan(workers=2, threads=1)
+                  ) == DriverPlan(workers=2, threads=1, processes=True)
     # Never more workers than chunks, or than max_chunks_in_flight (as actors).
     assert decide(cluster_config(num_cpus=4), tasks=3) == DriverPlan(workers=3, threads=1)
     assert decide(cluster_config(num_cpus=4, max_chunks_in_flight=2), tasks=9
-                  ) == DriverPlan(workers=2, threads=2)
+                  ) == DriverPlan(workers=2, threads=2, processes=True)
     assert decide(cluster_config(num_cpus=4, swap=PoolConfig(replicas=0, num_cpus=2)),
-                  tasks=9) == DriverPlan(workers=2, threads=2)
+                  tasks=9) == DriverPlan(workers=2, threads=2, processes=True)
+
+
+def test_workers_are_processes_from_inline_process_chunks_chunks_a_worker() -> None:
+    """Below `cluster.inline_process_chunks` chunks a worker, a process's start costs more
+    than the GIL it frees; one worker shares the GIL with none."""
+    two = {tasks: decide(cluster_config(num_cpus=2), tasks=tasks) for tasks in (2, 7, 8, 40)}
+    assert {tasks: (plan.workers, plan.processes) for tasks, plan in two.items()
+            if plan is not None} == {2: (2, False), 7: (2, False), 8: (2, True), 40: (2, True)}
+    always = cluster_config(num_cpus=2, inline_process_chunks=0)
+    assert decide(always, tasks=2) == DriverPlan(workers=2, threads=1, processes=True)
+    assert decide(always, tasks=1) == DriverPlan(workers=1, threads=2)  # one: its thread
+    assert decide(cluster_config(num_cpus=4, inline_process_chunks=2), tasks=7
+                  ) == DriverPlan(workers=4, threads=1)  # 7 < 2 x 4
+    with pytest.raises(ConfigError, match=r"cluster\.inline_process_chunks.*-1.*>= 0"):
+        cluster_config(inline_process_chunks=-1)
 
 
 def test_a_larger_machine_renders_its_first_chunks_beside_rays_start() -> None:
     # 15 chunks left for the pool: max_chunks_in_flight=4 actors of two on 8 cores.
     assert decide(cluster_config(num_cpus=8), tasks=16) == beside(threads=2)
     assert decide(cluster_config(num_cpus=8, inline_max_cpus=8), tasks=16) == DriverPlan(
-        workers=4, threads=2)
+        workers=4, threads=2, processes=True)
     # inline_max_cpus=0: beside Ray's start even on two cores.
     assert decide(cluster_config(num_cpus=2, inline_max_cpus=0), tasks=16) == beside(threads=1)
     # Two chunks: the pool gets one, so one actor on every core; the driver's chunk too.
@@ -452,15 +470,16 @@ def two_cpus() -> Iterator[tuple[int, int]]:
         os.sched_setaffinity(0, cpus)
 
 
+@pytest.mark.parametrize("workers", [SMALL, PROCESSES], ids=["threads", "processes"])
 @pytest.mark.ray
 def test_a_small_machine_renders_every_chunk_here_on_pinned_workers_into_the_same_file(
     clip: Path, tmp_path: Path, ray_forbidden: None, two_cpus: tuple[int, int],
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, workers: tuple[str, ...],
 ) -> None:
     here = tmp_path / "here.mp4"
     cpus = tmp_path / "cpus"
     cpus.mkdir()
-    summary = render(config_for(clip, here, *THREE_CHUNKS, *SMALL), run_dir=tmp_path,
+    summary = render(config_for(clip, here, *THREE_CHUNKS, *workers), run_dir=tmp_path,
                      config_yaml="x: 1\n", stage_classes=faulty_stages(affinity_dir=str(cpus)))
     assert summary.chunks == 3 and summary.chunks_rendered == 3
     assert summary.chunks_by_actor == {"driver": 3} and summary.ray_session is None
@@ -586,16 +605,17 @@ def gone(pid: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize(("mode", "hung"), [(SMALL, 1), (BESIDE, 0)],
-                         ids=["every-chunk-here", "beside-ray"])
+@pytest.mark.parametrize(("mode", "hung"), [(PROCESSES, 1), (SMALL, 1), (BESIDE, 0)],
+                         ids=["every-chunk-here-processes", "every-chunk-here-threads",
+                              "beside-ray"])
 @pytest.mark.ray
 def test_a_hung_chunk_in_the_driver_is_stopped_and_retried(
     clip: Path, tmp_path: Path, no_ray: None, mode: tuple[str, ...], hung: int,
 ) -> None:
-    """The hang watchdog in the driver, as for an actor: every chunk here (two workers, in
-    render processes), the hung chunk's process is killed and a fresh worker started in its
-    place takes the retry; beside Ray (one worker, on its thread), the thread is left behind,
-    its chunk cancelled, and the pool takes the retry."""
+    """The hang watchdog in the driver, as for an actor: every chunk here, a fresh worker
+    started in its place takes the retry, and the hung one's render process is killed (or,
+    on a thread, the thread is left behind and its chunk cancelled); beside Ray (one worker,
+    on its thread) the pool takes the retry."""
     reference = tmp_path / "reference.mp4"
     render(config_for(clip, reference, *THREE_CHUNKS, *SMALL, "quality=lossless"),
            run_dir=tmp_path, config_yaml="x: 1\n")
@@ -603,7 +623,7 @@ def test_a_hung_chunk_in_the_driver_is_stopped_and_retried(
     markers = tmp_path / "markers"
     markers.mkdir()
     # Beside Ray the thread left behind sleeps on; 20 s, so it ends soon after the test.
-    stages = faulty_stages(hang_chunks=[hung], hang_seconds=600 if mode == SMALL else 20,
+    stages = faulty_stages(hang_chunks=[hung], hang_seconds=600 if mode == PROCESSES else 20,
                            state_dir=str(tmp_path), marker_dir=str(markers))
     started = time.monotonic()
     summary = render(config_for(clip, output, *THREE_CHUNKS, *mode, *HANG, "quality=lossless"),
@@ -618,18 +638,18 @@ def test_a_hung_chunk_in_the_driver_is_stopped_and_retried(
     assert summary.chunk_failures == [
         f"chunk {hung} (frames {8 * hung}-{last}) attempt 1: hung "
         f"({timeout['seconds']:.1f} s > {timeout['limit_seconds']:.1f} s)"]
-    fate = "its render process killed" if mode == SMALL else (
+    fate = "its render process killed" if mode == PROCESSES else (
         "its thread left behind (its chunk cancelled)")
     [event] = [e for e in summary.pool_events if " stopped, " in e]
     assert event.startswith(f"{worker} stopped, {fate}: chunk {hung} "
                             f"(frames {8 * hung}-{last}) ran "), event
-    if mode == SMALL:  # a fresh worker took its place, and rendered the retry
+    if mode == BESIDE:  # the pool took the retry with the rest
+        assert "started" not in event and "driver" not in summary.chunks_by_actor
+    else:  # a fresh worker took its place, and rendered the retry
         assert event.endswith(" started") and summary.chunks_by_actor == {"driver": 3}
-        # Both attempts' processes are gone, the hung one (in its 10-minute hang) killed.
+    if mode == PROCESSES:  # both attempts' processes are gone, the hung one killed
         processes = render_processes(markers, hung)
         assert len(processes) == 2 and all(gone(pid) for pid in processes)
-    else:  # the pool took the retry with the rest
-        assert "started" not in event and "driver" not in summary.chunks_by_actor
     assert summary.chunks_rendered == 3 and not ray.is_initialized()
     frames, expected = decoded_frames(output), decoded_frames(reference)
     assert len(frames) == len(expected) == FRAMES
@@ -645,13 +665,15 @@ def test_a_stage_hung_while_opening_in_the_driver_is_killed_too(
     opening (its models) counts as a hung chunk as well."""
     stages = faulty_stages(hang_start_seconds=600, state_dir=str(tmp_path))
     started = time.monotonic()
-    summary = render(config_for(clip, tmp_path / "out.mp4", *THREE_CHUNKS, *SMALL, *HANG),
+    summary = render(config_for(clip, tmp_path / "out.mp4", *THREE_CHUNKS, *PROCESSES, *HANG),
                      run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
     assert time.monotonic() - started < 60, "the job waited for the stage"
     [timeout] = summary.chunk_timeouts
     assert timeout["attempt"] == 1 and timeout["chunk"] in (0, 1), timeout
     assert summary.chunks_rendered == 3 and summary.chunks_by_actor == {"driver": 3}
-    assert len(stages.render.opened()) == 2  # the first and the fresh worker's, not the hung
+    # The one that hung opening was killed (the retry took an open stage, or a fresh one).
+    [hung] = [int(path.name.rsplit("-", 1)[1]) for path in tmp_path.glob("start-hung-pid-*")]
+    assert gone(hung) and len(stages.render.opened()) in (1, 2)
 
 
 def test_a_chunk_hung_on_its_last_attempt_in_the_driver_stops_the_job(
@@ -664,13 +686,13 @@ def test_a_chunk_hung_on_its_last_attempt_in_the_driver_stops_the_job(
                                           r"RenderError: chunk 1 \(frames 8-15\) ran \d+\.\d s, "
                                           r"past the hang limit of \d+\.\d s; 2 finished "
                                           r"chunk\(s\) are kept in .*: rerun the same command"):
-        render(config_for(clip, output, *THREE_CHUNKS, *SMALL, *HANG,
+        render(config_for(clip, output, *THREE_CHUNKS, *PROCESSES, *HANG,
                           "cluster.chunk_retries=0"),
                run_dir=tmp_path, config_yaml="x: 1\n", stage_classes=stages)
     assert time.monotonic() - started < 60, "the job waited for the hung chunk"
     assert not output.exists()
     # The rerun renders the hung chunk (its hook hangs the first attempt only), reusing the rest.
-    summary = render(config_for(clip, output, *THREE_CHUNKS, *SMALL, *HANG), run_dir=tmp_path,
+    summary = render(config_for(clip, output, *THREE_CHUNKS, *PROCESSES, *HANG), run_dir=tmp_path,
                      config_yaml="x: 1\n", stage_classes=stages)
     assert summary.chunks_rendered == 1 and summary.chunks_reused == 2
 
@@ -689,7 +711,7 @@ def test_the_render_cli_kills_a_hung_chunks_process_and_exits_at_once(
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "tests.fault_cli", str(hooks), f"+video={clip}",
-         f"+source={demo_source_image_path()}", f"output={output}", *THREE_CHUNKS, *SMALL,
+         f"+source={demo_source_image_path()}", f"output={output}", *THREE_CHUNKS, *PROCESSES,
          *HANG, "progress=false", "preview_frames=0", f"hydra.run.dir={tmp_path / 'h'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -721,8 +743,9 @@ def test_the_driver_plans_the_workers_and_threads_the_pool_plans_on_its_fresh_ra
             stop_ray()
         for tasks in (2, 3, 5, 16):
             here = decide(config, tasks=tasks)
-            assert here == DriverPlan(workers=plans[tasks].actors, threads=plans[tasks].threads
-                                      ), (cpus, tasks)
+            assert here is not None
+            assert (here.workers, here.threads) == (plans[tasks].actors, plans[tasks].threads
+                                                    ), (cpus, tasks)
             first = decide(cluster_config(num_cpus=cpus, inline_max_cpus=0), tasks=tasks)
             assert first == beside(threads=plans[tasks - 1].threads), (cpus, tasks)
 

@@ -1,7 +1,7 @@
-"""Chunks the driver renders itself, without Ray: on render processes of its own
-(`fusionray.jobs.stage_process`), one per worker, every chunk of a job that would start a
-local Ray of its own only to run a small pool, or a longer job's first chunks while that Ray
-and its render pool start.
+"""Chunks the driver renders itself, without Ray, on workers of its own (threads, or render
+processes: `fusionray.jobs.stage_process`): every chunk of a job that would start a local Ray
+of its own only to run a small pool, or a longer job's first chunks while that Ray and its
+render pool start.
 
 **Every chunk, no Ray** (`plan_driver`, `beside_ray=False`). A local job on a machine without
 a GPU pays for Ray's start and stop before and after its frames: the GCS, the raylet, its
@@ -9,13 +9,14 @@ agents and one worker process per actor, 3.1-3.3 s of CPU-bound work on the 2-co
 where a 12 s clip (300 frames) renders in about 3.4 s. Where it would start one actor (a
 one-chunk job, on any machine), or the machine has at most `cluster.inline_max_cpus` CPUs,
 the driver renders every chunk itself instead: one worker per actor the pool would have
-started, each a process with that actor's threads and (`cluster.pin_cpus`) its cores, so each
-segment is the one that actor would have encoded and the output is the same file. The
-workers are processes, not threads of the driver: threads shared the GIL, which the render
-stage holds about 40 % of the wall time with two of them (py-spy `--gil`), and two worker
-threads rendered the 60 s clip 11 % slower than the same work in two processes (eleventh
-session, benchmarks/RESULTS.md). A spawned process costs about 0.3 s of imports once.
-Above `inline_max_cpus`, Ray's start is a smaller share of what a larger machine renders.
+started, each with that actor's threads and (`cluster.pin_cpus`) its cores, so each segment
+is the one that actor would have encoded and the output is the same file. With at least
+`cluster.inline_process_chunks` chunks a worker, each worker renders in a process of its own:
+threads share the GIL, which the render stage holds about 40 % of the wall time with two of
+them (py-spy `--gil`), and two worker threads rendered the 60 s clip 11 % slower than the
+same work in two processes; a process costs about 0.4 s to start, more than the GIL costs a
+short job (eleventh session, benchmarks/RESULTS.md). Above `inline_max_cpus`, Ray's start is
+a smaller share of what a larger machine renders.
 
 **The first chunks beside Ray's start** (`beside_ray=True`). A larger machine's job of several
 chunks waits for its local Ray and the pool's actors (2.7 s on the 2-core machine, with
@@ -27,19 +28,22 @@ the one it is on, and the pool takes the retries of any that failed here. Ray ke
 thread: it ties the lives of the processes it starts to the thread that started them, and
 installs its signal handling only there.
 
-Each worker is a thread of the driver that hands its chunks to its render process and waits.
-The main thread records each chunk as it finishes (a job stopped later keeps it for its
-rerun), and a failed attempt counts like an actor's (`cluster.chunk_retries`,
-`on_chunk_error`); without Ray its retry runs here, on a fresh process, as on a restarted
-actor. What an actor gives holds here too: a chunk running past the hang limit
-(`cluster.hang_factor`, over the chunks rendered here) has its process killed, counts as a
-hung attempt (run.json's `chunk_timeouts`) and is retried, here on a fresh worker started in
-its place, or beside Ray on the pool; a native crash or the OOM killer ends a render process,
-not the job, and its chunk is retried. Ctrl-C and SIGTERM reach the driver (the render
-processes ignore Ctrl-C; SIGTERM within `ray.init` excepted, where Ray's own handler holds
-it, see `fusionray.jobs.ray_session`): the main thread stops each chunk at its next frame
-(`RenderStage.cancel` in its process; chunks already finished are recorded), and a process
-that does not stop is killed. A driver killed outright takes its render processes with it.
+Each worker is a thread of the driver that renders its chunks on its own stage, or hands them
+to its render process and waits. The main thread records each chunk as it finishes (a job
+stopped later keeps it for its rerun), and a failed attempt counts like an actor's
+(`cluster.chunk_retries`, `on_chunk_error`); without Ray its retry runs here, on a fresh
+stage, as on a restarted actor. A chunk running past the hang limit (`cluster.hang_factor`,
+over the chunks rendered here) counts as a hung attempt (run.json's `chunk_timeouts`) and is
+retried, here on a fresh worker started in its place, or beside Ray on the pool; its process
+is killed, or, on a thread (which cannot be killed), its chunk is cancelled and the thread
+left behind. In a process, a native crash or the OOM killer ends that process, not the job,
+and its chunk is retried; on threads it takes the driver down (a rerun resumes from the
+chunks recorded). Ctrl-C and SIGTERM reach the driver (render processes ignore Ctrl-C;
+SIGTERM within `ray.init` excepted, where Ray's own handler holds it, see
+`fusionray.jobs.ray_session`): the main thread stops each chunk at its next frame
+(`RenderStage.cancel`; chunks already finished are recorded) and waits for the workers,
+killing a process that does not stop. A driver killed outright takes its render processes
+with it.
 
 GPUs stay with Ray: where this process sees a card, or the job declares its local Ray's GPUs
 (`cluster.num_gpus`, logical ones too), the job keeps the actor path, whose device planning
@@ -81,11 +85,11 @@ from fusionray.types import Chunk
 
 log = logging.getLogger("fusionray")
 
-INLINE_NOTE = ("rendered by the driver's own render processes: a local job without a GPU, "
-               "with the threads and cores its render actors would have had, so no Ray was "
-               "started (cluster.inline=false renders on actors)")
-BESIDE_RAY_NOTE = ("the first chunk(s) were rendered by the driver's own render process while "
-                   "Ray started (cluster.inline=false renders every chunk on an actor)")
+INLINE_NOTE = ("rendered by the driver's own workers: a local job without a GPU, with the "
+               "threads and cores its render actors would have had, so no Ray was started "
+               "(cluster.inline=false renders on actors)")
+BESIDE_RAY_NOTE = ("the first chunk(s) were rendered by the driver while Ray started "
+                   "(cluster.inline=false renders every chunk on an actor)")
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,9 @@ class DriverPlan:
     beside_ray: bool = False
     """True: only the first chunks, one worker, while the job's Ray and pool start. False:
     every chunk, and no Ray starts."""
+    processes: bool = False
+    """Each worker renders in a process of its own (`cluster.inline_process_chunks`); else
+    on its thread of the driver."""
 
 
 def _renders_here(
@@ -117,15 +124,16 @@ def _renders_here(
                 and not cluster.elastic and not cluster.num_gpus and not sees_gpu())
 
 
-def start_render_processes_early(config: RenderConfig) -> None:
-    """Where the job may render every chunk without Ray on more than one worker (a local
-    one on a small machine, nothing joined or declared that keeps Ray's path), start the
-    fork server of the driver's render processes now (`fusionray.jobs.stage_process`): its
-    imports (about 0.6 s of one core) run beside the driver's own start, where they would
-    otherwise delay the first chunks. A job that turns out to need one worker (one chunk) or
-    Ray (a GPU seen, a pre-pass) leaves it idle."""
-    cluster = config.cluster
-    if (cluster.inline and 2 <= local_cpus(config) <= cluster.inline_max_cpus
+def start_render_processes_early(config: RenderConfig, chunks: int) -> None:
+    """Where a shot of `chunks` chunks may render on the driver's render processes (a local
+    job on a small machine, nothing joined or declared that keeps Ray's path, enough chunks a
+    worker: `plan_driver`), start their fork server now (`fusionray.jobs.stage_process`):
+    its imports (about 0.6 s of one core) run beside the driver's source identity, where they
+    would otherwise delay the first chunks. A job that goes to Ray after all (a GPU seen, a
+    pre-pass) or has fewer chunks left (resumed) leaves it idle."""
+    cluster, cpus = config.cluster, local_cpus(config)
+    if (cluster.inline and 2 <= cpus <= cluster.inline_max_cpus
+            and chunks >= 2 * cluster.inline_process_chunks
             and not cluster.address and not os.environ.get("RAY_ADDRESS")
             and not cluster.elastic and not cluster.num_gpus and not ray_connected()):
         start_server()
@@ -170,7 +178,9 @@ def plan_driver(
         plan = plan_pool(cluster.swap, cluster, {"CPU": cpus}, kind="render", node_cpus=cpus,
                          chunks=tasks)
         cores = core_sets(affinity, plan.actors, plan.threads) if cluster.pin_cpus else ()
-        return DriverPlan(workers=plan.actors, threads=plan.threads, cores=cores)
+        processes = plan.actors > 1 and tasks >= cluster.inline_process_chunks * plan.actors
+        return DriverPlan(workers=plan.actors, threads=plan.threads, cores=cores,
+                          processes=processes)
     plan = plan_pool(cluster.swap, cluster, {"CPU": cpus}, kind="render", node_cpus=cpus,
                      chunks=tasks - 1)
     return DriverPlan(workers=1, threads=plan.threads, beside_ray=True)
@@ -251,9 +261,10 @@ class _Hung:
 
 
 class DriverChunks:
-    """Chunks rendered by the driver's own render processes (see the module docstring): each
-    of the plan's workers (a thread) takes the next chunk in order and renders it in a render
-    process of its own, kept to its cores. The main thread records them as they finish:
+    """Chunks rendered by the driver's own workers (see the module docstring): each of the
+    plan's workers (a thread) takes the next chunk in order and renders it on a stage of its
+    own (on the thread, or in a render process), kept to its cores. The main thread records
+    them as they finish:
     `run` (every chunk here, no Ray), or `settle_finished` between the pool's turns and
     `settle` at the end (beside Ray's start, until `hand_over`); either way it watches for
     hung chunks. `stop` stops them when the job fails or is interrupted first."""
@@ -262,8 +273,7 @@ class DriverChunks:
         """Start rendering `tasks` (in this order, every one a `RenderJob`'s of one render
         pool) as `plan` (`plan_driver`) says."""
         self._plan, self._stage_class = plan, stage_class
-        self._stage_type = StageProcess if plan.workers > 1 else StageHere
-        """Workers that would share the GIL render in processes; a single one on its thread."""
+        self._stage_type = StageProcess if plan.processes else StageHere
         self._waiting = deque(tasks)
         self._unsettled = len(tasks)
         """Chunks neither recorded nor given up on (`run`)."""

@@ -159,6 +159,8 @@ def prepare_shot(config: RenderConfig, run_dir: Path) -> Shot:
     # it and the input, so the same command on the same input always has the same hash.
     digest = config_hash(config)
     config = resolve_for_video(config, info.width, info.height)
+    chunks = plan_video_chunks(info, config.chunk)
+    start_render_processes_early(config, len(chunks))
 
     codec = settings_for_video(config.encode, info).codec  # ConfigError before Ray starts
     output_frames: ImageSequence | None = None
@@ -186,7 +188,6 @@ def prepare_shot(config: RenderConfig, run_dir: Path) -> Shot:
     ensure_swap_models(config)
     stages["models"] = time.perf_counter() - clock
 
-    chunks = plan_video_chunks(info, config.chunk)
     return Shot(config=config, digest=digest, video=video, sources=sources, info=info,
                 shared_info=shared_info, paths=paths, destination=destination, source=source,
                 detector_provider=f"{detector.name}:{detector.provider}", chunks=chunks,
@@ -356,7 +357,6 @@ def render(
             kept for a rerun.
         RenderError: a chunk failed every retry, or writing the result failed.
     """
-    start_render_processes_early(config)
     shot = prepare_shot(config, run_dir)
     with OutputLock.for_config(shot.paths.video, shot.config.storage) as lock:
         shot.lock = lock

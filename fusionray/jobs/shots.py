@@ -36,7 +36,6 @@ from fusionray.actors.pools import StageClasses
 from fusionray.config import to_render_config
 from fusionray.errors import ConfigError, FusionrayError, PublishError, RenderError
 from fusionray.jobs.exit_codes import EXIT_OK, EXIT_RENDER_FAILED
-from fusionray.jobs.inline import start_render_processes_early
 from fusionray.jobs.lock import OutputLock
 from fusionray.jobs.pipeline import (
     Shot,
@@ -225,10 +224,7 @@ def render_shots(
             report.rows.append(row)
             try:
                 composed = shot_config(cfg, spec)
-                config = to_render_config(composed)
-                if not prepared:
-                    start_render_processes_early(config)
-                shot = prepare_shot(config, run_dir)
+                shot = prepare_shot(to_render_config(composed), run_dir)
                 lock = locks.enter_context(OutputLock.for_config(shot.paths.video,
                                                                  shot.config.storage))
                 shot.lock = lock

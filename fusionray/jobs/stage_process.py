@@ -2,7 +2,7 @@
 its own), without Ray.
 
 The driver renders a small machine's chunks itself (`fusionray.jobs.inline`). On threads of
-one process its workers shared the GIL: the render stage holds it about 40 % of the wall time
+one process its workers share the GIL: the render stage holds it about 40 % of the wall time
 with two workers (py-spy `--gil`, 60 s clip, 2-core VM), and two workers on threads rendered
 11 % slower than the same work in two processes (benchmarks/RESULTS.md, eleventh session). A
 process also gives what an actor gives: a hung chunk's process is killed, and a native crash
@@ -11,12 +11,17 @@ takes down that process, not the job.
 `StageProcess` is the driver's handle on one child: it starts it (the stage constructed there,
 kept to its cores), renders chunks in it one at a time, stops a chunk at its next frame
 (`cancel`: SIGTERM, which the child turns into `RenderStage.cancel`), kills it (`kill`), and
-closes it. The child is spawned, not forked: a forked child inherits OpenCV's thread pool in
-a state it cannot leave (`cv2.setNumThreads(1)` in a child forked after the parent had run
-`cv2.resize` on two threads never returned, measured), and a fresh interpreter inherits no
-lock another thread held. It ignores SIGINT (Ctrl-C reaches the whole process group; the
-driver stops its children itself) and dies with the driver thread that started it
-(`PR_SET_PDEATHSIG`), so a driver killed outright leaves no render running.
+closes it. `StageHere` has the same interface for a stage on the worker's own thread.
+
+The children are forked by multiprocessing's fork server, which imports the render stage's
+modules once (`PRELOAD`) and never runs OpenCV: a child forked straight from the driver
+inherits OpenCV's thread pool in a state it cannot leave (`cv2.setNumThreads(1)` in a child
+forked after the parent had run `cv2.resize` on two threads never returned, measured), and a
+spawned child imports everything again (0.6-0.9 s each; the 4 s clip lost 0.9 s). The server
+starts early (`start_server`, from `fusionray.jobs.inline.start_render_processes_early`).
+A child ignores SIGINT (Ctrl-C reaches the whole process group; the driver stops its children
+itself) and dies with the server (`PR_SET_PDEATHSIG`), which ends with the driver, so a driver
+killed outright leaves no render running.
 
 Messages on the pipe: the child sends ("ready", None) or ("error", exception) once started;
 then for each chunk the driver sends (job key, info or None, source or None, chunk), the
