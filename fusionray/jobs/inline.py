@@ -55,7 +55,6 @@ chunks.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -68,7 +67,7 @@ from fusionray.actors.render_stage import ChunkCancelled
 from fusionray.actors.stages import ChunkResult
 from fusionray.config import RenderConfig
 from fusionray.errors import FusionrayError, RenderError
-from fusionray.jobs.ray_session import failure_reason, local_cpus
+from fusionray.jobs.ray_session import failure_reason, join_address, local_cpus
 from fusionray.jobs.scheduler import (
     POLL_SECONDS,
     ChunkJob,
@@ -131,11 +130,13 @@ def start_render_processes_early(config: RenderConfig, chunks: int) -> None:
     its imports (about 0.6 s of one core) run beside the driver's source identity, where they
     would otherwise delay the first chunks. A job that goes to Ray after all (a GPU seen, a
     pre-pass) or has fewer chunks left (resumed) leaves it idle."""
-    cluster, cpus = config.cluster, local_cpus(config)
-    if (cluster.inline and 2 <= cpus <= cluster.inline_max_cpus
+    cluster = config.cluster
+    if (2 <= local_cpus(config) <= cluster.inline_max_cpus
             and chunks >= 2 * cluster.inline_process_chunks
-            and not cluster.address and not os.environ.get("RAY_ADDRESS")
-            and not cluster.elastic and not cluster.num_gpus and not ray_connected()):
+            # Not asked yet: a pre-pass (the shot list's), and the GPU probe (nvidia-smi).
+            and _renders_here(config, ray_running=ray_connected(),
+                              address=join_address(config), sees_gpu=lambda: False,
+                              pre_pass=False)):
         start_server()
 
 
@@ -293,7 +294,8 @@ class DriverChunks:
         self._workers: list[threading.Thread] = []
         self._cores: dict[threading.Thread, tuple[int, ...]] = {}
         self._replaced: list[threading.Thread] = []
-        """Workers whose chunk hung: their process killed, another worker in their place."""
+        """Workers whose chunk hung (their process killed, or their thread left behind),
+        another worker in their place."""
         self._start_error: FusionrayError | None = None
         self._failures = self._failures_settled = 0
         """Failed attempts put in `_finished`, and those `run` has given its verdict on."""
@@ -418,8 +420,7 @@ class DriverChunks:
         now, hung = time.monotonic(), []
         with self._ready:
             for worker, (task, started) in list(self._running.items()):
-                assert isinstance(task.job, RenderJob), task.job
-                limit = hang_limit_seconds(self._durations, task.job.config.cluster)
+                limit = self._hang_limit(task)
                 if now - started <= limit:
                     continue
                 del self._running[worker]
@@ -443,10 +444,14 @@ class DriverChunks:
         now, wake = time.monotonic(), POLL_SECONDS
         with self._ready:
             for task, started in self._running.values():
-                assert isinstance(task.job, RenderJob), task.job
-                limit = hang_limit_seconds(self._durations, task.job.config.cluster)
-                wake = min(wake, started + limit - now)
+                wake = min(wake, started + self._hang_limit(task) - now)
         return max(0.01, wake)
+
+    def _hang_limit(self, task: Task) -> float:
+        """Seconds after which `task`'s chunk counts as hung (`hang_limit_seconds` over the
+        chunks rendered here); the caller holds `_ready`."""
+        assert isinstance(task.job, RenderJob), task.job
+        return hang_limit_seconds(self._durations, task.job.config.cluster)
 
     def run(self, *, isolate_failures: bool, on_progress: Callable[[Chunk], None]) -> None:
         """Every chunk here, no Ray: record each as it finishes, and render the retries of
@@ -454,8 +459,8 @@ class DriverChunks:
         (those replaced after a hung chunk end with their killed process).
 
         Raises:
-            FusionrayError: a stage could not start (`open_stage`), or a chunk failed its last
-                attempt (unless isolated).
+            FusionrayError: a stage could not start (`StageProcess.wait_open`), or a chunk
+                failed its last attempt (unless isolated).
             RenderError: every worker ended with chunks left (a defect, reported, not a hang).
             KeyboardInterrupt: a stage raised it (and Ctrl-C, as anywhere): the caller `stop`s.
         """

@@ -67,7 +67,7 @@ from fusionray.jobs.outputs import (
     publish_outputs,
     write_sidecars,
 )
-from fusionray.jobs.ray_session import ray_session_name, start_ray, stop_ray
+from fusionray.jobs.ray_session import join_address, ray_session_name, start_ray, stop_ray
 from fusionray.jobs.scheduler import DetectJob, RenderJob, Task, run_tasks, segment_paths
 from fusionray.lazy import ray, ray_connected  # Ray imported on first use (fusionray.lazy)
 from fusionray.media.assemble import VerificationError
@@ -429,7 +429,6 @@ def run_shots(
         # A resumed job whose work folder holds every chunk: nothing needs Ray.
         return PassReport.without_ray(threads={}, chunks_by_actor={})
     ray_running = ray_connected()
-    join_address = config.cluster.address or os.environ.get("RAY_ADDRESS")
     pre_pass = any(needs_shot_pass(shot.config.selection) for shot in shots)
 
     def sees_gpu() -> bool:
@@ -438,7 +437,8 @@ def run_shots(
     plan = plan_driver(
         config, tasks=len(pending),
         pools=len({shot.pool_key for shot in shots if tasks[id(shot)]}),
-        ray_running=ray_running, address=join_address, sees_gpu=sees_gpu, pre_pass=pre_pass,
+        ray_running=ray_running, address=join_address(config), sees_gpu=sees_gpu,
+        pre_pass=pre_pass,
         affinity=tuple(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else ())
     beside: DriverChunks | None = None
     if plan is not None:

@@ -77,6 +77,11 @@ def found_address(address: str) -> str:
         return address
 
 
+def join_address(config: RenderConfig) -> str | None:
+    """The cluster a job joins (`cluster.address`, else `RAY_ADDRESS`); None: a local Ray."""
+    return config.cluster.address or os.environ.get("RAY_ADDRESS")
+
+
 def local_cpus(config: RenderConfig) -> int:
     """The CPUs of the local Ray a job starts (`start_ray`): `cluster.num_cpus`, or this
     machine's. The driver plans its own chunks over the same count (`fusionray.jobs.inline`),
@@ -92,7 +97,7 @@ def start_ray(config: RenderConfig) -> bool:
     """
     if ray.is_initialized():
         return False
-    address = config.cluster.address or os.environ.get("RAY_ADDRESS")
+    address = join_address(config)
     if address:
         check_reachable(address)
         try:

@@ -43,6 +43,7 @@ from typing import Any
 
 from fusionray.actors.stages import ChunkResult
 from fusionray.errors import FusionrayError, RenderError
+from fusionray.jobs.ray_session import failure_reason
 from fusionray.types import Chunk
 
 CLOSE_SECONDS = 10.0
@@ -260,7 +261,7 @@ def _send(connection: Connection, kind: str, value: Any) -> None:
         try:
             pickle.loads(pickle.dumps(value))
         except Exception:
-            value = RenderError(_first_line(value))
+            value = RenderError(failure_reason(value))
     connection.send((kind, value))
 
 
@@ -269,12 +270,6 @@ def _message(error: BaseException) -> str:
     reduces an actor's)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def _exit_description(code: int | None) -> str:
