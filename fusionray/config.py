@@ -535,6 +535,10 @@ class TemporalConfig:
     [1, chunk.overlap + 1]."""
     iou_threshold: float = 0.3
     """Minimum box IoU (against the track's predicted box) to link a face to a track, (0, 1]."""
+    max_shift: float = 0.75
+    """A face that moved too far for `iou_threshold` still links when its box centre is within
+    this many box sizes of the predicted box's (at a similar size), >= 0; 0 = overlap only.
+    Without it a face crossing the frame in about a second at 24 fps never forms a track."""
     max_embedding_distance: float = 0.6
     """Largest cosine distance between face embeddings to link them, when both have one, (0, 2]."""
     smooth_scores: bool = True
@@ -550,6 +554,7 @@ class TemporalConfig:
                  self.min_track_frames, ">= 1")
         _require(0.0 < self.iou_threshold <= 1.0, "temporal.iou_threshold",
                  self.iou_threshold, "in (0, 1]")
+        _require(self.max_shift >= 0.0, "temporal.max_shift", self.max_shift, ">= 0")
         _require(0.0 < self.max_embedding_distance <= 2.0, "temporal.max_embedding_distance",
                  self.max_embedding_distance, "in (0, 2]")
 

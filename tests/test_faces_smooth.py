@@ -146,6 +146,27 @@ def test_stabilize_fills_gaps_drops_flicker_and_smooths() -> None:
     assert landmark_jitter(smooth) < 0.4 * landmark_jitter(raw)
 
 
+def test_stabilize_keeps_a_face_too_fast_for_the_box_overlap() -> None:
+    """A 40 px face moving 26 px a frame (box IoU 0.21, below `iou_threshold`) is swapped in
+    every frame, for every chunking; with `max_shift=0` every detection was a one-frame track
+    and no frame kept its face."""
+    detections = {f: [face_at(26.0 * f)] for f in range(12)}
+    settings = TemporalConfig()
+    whole = stabilize_faces(detections, owned=range(12), read=range(12), frame_count=12,
+                            settings=settings)
+    assert sorted(whole) == list(range(12))
+    assert not stabilize_faces(detections, owned=range(12), read=range(12), frame_count=12,
+                               settings=TemporalConfig(max_shift=0.0))
+    from fusionray.media.plan import plan_chunks
+
+    for chunk in plan_chunks(12, chunk_frames=3, overlap=settings.reach):
+        read = range(chunk.read_start, chunk.read_stop)
+        piece = stabilize_faces({f: detections[f] for f in read}, read=read, frame_count=12,
+                                owned=range(chunk.start, chunk.stop), settings=settings)
+        for frame_index, faces in piece.items():
+            assert np.array_equal(faces[0].bbox, whole[frame_index][0].bbox)
+
+
 def test_stabilize_disabled_passes_detections_through() -> None:
     detections = noisy_track_detections(10, flicker=(3,))
     result = stabilize_faces(detections, owned=range(2, 8), read=range(10), frame_count=10,
@@ -246,3 +267,8 @@ def test_jitter_metric() -> None:
         landmark_jitter(line[:2])
     with pytest.raises(ValueError, match="shape"):
         landmark_error(line, line[:5])
+
+
+def test_a_negative_max_shift_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"Invalid temporal\.max_shift=-0\.1: must be >= 0"):
+        TemporalConfig(max_shift=-0.1)

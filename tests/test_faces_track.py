@@ -87,6 +87,28 @@ def test_accelerating_face_is_linked_through_its_predicted_box() -> None:
     assert [list(t.frames) for t in tracks] == [[0, 1, 2, 3]]
 
 
+def test_a_face_too_fast_for_the_overlap_links_by_its_centre_shift() -> None:
+    # A 40 px box moving 24 px a frame: IoU 0.25 with the last box, so before the track has
+    # a velocity (its second frame) only the centre shift (0.6 box sizes) can link it.
+    faces_by_frame = {f: [face_at(24.0 * f)] for f in range(5)}
+    assert [list(t.frames) for t in link_faces(faces_by_frame, range(5))] == [[0, 1, 2, 3, 4]]
+    assert len(link_faces(faces_by_frame, range(5), max_shift=0.0)) == 5
+    assert len(build_tracks(faces_by_frame, range(5), max_shift=0.0)) == 0  # all one-frame
+    assert len(link_faces(faces_by_frame, range(5), max_shift=0.5)) == 5  # 0.6 > 0.5
+    # A box of another size (here 1.75x) does not link by its shift, however close.
+    resized = {0: [face_at(0.0)], 1: [face_at(20.0, size=70.0)]}
+    assert len(link_faces(resized, range(2), max_shift=2.0)) == 2
+
+
+def test_an_overlapping_face_wins_over_a_closer_centre_shift() -> None:
+    # Frame 1 has the face that moved a little (IoU 0.6 with frame 0) and another face whose
+    # centre is 0.6 box sizes away: the overlapping face continues the track.
+    faces_by_frame = {0: [face_at(0.0)], 1: [face_at(24.0), face_at(10.0)],
+                      2: [face_at(20.0), face_at(48.0)]}
+    tracks = link_faces(faces_by_frame, range(3))
+    assert [lefts(track) for track in tracks] == [[0.0, 10.0, 20.0], [24.0, 48.0]]
+
+
 def test_embeddings_keep_identities_apart_when_boxes_cross() -> None:
     # Two faces swap places between frames 1 and 2 with boxes overlapping both ways; only the
     # embeddings tell who is who.

@@ -52,7 +52,8 @@ def export(faces: dict[int, list[Face]], chunk_frames: int) -> pa.Table:
                           stop=min(start + chunk_frames, FRAMES))
         for start in range(0, FRAMES, chunk_frames)
     ]
-    return assign_track_ids(concat_face_tracks(tables, INFO), iou_threshold=0.3, max_gap=2)
+    return assign_track_ids(concat_face_tracks(tables, INFO), iou_threshold=0.3, max_gap=2,
+                            max_shift=0.75)
 
 
 def test_track_ids_follow_faces_across_chunks_and_restart_after_a_long_gap() -> None:
@@ -95,5 +96,6 @@ def test_a_face_with_a_pose_keeps_it() -> None:
 
 
 def test_no_faces_is_an_empty_table_with_the_schema() -> None:
-    table = assign_track_ids(concat_face_tracks([], INFO), iou_threshold=0.3, max_gap=2)
+    table = assign_track_ids(concat_face_tracks([], INFO), iou_threshold=0.3, max_gap=2,
+                            max_shift=0.75)
     assert table.num_rows == 0 and table.schema.remove_metadata().equals(FACE_TRACKS_SCHEMA)

@@ -247,7 +247,8 @@ def shot_tracks(
     gated = {frame: plausible_faces(faces, limits) for frame, faces in faces_by_frame.items()}
     tracklets = link_faces(
         gated, range(frame_count), iou_threshold=temporal.iou_threshold,
-        max_gap=temporal.max_gap, max_embedding_distance=temporal.max_embedding_distance)
+        max_gap=temporal.max_gap, max_embedding_distance=temporal.max_embedding_distance,
+        max_shift=temporal.max_shift)
     chains = join_tracklets(tracklets, max_gap=selection.track_max_gap,
                             max_embedding_distance=temporal.max_embedding_distance)
     return [chain_track(chain) for chain in chains]

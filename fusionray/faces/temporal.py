@@ -45,6 +45,7 @@ def faces_near(
         max_gap=settings.max_gap,
         max_embedding_distance=settings.max_embedding_distance,
         min_track_frames=settings.min_track_frames,
+        max_shift=settings.max_shift,
     )
     return [
         smooth_track_face(

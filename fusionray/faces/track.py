@@ -3,6 +3,10 @@
 A track is one face followed through consecutive frames. Linking is greedy on a cost that
 combines the box overlap with the track's predicted box (constant velocity) and, when both
 faces carry an embedding, the cosine distance between them; a pair must pass both thresholds.
+A face too fast for the overlap test (its box moved more than about half its width since the
+prediction: a whip pan, or a track's second frame, before it has a velocity) still links when
+its centre is within `max_shift` box sizes of the prediction at a similar size; such links
+rank after every overlapping one.
 Greedy assignment in order of cost, ties broken by track then face order, keeps the result a
 deterministic function of its input, which the chunk-invariance of the render relies on.
 """
@@ -72,6 +76,28 @@ def box_iou(a: FloatArray, b: FloatArray) -> float:
     return inter / union if union > 0.0 else 0.0
 
 
+MAX_SIZE_CHANGE = 1.5
+"""A face linked by its centre shift (no overlap) may be at most this much larger or smaller
+than the track's predicted box (ratio of the square roots of the box areas)."""
+
+
+def box_size(box: FloatArray) -> float:
+    """Square root of a (4,) x1, y1, x2, y2 box's area, pixels (0 when empty)."""
+    width, height = float(box[2]) - float(box[0]), float(box[3]) - float(box[1])
+    return float(np.sqrt(width * height)) if width > 0.0 and height > 0.0 else 0.0
+
+
+def box_shift(predicted: FloatArray, box: FloatArray) -> float:
+    """Distance between the two boxes' centres in sizes of `predicted` (`box_size`); inf when
+    `predicted` is empty or `box` is not within `MAX_SIZE_CHANGE` of its size."""
+    size, other = box_size(predicted), box_size(box)
+    if size == 0.0 or not size / MAX_SIZE_CHANGE <= other <= size * MAX_SIZE_CHANGE:
+        return float("inf")
+    dx = (float(box[0]) + float(box[2]) - float(predicted[0]) - float(predicted[2])) / 2.0
+    dy = (float(box[1]) + float(box[3]) - float(predicted[1]) - float(predicted[3])) / 2.0
+    return float(np.hypot(dx, dy)) / size
+
+
 def face_embedding(face: Face) -> FloatArray | None:
     """The face's embedding, or None when the detector ran without a recognizer.
 
@@ -106,6 +132,7 @@ def link_faces(
     iou_threshold: float = 0.3,
     max_gap: int = 2,
     max_embedding_distance: float = 0.6,
+    max_shift: float = 0.75,
 ) -> list[Track]:
     """Link the detections of `frames` into tracks of detected faces (gaps not yet filled).
 
@@ -114,6 +141,8 @@ def link_faces(
         frames: the frame indices to consider, ascending.
         iou_threshold: minimum IoU between a face's box and the track's predicted box.
         max_gap: a track stays open for this many frames without a detection.
+        max_shift: a face that fails `iou_threshold` still links when its box centre is
+            within this many box sizes of the predicted box's (`box_shift`); 0: overlap only.
         max_embedding_distance: when both faces carry embeddings, their largest cosine
             distance for a link.
 
@@ -138,9 +167,13 @@ def link_faces(
                 if face.layout != track_faces[-1].layout:
                     continue
                 overlap = box_iou(predicted, face.bbox)
-                if overlap < iou_threshold:
-                    continue
-                cost = 1.0 - overlap
+                if overlap >= iou_threshold:
+                    cost = 1.0 - overlap
+                else:
+                    shift = box_shift(predicted, face.bbox)
+                    if shift > max_shift:
+                        continue
+                    cost = 1.0 + shift  # after every overlapping pair
                 embedding = face_embedding(face)
                 if track_embedding is not None and embedding is not None:
                     distance = embedding_distance(track_embedding, embedding)
@@ -223,6 +256,7 @@ def build_tracks(
     max_gap: int = 2,
     max_embedding_distance: float = 0.6,
     min_track_frames: int = 2,
+    max_shift: float = 0.75,
 ) -> list[Track]:
     """Link, drop short tracks, then fill gaps: gap-free tracks over `frames`.
 
@@ -231,7 +265,7 @@ def build_tracks(
     """
     tracks = link_faces(
         faces_by_frame, frames, iou_threshold=iou_threshold, max_gap=max_gap,
-        max_embedding_distance=max_embedding_distance,
+        max_embedding_distance=max_embedding_distance, max_shift=max_shift,
     )
     needed = min(min_track_frames, len(frames))
     return [fill_gaps(track) for track in drop_short_tracks(tracks, needed)]

@@ -128,12 +128,14 @@ def concat_face_tracks(tables: Sequence[pa.Table], info: VideoInfo) -> pa.Table:
         schema.metadata)
 
 
-def assign_track_ids(table: pa.Table, *, iou_threshold: float, max_gap: int) -> pa.Table:
+def assign_track_ids(table: pa.Table, *, iou_threshold: float, max_gap: int,
+                     max_shift: float) -> pa.Table:
     """`table` with `track_id` set: every face linked to the same face in nearby frames.
 
     Args:
         table: face-tracks rows of a whole video, in frame order (`concat_face_tracks`).
         iou_threshold: minimum overlap of a face's box with the track's predicted box.
+        max_shift: or at most this many box sizes between the centres (`link_faces`).
         max_gap: frames a track may go without a face before a returning face starts a new one.
 
     Returns:
@@ -156,7 +158,7 @@ def assign_track_ids(table: pa.Table, *, iou_threshold: float, max_gap: int) -> 
         faces_by_frame.setdefault(int(frame), []).append(face)
         row_of[id(face)] = row
     tracks = link_faces(faces_by_frame, sorted(faces_by_frame), iou_threshold=iou_threshold,
-                        max_gap=max_gap)
+                        max_gap=max_gap, max_shift=max_shift)
     track_ids = np.full(table.num_rows, -1, dtype=np.int64)
     for track_id, track in enumerate(tracks):
         for face in track.faces:

@@ -90,7 +90,8 @@ def export_faces(
               if p.exists()]
     tracks = assign_track_ids(concat_face_tracks(tables, info),
                               iou_threshold=config.temporal.iou_threshold,
-                              max_gap=config.temporal.max_gap)
+                              max_gap=config.temporal.max_gap,
+                              max_shift=config.temporal.max_shift)
     write_parquet_atomic(target, tracks)
 
 
