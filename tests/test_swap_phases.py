@@ -7,6 +7,8 @@ into temporary caches; faces are real BlazeFace detections on real photos.
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -21,7 +23,12 @@ from fusionray.faces.embed import ArcFaceEmbedder
 from fusionray.faces.enhance import FaceEnhancer
 from fusionray.faces.paste import paste_crop
 from fusionray.models import batch as batch_module
-from fusionray.models.batch import BATCH_FOLDER, free_batch_dimension, plan_dynamic_batch
+from fusionray.models.batch import (
+    BATCH_FOLDER,
+    RowCalls,
+    free_batch_dimension,
+    plan_dynamic_batch,
+)
 from fusionray.models.loader import ModelOptions
 from fusionray.models.onnx_file import OnnxFileParts
 from fusionray.swap.base import FaceJob, SourceIdentity, Swapper
@@ -108,6 +115,60 @@ def test_inswapper_forward_batches_jobs_of_several_frames(
         pasted = swapper.paste(frame, done[start:start + len(faces)])
         start += len(faces)
         np.testing.assert_array_equal(pasted, swapper.swap(frame, faces, source))
+
+
+def test_cpu_rows_run_one_a_thread_and_several_at_once(
+    identity_options: ModelOptions, frames: list[tuple[np.ndarray, list[Face]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On CPU with one row a call (`swapper.batch: 0`) and two threads, the session runs on
+    one thread and two calls run at once, results in row order; asked for batches, or on one
+    thread, calls go one after another on a session of the given threads."""
+    two = replace(identity_options, threads=2)
+    swapper = InswapperSwapper(options=two, max_batch=None)
+    assert swapper.max_batch == 1 and swapper.calls.workers == 2
+    assert swapper.runner.session.get_session_options().intra_op_num_threads == 1
+    source = _identity()
+    jobs = [job for frame, faces in frames for job in swapper.prepare(frame, faces, source)]
+    assert len(jobs) == 4
+    run = swapper.runner.run
+    # Each call waits for another one to be running: calls made one after another would
+    # time out here.
+    meeting = threading.Barrier(2, timeout=10)
+    threads: set[str] = set()
+
+    def meeting_run(*inputs: np.ndarray) -> list[np.ndarray]:
+        threads.add(threading.current_thread().name)
+        meeting.wait()
+        return run(*inputs)
+
+    monkeypatch.setattr(swapper.runner, "run", meeting_run)
+    done = swapper.forward(jobs, source)
+    assert len(threads) == 2
+    for job, result in zip(jobs, done, strict=True):
+        np.testing.assert_array_equal(result.output, job.crop)  # each row's own face, in order
+    batched = InswapperSwapper(options=two, max_batch=3)
+    assert batched.calls.workers == 1
+    assert batched.runner.session.get_session_options().intra_op_num_threads == 2
+    one = InswapperSwapper(options=identity_options, max_batch=None)
+    assert one.calls.workers == 1 and one.max_batch == 1
+
+
+def test_row_calls_keep_the_row_order_and_check_their_sizes() -> None:
+    spans: list[tuple[int, int]] = []
+
+    def call(start: int, stop: int) -> np.ndarray:
+        spans.append((start, stop))
+        return np.arange(start, stop)
+
+    for workers in (1, 3):
+        spans.clear()
+        np.testing.assert_array_equal(RowCalls(2, workers=workers).run(7, call), np.arange(7))
+        assert sorted(spans) == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    with pytest.raises(ValueError, match="max_batch=0, workers=1"):
+        RowCalls(0)
+    with pytest.raises(ValueError, match="workers=0"):
+        RowCalls(1, workers=0)
 
 
 def test_inswapper_swap_is_unchanged_by_the_phases(

@@ -92,7 +92,8 @@ from fusionray.types import Chunk, Face, VideoInfo
 QUEUE_DEPTH = 2
 """Items between two steps. Two keeps every step fed without holding many full frames."""
 FORWARD_FRAMES = 8
-"""Most frames whose faces go through the model in one `forward` call."""
+"""Most frames whose faces go through the model in one `forward` call, or the stage's thread
+count where that is larger: on CPU the rows of a call run one a thread (`RowCalls`)."""
 
 
 class ChunkCancelled(RuntimeError):
@@ -185,6 +186,7 @@ class RenderStage:
         cv2.setNumThreads(threads)
         self.config = config
         self.threads = threads
+        self.forward_frames = max(FORWARD_FRAMES, threads)
         self._finder: FaceFinder | None = None
         self.swapper = swapper_from_config(config, threads=threads)
         self.phases = _Phases(self.swapper)
@@ -328,7 +330,7 @@ class RenderStage:
             batch: list[_Frame] = []
             for frame in frames:
                 batch.append(frame)
-                if len(batch) == FORWARD_FRAMES:
+                if len(batch) == self.forward_frames:
                     self.phases.forward(batch, identities)
                     yield from batch
                     batch = []

@@ -196,8 +196,9 @@ class InswapperSwapper:
         self.options = options or ModelOptions()
         self.recognizer = recognizer
         # max_batch: rows per call, resolved (1 where the graph's batch could not be freed).
-        self.runner, source_path, self.max_batch, notes = open_swap_runner(
+        self.runner, source_path, self.calls, notes = open_swap_runner(
             model, self.options, max_batch)
+        self.max_batch = self.calls.max_batch
         self.provider = self.runner.provider
         self.emap = load_emap(source_path)
         """Most 128 px rows per swapper call (1 where the graph's batch could not be freed)."""
@@ -270,13 +271,13 @@ class InswapperSwapper:
 
     def _run_rows(self, rows: np.ndarray, latent: FloatArray) -> npt.NDArray[np.uint8]:
         """(B, 128, 128, 3) uint8 BGR sub-images -> (B, 128, 128, 3) swapped, `max_batch`
-        rows per model call, all with the one identity `latent` (1, 512)."""
-        outputs = []
-        for start in range(0, rows.shape[0], self.max_batch):
-            blob = prepare_targets(rows[start:start + self.max_batch])
+        rows per model call (`self.calls`), all with the one identity `latent` (1, 512)."""
+        def call(start: int, stop: int) -> npt.NDArray[np.uint8]:
+            blob = prepare_targets(rows[start:stop])
             latents = np.repeat(latent, blob.shape[0], axis=0)
-            outputs.append(outputs_to_bgr(self.runner.run(blob, latents)[0]))
-        return np.concatenate(outputs)
+            return outputs_to_bgr(self.runner.run(blob, latents)[0])
+
+        return self.calls.run(rows.shape[0], call)
 
     def prepare(
         self, frame_bgr: np.ndarray, faces: Sequence[Face], source: SourceIdentity

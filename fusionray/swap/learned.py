@@ -218,7 +218,8 @@ class LearnedSwapper:
         self.crop_size = pixel_boost or self.contract.size
         self.boost = boost_factor(self.crop_size, self.contract.size)
         # max_batch: rows per call, resolved (1 where the graph's batch could not be freed).
-        self.runner, _, self.max_batch, notes = open_swap_runner(model, self.options, max_batch)
+        self.runner, _, self.calls, notes = open_swap_runner(model, self.options, max_batch)
+        self.max_batch = self.calls.max_batch
         self.provider = self.runner.provider
         """Most model-size rows per call (1 where the graph's batch could not be freed)."""
         self.converter = (ModelRunner(self.contract.converter, self.options)
@@ -344,14 +345,14 @@ class LearnedSwapper:
 
     def _run_rows(self, tiles: np.ndarray, sources: np.ndarray) -> np.ndarray:
         """(B, M, M, 3) uint8 BGR sub-images with their (B, ...) source rows -> (B, M, M, 3)
-        uint8 BGR swapped, `max_batch` rows per model call."""
+        uint8 BGR swapped, `max_batch` rows per model call (`self.calls`)."""
         blob = prepare_target_blob(tiles, self.contract)
-        outputs = []
-        for start in range(0, len(tiles), self.max_batch):
-            stop = start + self.max_batch
+
+        def call(start: int, stop: int) -> np.ndarray:
             feeds = {"target": blob[start:stop], "source": sources[start:stop]}
-            outputs.append(self.runner.run(*(feeds[name] for name in self.runner.input_names))[0])
-        return decode_output(np.concatenate(outputs), self.contract)
+            return self.runner.run(*(feeds[name] for name in self.runner.input_names))[0]
+
+        return decode_output(self.calls.run(len(tiles), call), self.contract)
 
     def prepare(self, frame_bgr: np.ndarray, faces: Sequence[Face], source: SourceIdentity
                 ) -> list[FaceJob]:
