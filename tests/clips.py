@@ -118,6 +118,7 @@ def write_clip(
     pts, time_base = frame_pts_for(frames, fps=fps, vfr=vfr)
     with av.open(str(path), "w") as container:
         video = container.add_stream(codec, rate=fps)
+        assert isinstance(video, av.VideoStream)  # `codec` names a video encoder
         video.width, video.height, video.pix_fmt = width, height, pix_fmt
         video.time_base = time_base
         video.codec_context.time_base = time_base
@@ -187,8 +188,13 @@ def subtitle_packets(path: str | os.PathLike[str]) -> list[tuple[bytes, float, f
     """(payload, start s, duration s) of every packet of the first subtitle stream."""
     with av.open(str(path)) as container:
         stream = container.streams.subtitles[0]
-        return [(bytes(p), float(p.pts * p.time_base), float((p.duration or 0) * p.time_base))
-                for p in container.demux(stream) if p.size]
+        packets = []
+        for p in container.demux(stream):
+            if p.size:
+                assert p.pts is not None  # every subtitle packet in the file carries its pts
+                packets.append((bytes(p), float(p.pts * p.time_base),
+                                float((p.duration or 0) * p.time_base)))
+        return packets
 
 
 def audio_packet_payloads(path: str | os.PathLike[str]) -> list[list[bytes]]:

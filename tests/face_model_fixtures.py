@@ -6,10 +6,15 @@ behaviour simple enough that a test can predict each output.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.onnx_fixtures import _model, fixture_emap
+
+if TYPE_CHECKING:
+    from fusionray.swap.learned import SwapperContract
 
 XSEG_DARK = 0.15
 """XSeg fixture: a pixel is face (1) where its mean channel value / 255 exceeds this, else 0
@@ -130,15 +135,16 @@ LEARNED_COLOUR_SCALE = 5.0
 of source channel c (image sources), everywhere, in [0, 1] terms."""
 
 
-def _source_shape(contract: object) -> list[int]:
+def _source_shape(contract: SwapperContract) -> list[int]:
     kind = contract.source
     if kind == "frame":
+        assert contract.source_size is not None  # SwapperContract requires it for frame sources
         side = int(contract.source_size)
         return [1, 3, side, side]
     return [1, 512]
 
 
-def _learned_io(contract: object) -> tuple[list, list]:
+def _learned_io(contract: SwapperContract) -> tuple[list, list]:
     size = int(contract.size)
     return (
         [helper.make_tensor_value_info("target", TensorProto.FLOAT, [1, 3, size, size]),
@@ -147,7 +153,7 @@ def _learned_io(contract: object) -> tuple[list, list]:
     )
 
 
-def build_learned_identity(contract: object) -> bytes:
+def build_learned_identity(contract: SwapperContract) -> bytes:
     """A table swapper's contract; gives the target face back: output = target in the model's
     output space (normalised for `output_normalised` models, else target · std + mean), plus
     0 · mean(source) so the source input is consumed."""
@@ -168,7 +174,7 @@ def build_learned_identity(contract: object) -> bytes:
     return _model(nodes, inputs, outputs, inits, f"identity_{contract.name}")
 
 
-def build_learned_colour(contract: object) -> bytes:
+def build_learned_colour(contract: SwapperContract) -> bytes:
     """A table swapper's contract; a flat face whose colour is a known function of `source`
     (`LEARNED_COLOUR_SCALE`), written in the model's output space. The target is ignored."""
     inputs, outputs = _learned_io(contract)

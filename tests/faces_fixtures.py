@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import shutil
 from pathlib import Path
+from typing import cast
 
 import cv2
 import insightface
@@ -24,9 +25,14 @@ def astronaut_bgr() -> FrameBGR:
 
 def tom_hanks_bgr() -> FrameBGR:
     """insightface's 112×112 Tom Hanks photo: a tight, slightly turned, greyscale face."""
-    image = cv2.imread(str(INSIGHTFACE_IMAGES / "Tom_Hanks_54745.png"), cv2.IMREAD_COLOR)
-    assert image is not None
-    return image
+    return read_bgr(INSIGHTFACE_IMAGES / "Tom_Hanks_54745.png")
+
+
+def read_bgr(path: Path) -> FrameBGR:
+    """An 8-bit image file (PNG, JPEG) read as uint8 BGR; fails if it cannot be read."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None, f"cannot read {path}"
+    return cast(FrameBGR, image)  # IMREAD_COLOR of an 8-bit image: uint8 BGR
 
 
 def astronaut_on_canvas(face_width: float, *, width: int = 1280, height: int = 720) -> tuple[

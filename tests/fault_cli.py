@@ -22,6 +22,6 @@ if __name__ == "__main__":
     # failed every time the suite ran in the background, and passed in the foreground).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     hooks = json.loads(Path(sys.argv.pop(1)).read_text())
-    pipeline.render = functools.partial(  # type: ignore[assignment]
+    pipeline.render = functools.partial(
         pipeline.render, stage_classes=faulty_stages(**hooks))
     main()

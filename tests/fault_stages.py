@@ -23,7 +23,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from fusionray.actors.pools import StageClasses, start_pool
 from fusionray.actors.render_stage import RenderStage
@@ -35,6 +35,9 @@ class _Hooked(type):
     again from them where they are unpickled (a driver's spawned render process,
     `fusionray.jobs.stage_process`), since a class made at run time cannot be found by name.
     (Ray's actors get them by value from cloudpickle, which never asks this.)"""
+
+    hooks: dict[str, Any]
+    """The faults of the class (`FaultyRenderStage.hooks`)."""
 
 
 copyreg.pickle(_Hooked, lambda cls: (faulty_stage_class, (cls.hooks,)))
@@ -108,9 +111,18 @@ def faulty_stages(**hooks: Any) -> StageClasses:
     return StageClasses(render=faulty_stage_class(hooks))
 
 
+def opened_stages(stages: StageClasses) -> list[int]:
+    """`FaultyRenderStage.opened` of the render class of `stages` (made by `faulty_stages`)."""
+    render = stages.render
+    assert issubclass(render, FaultyRenderStage)
+    return render.opened()
+
+
 def faulty_stage_class(hooks: dict[str, Any]) -> type[FaultyRenderStage]:
     """The render stage class with `hooks` (`faulty_stages`)."""
-    return _Hooked("FaultyRenderStage", (FaultyRenderStage,), {"hooks": dict(hooks)})
+    # A subclass of FaultyRenderStage by construction (its only base).
+    return cast("type[FaultyRenderStage]",
+                _Hooked("FaultyRenderStage", (FaultyRenderStage,), {"hooks": dict(hooks)}))
 
 
 class AffinityStage:

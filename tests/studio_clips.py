@@ -73,6 +73,7 @@ def write_studio_clip(path: str | os.PathLike[str], clip: StudioClip, *,
                      if path.suffix.lower() in (".mp4", ".mov") else {})
     with av.open(str(path), "w", options=muxer_options) as container:
         video = container.add_stream(clip.codec, rate=clip.rate)
+        assert isinstance(video, av.VideoStream)  # `clip.codec` names a video encoder
         video.width, video.height, video.pix_fmt = clip.width, clip.height, clip.pix_fmt
         video.time_base = clip.time_base
         context = video.codec_context
@@ -86,6 +87,7 @@ def write_studio_clip(path: str | os.PathLike[str], clip: StudioClip, *,
             video.metadata["timecode"] = clip.timecode
         audio = (container.add_stream(clip.audio_codec, rate=AUDIO_RATE, layout="mono")
                  if clip.audio else None)
+        assert audio is None or isinstance(audio, av.AudioStream)  # an audio encoder
         matrix = clip.colorspace if clip.colorspace != 2 else None
         for index in range(clip.frames):
             image = (picture(index) if picture is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -73,7 +73,7 @@ def test_an_error_in_any_step_is_the_callers_and_closes_every_step(
         finally:
             closed.append("source")
 
-    def failing(name: str):  # type: ignore[no-untyped-def]
+    def failing(name: str) -> Callable[[Iterator[int]], Iterator[int]]:
         def step(items: Iterator[int]) -> Iterator[int]:
             try:
                 for item in items:

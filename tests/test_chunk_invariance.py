@@ -9,8 +9,10 @@ stages the Ray actors run (`RenderStage`, which decodes each chunk once, alone o
 
 from __future__ import annotations
 
+import logging
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import cv2
@@ -25,6 +27,7 @@ from fusionray.media.assemble import assemble_video
 from fusionray.media.demo import demo_source_image_path, render_demo_frames
 from fusionray.media.plan import plan_chunks
 from fusionray.media.probe import probe_video
+from fusionray.types import FrameBGR
 from tests.test_render import compose_config, decoded_frames
 
 OVERLAP = 4
@@ -39,7 +42,8 @@ def write_moving_face_clip(path: Path, *, frames: int, width: int = 320,
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": "18", "g": "12", "preset": "veryfast", "threads": "1"}
         for index, image in enumerate(render_demo_frames(frames / 25)):
-            small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            # A uint8 BGR image resized stays uint8 BGR.
+            small = cast(FrameBGR, cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA))
             frame = av.VideoFrame.from_ndarray(small, format="bgr24")
             frame.pts, frame.time_base = index, Fraction(1, 25)
             container.mux(stream.encode(frame))
@@ -138,7 +142,8 @@ def test_ray_render_is_chunk_invariant(tmp_path: Path) -> None:
     clip = write_moving_face_clip(tmp_path / "face60.mp4", frames=60)
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", num_cpus=2, include_dashboard=False,
+                 logging_level=logging.WARNING)
     try:
         results = {}
         for chunk_frames in (60, 1, 3, 7, 50):

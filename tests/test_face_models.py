@@ -30,7 +30,7 @@ from fusionray.faces.mask import (
 )
 from fusionray.faces.occlusion import FaceOccluder, occluder_model_names
 from fusionray.faces.parser import FaceParser, region_classes
-from fusionray.models.loader import ModelOptions
+from fusionray.models.loader import ModelOptions, ModelRunner
 from fusionray.swap.base import SourceIdentity
 from fusionray.swap.inswapper import InswapperSwapper
 from fusionray.swap.pixel_boost import (
@@ -64,7 +64,8 @@ def _tom_hanks_face(scale: float) -> tuple[np.ndarray, Face]:
     keypoints = ARCFACE_TEMPLATE_112 * scale + (200, 60)
     x1, y1 = keypoints.min(axis=0) - 30 * scale
     x2, y2 = keypoints.max(axis=0) + 30 * scale
-    return canvas, Face(bbox=np.array([x1, y1, x2, y2]), keypoints=keypoints, score=0.9)
+    return canvas, Face(bbox=np.array([x1, y1, x2, y2]), keypoints=keypoints.astype(np.float32),
+                        score=0.9)
 
 
 def _box(face: Face, shape: tuple[int, ...]) -> tuple[slice, slice]:
@@ -75,7 +76,7 @@ def _box(face: Face, shape: tuple[int, ...]) -> tuple[slice, slice]:
 class _CountingRunner:
     """Wraps a ModelRunner and counts calls and sub-images (batch rows) it is given."""
 
-    def __init__(self, runner: object) -> None:
+    def __init__(self, runner: ModelRunner) -> None:
         self.runner = runner
         self.calls = 0
         self.rows = 0
@@ -86,7 +87,7 @@ class _CountingRunner:
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
         self.calls += 1
         self.rows += inputs[0].shape[0]
-        return self.runner.run(*inputs)  # type: ignore[attr-defined,no-any-return]
+        return self.runner.run(*inputs)
 
 
 # --- pixel boost: pure space-to-depth ---------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import cv2
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from fusionray.faces.align import arcface_template
 from fusionray.faces.blend import alpha_blend, laplacian_blend
 from fusionray.faces.colour import STATISTICS_SAMPLE, match_colour_lab, to_lab
 from fusionray.faces.mask import build_face_mask
+from fusionray.types import FrameBGR
 from tests.faces_fixtures import astronaut_bgr
 
 
@@ -111,7 +114,9 @@ def test_colour_match_of_a_large_face_samples_its_statistics() -> None:
     """A large support (a close-up: over twice the cap) is measured on a regular sample of
     `STATISTICS_SAMPLE` pixels: every support pixel is still recoloured, within 1 of the
     full-statistics transfer, the same on every call."""
-    frame = cv2.resize(astronaut_bgr(), None, fx=3.0, fy=3.0, interpolation=cv2.INTER_CUBIC)
+    # A uint8 BGR image resized stays uint8 BGR.
+    frame = cast(FrameBGR, cv2.resize(astronaut_bgr(), None, fx=3.0, fy=3.0,
+                                      interpolation=cv2.INTER_CUBIC))
     source = np.ascontiguousarray(frame[120:600, 450:930])
     target = np.ascontiguousarray(frame[::-1, ::-1][120:600, 450:930])
     yy, xx = np.mgrid[:480, :480]
@@ -151,7 +156,9 @@ def _two_pyramid_blend(foreground: np.ndarray, background: np.ndarray, weights: 
                       levels: int) -> np.ndarray:
     """Burt & Adelson written plainly: both images' pyramids, each band mixed (sizes that
     halve evenly, so no padding)."""
-    fg, bg, alpha = foreground.astype(np.float32), background.astype(np.float32), weights
+    fg: np.ndarray = foreground.astype(np.float32)
+    bg: np.ndarray = background.astype(np.float32)
+    alpha: np.ndarray = weights
     bands = []
     for _ in range(levels):
         fg_down, bg_down = cv2.pyrDown(fg), cv2.pyrDown(bg)
@@ -174,7 +181,7 @@ def test_laplacian_blend_matches_the_two_pyramid_blend_and_keeps_the_far_backgro
     background = rng.integers(0, 256, (128, 256, 3), dtype=np.uint8)
     foreground = background.copy()
     foreground[32:96, 32:96] = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    weights = np.zeros((128, 256), np.float32)
+    weights: np.ndarray = np.zeros((128, 256), np.float32)
     cv2.circle(weights, (64, 64), 28, 1.0, -1)
     weights = cv2.GaussianBlur(weights, (0, 0), 4.0)
     out = laplacian_blend(foreground, background, weights, levels=4)

@@ -30,7 +30,13 @@ from fusionray.faces.gate import (
     source_limits,
 )
 from fusionray.types import Face, FrameBGR
-from tests.faces_fixtures import INSIGHTFACE_IMAGES, astronaut_bgr, blazeface, tom_hanks_bgr
+from tests.faces_fixtures import (
+    INSIGHTFACE_IMAGES,
+    astronaut_bgr,
+    blazeface,
+    read_bgr,
+    tom_hanks_bgr,
+)
 
 TARGET_MIN = SelectionConfig().verify_min_score
 SOURCE_MIN = SelectionConfig().source_verify_min_score
@@ -56,7 +62,7 @@ def to_bgr(image: np.ndarray) -> FrameBGR:
 def non_face_photo(name: str) -> FrameBGR:
     """One of `NON_FACES` as BGR (the stereo pair's left view; insightface's masks as read)."""
     if name.startswith("mask_"):
-        return cv2.imread(str(INSIGHTFACE_IMAGES / f"{name}.jpg"), cv2.IMREAD_COLOR)
+        return read_bgr(INSIGHTFACE_IMAGES / f"{name}.jpg")
     image = getattr(skimage.data, name)()
     return to_bgr(image[0] if name == "stereo_motorcycle" else image)
 
@@ -67,7 +73,7 @@ def face_photos() -> dict[str, FrameBGR]:
         "astronaut": astronaut_bgr(),
         "camera": to_bgr(skimage.data.camera()),
         "tom_hanks": tom_hanks_bgr(),
-        "t1": cv2.imread(str(INSIGHTFACE_IMAGES / "t1.jpg"), cv2.IMREAD_COLOR),
+        "t1": read_bgr(INSIGHTFACE_IMAGES / "t1.jpg"),
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+from typing import Any
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def group_shot(frames: int = FRAMES, *, hidden: range = range(0), main_size: flo
     return faces
 
 
-def config_for(**selection: object) -> RenderConfig:
+def config_for(**selection: Any) -> RenderConfig:
     return RenderConfig(video="clip.mp4", source="face.png", selection=SelectionConfig(**selection))
 
 
@@ -125,7 +126,9 @@ def test_face_that_leaves_for_a_few_frames_keeps_its_track_and_swap() -> None:
     # Someone else passing through the empty place mid-gap is not taken for person 2.
     passer = track.box_at(24)
     assert passer is not None and shot.match([face_at(float(passer[0]), 120, 110)], 24) == []
-    assert shot.match([face_at(float(track.box_at(21)[0]), 120, 110)], 21) != []  # fill range
+    filled = track.box_at(21)
+    assert filled is not None
+    assert shot.match([face_at(float(filled[0]), 120, 110)], 21) != []  # fill range
     # A gap longer than track_max_gap splits person 2 into two shorter tracks: neither
     # outweighs a person seen throughout, so the swap goes to someone else (still one person).
     short = config_for(mode="one", track_max_gap=4)
@@ -147,10 +150,13 @@ def test_track_gate_drops_scattered_detections() -> None:
     # In mode one the scattered "face", the biggest box of all, would otherwise win.
     one = plan_shot_selection([faces_to_table(faces)], frame_count=FRAMES,
                               config=config_for(mode="one"))
-    assert one.tracks[0].box_at(0) is not None and float(one.tracks[0].box_at(0)[1]) == 120
+    box = one.tracks[0].box_at(0)
+    assert box is not None and float(box[1]) == 120
     lenient = config_for(mode="one", min_track_presence=0.2)
     one = plan_shot_selection([faces_to_table(faces)], frame_count=FRAMES, config=lenient)
-    assert float(one.tracks[0].box_at(0)[1]) == 300
+    box = one.tracks[0].box_at(0)
+    assert box is not None
+    assert float(box[1]) == 300
 
 
 def test_implausible_keypoints_are_not_tracked() -> None:

@@ -4,6 +4,7 @@ glue (`stabilize_faces`), the jitter metric and the config rules that keep it ch
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,6 +116,7 @@ def test_smooth_track_face_smooths_box_keypoints_score_and_embedding() -> None:
     assert abs(face.embedding[1]) < 0.02
     kept = smooth_track_face(track, 4, radius=4, strength=5.0, smooth_scores=False,
                              smooth_embeddings=False)
+    assert kept.embedding is not None and faces[4].embedding is not None
     assert kept.score == faces[4].score and np.array_equal(kept.embedding, faces[4].embedding)
 
 
@@ -249,7 +251,7 @@ def test_composed_config_rejects_a_radius_beyond_the_overlap() -> None:
     [("strength", -1.0), ("radius", -1), ("max_gap", -1), ("min_track_frames", 0),
      ("iou_threshold", 0.0), ("max_embedding_distance", 3.0)],
 )
-def test_temporal_values_out_of_range(override: str, message: object) -> None:
+def test_temporal_values_out_of_range(override: str, message: Any) -> None:
     with pytest.raises(ConfigError, match=rf"temporal\.{override}"):
         TemporalConfig(**{override: message})
 

@@ -121,7 +121,8 @@ def test_embeddings_keep_identities_apart_when_boxes_cross() -> None:
     tracks = link_faces(faces_by_frame, range(3), max_embedding_distance=0.5)
     assert len(tracks) == 2
     for track, expected in zip(tracks, (a, b), strict=True):
-        assert all(np.allclose(face.embedding, embed(expected)) for face in track.faces)
+        assert all(face.embedding is not None and np.allclose(face.embedding, embed(expected))
+                   for face in track.faces)
 
 
 def test_embedding_too_far_breaks_the_link_even_with_full_overlap() -> None:

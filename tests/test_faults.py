@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -59,7 +60,7 @@ def clip(workdir: Path) -> Path:
 @pytest.fixture(scope="module")
 def hooks(workdir: Path):
     """The module's Ray (two CPUs); the name stays for the tests that share it."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield workdir
     ray.shutdown()
 
@@ -313,9 +314,11 @@ def test_output_folder_removed_mid_job_is_a_clear_error(
     # goes mid-job even on a loaded machine (at 0.25 s a chunk, a CI run once saw every chunk
     # written first and the error come from assembly instead).
     stages = faulty_stages(frame_delay_seconds=0.2)
-    remover = threading.Thread(daemon=True, target=lambda: (
-        wait_for(lambda: manifest_rows(work) >= 1, what="a first finished chunk"),
-        shutil.rmtree(folder)))
+    def remove_after_a_chunk() -> None:
+        wait_for(lambda: manifest_rows(work) >= 1, what="a first finished chunk")
+        shutil.rmtree(folder)
+
+    remover = threading.Thread(daemon=True, target=remove_after_a_chunk)
     remover.start()
     with pytest.raises(RenderError, match=r"Cannot write the segment of chunk \d+ \(frames "
                                           r"\d+-\d+\) to .*the work folder disappeared"):
@@ -462,7 +465,7 @@ def test_node_removed_mid_job_finishes_on_the_remaining_nodes(
             time.sleep(0.05)
 
     try:
-        ray.init(address=cluster.address, logging_level="WARNING")
+        ray.init(address=cluster.address, logging_level=logging.WARNING)
         remover = threading.Thread(target=remove_a_busy_worker_node, daemon=True)
         remover.start()
         output = tmp_path / "out.mp4"
@@ -472,7 +475,8 @@ def test_node_removed_mid_job_finishes_on_the_remaining_nodes(
     finally:
         ray.shutdown()
         cluster.shutdown()
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", num_cpus=2, include_dashboard=False,
+                 logging_level=logging.WARNING)
     assert removed, "no chunk ran on a worker node"
     assert summary.chunk_failures, "the removed node's chunks must have been retried"
     assert_same_frames(output, reference)
@@ -505,7 +509,7 @@ def test_an_elastic_pool_grows_onto_a_node_that_joins_mid_job(
             outcome["error"] = error
 
     try:
-        ray.init(address=cluster.address, logging_level="WARNING")
+        ray.init(address=cluster.address, logging_level=logging.WARNING)
         job = threading.Thread(target=run_the_job, daemon=True)
         job.start()
         wait_for(lambda: any(markers.iterdir()) or not job.is_alive(),
@@ -515,7 +519,8 @@ def test_an_elastic_pool_grows_onto_a_node_that_joins_mid_job(
     finally:
         ray.shutdown()
         cluster.shutdown()
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", num_cpus=2, include_dashboard=False,
+                 logging_level=logging.WARNING)
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     summary = outcome["summary"]

@@ -4,6 +4,7 @@ themselves stay on CPU here; the `gpu`-marked tests in test_gpu_session.py run t
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections import Counter
@@ -65,7 +66,7 @@ def gpu_cluster() -> Iterator[Cluster]:
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "num_gpus": 2, "include_dashboard": False})
-    ray.init(address=cluster.address, logging_level="WARNING")
+    ray.init(address=cluster.address, logging_level=logging.WARNING)
     yield cluster
     ray.shutdown()
     cluster.shutdown()
@@ -73,7 +74,9 @@ def gpu_cluster() -> Iterator[Cluster]:
 
 def _reports(num_gpus: float, count: int, **options: Any) -> list[dict[str, Any]]:
     actor = ray.remote(Probe).options(num_cpus=0, num_gpus=num_gpus, **options)
-    actors = [actor.remote() for _ in range(count)]
+    # Actor handles, loose as in fusionray.actors.pools: Ray's types do not know their
+    # methods' `.remote`.
+    actors: list[Any] = [actor.remote() for _ in range(count)]
     reports = ray.get([a.report.remote() for a in actors])
     for a in actors:
         ray.kill(a)

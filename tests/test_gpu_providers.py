@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -215,10 +216,11 @@ def test_tensorrt_options_profile_fp16_and_keyed_cache() -> None:
 
 
 def test_engine_key_separates_cards_and_versions() -> None:
-    names = {replace(KEY, **change).folder_name() for change in (
+    changes: tuple[dict[str, Any], ...] = (
         {}, {"gpu_name": "NVIDIA H100 80GB HBM3"}, {"compute_capability": "8.9"},
         {"tensorrt_version": "10.14.1"}, {"ort_version": "1.32.0"}, {"model_digest": "cd" * 32},
-    )}
+    )
+    names = {replace(KEY, **change).folder_name() for change in changes}
     assert len(names) == 6
     assert all("/" not in name and " " not in name for name in names)
 

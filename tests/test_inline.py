@@ -48,7 +48,7 @@ from fusionray.media.demo import demo_source_image_path
 from fusionray.media.plan import plan_video_chunks
 from fusionray.media.probe import probe_video
 from tests.clips import write_face_clip
-from tests.fault_stages import faulty_stages, read_marker
+from tests.fault_stages import faulty_stages, opened_stages, read_marker
 from tests.test_render import compose_config, decoded_frames
 from tests.test_shots import compose_cfg
 
@@ -248,7 +248,7 @@ def test_a_failed_attempt_in_the_driver_is_retried_there_on_a_fresh_stage(
            config_yaml="x: 1\n")
     output = tmp_path / "out.mp4"
     stages = faulty_stages(flaky_chunks=[0], state_dir=str(tmp_path))
-    opened = len(stages.render.opened())
+    opened = len(opened_stages(stages))
     summary = render(config_for(clip, output, "quality=lossless", *chunking), run_dir=tmp_path,
                      config_yaml="x: 1\n", stage_classes=stages)
     last = "23" if not chunking else "7"
@@ -257,7 +257,7 @@ def test_a_failed_attempt_in_the_driver_is_retried_there_on_a_fresh_stage(
     assert summary.actors == {"detect": 0, "render": 0} and INLINE_NOTE in summary.notes
     # The failed stage was dropped: the retry opened another, as a restarted actor would.
     workers = 1 if not chunking else 2
-    assert len(stages.render.opened()) - opened == workers + 1
+    assert len(opened_stages(stages)) - opened == workers + 1
     frames, expected = decoded_frames(output), decoded_frames(reference)
     assert len(frames) == len(expected) == FRAMES
     assert all(np.array_equal(a, b) for a, b in zip(frames, expected, strict=True))
@@ -673,7 +673,7 @@ def test_a_stage_hung_while_opening_in_the_driver_is_killed_too(
     assert summary.chunks_rendered == 3 and summary.chunks_by_actor == {"driver": 3}
     # The one that hung opening was killed (the retry took an open stage, or a fresh one).
     [hung] = [int(path.name.rsplit("-", 1)[1]) for path in tmp_path.glob("start-hung-pid-*")]
-    assert gone(hung) and len(stages.render.opened()) in (1, 2)
+    assert gone(hung) and len(opened_stages(stages)) in (1, 2)
 
 
 def test_a_chunk_hung_on_its_last_attempt_in_the_driver_stops_the_job(

@@ -4,6 +4,7 @@ prove how the source input is prepared (normalisation, converter, image) and wei
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -53,7 +54,8 @@ def _face(scale: float) -> tuple[np.ndarray, Face]:
     keypoints = ARCFACE_TEMPLATE_112 * scale + (200, 40)
     x1, y1 = keypoints.min(axis=0) - 25 * scale
     x2, y2 = keypoints.max(axis=0) + 25 * scale
-    return canvas, Face(bbox=np.array([x1, y1, x2, y2]), keypoints=keypoints, score=0.9)
+    return canvas, Face(bbox=np.array([x1, y1, x2, y2]), keypoints=keypoints.astype(np.float32),
+                        score=0.9)
 
 
 def test_every_contract_is_catalogued_with_its_converter() -> None:
@@ -141,6 +143,7 @@ def test_image_source_is_the_aligned_source_face(tmp_path: Path, name: str) -> N
                           embedding=_unit(2))
     source = swapper.prepare_source([canvas], [face])
     size = contract.source_size
+    assert contract.source_template is not None and size is not None  # a frame source has both
     assert source.crop is not None and source.crop.shape == (size, size, 3)
     expected = cv2.warpAffine(canvas, template_matrix(face, contract.source_template, size),
                               (size, size), flags=cv2.INTER_CUBIC,
@@ -154,9 +157,15 @@ def test_pixel_boost_on_a_256_model(tmp_path: Path) -> None:
     swapper = LearnedSwapper(model="hyperswap_1b_256", pixel_boost=512, max_batch=1,
                              options=_options(tmp_path, **_models("hyperswap_1b_256",
                                                                   fm.build_learned_identity)))
-    calls = []
+    calls: list[int] = []
     run = swapper.runner.run
-    swapper.runner.run = lambda *inputs: calls.append(1) or run(*inputs)  # type: ignore[method-assign]
+
+    def counting_run(*inputs: np.ndarray, outputs: Sequence[int] | None = None
+                     ) -> list[np.ndarray]:
+        calls.append(1)
+        return run(*inputs, outputs=outputs)
+
+    swapper.runner.run = counting_run  # type: ignore[method-assign]
     canvas, face = _face(scale=4.0)
     source = SourceIdentity(crop=None, crop_size=256, image_count=1, embedding=_unit(1))
     output = swapper.swap(canvas, [face], source)
@@ -195,10 +204,11 @@ def test_phases_batch_sub_images_of_several_frames(tmp_path: Path) -> None:
     calls: list[tuple[int, np.ndarray]] = []
     run = swapper.runner.run
 
-    def recording_run(*inputs: np.ndarray) -> list[np.ndarray]:
+    def recording_run(*inputs: np.ndarray, outputs: Sequence[int] | None = None
+                      ) -> list[np.ndarray]:
         feeds = dict(zip(swapper.runner.input_names, inputs, strict=True))
         calls.append((feeds["target"].shape[0], feeds["source"].copy()))
-        return run(*inputs)
+        return run(*inputs, outputs=outputs)
 
     swapper.runner.run = recording_run  # type: ignore[method-assign]
     done = swapper.forward(jobs, source)

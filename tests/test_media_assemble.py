@@ -9,6 +9,7 @@ import itertools
 import os
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -70,7 +71,7 @@ def seconds(info: VideoInfo) -> list[Fraction]:
     return [pts * info.time_base for pts in info.frame_pts]
 
 
-CLIPS = {
+CLIPS: dict[str, tuple[str, dict[str, Any]]] = {
     "audio": ("in.mp4", {}),
     "no-audio": ("in.mp4", {"audio": False}),
     "odd-size": ("in.mp4", {"width": 161, "height": 97, "pix_fmt": "yuv444p"}),
@@ -174,9 +175,14 @@ def test_vfr_segment_joins_keep_dts_increasing(tmp_path: Path) -> None:
     with av.open(report.output_path) as container:
         stream = container.streams.video[0]
         packets = [p for p in container.demux(stream) if p.size]
-        dts = [p.dts for p in packets]
+        dts: list[int] = []
+        pts: list[int] = []
+        for p in packets:
+            assert p.dts is not None and p.pts is not None  # a packet read from a file is timed
+            dts.append(p.dts)
+            pts.append(p.pts)
         assert all(b > a for a, b in itertools.pairwise(dts))
-        assert all(p.dts <= p.pts for p in packets)
+        assert all(d <= p for d, p in zip(dts, pts, strict=True))
     assert seconds(probe_video(tmp_path / "out.mp4")) == seconds(info)
 
 

@@ -27,6 +27,7 @@ def damaged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         stream = container.streams.video[0]
         packets = sorted((p.pts, p.pos, p.size) for p in container.demux(stream) if p.size)
     _, position, size = packets[DAMAGED]
+    assert position is not None  # a packet read from a file has its byte offset
     data = bytearray(clean.read_bytes())
     data[position:position + size] = b"\xff" * size  # no valid NAL unit left: undecodable
     broken = folder / "broken.mp4"
@@ -66,6 +67,7 @@ def test_concealment_ends_at_the_next_keyframe(tmp_path: Path) -> None:
     with av.open(str(clean)) as container:
         packets = sorted((p.pts, p.pos, p.size) for p in container.demux(video=0) if p.size)
     _, position, size = packets[3]
+    assert position is not None  # a packet read from a file has its byte offset
     data = bytearray(clean.read_bytes())
     data[position:position + size] = b"\xff" * size
     broken = tmp_path / "broken.mp4"

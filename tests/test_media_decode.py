@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import av
 import cv2
@@ -15,7 +16,7 @@ from fusionray.media.probe import probe_video
 from fusionray.types import FrameBGR
 from tests.clips import read_frame_counter, write_clip
 
-CLIPS = {
+CLIPS: dict[str, tuple[str, dict[str, Any]]] = {
     "mp4-bframes": ("clip.mp4", {"bframes": 3, "gop": 10}),
     "mkv": ("clip.mkv", {"gop": 10}),
     "vfr": ("clip.mp4", {"vfr": True, "gop": 10}),
@@ -28,7 +29,8 @@ RANGES = [(0, 1), (0, 36), (3, 8), (10, 11), (11, 25), (17, 36), (35, 36), (9, 2
 def sequential_decode(path: Path) -> list[FrameBGR]:
     """Reference: every frame in presentation order, straight through, no seeking."""
     with av.open(str(path)) as container:
-        return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
+        return [cast(FrameBGR, frame.to_ndarray(format="bgr24"))
+                for frame in container.decode(video=0)]
 
 
 @pytest.fixture(scope="module", params=list(CLIPS))
@@ -68,7 +70,9 @@ def test_decode_is_a_generator(tmp_path: Path) -> None:
     frames = decode_frames(info, 2, 10)
     first_index, _ = next(frames)
     assert first_index == 2
-    frames.close()  # closing early releases the container without decoding the rest
+    # Closing early releases the container without decoding the rest (decode_frames is
+    # annotated as returning an Iterator, which has no close(); it returns a generator).
+    frames.close()  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(("start", "stop"), [(-1, 3), (3, 3), (5, 2), (0, 11)])

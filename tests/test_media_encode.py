@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -28,9 +29,10 @@ from fusionray.media.encode import (
 )
 from fusionray.media.formats import PIX_FMTS
 from fusionray.media.probe import probe_video
+from fusionray.types import FrameBGR
 from tests.clips import psnr, sha256_file, write_clip
 
-BASE = {
+BASE: dict[str, Any] = {
     "codec": "libx264",
     "crf": 18,
     "preset": "medium",
@@ -127,9 +129,14 @@ def source(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _segment_packets(data: bytes) -> tuple[Fraction, list[tuple[int, bool]]]:
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         stream = container.streams.video[0]
-        packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size]
+        assert stream.time_base is not None  # a stream read from a file has its time base
+        packets = []
+        for p in container.demux(stream):
+            if p.size:
+                assert p.pts is not None  # a packet read from a file has its pts
+                packets.append((p.pts, p.is_keyframe))
         return Fraction(stream.time_base), packets
 
 
@@ -197,7 +204,7 @@ far above what a real difference (another frame, a wrong colour range) scores.""
 
 def decode_bytes(data: bytes) -> list[np.ndarray]:
     """The frames of an encoded segment, as BGR arrays."""
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
 
 
@@ -227,7 +234,7 @@ def src(codec_name: str = "", pix_fmt: str = "", profile: str = "") -> SourceFor
     return SourceFormat(codec_name=codec_name, profile=profile, pix_fmt=pix_fmt)
 
 
-AUTO = {**BASE, "codec": "auto", "pix_fmt": "auto", "profile": "auto"}
+AUTO: dict[str, Any] = {**BASE, "codec": "auto", "pix_fmt": "auto", "profile": "auto"}
 
 
 @pytest.mark.parametrize(
@@ -424,8 +431,10 @@ def test_lookahead_frames_are_seen_but_not_written(source, codec: str) -> None:
     time_base, packets = _segment_packets(data)
     assert sorted(p * time_base for p, _ in packets) == [
         p * info.time_base for p in info.frame_pts[owned]]
-    with av.open(io.BytesIO(data)) as container, av.open(io.BytesIO(plain)) as reference:
-        decoded = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    with av.open(io.BytesIO(data), "r") as container, \
+            av.open(io.BytesIO(plain), "r") as reference:
+        decoded = [cast(FrameBGR, f.to_ndarray(format="bgr24"))
+                   for f in container.decode(video=0)]
         assert container.streams.video[0].codec_context.extradata == \
             reference.streams.video[0].codec_context.extradata  # still concatenates
     assert len(decoded) == 10
@@ -453,7 +462,7 @@ def test_bgr_frames_are_converted_with_correct_rounding(tmp_path: Path) -> None:
                                   audio=False, colorspace=1))
     settings = EncoderSettings(codec="libx264", pix_fmt="yuv420p", options=(("qp", "0"),))
     data = encode_segment_bytes([frame], pts=info.frame_pts[:1], info=info, settings=settings)
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         decoded = next(container.decode(video=0))
     y = decoded.to_ndarray()[:144].astype(np.float64)  # the Y rows of the yuv420p array
     b, g, r = (frame[..., channel].astype(np.float64) for channel in range(3))

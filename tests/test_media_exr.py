@@ -170,6 +170,7 @@ def test_a_changed_frame_keeps_header_types_alpha_and_compression(tmp_path: Path
     assert after.header["compression"] == OpenEXR.ZIP_COMPRESSION
     assert after.header["owner"] == "fusionray tests"
     assert after.rgb.dtype == np.float16 and after.alpha is not None
+    assert before.alpha is not None
     assert np.array_equal(after.alpha, before.alpha)
     mask = np.ones(before.rgb.shape[:2], bool)
     mask[100:110, 300:310] = False

@@ -191,7 +191,7 @@ def test_lookahead_flattens_the_quality_dip_before_chunk_joins(tmp_path: Path) -
     settings = settings_for_video(EncodeConfig(codec="libx264", preset="medium"), info)
 
     def per_frame_psnr(chunk_frames: int, lookahead: int) -> np.ndarray:
-        decoded = []
+        decoded: list[np.ndarray] = []
         for start in range(0, len(frames), chunk_frames):
             stop = min(start + chunk_frames, len(frames))
             ahead = slice(stop, min(stop + lookahead, len(frames)))

@@ -33,7 +33,7 @@ def test_catalog_entries() -> None:
     front, back = MODELS["blazeface_front"], MODELS["blazeface_back"]
     assert (front.input_size, back.input_size) == (128, 256)
     assert front.sources[0].member.endswith("front_128x128_barracuda.onnx")  # type: ignore[union-attr]
-    assert back.sha256.startswith("427cbbe0")
+    assert back.sha256 is not None and back.sha256.startswith("427cbbe0")
 
 
 def test_unknown_model_lists_choices() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -25,7 +26,7 @@ from fusionray.faces.scrfd import SCRFDDetector, letterbox
 from fusionray.models.loader import ModelOptions, ModelRunner
 from fusionray.swap.base import SourceIdentity
 from fusionray.swap.inswapper import InswapperSwapper, load_emap, source_latent
-from fusionray.types import Face
+from fusionray.types import Face, FrameBGR
 from tests import onnx_fixtures as fx
 from tests.faces_fixtures import astronaut_bgr, blazeface, psnr, tom_hanks_bgr
 from tests.tolerances import assert_float32_close, float32_atol
@@ -67,7 +68,8 @@ def _tom_hanks_face(scale: int = 1) -> tuple[np.ndarray, Face]:
     keypoints = ARCFACE_TEMPLATE_112 * scale + (200, 60)
     x1, y1 = keypoints.min(axis=0) - 30
     x2, y2 = keypoints.max(axis=0) + 30
-    return canvas, Face(bbox=np.array([x1, y1, x2, y2]), keypoints=keypoints, score=0.9)
+    return canvas, Face(bbox=np.array([x1, y1, x2, y2]), keypoints=keypoints.astype(np.float32),
+                        score=0.9)
 
 
 def _face_box(face: Face, shape: tuple[int, ...]) -> tuple[slice, slice]:
@@ -86,7 +88,9 @@ def test_identity_swapper_round_trip(identity_options: ModelOptions, blend: str,
     distance): that is inswapper's resolution, not an alignment error.
     """
     swapper = InswapperSwapper(options=identity_options, blend=blend, colour_match=colour_match)
-    image = cv2.resize(astronaut_bgr(), None, fx=0.75, fy=0.75, interpolation=cv2.INTER_AREA)
+    # A uint8 BGR image resized stays uint8 BGR.
+    image = cast(FrameBGR, cv2.resize(astronaut_bgr(), None, fx=0.75, fy=0.75,
+                                      interpolation=cv2.INTER_AREA))
     faces = blazeface("back").detect(image)
     assert faces and faces[0].layout == "blazeface6"
     output = swapper.swap(image, faces[:1], _identity())
@@ -167,6 +171,7 @@ def test_several_sources_are_averaged_as_normalised_embeddings(
     first = swapper.embedder.embed(canvas, [face])[0]
     second = swapper.embedder.embed(image, [astronaut])[0]
     mean = (first + second) / 2
+    assert identity.embedding is not None
     assert_float32_close(identity.embedding, mean / np.linalg.norm(mean), terms=ARCFACE_TERMS)
     assert identity.image_count == 2 and identity.crop is None
     assert_float32_close(average_identity([first * 5, second]), identity.embedding,

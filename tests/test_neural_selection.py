@@ -5,6 +5,7 @@ the new config keys, and one render through the neural path on contract-faithful
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,7 @@ def test_table_keeps_embeddings_and_pose() -> None:
     faces[3][0] = Face(bbox=faces[3][0].bbox, keypoints=faces[3][0].keypoints, score=0.5,
                        embedding=_unit(4), pose=(10.0, -5.0, 2.5))
     back = table_to_faces(faces_to_table(faces))[3]
+    assert back[0].embedding is not None
     np.testing.assert_allclose(back[0].embedding, _unit(4), atol=1e-6)
     assert back[0].pose == (10.0, -5.0, 2.5)
     assert back[1].embedding is None and back[1].pose is None
@@ -139,7 +141,7 @@ def test_render_through_the_neural_path(fixture_cache: Path, tmp_path: Path) -> 
         f"models.cache_dir={fixture_cache}", "models.offline=true",
         "selection.mode=reference", "selection.reference_frame=0", "selection.max_yaw=60",
     )
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
         summary = render(config, run_dir=tmp_path, config_yaml="x: 1\n")
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
@@ -13,6 +14,7 @@ import yaml
 
 from fusionray.actors import pools
 from fusionray.actors.pools import (
+    PoolKind,
     PoolPlan,
     actor_bundle,
     actor_options,
@@ -122,8 +124,9 @@ def test_hang_limit(durations: list[float], expected: float) -> None:
 
 def studio() -> ClusterConfig:
     data = yaml.safe_load((ROOT / "conf" / "cluster" / "studio.yaml").read_text())
-    return ClusterConfig(**{k: PoolConfig(**v) if isinstance(v, dict) else v
-                            for k, v in data.items()})
+    fields: dict[str, Any] = {k: PoolConfig(**v) if isinstance(v, dict) else v
+                              for k, v in data.items()}
+    return ClusterConfig(**fields)
 
 
 def recipe_capacity(name: str) -> tuple[dict[str, float], dict[str, float], float]:
@@ -162,7 +165,9 @@ def test_each_recipe_runs_the_studio_pools(recipe: str) -> None:
     and the detection pre-pass fit."""
     cluster = studio()
     at_start, at_most, node_cpus = recipe_capacity(recipe)
-    for kind, pool in (("render", cluster.swap), ("detect", cluster.detect)):
+    pools_by_kind: tuple[tuple[PoolKind, PoolConfig], ...] = (
+        ("render", cluster.swap), ("detect", cluster.detect))
+    for kind, pool in pools_by_kind:
         start = plan_pool(pool, cluster, at_start, kind=kind, node_cpus=node_cpus)
         grown = plan_pool(pool, cluster, at_most, kind=kind, node_cpus=node_cpus)
         assert grown.actors >= 1, f"{recipe}: no {kind} actor fits even at its maximum"

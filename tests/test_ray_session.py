@@ -8,6 +8,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 import pytest
 import ray
@@ -25,7 +26,8 @@ LOCAL = RenderConfig(video="demo", cluster=ClusterConfig(num_cpus=1))
 
 def node_processes() -> dict[str, subprocess.Popen]:
     """The processes this driver's Ray node started, by Ray's process type."""
-    node = ray._private.worker._global_node
+    # Ray's private node object (its module types it as None).
+    node: Any = ray._private.worker._global_node
     return {kind: infos[0].process for kind, infos in node.all_processes.items()}
 
 
@@ -84,7 +86,8 @@ def test_stopping_a_jobs_own_ray_stops_every_process_it_started(
     assert start_ray(LOCAL)
     processes = node_processes()
     assert "monitor" in processes and "raylet" in processes and "gcs_server" in processes
-    node = ray._private.worker._global_node
+    # Ray's private node object (its module types it as None).
+    node: Any = ray._private.worker._global_node
     kills: list[tuple[str, bool]] = []
     kill = node._kill_process_impl
 
@@ -113,7 +116,8 @@ def test_stopping_a_joined_cluster_leaves_it_running() -> None:
         ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
-        head = {kind: infos[0].process for kind, infos in cluster.head_node.all_processes.items()}
+        head_node: Any = cluster.head_node  # a Node once started; the class types it as None
+        head = {kind: infos[0].process for kind, infos in head_node.all_processes.items()}
         config = RenderConfig(video="demo", cluster=ClusterConfig(address=cluster.address))
         assert start_ray(config)
         assert node_processes() == {}  # a driver that joined owns no Ray process

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 import sys
 from fractions import Fraction
@@ -40,6 +41,7 @@ def sha256(path: Path) -> str:
 def video_pts_seconds(path: Path) -> list[Fraction]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
+        assert stream.time_base is not None  # a stream read from a file has its time base
         pts = [p.pts for p in container.demux(stream) if p.pts is not None]
         return [Fraction(p) * stream.time_base for p in sorted(pts)]
 
@@ -144,7 +146,7 @@ def test_render_on_a_two_node_cluster_with_fractional_gpus(tmp_path: Path) -> No
                       head_node_args={"num_cpus": 2, "num_gpus": 2, "include_dashboard": False})
     cluster.add_node(num_cpus=2, num_gpus=2)
     try:
-        ray.init(address=cluster.address, logging_level="WARNING")
+        ray.init(address=cluster.address, logging_level=logging.WARNING)
         source = write_clip(tmp_path / "in.mp4", frames=40, audio=True)
         output = tmp_path / "out.mp4"
         config = compose_config(

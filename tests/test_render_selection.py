@@ -25,6 +25,7 @@ from tests.faces_fixtures import (
     astronaut_bgr,
     blazeface,
     copy_blazeface_models,
+    read_bgr,
 )
 from tests.test_render import compose_config, decoded_frames
 
@@ -35,7 +36,7 @@ SLOTS = (100, 270, 440, 610)
 
 def face_patches() -> list[tuple[FrameBGR, float]]:
     """Four real faces: (square patch around the face, face box side within the patch)."""
-    group = cv2.imread(str(INSIGHTFACE_IMAGES / "t1.jpg"), cv2.IMREAD_COLOR)
+    group = read_bgr(INSIGHTFACE_IMAGES / "t1.jpg")
     patches = []
     group_faces = blazeface("back").detect(group)
     # Three of t1's frontal faces around the astronaut (person 2); t1's third face is
@@ -125,7 +126,7 @@ def test_mode_one_keeps_one_person_over_the_shot(local_ray, tmp_path: Path) -> N
     whole = render_group(tmp_path, clip, "whole", "selection.mode=one", "chunk.frames=36")
     faces = pq.read_table(OutputPaths.for_video(whole).faces).to_pylist()
     # The per-frame rule would have swapped a different person every few frames.
-    largest = {}
+    largest: dict[int, tuple[float, int]] = {}
     for row in faces:
         area = (row["bbox"][2] - row["bbox"][0]) * (row["bbox"][3] - row["bbox"][1])
         if area > largest.get(row["frame"], (0.0, -1))[0]:

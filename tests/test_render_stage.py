@@ -12,8 +12,10 @@ Decode cost: frames decoded per frame written, counted by the decoder itself, on
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, cast
 
 import av
 import cv2
@@ -24,12 +26,14 @@ from fusionray.actors.render_stage import RenderStage
 from fusionray.actors.stages import DetectStage, detector_from_config
 from fusionray.config import RenderConfig
 from fusionray.jobs.pipeline import build_source_identity
+from fusionray.media.decode import VideoReader
 from fusionray.media.demo import demo_source_image_path, render_demo_frames
+from fusionray.media.encode import SegmentFrame
 from fusionray.media.frame import SWS_ACCURATE, PlaneFrame, face_regions
 from fusionray.media.plan import plan_chunks
 from fusionray.media.probe import probe_video
-from fusionray.swap.base import SourceIdentity
-from fusionray.types import Face, VideoInfo
+from fusionray.swap.base import FaceJob, SourceIdentity
+from fusionray.types import Face, FrameBGR, VideoInfo
 from tests.test_render import compose_config
 
 BT709, BT2020, PQ = 1, 9, 16
@@ -55,7 +59,8 @@ def write_tagged_clip(path: Path, *, frames: int, pix_fmt: str, colorspace: int,
             stream.set_display_rotation(rotation)
         upright = (height, width) if turns % 2 else (width, height)
         for index, image in enumerate(render_demo_frames(frames / 25)):
-            small = cv2.resize(image, upright, interpolation=cv2.INTER_AREA)
+            # A uint8 BGR image resized stays uint8 BGR.
+            small = cast(FrameBGR, cv2.resize(image, upright, interpolation=cv2.INTER_AREA))
             small = np.ascontiguousarray(np.rot90(small, -turns))
             frame = av.VideoFrame.from_ndarray(small, format="bgr24").reformat(
                 format=pix_fmt, dst_colorspace=colorspace, interpolation=SWS_ACCURATE,
@@ -70,17 +75,19 @@ def write_tagged_clip(path: Path, *, frames: int, pix_fmt: str, colorspace: int,
 def luma_planes(data: bytes | Path) -> tuple[list[np.ndarray], dict[str, object]]:
     """Every frame's luma plane at its own depth, and the stream's format and colour tags."""
     source = io.BytesIO(data) if isinstance(data, bytes) else str(data)
-    with av.open(source) as container:
+    with av.open(source, "r") as container:
         stream = container.streams.video[0]
         context = stream.codec_context
-        planes, formats = [], set()
+        planes: list[np.ndarray] = []
+        formats: set[str] = set()
         for frame in container.decode(video=0):
             # FFmpeg's H.264 decoder names full-range 4:2:0 `yuvj420p`: the range is the tag.
             formats.add(frame.format.name.replace("yuvj", "yuv"))
             planes.append(PlaneFrame(frame).planes[0].astype(np.float64))
-        tags = {"pix_fmt": formats.pop() if len(formats) == 1 else formats,
-                "range": context.color_range, "matrix": context.colorspace,
-                "primaries": context.color_primaries, "trc": context.color_trc}
+        tags: dict[str, object] = {
+            "pix_fmt": formats.pop() if len(formats) == 1 else formats,
+            "range": context.color_range, "matrix": context.colorspace,
+            "primaries": context.color_primaries, "trc": context.color_trc}
     return planes, tags
 
 
@@ -135,8 +142,8 @@ def test_outside_the_faces_the_picture_comes_back_as_it_went_in(
     encoded: list[np.ndarray] = []
     encode = render_stage.encode_segment_bytes
 
-    def recording_encode(frames, **kwargs):  # type: ignore[no-untyped-def]
-        def record(items):  # type: ignore[no-untyped-def]
+    def recording_encode(frames: Iterable[av.VideoFrame], **kwargs: Any) -> bytes:
+        def record(items: Iterable[av.VideoFrame]) -> Iterator[av.VideoFrame]:
             for frame in items:
                 encoded.append(PlaneFrame(frame).planes[0].astype(np.float64))
                 yield frame
@@ -236,7 +243,7 @@ def tagged_chunk_setup(tmp_path: Path, *, frames: int, overrides: tuple[str, ...
 
 def decoded_pictures(segment: bytes) -> list[np.ndarray]:
     """Every frame of an encoded segment, all planes, as decoded."""
-    with av.open(io.BytesIO(segment)) as container:
+    with av.open(io.BytesIO(segment), "r") as container:
         return [frame.to_ndarray() for frame in container.decode(video=0)]
 
 
@@ -296,11 +303,11 @@ def test_an_error_in_the_swap_is_the_chunks_error_and_no_thread_is_left(
     # with threads running.
     real_paste = stage.swapper.paste
 
-    def failing_paste(frame: np.ndarray, jobs: object) -> np.ndarray:
+    def failing_paste(frame_bgr: np.ndarray, jobs: Sequence[FaceJob]) -> FrameBGR:
         calls.append(1)
         if len(calls) == 5:
             raise RuntimeError("swap failed on its fifth frame")
-        return real_paste(frame, jobs)  # type: ignore[arg-type]
+        return real_paste(frame_bgr, jobs)
 
     stage.swapper.paste = failing_paste  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="fifth frame"):
@@ -325,8 +332,8 @@ def test_an_error_in_the_encoder_leaves_no_thread_behind(
     config, info, source = tagged_chunk_setup(tmp_path, frames=12)
     stage = RenderStage(config, threads=threads)
 
-    def failing_encoder(frames: object, **_: object) -> bytes:
-        for index, _frame in enumerate(frames):  # type: ignore[call-overload]
+    def failing_encoder(frames: Iterable[SegmentFrame], **_: object) -> bytes:
+        for index, _frame in enumerate(frames):
             if index == 3:
                 raise error("the encoder failed on its fourth frame")
         return b""
@@ -356,7 +363,7 @@ def test_frames_in_flight_are_bounded_by_the_window_not_the_chunk(
     config = compose_config(f"+video={video}", f"+source={demo_source_image_path()}",
                             f"output={tmp_path / 'out.mp4'}", "progress=false",
                             "preview_frames=0", "selection.min_face_size=0")
-    alive: list[weakref.ref[object]] = []
+    alive: list[weakref.ref[render_stage._Frame]] = []
     peak = [0]
     frame_class = render_stage._Frame
 
@@ -427,6 +434,7 @@ def test_decoder_and_encoder_threads_follow_the_actor(tmp_path: Path,
 
     def recording_reader(*args: object, threads: int = 0, **kwargs: object) -> object:
         reader = open_reader(*args, threads=threads, **kwargs)  # type: ignore[arg-type]
+        assert isinstance(reader, VideoReader)  # the input is a video file
         seen["decoder"] = reader._stream.codec_context.thread_count
         return reader
 

@@ -46,6 +46,7 @@ def break_packet(clean: Path, broken: Path, index: int) -> Path:
     with av.open(str(clean)) as container:
         packets = sorted((p.pts, p.pos, p.size) for p in container.demux(video=0) if p.size)
     _, position, size = packets[index]
+    assert position is not None  # a packet read from a file has its byte offset
     data = bytearray(clean.read_bytes())
     data[position:position + size] = b"\xff" * size
     broken.write_bytes(bytes(data))
@@ -79,7 +80,7 @@ def chunks_of(config: RenderConfig, info: VideoInfo) -> list[Chunk]:
 
 
 def segment_frames(segment: bytes) -> list[np.ndarray]:
-    with av.open(io.BytesIO(segment)) as container:
+    with av.open(io.BytesIO(segment), "r") as container:
         return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,7 +130,7 @@ def test_render_from_and_to_s3(s3: S3Server, tmp_path: Path) -> None:
     client = s3.client()
     client.upload_file(str(ensure_demo_clip()), BUCKET, "in/demo.mp4")
     client.upload_file(str(demo_source_image_path()), BUCKET, "in/face.png")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
         config = compose_config(
             # URIs with query options need quoting in Hydra overrides (`=`, `&`).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from fusionray.swap.classic import ClassicSwapper, build_swapper
 from fusionray.types import Face
 from tests.faces_fixtures import astronaut_bgr, blazeface, psnr, tom_hanks_bgr
 
-OPTIONS = {
+OPTIONS: dict[str, Any] = {
     "crop_size": 256, "mask_padding": 0.0, "mask_blur": 0.3, "colour_match": True,
     "blend": "laplacian", "blend_levels": 5,
 }
@@ -131,7 +133,9 @@ def test_source_identity_validation() -> None:
     with pytest.raises(ValueError, match="crop, an embedding"):
         SourceIdentity(crop=None, crop_size=256, image_count=1)
     with pytest.raises(ValueError, match="L2-normalised"):
-        SourceIdentity(crop=None, crop_size=256, image_count=1, embedding=np.ones(512))
+        # A float64 array, as a caller might hand it: the check is on its norm.
+        SourceIdentity(crop=None, crop_size=256, image_count=1,
+                       embedding=np.ones(512))  # type: ignore[arg-type]
     embedding = np.ones(512, np.float32) / np.sqrt(512)
     identity = SourceIdentity(crop=None, crop_size=128, image_count=2, embedding=embedding)
     assert identity.embedding is not None and identity.embedding.shape == (512,)

@@ -4,6 +4,7 @@ exactly the models the driver fetches up front."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,13 @@ def test_master_inswapper_renders_boosted_and_masked(tmp_path: Path) -> None:
         (16, 128, 128, 3)]
     rows: list[int] = []
     run = engine.runner.run
-    engine.runner.run = lambda *inputs: rows.append(inputs[0].shape[0]) or run(*inputs)  # type: ignore[method-assign]
+
+    def counting_run(*inputs: np.ndarray, outputs: Sequence[int] | None = None
+                     ) -> list[np.ndarray]:
+        rows.append(inputs[0].shape[0])
+        return run(*inputs, outputs=outputs)
+
+    engine.runner.run = counting_run  # type: ignore[method-assign]
     output = engine.paste(image, engine.forward(jobs, _source()))
     assert rows == [8, 8]
     x1, y1, x2, y2 = (int(v) for v in face.bbox)

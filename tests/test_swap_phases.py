@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -34,7 +35,7 @@ from fusionray.models.onnx_file import OnnxFileParts
 from fusionray.swap.base import FaceJob, SourceIdentity, Swapper
 from fusionray.swap.classic import ClassicSwapper
 from fusionray.swap.inswapper import CROP_SIZE, InswapperSwapper, load_emap
-from fusionray.types import Face
+from fusionray.types import Face, FrameBGR
 from tests import onnx_fixtures as fx
 from tests.faces_fixtures import astronaut_bgr, blazeface, tom_hanks_bgr
 
@@ -54,7 +55,9 @@ def _identity() -> SourceIdentity:
 def frames() -> list[tuple[np.ndarray, list[Face]]]:
     """Three different frames: the astronaut at two scales, and two astronauts side by side."""
     image = astronaut_bgr()
-    small = cv2.resize(image, None, fx=0.75, fy=0.75, interpolation=cv2.INTER_AREA)
+    # A uint8 BGR image resized stays uint8 BGR.
+    small = cast(FrameBGR, cv2.resize(image, None, fx=0.75, fy=0.75,
+                                      interpolation=cv2.INTER_AREA))
     pair = np.concatenate([image, cv2.flip(image, 1)], axis=1)
     result = []
     for frame in (image, small, pair):
@@ -312,6 +315,7 @@ def test_classic_phases(frames: list[tuple[np.ndarray, list[Face]]]) -> None:
     done = swapper.forward(jobs, source)
     assert all(job.output is source.crop for job in done)  # Shared, read-only, not copied.
     expected = frame.copy()
+    assert source.crop is not None  # the classic engine keeps an aligned crop
     for face in faces:  # The engine's loop before the phases existed.
         paste_crop(expected, source.crop, face_to_template_matrix(face, 256), swapper.mask,
                    colour_match=True, blend="laplacian", blend_levels=5)

@@ -34,5 +34,7 @@ def float32_atol(expected: npt.ArrayLike, *, terms: int) -> float:
 
 def assert_float32_close(actual: npt.ArrayLike, expected: npt.ArrayLike, *, terms: int) -> None:
     """`actual` equals `expected` within `float32_atol(expected, terms=terms)` everywhere."""
-    np.testing.assert_allclose(actual, expected, rtol=0,
+    # As arrays (what assert_allclose makes of them anyway): its signature takes only numeric
+    # array-likes, while `ArrayLike` also admits strings and bytes.
+    np.testing.assert_allclose(np.asanyarray(actual), np.asanyarray(expected), rtol=0,
                                atol=float32_atol(expected, terms=terms))
