@@ -261,10 +261,12 @@ def copy_video_frame(frame: av.VideoFrame) -> av.VideoFrame:
 
 
 def decode_frames(info: VideoInfo, start: int, stop: int, *, conceal: bool = False,
-                  concealed: list[int] | None = None) -> Iterator[tuple[int, FrameBGR]]:
+                  concealed: list[int] | None = None
+                  ) -> Generator[tuple[int, FrameBGR], None, None]:
     """Yield `(frame_index, frame)` for every index in `[start, stop)` of `info.path`.
 
-    Streaming: one decoded frame is alive at a time (plus the decoder's reorder buffer).
+    Streaming: one decoded frame is alive at a time (plus the decoder's reorder buffer);
+    closing the generator early releases the container.
 
     Args:
         info: The probe result of the video.
