@@ -131,6 +131,7 @@ def write_input(case: Case, folder: Path, picture: Callable[[int], np.ndarray]) 
         with av.open(str(sequence / (case.file_name % (index + 1))), "w",
                      format="image2") as container:
             stream = container.add_stream(case.clip.codec, rate=25)
+            assert isinstance(stream, av.VideoStream)  # `case.clip.codec` names an image encoder
             stream.width, stream.height = WIDTH, HEIGHT
             stream.pix_fmt = case.clip.pix_fmt
             stream.options = dict(case.clip.options)
@@ -166,7 +167,7 @@ def luma_planes(path: Path) -> tuple[list[np.ndarray], int]:
                 bits = PixelLayout.of(name).bits
                 plane = frame.planes[0]
                 dtype = np.uint16 if bits > 8 else np.uint8
-                data = np.frombuffer(plane, dtype=dtype).reshape(
+                data = np.frombuffer(memoryview(plane), dtype=dtype).reshape(
                     plane.height, plane.line_size // dtype().itemsize)[:, :plane.width]
                 planes.append(data.astype(np.float64))
             else:
@@ -223,9 +224,9 @@ def row(case: Case, work: Path, picture: Callable[[int], np.ndarray]) -> list[st
         source = write_input(case, folder, picture)
     except Exception as error:  # a generator PyAV lacks is a row, not a crash
         return [case.name, f"(input not written: {error})", "", "", "", "", "", "", ""]
-    output, error, seconds = render(source, folder / "run")
+    output, failure, seconds = render(source, folder / "run")
     if output is None:
-        return [case.name, error, "", "", "", "", "", "", f"{seconds:.0f}"]
+        return [case.name, failure, "", "", "", "", "", "", f"{seconds:.0f}"]
     if case.sequence:
         return [case.name, f"{output.suffix}", "", "", "", "", "", "", f"{seconds:.0f}"]
     before, after = probe_video(source), probe_video(output)

@@ -83,8 +83,9 @@ def film(scenario: Scenario, world: np.ndarray, work: Path) -> tuple[list[np.nda
         stream.width, stream.height, stream.pix_fmt = DEMO_WIDTH, DEMO_HEIGHT, "yuv420p"
         stream.options = {"crf": "18", "preset": "medium", "threads": "1"}
         for index, matrix in enumerate(matrices):
-            image = cv2.warpAffine(world, matrix, (DEMO_WIDTH, DEMO_HEIGHT),
-                                   flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+            image: np.ndarray = cv2.warpAffine(world, matrix, (DEMO_WIDTH, DEMO_HEIGHT),
+                                               flags=cv2.INTER_CUBIC,
+                                               borderMode=cv2.BORDER_REFLECT)
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
             frame.pts, frame.time_base = index, Fraction(1, DEMO_FPS)
             container.mux(stream.encode(frame))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import subprocess
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import av
 import cv2
@@ -30,6 +32,26 @@ ROOT = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT, FPS = 1280, 720, 25
 TOLERANCE = 0.25
 """Invariant 6: the long clip's peak may exceed the short clip's by at most this fraction."""
+
+
+class Measurement(TypedDict):
+    """One clip's render, as `--measure` prints it (a JSON line)."""
+
+    frames: int
+    wall_seconds: float
+    frames_per_second: float
+    peak_rss_mb: int
+    spilled_bytes: int
+    frames_with_faces: int
+    chunks: int
+    max_chunks_in_flight: int
+    chunk_frames: int
+
+
+class ClipResult(Measurement):
+    """A `Measurement` with the clip length it was measured on."""
+
+    seconds: float
 
 
 def write_720p_clip(path: Path, seconds: float) -> Path:
@@ -72,7 +94,7 @@ def spilled_bytes() -> int:
     return max(1, int(match.group(1)) * 1024 * 1024) if match else 0
 
 
-def measure(video: Path, output: Path, overrides: list[str]) -> dict[str, object]:
+def measure(video: Path, output: Path, overrides: list[str]) -> Measurement:
     """Render `video` on a fresh local Ray in this process; peak RSS, spill and timing."""
     import ray
     from hydra import compose, initialize_config_dir
@@ -89,7 +111,7 @@ def measure(video: Path, output: Path, overrides: list[str]) -> dict[str, object
             "progress=false", "preview_frames=0", *overrides])
     config = to_render_config(cfg)
     ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
-             logging_level="WARNING")
+             logging_level=logging.WARNING)
     try:
         with PeakMemory() as memory:
             started = time.perf_counter()
@@ -106,7 +128,7 @@ def measure(video: Path, output: Path, overrides: list[str]) -> dict[str, object
             "chunk_frames": config.chunk.frames}
 
 
-def run(lengths: list[float], overrides: list[str], work: Path) -> list[dict[str, object]]:
+def run(lengths: list[float], overrides: list[str], work: Path) -> list[ClipResult]:
     """Measure each length in its own process, so one run's memory never counts in another."""
     results = []
     for seconds in lengths:
@@ -117,17 +139,17 @@ def run(lengths: list[float], overrides: list[str], work: Path) -> list[dict[str
                                    check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
         if completed.returncode != 0:
             raise RuntimeError(f"measuring {seconds:g} s failed:\n{completed.stderr[-3000:]}")
-        result = json.loads(completed.stdout.strip().splitlines()[-1])
+        result: ClipResult = json.loads(completed.stdout.strip().splitlines()[-1])
         result["seconds"] = seconds
         results.append(result)
         clip.unlink()
     return results
 
 
-def verdict(results: list[dict[str, object]]) -> tuple[bool, str]:
+def verdict(results: list[ClipResult]) -> tuple[bool, str]:
     shortest, longest = results[0], results[-1]
-    ratio = float(longest["peak_rss_mb"]) / float(shortest["peak_rss_mb"])  # type: ignore[arg-type]
-    spilled = sum(int(r["spilled_bytes"]) for r in results)  # type: ignore[call-overload]
+    ratio = float(longest["peak_rss_mb"]) / float(shortest["peak_rss_mb"])
+    spilled = sum(int(r["spilled_bytes"]) for r in results)
     ok = ratio <= 1 + TOLERANCE and spilled == 0
     return ok, (f"peak ratio {longest['seconds']:g} s / {shortest['seconds']:g} s = {ratio:.3f} "
                 f"(limit {1 + TOLERANCE:.2f}); spilled {spilled} bytes: "

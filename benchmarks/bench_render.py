@@ -46,6 +46,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import psutil
 from hydra import compose, initialize_config_dir
@@ -241,6 +242,18 @@ def command_for(name: str, video: Path, output: Path, overrides: list[str],
             "--video", str(video), "--output", str(output), *overrides]
 
 
+class RunJson(TypedDict):
+    """The fields of fusionray's run.json (`fusionray.report.summary.RunSummary`) read here."""
+
+    actors: dict[str, int]
+    actor_threads: dict[str, int]
+    chunks: int
+    providers: list[str]
+    frames_decoded: int
+    frames_written: int
+    stage_seconds: dict[str, float]
+
+
 def bench(seconds: float, *, gop: int, repeats: int, sides: list[str], overrides: list[str],
           work: Path, machine: str) -> None:
     """Render a `seconds` demo clip with each side as a whole process, alternating the sides
@@ -251,7 +264,7 @@ def bench(seconds: float, *, gop: int, repeats: int, sides: list[str], overrides
     walls: dict[str, list[float]] = {name: [] for name in sides}
     peaks: dict[str, list[int]] = {name: [] for name in sides}
     stages: dict[str, dict[str, float]] = {}
-    run_json: dict[str, object] = {}
+    run_json: RunJson | None = None  # the last round's, when the fusionray side runs
     for round_index in range(repeats):
         for name in sides:
             tag = name if name in LABELS else f"also{sides.index(name)}"  # no '=' in paths
