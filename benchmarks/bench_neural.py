@@ -22,11 +22,15 @@ near-free ArcFace-contract graph instead, which hides it). Both sides use the sa
 The clip: `--frames` frames (48) at 1280x720, 25 fps, H.264, one face (skimage's astronaut,
 scaled to a 150 px face box) moving across a grey background.
 
-Also printed: the model-alone floor, the stand-in's own time per face on an ONNX Runtime
-session using every core (batch 1, and batched at `--batch` on the freed-batch rewrite), i.e.
-the fastest any pipeline could go on this machine with one face per frame; and the one-time
-cost of freeing the batch dimension (done before the timed runs, as a deployed model cache
-would have it).
+The third side of each round is the model-alone floor: the stand-in's forward passes for
+the clip's faces, batch 1, using every core, the faster of one after another on a session of
+every core's threads and several at once on one-thread sessions (in a process of its own; its
+start and the sessions' opening are not counted), i.e. the fastest any pipeline could go on
+this machine with one face per frame. It is timed in every round because this
+VM's speed drifts over minutes; fusionray's ratio to the floor is taken round by round.
+Also printed, timed once: the batched forward at `--batch` on the freed-batch rewrite, the
+recognizer's cost, and the one-time cost of freeing the batch dimension (done before the
+timed runs, as a deployed model cache would have it).
 
     .venv/bin/python benchmarks/bench_neural.py                      # 48 frames, 2 rounds
     .venv/bin/python benchmarks/bench_neural.py --frames 6 --repeats 1 --floor-faces 1  # smoke
@@ -193,6 +197,35 @@ def run_loop(overrides: list[str], threads: int) -> dict[str, float]:
             "loop_seconds": time.perf_counter() - loaded}
 
 
+def run_floor(cache: Path, faces: int) -> dict[str, float]:
+    """The model-alone floor, in this process (the worker side of `--worker floor`): the
+    stand-in's forward passes for `faces` faces at batch 1 using every core, timed two ways
+    (opening the sessions is not timed): one after another on a session of every core's
+    threads, and as many at once as there are cores on a one-thread session (what fusionray's
+    `RowCalls` does on CPU). The floor is the faster."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fusionray.models.session import open_session
+
+    cores = len(os.sched_getaffinity(0))
+    rng = np.random.default_rng(0)
+    latent = rng.standard_normal((1, 512)).astype(np.float32)
+    feeds = {"target": rng.random((1, 3, 128, 128), dtype=np.float32),
+             "source": latent / np.linalg.norm(latent)}
+    result: dict[str, float] = {"faces": faces}
+    for label, threads, workers in (("threads", cores, 1), ("rows", 1, cores)):
+        run = open_session(cache / "inswapper_128.onnx", providers=("cpu",), threads=threads,
+                           graph_cache=cache / "ort-cpu").session.run
+        run(None, feeds)  # Warm-up: first-call allocations.
+        with ThreadPoolExecutor(workers) as pool:
+            started = time.perf_counter()
+            list(pool.map(lambda _, run=run: run(None, feeds), range(faces)))
+            result[label] = time.perf_counter() - started
+        del run
+    result["seconds"] = min(result["threads"], result["rows"])
+    return result
+
+
 def timed_process(command: list[str], *, env: dict[str, str]) -> tuple[float, str]:
     """Wall seconds of a whole child process (which must succeed), and its stdout."""
     started = time.perf_counter()
@@ -265,12 +298,15 @@ def main() -> None:
     parser.add_argument("--also", action="append", default=[], metavar="OVERRIDE",
                         help="another fusionray side with this Hydra override (repeatable), "
                              "e.g. --also identity_every=1")
-    parser.add_argument("--worker", choices=["loop"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["loop", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     if args.worker == "loop":
         print(json.dumps(run_loop(args.overrides, args.loop_threads)))
+        return
+    if args.worker == "floor":
+        print(json.dumps(run_floor(Path(args.overrides[0]), args.frames)))
         return
 
     import cv2
@@ -279,6 +315,7 @@ def main() -> None:
     from benchmarks.machine import machine_line
 
     print(machine_line())
+    frames = args.frames
     with tempfile.TemporaryDirectory(prefix="fusionray-neural-") as scratch:
         folder = Path(scratch)
         cache, build_seconds = prepare_models(folder, args.standin, args.builder,
@@ -291,22 +328,25 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
         extra = {f"fusionray {override}": override for override in args.also}
-        times: dict[str, list[float]] = {name: [] for name in ("fusionray", *extra, "loop")}
+        times: dict[str, list[float]] = {name: [] for name in ("fusionray", *extra, "loop",
+                                                                "floor")}
         run_json: dict[str, object] = {}
+        this_file = str(Path(__file__).resolve())
         for round_index in range(args.repeats):
             for side, name in enumerate(times):
                 output = folder / f"side{side}-{round_index}.mp4"
                 overrides = render_overrides(video, source, cache, output)
-                if name != "loop":
+                if name == "loop":
+                    command = [sys.executable, this_file, "--worker", "loop", "--loop-threads",
+                               str(args.loop_threads), "--", *overrides]
+                elif name == "floor":
+                    command = [sys.executable, this_file, "--worker", "floor", "--frames",
+                               str(frames), "--", str(cache)]
+                else:
                     command = [sys.executable, "-m", "fusionray.jobs.render", *overrides,
                                *([extra[name]] if name in extra else []),
                                f"hydra.run.dir={folder / f'hydra-{side}-{round_index}'}"]
-                else:
-                    command = [sys.executable, str(Path(__file__).resolve()), "--worker",
-                               "loop", "--loop-threads", str(args.loop_threads), "--",
-                               *overrides]
                 seconds, stdout = timed_process(command, env=env)
-                times[name].append(seconds)
                 detail = ""
                 if name == "fusionray":
                     run_json = json.loads(output.with_suffix(".run.json").read_text())
@@ -314,10 +354,18 @@ def main() -> None:
                     info = json.loads(stdout.strip().splitlines()[-1])
                     detail = (f" (load {info['load_seconds']:.1f} s, {info['swapped']}/"
                               f"{info['frames']} frames swapped)")
+                if name == "floor":
+                    # The floor is the model's own time: its process's start and the
+                    # sessions' opening are not part of it.
+                    info = json.loads(stdout.strip().splitlines()[-1])
+                    detail = (f" (the faster of: {info['threads']:.1f} s one after another on "
+                              f"{len(os.sched_getaffinity(0))} threads, {info['rows']:.1f} s "
+                              f"several at once on one thread each)")
+                    seconds = float(info["seconds"])
+                times[name].append(seconds)
                 print(f"round {round_index + 1} {name:24s} {seconds:7.1f} s{detail}",
                       flush=True)
 
-    frames = args.frames
     fusionray_s = statistics.median(times["fusionray"])
     loop_s = statistics.median(times["loop"])
     print()
@@ -329,8 +377,8 @@ def main() -> None:
     rows = [("fusionray (whole process, median)", fusionray_s),
             *((f"{name} (median)", statistics.median(times[name])) for name in extra),
             (f"insightface loop, {args.loop_threads} ORT threads (median)", loop_s),
-            ("model alone, all cores, batch 1", float(floor["batch1"]) * frames),
-            (f"model alone, all cores, batch {floor['batched_size']}",
+            ("model alone, all cores, batch 1 (median)", statistics.median(times["floor"])),
+            (f"model alone, all cores, batch {floor['batched_size']} (once)",
              float(floor["batched"]) * frames)]
     for label, seconds in rows:
         print(f"{label:44s} {seconds:9.1f} {frames / seconds:9.2f} {loop_s / seconds:7.2f}x")
@@ -343,14 +391,21 @@ def main() -> None:
               f"{run_json.get('notes') or 'none'}")
         print("fusionray stage seconds: " + ", ".join(
             f"{key} {float(value):.1f}" for key, value in sorted(stages.items())))
-    best_floor = min(float(floor["batch1"]), float(floor["batched"])) * frames
     pair = float(floor["identity_pair"])
     print(f"recognizer ({args.recognizer}): two embeddings (one identity-scored face) "
           f"{pair * 1000:.1f} ms, {pair / float(floor['batch1']):.1%} of a batch-1 swap")
-    for name in (name for name in times if name != "loop"):
+    # The floor is timed in every round beside the renders: this VM's speed drifts by 10-15 %
+    # over minutes, so a floor timed once at the start would skew the ratio.
+    batched_gain = float(floor["batched"]) / float(floor["batch1"])
+    for name in (name for name in times if name not in ("loop", "floor")):
         seconds = statistics.median(times[name])
+        ratios = [run / floor_run
+                  for run, floor_run in zip(times[name], times["floor"], strict=True)]
         print(f"{name} is {loop_s / seconds:.2f}x the loop and takes "
-              f"{seconds / best_floor:.2f}x the model-alone floor ({best_floor:.1f} s)")
+              f"{statistics.median(ratios):.3f}x the model-alone floor of its round (median; "
+              f"rounds {', '.join(f'{ratio:.3f}' for ratio in ratios)})")
+    print(f"batch {floor['batched_size']} costs {batched_gain:.3f}x batch 1 a face (timed once): "
+          f"the floor is batch 1{'' if batched_gain >= 1 else ', although batching is faster'}")
     print("runs: " + "; ".join(f"{name} {[round(t, 1) for t in runs]}"
                                for name, runs in times.items()))
 
