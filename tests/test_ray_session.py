@@ -1,19 +1,23 @@
-"""Starting and stopping Ray: a job's own local Ray keeps the application's SIGTERM handler and
-polls its object store every 50 ms; it is stopped whole (its autoscaler monitor killed at once,
-not waited out); a joined cluster is only disconnected from."""
+"""Starting and stopping Ray: a job's own local Ray keeps the application's SIGTERM handler
+(and a SIGTERM that arrives while Ray starts reaches it) and polls its object store every
+50 ms; it is stopped whole (its autoscaler monitor killed at once, not waited out); a joined
+cluster is only disconnected from."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
-from types import FrameType
+from types import FrameType, SimpleNamespace
 from typing import Any
 
 import pytest
 import ray
 
 from fusionray.config import ClusterConfig, RenderConfig
+from fusionray.jobs import ray_session
 from fusionray.jobs.ray_session import (
     LOCAL_SYSTEM_CONFIG,
     failure_reason,
@@ -60,6 +64,44 @@ def test_starting_ray_keeps_a_sigterm_handler_the_application_installed(
         assert handler is _unwind
     else:
         assert callable(handler) and handler is not _unwind  # Ray's: exit, then its atexit
+
+
+class _SwallowsWhatItsFinalizerRaises:
+    """Sends SIGTERM from its finalizer, where Python prints an exception and goes on."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # bytecode for the handler to run in, here
+            pass
+
+
+# The swallowed exit is reported as unraisable: that is the case under test.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("where", ["swallowed", "raised", "none"])
+def test_a_sigterm_while_ray_starts_reaches_the_applications_handler(
+        restore_sigterm: None, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """Ray's own handler (`sys.exit(15)`) is live during `ray.init`; a SIGTERM then reaches
+    the application's handler once `ray.init` returns, whether Ray's exit propagated or was
+    swallowed where Python ignores exceptions, and no signal means no call."""
+    def fake_init(**options: Any) -> None:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as Ray does
+        if where == "swallowed":
+            _SwallowsWhatItsFinalizerRaises()  # collected at once
+        elif where == "raised":
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+
+    monkeypatch.setattr(ray_session, "ray", SimpleNamespace(init=fake_init,
+                                                            is_initialized=lambda: False))
+    signal.signal(signal.SIGTERM, _unwind)
+    if where == "none":
+        ray_session._init_keeping_sigterm()
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            ray_session._init_keeping_sigterm()
+    assert signal.getsignal(signal.SIGTERM) is _unwind
+    assert signal.set_wakeup_fd(-1) == -1  # the call's wakeup fd is gone again
 
 
 @pytest.mark.ray

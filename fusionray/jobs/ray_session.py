@@ -121,18 +121,57 @@ def start_ray(config: RenderConfig) -> bool:
 
 
 def _init_keeping_sigterm(**options: Any) -> None:
-    """`ray.init(**options)`, leaving a SIGTERM handler the application installed in place.
+    """`ray.init(**options)`, leaving a SIGTERM handler the application installed in place,
+    and acting on a SIGTERM that arrived while Ray started.
 
     A driver's `ray.init` replaces the process's SIGTERM handler with one that exits at once
     (`sys.exit(15)`). The render CLI's handler unwinds like Ctrl-C instead (the output's lock
     released, the work folder kept for a rerun, exit 130); without this, `ray job stop` or a
     scheduler's SIGTERM mid-job ended the driver with exit 1 and no message. Where nothing
     but the default was installed, Ray's handler stays.
+
+    A SIGTERM during `ray.init` (2-4 s of Ray's start) meets Ray's handler, whose `SystemExit`
+    is raised wherever the main thread is; inside some callbacks (an import lock's) Python
+    only prints it and goes on, and the job ran to its end. The process's wakeup fd receives
+    every signal's number whatever the handler does, so one is set for the call: a SIGTERM
+    that arrived, swallowed or not, is handed to the application's handler once Ray is up
+    (after Ray is shut down again where this call started it). An application's own wakeup
+    fd is put back afterwards; it does not see the signals of the call.
     """
     previous = signal.getsignal(signal.SIGTERM)
-    ray.init(**options)
-    if callable(previous) and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, previous)
+    if not callable(previous) or threading.current_thread() is not threading.main_thread():
+        ray.init(**options)
+        return
+    reader, writer = socket.socketpair()
+    try:
+        reader.setblocking(False)
+        writer.setblocking(False)
+        earlier_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        try:
+            ray.init(**options)
+        except SystemExit as error:  # Ray's handler ran where its exit was not swallowed
+            if error.code != signal.SIGTERM:
+                raise
+        finally:
+            signal.set_wakeup_fd(earlier_fd)
+            signal.signal(signal.SIGTERM, previous)
+        arrived = _drain(reader)
+    finally:
+        reader.close()
+        writer.close()
+    if signal.SIGTERM in arrived:
+        if ray.is_initialized():
+            stop_ray()
+        previous(signal.SIGTERM, None)
+
+
+def _drain(reader: socket.socket) -> bytes:
+    """Everything a non-blocking socket holds now."""
+    received = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := reader.recv(4096):
+            received += chunk
+    return received
 
 
 def stop_ray() -> None:
