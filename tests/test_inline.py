@@ -811,17 +811,17 @@ def test_a_failed_first_attempt_beside_ray_is_retried_on_the_pool(
     assert all(np.array_equal(a, b) for a, b in zip(frames, expected, strict=True))
 
 
-def test_ctrl_c_while_ray_starts_beside_the_drivers_chunk_exits_130_and_leaves_nothing(
-    long_clip: Path, tmp_path: Path,
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_an_interrupt_while_ray_starts_beside_the_drivers_chunk_exits_130_and_leaves_nothing(
+    long_clip: Path, tmp_path: Path, sig: signal.Signals,
 ) -> None:
-    """The render CLI as users run it: Ctrl-C lands while the main thread starts Ray and the
-    driver's thread renders chunk 0. The chunk stops at its next frame and its thread is
-    joined, so the process exits 130 (no abort from native code still running at exit).
-
-    (Not SIGTERM: inside `ray.init` Ray's own handler is installed, see
-    `fusionray.jobs.ray_session._init_keeping_sigterm`.)"""
+    """The render CLI as users run it: Ctrl-C or SIGTERM lands while the main thread starts
+    Ray and the driver's thread renders chunk 0. The chunk stops at its next frame and its
+    thread is joined, so the process exits 130 (no abort from native code still running at
+    exit). A SIGTERM meets Ray's own handler inside `ray.init` and reaches the CLI's once Ray
+    is up (`fusionray.jobs.ray_session._init_keeping_sigterm`)."""
     marker = interrupt_mid_chunk(
-        long_clip, tmp_path, signal.SIGINT, settle_seconds=0.5,
+        long_clip, tmp_path, sig, settle_seconds=0.5,
         extra=("chunk.frames=50", "chunk.keyframe_aligned=false", *BESIDE))
     assert marker.startswith("chunk-0-pid-")  # the driver's: the process the signal went to
 
