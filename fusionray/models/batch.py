@@ -276,9 +276,9 @@ class RowCalls:
     split over threads waits at each layer for its slowest thread, so a core taken away by the
     stage's other steps (decode, paste, encode) or another process stalls both, while whole
     rows on single threads only slow the row that lost the core. Measured on the 2-core VM
-    (bench_neural's render, A B A B): 2.4 % faster with the cores to itself, 19 % faster with
-    another process busy beside it. Outputs are the same bytes: a row's result does not depend
-    on the thread count.
+    (bench_neural's render, whole processes, A B): 1.04x with the cores to itself, 1.10x beside
+    a process busy half a core (benchmarks/RESULTS.md). Outputs are the same bytes: a row's
+    result does not depend on the thread count.
     """
 
     def __init__(self, max_batch: int, workers: int = 1) -> None:
