@@ -604,10 +604,11 @@ class ClusterConfig:
     """Times a failed chunk is retried before the job stops."""
     inline: bool = True
     """A job that would start a local Ray of its own (no GPU here) renders chunks on the
-    driver's own render processes (`fusionray.jobs.inline`): every chunk, on one process per
-    render actor the pool would have started, instead of starting Ray at all (a one-chunk
-    job, or a machine of at most `inline_max_cpus` CPUs), or else its first chunks while Ray
-    and the render pool start. False: every chunk on an actor."""
+    driver's own workers (`fusionray.jobs.inline`; threads, or render processes from
+    `inline_process_chunks` chunks a worker): every chunk, on one worker per render actor the
+    pool would have started, instead of starting Ray at all (a one-chunk job, or a machine of
+    at most `inline_max_cpus` CPUs), or else its first chunks while Ray and the render pool
+    start. False: every chunk on an actor."""
     inline_max_cpus: int = 4
     """With `inline`: the most CPUs (`num_cpus`, or this machine's) on which a job of several
     chunks renders them all without Ray (0: never). Above it, Ray's start is a smaller share

@@ -44,6 +44,13 @@ class RenderInterrupted(RenderError):
     """The job was interrupted (SIGINT, SIGTERM); finished chunks are kept for a rerun."""
 
 
+def first_line(error: BaseException) -> str:
+    """The exception's own first line, or its type's name where it has no message (for a
+    one-line error that wraps another)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def choices_message(kind: str, value: object, allowed: list[str] | tuple[str, ...]) -> str:
     """Format the standard 'unknown value' sentence.
 

@@ -51,8 +51,7 @@ class StageActor:
         """`cores`: the CPUs this actor keeps to (`core_sets`; empty: wherever the OS puts
         it). Set before the stage opens anything, so the decoder, encoder and inference
         threads it starts inherit them; a restarted actor gets the same cores."""
-        if cores and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, cores)
+        keep_to_cores(cores)
         self.stage = stage_class(config, threads=threads)
 
     def run(self, *args: Any) -> Any:
@@ -187,6 +186,14 @@ def plan_pool(
             share = min(share, math.floor(node_cpus + 1e-9))
         threads = max(reserved, share)
     return PoolPlan(actors=actors, target=max(target, 1), threads=max(1, threads))
+
+
+def keep_to_cores(cores: tuple[int, ...]) -> None:
+    """Keep the calling thread to `cores` (a `core_sets` entry; (): leave it where it is). The
+    threads it starts afterwards (a stage's decoder, encoder and inference threads) inherit
+    them, so call it before the stage opens anything."""
+    if cores and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)  # 0: this thread only
 
 
 def core_sets(cpus: Sequence[int], actors: int, threads: int) -> tuple[tuple[int, ...], ...]:

@@ -38,9 +38,9 @@ retried, here on a fresh worker started in its place, or beside Ray on the pool;
 is killed, or, on a thread (which cannot be killed), its chunk is cancelled and the thread
 left behind. In a process, a native crash or the OOM killer ends that process, not the job,
 and its chunk is retried; on threads it takes the driver down (a rerun resumes from the
-chunks recorded). Ctrl-C and SIGTERM reach the driver (render processes ignore Ctrl-C;
-SIGTERM within `ray.init` excepted, where Ray's own handler holds it, see
-`fusionray.jobs.ray_session`): the main thread stops each chunk at its next frame
+chunks recorded). Ctrl-C and SIGTERM reach the driver (render processes ignore Ctrl-C; a
+SIGTERM within `ray.init` reaches it once Ray is up, see `fusionray.jobs.ray_session`): the
+main thread stops each chunk at its next frame
 (`RenderStage.cancel`; chunks already finished are recorded) and waits for the workers,
 killing a process that does not stop. A driver killed outright takes its render processes
 with it.
@@ -188,9 +188,10 @@ def plan_driver(
 
 
 def render_with(stage: StageProcess | StageHere, task: Task) -> ChunkResult | BaseException:
-    """`task`'s chunk rendered by `stage`'s process: its result, or the error its attempt
-    failed with (anything the stage raised there, or its process's end, so the main thread
-    sees it: a worker thread's own exception would otherwise end only that thread)."""
+    """`task`'s chunk rendered by `stage` (in its process, or on this thread): its result, or
+    the error its attempt failed with (anything the stage raised, or its process's end, so
+    the main thread sees it: a worker thread's own exception would otherwise end only that
+    thread)."""
     job = task.job
     assert isinstance(job, RenderJob), job
     try:

@@ -41,8 +41,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from typing import Any
 
+from fusionray.actors.pools import keep_to_cores
 from fusionray.actors.stages import ChunkResult
-from fusionray.errors import FusionrayError, RenderError
+from fusionray.errors import FusionrayError, RenderError, first_line
 from fusionray.jobs.ray_session import failure_reason
 from fusionray.types import Chunk
 
@@ -53,8 +54,9 @@ _PR_SET_PDEATHSIG = 1
 
 
 class StageProcess:
-    """A render stage (`stage_class(config, threads=threads)`) in a spawned child process,
-    kept to `cores` (() unpinned): started here, open once `wait_open` returns."""
+    """A render stage (`stage_class(config, threads=threads)`) in a child process forked by
+    the fork server, kept to `cores` (() unpinned): started here, open once `wait_open`
+    returns."""
 
     def __init__(self, stage_class: type, config: Any, *, threads: int,
                  cores: tuple[int, ...] = ()) -> None:
@@ -84,7 +86,7 @@ class StageProcess:
             self.close()
             if isinstance(value, FusionrayError):
                 raise value
-            raise RenderError(f"A render stage could not start: {_message(value)}")
+            raise _could_not_start(value)
 
     @property
     def pid(self) -> int | None:
@@ -157,16 +159,13 @@ class StageHere:
     def wait_open(self) -> None:
         """Open the stage here. Raises as `StageProcess.wait_open`."""
         stage_class, config, threads, cores = self._open
-        if cores and hasattr(os, "sched_setaffinity"):
-            # This thread only (0: the caller); the stage's decoder, encoder and inference
-            # threads start from it and inherit its cores.
-            os.sched_setaffinity(0, cores)
+        keep_to_cores(cores)
         try:
             self._stage = stage_class(config, threads=threads)
         except FusionrayError:
             raise
         except Exception as error:
-            raise RenderError(f"A render stage could not start: {_message(error)}") from None
+            raise _could_not_start(error) from None
 
     def __call__(self, key: int, info: Any, source: Any, chunk: Chunk) -> ChunkResult:
         result: ChunkResult = self._stage(info, chunk, source)
@@ -224,9 +223,7 @@ def serve(connection: Connection, stage_class: type, config: Any, threads: int,
         os.kill(parent, 0)
     except ProcessLookupError:
         return  # the driver ended before the line above took effect
-    if cores and hasattr(os, "sched_setaffinity"):
-        # The stage's decoder, encoder and inference threads start from here: they inherit it.
-        os.sched_setaffinity(0, cores)
+    keep_to_cores(cores)
     try:
         stage = stage_class(config, threads=threads)
     except BaseException as error:
@@ -265,11 +262,10 @@ def _send(connection: Connection, kind: str, value: Any) -> None:
     connection.send((kind, value))
 
 
-def _message(error: BaseException) -> str:
-    """The exception's own first line (a constructor's message, as `actor_start_failure`
-    reduces an actor's)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+def _could_not_start(error: BaseException) -> RenderError:
+    """A stage constructor's error that is not fusionray's own, as one line (its message, as
+    `actor_start_failure` reduces an actor's)."""
+    return RenderError(f"A render stage could not start: {first_line(error)}")
 
 
 def _exit_description(code: int | None) -> str:

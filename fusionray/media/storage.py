@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from fusionray.config import StorageConfig
-from fusionray.errors import MediaError, OutputError
+from fusionray.errors import MediaError, OutputError, first_line
 from fusionray.types import VideoInfo
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs")
@@ -178,7 +178,7 @@ def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     try:
         return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as error:
-        raise MediaError(f"Cannot open storage for {uri!r}: {_first_line(error)}") from None
+        raise MediaError(f"Cannot open storage for {uri!r}: {first_line(error)}") from None
 
 
 def input_cache_dir() -> Path:
@@ -212,7 +212,7 @@ def localise(
     try:
         info = filesystem.get_file_info(path)
     except OSError as error:
-        raise MediaError(f"Cannot read {text!r}: {_first_line(error)}") from None
+        raise MediaError(f"Cannot read {text!r}: {first_line(error)}") from None
     if info.type != pafs.FileType.File:
         raise MediaError(f"Input not found: {text!r}")
     stamp = f"{text}\n{info.size}\n{info.mtime_ns}".encode()
@@ -229,7 +229,7 @@ def localise(
                 _download(filesystem, path, target, text)
             _mark_used(folder)
     except OSError as error:
-        raise MediaError(f"Cannot download {text!r}: {_first_line(error)}") from None
+        raise MediaError(f"Cannot download {text!r}: {first_line(error)}") from None
     evict_inputs(root, policy or InputCachePolicy(), keep=folder)
     return target
 
@@ -332,7 +332,7 @@ def check_destination(uri: str) -> None:
         info = filesystem.get_file_info(parent)
     except OSError as error:
         raise OutputError(f"Cannot reach the output location {uri!r}: "
-                          f"{_first_line(error)}") from None
+                          f"{first_line(error)}") from None
     # Object stores have no real folders: only the bucket must exist.
     bucket = PurePosixPath(path).parts[0] if PurePosixPath(path).parts else path
     if not _is_object_store(filesystem):
@@ -363,7 +363,7 @@ def publish(local: Path, destination: str) -> None:
     except (OSError, pa.ArrowException) as error:
         with contextlib.suppress(OSError, pa.ArrowException):  # never written, or moved
             filesystem.delete_file(temporary)
-        raise OutputError(f"Cannot publish {destination!r}: {_first_line(error)}") from None
+        raise OutputError(f"Cannot publish {destination!r}: {first_line(error)}") from None
 
 
 def finalise(filesystem: pafs.FileSystem, temporary: str, final: str) -> None:
@@ -400,7 +400,3 @@ def _copy(source: object, sink: object) -> None:
             return
         sink.write(block)  # type: ignore[attr-defined]
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

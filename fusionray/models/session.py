@@ -39,7 +39,7 @@ import numpy as np
 import onnxruntime as ort
 
 from fusionray.config import GpuConfig
-from fusionray.errors import ConfigError, ModelError
+from fusionray.errors import ConfigError, ModelError, first_line
 from fusionray.models.catalog import ModelSpec
 from fusionray.models.device import DevicePlan, probe_device
 from fusionray.models.providers import (
@@ -681,8 +681,7 @@ class SessionRunner:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return _clip(text[0] if text else type(error).__name__)
+    return _clip(first_line(error))
 
 
 def _clip(line: str, limit: int = 200) -> str:

@@ -60,7 +60,7 @@ class RunSummary:
     workers replaced after a hung chunk (`fusionray.jobs.inline`)."""
     chunks_by_actor: dict[str, int] = field(default_factory=dict)
     """Chunks each actor finished (e.g. {"render-0": 3, "render-2": 1}); "driver": those the
-    driver's own render processes finished (no Ray, or beside Ray's start)."""
+    driver's own workers finished (no Ray, or beside Ray's start)."""
     chunk_timeouts: list[dict[str, Any]] = field(default_factory=list)
     """Chunks cancelled as hung: chunk, attempt, seconds, limit_seconds, actor."""
     identity: dict[str, float | int] | None = None
