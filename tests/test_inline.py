@@ -38,6 +38,7 @@ from fusionray.actors.render_stage import ChunkCancelled, RenderStage
 from fusionray.actors.stages import detector_from_config
 from fusionray.config import ClusterConfig, PoolConfig, RenderConfig
 from fusionray.errors import ConfigError, RenderError, RenderInterrupted
+from fusionray.jobs import inline
 from fusionray.jobs.identity import build_source_identity
 from fusionray.jobs.inline import BESIDE_RAY_NOTE, INLINE_NOTE, DriverPlan, plan_driver
 from fusionray.jobs.manifest import Manifest
@@ -123,6 +124,27 @@ def test_workers_are_processes_from_inline_process_chunks_chunks_a_worker() -> N
                   ) == DriverPlan(workers=4, threads=1)  # 7 < 2 x 4
     with pytest.raises(ConfigError, match=r"cluster\.inline_process_chunks.*-1.*>= 0"):
         cluster_config(inline_process_chunks=-1)
+
+
+def test_the_fork_server_starts_early_only_where_the_plan_has_render_processes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`start_render_processes_early` asks `plan_driver` (with what is known before the job's
+    own planning), so the server starts exactly where workers would be processes."""
+    started: list[int] = []
+    monkeypatch.setattr(inline, "start_server", lambda: started.append(1))
+    monkeypatch.setattr(inline, "ray_connected", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cases = [(cluster_config(num_cpus=2), 8, True), (cluster_config(num_cpus=2), 7, False),
+             (cluster_config(num_cpus=4, inline_process_chunks=2), 7, False),  # 7 < 2 x 4
+             (cluster_config(num_cpus=4, inline_process_chunks=2), 8, True),
+             (cluster_config(num_cpus=8), 40, False),  # beside Ray: one worker, a thread
+             (cluster_config(num_cpus=2, inline=False), 40, False),
+             # A pool this machine cannot start: the job's own planning reports it.
+             (cluster_config(num_cpus=2, swap=PoolConfig(num_gpus=1)), 40, False)]
+    for config, chunks, expected in cases:
+        started.clear()
+        inline.start_render_processes_early(config, chunks)
+        assert started == ([1] if expected else []), (config.cluster, chunks)
 
 
 def test_a_larger_machine_renders_its_first_chunks_beside_rays_start() -> None:

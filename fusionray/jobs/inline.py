@@ -66,7 +66,7 @@ from fusionray.actors.pools import core_sets, plan_pool
 from fusionray.actors.render_stage import ChunkCancelled
 from fusionray.actors.stages import ChunkResult
 from fusionray.config import RenderConfig
-from fusionray.errors import FusionrayError, RenderError
+from fusionray.errors import ConfigError, FusionrayError, RenderError
 from fusionray.jobs.ray_session import failure_reason, join_address, local_cpus
 from fusionray.jobs.scheduler import (
     POLL_SECONDS,
@@ -124,19 +124,19 @@ def _renders_here(
 
 
 def start_render_processes_early(config: RenderConfig, chunks: int) -> None:
-    """Where a shot of `chunks` chunks may render on the driver's render processes (a local
-    job on a small machine, nothing joined or declared that keeps Ray's path, enough chunks a
-    worker: `plan_driver`), start their fork server now (`fusionray.jobs.stage_process`):
+    """Where a shot of `chunks` chunks would render on the driver's render processes
+    (`plan_driver`'s `processes`, asked with what is known this early: one pool, no
+    pre-pass, no GPU probe), start their fork server now (`fusionray.jobs.stage_process`):
     its imports (about 0.6 s of one core) run beside the driver's source identity, where they
     would otherwise delay the first chunks. A job that goes to Ray after all (a GPU seen, a
-    pre-pass) or has fewer chunks left (resumed) leaves it idle."""
-    cluster = config.cluster
-    if (2 <= local_cpus(config) <= cluster.inline_max_cpus
-            and chunks >= 2 * cluster.inline_process_chunks
-            # Not asked yet: a pre-pass (the shot list's), and the GPU probe (nvidia-smi).
-            and _renders_here(config, ray_running=ray_connected(),
-                              address=join_address(config), sees_gpu=lambda: False,
-                              pre_pass=False)):
+    pre-pass, a second pool) or has fewer chunks left (resumed) leaves it idle."""
+    try:
+        plan = plan_driver(config, tasks=chunks, pools=1, ray_running=ray_connected(),
+                           address=join_address(config), sees_gpu=lambda: False,
+                           pre_pass=False)
+    except ConfigError:
+        return  # the job's own planning reports it, where it applies
+    if plan is not None and plan.processes:
         start_server()
 
 
